@@ -1,0 +1,368 @@
+package images
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Spec is a cluster spec, the contents of locus.yaml.
+type Spec struct {
+	// Cluster names the cluster.
+	Cluster Cluster `yaml:"cluster"`
+	// Interconnect is the private network the nodes share.
+	Interconnect Interconnect `yaml:"interconnect"`
+	// Nodes is the node table: pre-registered nodes by number and MAC.
+	Nodes []Node `yaml:"nodes"`
+	// Kernel says where the kernel and its modules come from.
+	Kernel Kernel `yaml:"kernel"`
+	// Modules are kernel modules loaded at boot beyond the base set.
+	Modules []string `yaml:"modules"`
+	// RunLevel is the cluster's target run level (1-5).
+	RunLevel int `yaml:"runlevel"`
+	// Root says where every node's root filesystem comes from.
+	Root Root `yaml:"root"`
+	// Services are started on the way up to the run level.
+	Services []Service `yaml:"services"`
+	// Console is the kernel console device, ttyS0 by default.
+	Console string `yaml:"console"`
+}
+
+// Cluster holds the cluster-wide identity.
+type Cluster struct {
+	Name string `yaml:"name"`
+}
+
+// Interconnect is the cluster's private network.
+type Interconnect struct {
+	// Subnet in CIDR form, e.g. 10.77.0.0/24.
+	Subnet string `yaml:"subnet"`
+	// Addressing is "static" (node N gets the address in its row, or the
+	// N-th host of the subnet) or "dhcp".
+	Addressing string `yaml:"addressing"`
+	// Gateway and DNS are handed to nodes; both optional.
+	Gateway string   `yaml:"gateway"`
+	DNS     []string `yaml:"dns"`
+}
+
+// Node is one row of the node table.
+type Node struct {
+	Number   int    `yaml:"number"`
+	MAC      string `yaml:"mac"`
+	Hostname string `yaml:"hostname"`
+	// Addr overrides the node's interconnect address (no prefix length).
+	Addr string `yaml:"addr"`
+}
+
+// Kernel says where the kernel comes from: a Debian package (default
+// linux-image-amd64) or the user's own image and module tree.
+type Kernel struct {
+	Package string `yaml:"package"`
+	Image   string `yaml:"image"`
+	Modules string `yaml:"modules"`
+	// Cmdline is appended to the kernel command line of every node.
+	Cmdline string `yaml:"cmdline"`
+}
+
+// Root says where the nodes' root filesystem comes from.
+type Root struct {
+	// Source is "initramfs": each node runs from its initramfs, with
+	// node-private tmpfs for /tmp and /cluster/node<N>. Shared roots (cfs,
+	// nfs, a kernel filesystem) build on this.
+	Source string `yaml:"source"`
+}
+
+// Service is started by init on the way up to the cluster's run level.
+type Service struct {
+	Name string `yaml:"name"`
+	// Level is the run level at which the service starts (1-5).
+	Level int `yaml:"level"`
+	// Command is the argv to run.
+	Command []string `yaml:"command"`
+	// Nodes lists the node numbers to run on; empty means all.
+	Nodes []int `yaml:"nodes"`
+	// Oneshot services must exit 0 before the level counts as reached;
+	// others are daemons, restarted when they exit.
+	Oneshot bool `yaml:"oneshot"`
+}
+
+// Defaults of an empty spec.
+const (
+	DefaultClusterName   = "locus"
+	DefaultSubnet        = "10.77.0.0/24"
+	DefaultRunLevel      = 3
+	DefaultKernelPackage = "linux-image-amd64"
+	DefaultConsole       = "ttyS0"
+	RootInitramfs        = "initramfs"
+	AddressingStatic     = "static"
+	AddressingDHCP       = "dhcp"
+)
+
+// BaseModules returns the modules loaded on every node: the NICs and virtio
+// devices of the machines Locus boots on (QEMU and common servers), the
+// entropy source and the exec channel.
+func BaseModules() []string {
+	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e"}
+}
+
+// Load reads and validates the spec at path. An empty path means an empty
+// spec (all defaults).
+func Load(path string) (*Spec, []byte, error) {
+	if path == "" {
+		s, err := Parse("locus.yaml", nil)
+		return s, nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("images: read spec: %w", err)
+	}
+	s, err := Parse(path, data)
+	return s, data, err
+}
+
+// Parse decodes and validates a spec; name is used in error messages.
+func Parse(name string, data []byte) (*Spec, error) {
+	var s Spec
+	if err := decodeStrict(name, data, &s); err != nil {
+		return nil, err
+	}
+	s.applyDefaults()
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("images: %s: %w", name, err)
+	}
+	return &s, nil
+}
+
+func (s *Spec) applyDefaults() {
+	if s.Cluster.Name == "" {
+		s.Cluster.Name = DefaultClusterName
+	}
+	if s.Interconnect.Subnet == "" {
+		s.Interconnect.Subnet = DefaultSubnet
+	}
+	if s.Interconnect.Addressing == "" {
+		s.Interconnect.Addressing = AddressingStatic
+	}
+	if s.RunLevel == 0 {
+		s.RunLevel = DefaultRunLevel
+	}
+	if s.Kernel.Package == "" && s.Kernel.Image == "" {
+		s.Kernel.Package = DefaultKernelPackage
+	}
+	if s.Root.Source == "" {
+		s.Root.Source = RootInitramfs
+	}
+	if s.Console == "" {
+		s.Console = DefaultConsole
+	}
+	for i := range s.Nodes {
+		if s.Nodes[i].Hostname == "" {
+			s.Nodes[i].Hostname = fmt.Sprintf("node%d", s.Nodes[i].Number)
+		}
+	}
+}
+
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	moduleRE   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	consoleRE  = regexp.MustCompile(`^[A-Za-z0-9]+(,[0-9]+[a-z0-9]*)?$`)
+	errInvalid = errors.New("invalid spec")
+)
+
+// Validate checks a spec after defaults are applied. Errors name the key.
+func (s *Spec) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if !nameRE.MatchString(s.Cluster.Name) {
+		bad("cluster.name", "%q must be a DNS label (lower-case letters, digits, '-')", s.Cluster.Name)
+	}
+	prefix, err := netip.ParsePrefix(s.Interconnect.Subnet)
+	switch {
+	case err != nil:
+		bad("interconnect.subnet", "%q is not a CIDR subnet like 10.77.0.0/24", s.Interconnect.Subnet)
+	case !prefix.Addr().Is4():
+		bad("interconnect.subnet", "%q: only IPv4 interconnects are supported", s.Interconnect.Subnet)
+	case prefix.Bits() > 30:
+		bad("interconnect.subnet", "%q is too small for a cluster (at most /30)", s.Interconnect.Subnet)
+	case prefix.Masked() != prefix:
+		bad("interconnect.subnet", "%q has host bits set (did you mean %s?)", s.Interconnect.Subnet, prefix.Masked())
+	}
+	switch s.Interconnect.Addressing {
+	case AddressingStatic, AddressingDHCP:
+	default:
+		bad("interconnect.addressing", "%q must be %q or %q", s.Interconnect.Addressing, AddressingStatic, AddressingDHCP)
+	}
+	if s.Interconnect.Gateway != "" {
+		if a, err := netip.ParseAddr(s.Interconnect.Gateway); err != nil || (prefix.IsValid() && !prefix.Contains(a)) {
+			bad("interconnect.gateway", "%q is not an address in %s", s.Interconnect.Gateway, s.Interconnect.Subnet)
+		}
+	}
+	for i, d := range s.Interconnect.DNS {
+		if _, err := netip.ParseAddr(d); err != nil {
+			bad(fmt.Sprintf("interconnect.dns[%d]", i), "%q is not an IP address", d)
+		}
+	}
+	seenNum, seenMAC, seenHost, seenAddr := map[int]int{}, map[string]int{}, map[string]int{}, map[netip.Addr]int{}
+	for i, n := range s.Nodes {
+		key := fmt.Sprintf("nodes[%d]", i)
+		if n.Number < 1 {
+			bad(key+".number", "%d must be 1 or more", n.Number)
+		} else if j, dup := seenNum[n.Number]; dup {
+			bad(key+".number", "node %d is also nodes[%d]", n.Number, j)
+		}
+		seenNum[n.Number] = i
+		if n.MAC != "" {
+			hw, err := net.ParseMAC(n.MAC)
+			if err != nil || len(hw) != 6 {
+				bad(key+".mac", "%q is not an Ethernet MAC like 52:54:00:12:34:56", n.MAC)
+			} else if j, dup := seenMAC[hw.String()]; dup {
+				bad(key+".mac", "%s is also the MAC of nodes[%d]", hw, j)
+			} else {
+				seenMAC[hw.String()] = i
+			}
+		}
+		if !nameRE.MatchString(n.Hostname) {
+			bad(key+".hostname", "%q must be a DNS label", n.Hostname)
+		} else if j, dup := seenHost[n.Hostname]; dup {
+			bad(key+".hostname", "%q is also the hostname of nodes[%d]", n.Hostname, j)
+		}
+		seenHost[n.Hostname] = i
+		if prefix.IsValid() && n.Number >= 1 {
+			a, err := s.nodeAddr(prefix, n)
+			if err != nil {
+				bad(key+".addr", "%v", err)
+			} else if j, dup := seenAddr[a]; dup {
+				bad(key+".addr", "%s is also the address of nodes[%d]", a, j)
+			} else {
+				seenAddr[a] = i
+			}
+		}
+	}
+	if s.RunLevel < 1 || s.RunLevel > 5 {
+		bad("runlevel", "%d must be between 1 and 5", s.RunLevel)
+	}
+	if s.Kernel.Image != "" && s.Kernel.Package != "" {
+		bad("kernel", "give either package or image, not both")
+	}
+	if s.Kernel.Image != "" && s.Kernel.Modules == "" {
+		bad("kernel.modules", "a kernel image needs its module tree (lib/modules/<version>)")
+	}
+	for i, m := range s.Modules {
+		if !moduleRE.MatchString(m) {
+			bad(fmt.Sprintf("modules[%d]", i), "%q is not a module name", m)
+		}
+	}
+	if s.Root.Source != RootInitramfs {
+		bad("root.source", "%q is not supported; supported: %q", s.Root.Source, RootInitramfs)
+	}
+	for i, sv := range s.Services {
+		key := fmt.Sprintf("services[%d]", i)
+		if sv.Name == "" {
+			bad(key+".name", "is required")
+		}
+		if sv.Level < 1 || sv.Level > 5 {
+			bad(key+".level", "%d must be between 1 and 5", sv.Level)
+		}
+		if len(sv.Command) == 0 {
+			bad(key+".command", "is required")
+		}
+	}
+	if !consoleRE.MatchString(s.Console) {
+		bad("console", "%q is not a console device like ttyS0 or ttyS0,115200", s.Console)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", errInvalid, errors.Join(errs...))
+}
+
+// Prefix returns the interconnect subnet. The spec must be valid.
+func (s *Spec) Prefix() netip.Prefix {
+	return netip.MustParsePrefix(s.Interconnect.Subnet)
+}
+
+// NodeAddr returns node n's interconnect address with the subnet's prefix
+// length: the address in its row of the node table, or else the n-th host
+// address of the subnet.
+func (s *Spec) NodeAddr(n int) (netip.Prefix, error) {
+	p := s.Prefix()
+	row, _ := s.NodeByNumber(n)
+	row.Number = n
+	a, err := s.nodeAddr(p, row)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("images: node %d: %w", n, err)
+	}
+	return netip.PrefixFrom(a, p.Bits()), nil
+}
+
+func (s *Spec) nodeAddr(p netip.Prefix, n Node) (netip.Addr, error) {
+	if n.Addr != "" {
+		a, err := netip.ParseAddr(n.Addr)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("%q is not an IP address", n.Addr)
+		}
+		if !p.Contains(a) {
+			return netip.Addr{}, fmt.Errorf("%s is outside the interconnect subnet %s", a, p)
+		}
+		return a, nil
+	}
+	hosts := uint64(1)<<(32-p.Bits()) - 2
+	if uint64(n.Number) > hosts {
+		return netip.Addr{}, fmt.Errorf("node %d has no address: subnet %s holds %d hosts", n.Number, p, hosts)
+	}
+	b := p.Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(n.Number)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), nil
+}
+
+// NodeByNumber returns the node table row for node n.
+func (s *Spec) NodeByNumber(n int) (Node, bool) {
+	for _, row := range s.Nodes {
+		if row.Number == n {
+			return row, true
+		}
+	}
+	return Node{Number: n, Hostname: fmt.Sprintf("node%d", n)}, false
+}
+
+// NodeByMAC returns the node table row whose MAC is hw.
+func (s *Spec) NodeByMAC(hw net.HardwareAddr) (Node, bool) {
+	for _, row := range s.Nodes {
+		if m, err := net.ParseMAC(row.MAC); err == nil && strings.EqualFold(m.String(), hw.String()) {
+			return row, true
+		}
+	}
+	return Node{}, false
+}
+
+// AllModules returns the base modules followed by the spec's extra ones,
+// without repeats.
+func (s *Spec) AllModules() []string {
+	out := BaseModules()
+	for _, m := range s.Modules {
+		m = strings.ReplaceAll(m, "-", "_")
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// ServicesFor returns the services of run level l that run on node n.
+func (s *Spec) ServicesFor(n, l int) []Service {
+	var out []Service
+	for _, sv := range s.Services {
+		if sv.Level == l && (len(sv.Nodes) == 0 || slices.Contains(sv.Nodes, n)) {
+			out = append(out, sv)
+		}
+	}
+	return out
+}

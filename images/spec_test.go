@@ -1,0 +1,158 @@
+package images
+
+import (
+	"errors"
+	"io/fs"
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestParseEmptyGivesDefaults(t *testing.T) {
+	for _, in := range []string{"", "\n", "# only a comment\n", "---\n"} {
+		s, err := Parse("locus.yaml", []byte(in))
+		if err != nil {
+			t.Fatalf("Parse(%q) = %v, want nil", in, err)
+		}
+		if s.Cluster.Name != DefaultClusterName || s.Interconnect.Subnet != DefaultSubnet || s.RunLevel != DefaultRunLevel ||
+			s.Kernel.Package != DefaultKernelPackage || s.Root.Source != RootInitramfs || s.Console != DefaultConsole {
+			t.Errorf("Parse(%q) = %+v, want defaults", in, s)
+		}
+	}
+}
+
+func TestExamplesParse(t *testing.T) {
+	err := fs.WalkDir(Examples, "examples", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := Examples.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if _, err := Parse(p, data); err != nil {
+			t.Errorf("example %s: %v", p, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExampleShowsEveryKey(t *testing.T) {
+	ex := string(ExampleSpec())
+	for _, key := range []string{"cluster:", "name:", "interconnect:", "subnet:", "addressing:", "gateway:", "dns:",
+		"nodes:", "number:", "mac:", "hostname:", "addr:", "kernel:", "package:", "image:", "modules:", "cmdline:",
+		"runlevel:", "root:", "source:", "services:", "level:", "command:", "oneshot:", "console:"} {
+		if !strings.Contains(ex, key) {
+			t.Errorf("example spec does not show key %q", key)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		want     []string // substrings of the error
+	}{
+		{"unknown top key", "cluster:\n  name: a\nnodez: []\n", []string{"locus.yaml:3", `unknown key "nodez"`, `did you mean "nodes"`}},
+		{"unknown nested key", "interconnect:\n  subnett: 10.0.0.0/24\n", []string{"locus.yaml:2", `"interconnect.subnett"`, `"subnet"`}},
+		{"unknown key in node row", "nodes:\n  - number: 1\n    macc: x\n", []string{"locus.yaml:3", `"nodes[0].macc"`}},
+		{"wrong type int", "runlevel: three\n", []string{"locus.yaml:1", `key "runlevel"`, "want an integer", `"three"`}},
+		{"wrong type list", "modules: fuse\n", []string{"locus.yaml:1", `key "modules"`, "want a list"}},
+		{"wrong type mapping", "cluster: demo\n", []string{"locus.yaml:1", `key "cluster"`, "want a mapping"}},
+		{"wrong type bool", "services:\n  - name: a\n    level: 1\n    command: [x]\n    oneshot: maybe\n", []string{"locus.yaml:5", "want true or false"}},
+		{"syntax", "cluster:\n  name: [\n", []string{"locus.yaml:"}},
+		{"bad subnet", "interconnect:\n  subnet: 10.77.0.0\n", []string{"interconnect.subnet", "CIDR"}},
+		{"host bits", "interconnect:\n  subnet: 10.77.0.5/24\n", []string{"host bits", "10.77.0.0/24"}},
+		{"dup mac", "nodes:\n  - {number: 1, mac: '52:54:00:00:00:01'}\n  - {number: 2, mac: '52:54:00:00:00:01'}\n", []string{"nodes[1].mac", "nodes[0]"}},
+		{"dup number", "nodes:\n  - {number: 1}\n  - {number: 1}\n", []string{"nodes[1].number"}},
+		{"bad mac", "nodes:\n  - {number: 1, mac: 'zz'}\n", []string{"nodes[0].mac"}},
+		{"addr outside subnet", "nodes:\n  - {number: 1, addr: 10.1.0.1}\n", []string{"nodes[0].addr", "outside"}},
+		{"node number beyond subnet", "interconnect: {subnet: 10.0.0.0/29}\nnodes:\n  - {number: 9}\n", []string{"nodes[0].addr", "holds 6 hosts"}},
+		{"runlevel range", "runlevel: 9\n", []string{"runlevel", "between 1 and 5"}},
+		{"bad module", "modules: ['../evil']\n", []string{"modules[0]"}},
+		{"bad root", "root: {source: zfs}\n", []string{"root.source", "zfs"}},
+		{"image without modules", "kernel: {package: '', image: /boot/vmlinuz}\n", []string{"kernel.modules"}},
+		{"service without command", "services:\n  - {name: x, level: 2}\n", []string{"services[0].command"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("locus.yaml", []byte(tt.in))
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil, want an error", tt.in)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse(%q) = %q, want it to contain %q", tt.in, err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "\n") && !strings.Contains(err.Error(), "invalid spec") {
+				t.Errorf("syntax error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestSyntaxErrorsAreTyped(t *testing.T) {
+	_, err := Parse("x.yaml", []byte("bogus: 1\n"))
+	if !errors.Is(err, ErrSpecSyntax) {
+		t.Errorf("Parse = %v, want errors.Is ErrSpecSyntax", err)
+	}
+}
+
+func TestNodeAddressing(t *testing.T) {
+	s, err := Parse("t", ImageTestSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		n    int
+		want string
+	}{{1, "10.9.0.1/24"}, {3, "10.9.0.33/24"}, {7, "10.9.0.7/24"}} {
+		got, err := s.NodeAddr(tt.n)
+		if err != nil || got.String() != tt.want {
+			t.Errorf("NodeAddr(%d) = %v, %v, want %s", tt.n, got, err, tt.want)
+		}
+	}
+	row, ok := s.NodeByMAC(net.HardwareAddr{0x52, 0x54, 0, 0x4c, 0, 2})
+	if !ok || row.Number != 2 || row.Hostname != "beta" {
+		t.Errorf("NodeByMAC = %+v, %v, want node 2 beta", row, ok)
+	}
+	if _, ok := s.NodeByMAC(net.HardwareAddr{1, 2, 3, 4, 5, 6}); ok {
+		t.Errorf("NodeByMAC(unknown) found a row")
+	}
+}
+
+// ImageTestSpec is a small spec the tests share.
+var ImageTestSpec = []byte(`
+cluster: {name: t}
+interconnect: {subnet: 10.9.0.0/24}
+nodes:
+  - {number: 1, mac: "52:54:00:4c:00:01"}
+  - {number: 2, mac: "52:54:00:4c:00:02", hostname: beta}
+  - {number: 3, mac: "52:54:00:4c:00:03", addr: 10.9.0.33}
+`)
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(""))
+	f.Add(ExampleSpec())
+	f.Add(ImageTestSpec)
+	f.Add([]byte("nodes:\n  - number: 1\n    macc: x\n"))
+	f.Add([]byte("runlevel: &a 3\nx: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		// A spec that parses is valid and usable.
+		if err := s.Validate(); err != nil {
+			t.Fatalf("Parse accepted a spec that does not validate: %v", err)
+		}
+		for _, n := range s.Nodes {
+			if _, err := s.NodeAddr(n.Number); err != nil {
+				t.Fatalf("valid spec, node %d has no address: %v", n.Number, err)
+			}
+		}
+	})
+}
