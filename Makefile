@@ -1,0 +1,46 @@
+# Locus: make demo (the main job) and make test. Run as root on Debian 12.
+SHELL := /bin/bash
+GO ?= go
+LOCUS := bin/locus
+OUT ?= out
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/locus-ssi/locus.Version=$(VERSION)"
+export PATH := /usr/local/go/bin:$(PATH)
+
+DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio dpkg-dev iproute2
+
+.PHONY: deps build image demo test test-unit test-vm bench clean
+
+# deps installs the Debian packages the build and the tests need; it skips
+# what is already there.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "deps: all present"; fi
+	@if [ -z "$$(find /var/lib/apt/lists -name '*Packages*' -print -quit 2>/dev/null)" ]; then apt-get update -q; fi
+	@command -v $(GO) >/dev/null || { echo "deps: Go is not installed (https://go.dev/dl)"; exit 1; }
+
+build:
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o $(LOCUS) ./cmd/locus
+
+image: deps build
+	$(LOCUS) image build --out $(OUT)
+
+# demo: build everything, boot a 3-node cluster in QEMU, show it working,
+# then stop it.
+demo: image
+	./scripts/demo.sh $(LOCUS) $(OUT)
+
+test: deps build
+	./scripts/test.sh
+
+test-unit: build
+	$(GO) test -count=1 ./...
+
+test-vm: deps build
+	LOCUS_BIN=$(CURDIR)/$(LOCUS) $(GO) test -count=1 -tags vm -timeout 25m -v -run 'VM' ./...
+
+clean:
+	rm -rf bin $(OUT)

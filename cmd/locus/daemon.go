@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/locus-ssi/locus/services/locusd"
+)
+
+func newDaemonCmd(e *env) *cobra.Command {
+	var cfg locusd.Config
+	cmd := &cobra.Command{
+		Use:     "daemon",
+		Short:   "Run the node daemon (init starts it on every node)",
+		Example: "  locus daemon --listen :7470 --node-file /run/locus/node.json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg.Log = slog.New(slog.NewTextHandler(e.stderr, nil)).With("svc", "locusd")
+			return locusd.Run(ctx, cfg, nil)
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Listen, "listen", ":"+strconv.Itoa(locusd.DefaultPort), "address to serve the node API on")
+	cmd.Flags().StringVar(&cfg.NodeFile, "node-file", "/run/locus/node.json", "init's record of this node")
+	return cmd
+}
+
+func newProbeCmd(e *env) *cobra.Command {
+	var output string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "probe ADDR...",
+		Short: "Ask nodes' daemons who they are, over TCP on the interconnect",
+		Long: `Probe opens a TCP connection to each node daemon (port 7470 unless given)
+and prints the node's identity and state with the round-trip time. It
+exits non-zero if any node does not answer.`,
+		Example: "  locus probe 10.77.0.2 10.77.0.3\n  locus probe 10.77.0.2:7470 --output json",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			type row struct {
+				Addr  string           `json:"addr"`
+				Info  *locusd.NodeInfo `json:"info,omitempty"`
+				RTTms float64          `json:"rtt_ms"`
+				Error string           `json:"error,omitempty"`
+			}
+			var rows []row
+			failed := 0
+			for _, a := range args {
+				if _, _, err := net.SplitHostPort(a); err != nil {
+					a = net.JoinHostPort(a, strconv.Itoa(locusd.DefaultPort))
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				start := time.Now()
+				info, err := locusd.Fetch(ctx, a)
+				cancel()
+				r := row{Addr: a, Info: info, RTTms: float64(time.Since(start).Microseconds()) / 1000}
+				if err != nil {
+					r.Error = err.Error()
+					failed++
+				}
+				rows = append(rows, r)
+			}
+			if output == "json" {
+				if err := jsonOut(e, rows); err != nil {
+					return err
+				}
+			} else {
+				w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "ADDR\tNODE\tHOSTNAME\tSTATE\tRUNLEVEL\tRTT")
+				for _, r := range rows {
+					if r.Info == nil {
+						fmt.Fprintf(w, "%s\t-\t-\tunreachable\t-\t%s\n", r.Addr, strings.TrimPrefix(r.Error, "locusd: "))
+						continue
+					}
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%.1fms\n", r.Addr, r.Info.Node, r.Info.Hostname, r.Info.State, r.Info.RunLevel, r.RTTms)
+				}
+				w.Flush()
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d node(s) did not answer", failed, len(args))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "per-node timeout")
+	addOutputFlag(cmd, &output)
+	return cmd
+}

@@ -1,0 +1,35 @@
+// Command locus builds Locus cluster images, runs QEMU clusters and talks
+// to a running cluster. The same binary is every node's /init (PID 1) and
+// its node daemon.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/locus-ssi/locus/initramfs/pid1"
+)
+
+func main() {
+	if filepath.Base(os.Args[0]) == "init" && os.Getpid() == 1 {
+		pid1.Main() // never returns
+	}
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		var ec exitCodeError
+		if errors.As(err, &ec) {
+			os.Exit(ec.code) // a remote command's status, passed through
+		}
+		fmt.Fprintln(os.Stderr, "locus:", err)
+		os.Exit(1)
+	}
+}
+
+// run executes the command line args.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := newRootCmd(stdin, stdout, stderr)
+	root.SetArgs(args)
+	return root.Execute()
+}

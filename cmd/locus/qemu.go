@@ -1,0 +1,419 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/qemu"
+)
+
+// qemuFlags are shared by the qemu verbs: which image, which cluster.
+type qemuFlags struct {
+	imageDir string
+	stateDir string
+}
+
+func (q *qemuFlags) add(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&q.imageDir, "image-dir", "out", "directory `locus image build` wrote")
+	cmd.PersistentFlags().StringVar(&q.stateDir, "state-dir", "", "cluster state directory (default: $XDG_STATE_HOME/locus/qemu/<cluster>)")
+}
+
+// dir resolves the cluster's state directory.
+func (q *qemuFlags) dir() (string, error) {
+	if q.stateDir != "" {
+		return filepath.Abs(q.stateDir)
+	}
+	name := images.DefaultClusterName
+	if m, err := images.ReadManifest(q.imageDir); err == nil && m.Cluster != "" {
+		name = m.Cluster
+	}
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no home directory: give --state-dir")
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(base, "locus", "qemu", name), nil
+}
+
+func newQemuCmd(e *env) *cobra.Command {
+	q := &qemuFlags{}
+	cmd := &cobra.Command{
+		Use:   "qemu",
+		Short: "Run a Locus cluster in QEMU VMs on this machine",
+		Long: `The qemu verbs run a cluster of VMs on one rootless L2 segment (UDP
+multicast on loopback, unique per cluster), with a serial log per node,
+QMP power control and an exec channel to each node's init.`,
+		Example: `  locus qemu up -n 3 --direct
+  locus qemu status
+  locus qemu exec 2 -- uname -n
+  locus qemu logs 1
+  locus qemu console 1      # Ctrl-] to detach
+  locus qemu down`,
+	}
+	q.add(cmd)
+	cmd.AddCommand(newQemuUpCmd(e, q), newQemuDownCmd(e, q), newQemuStatusCmd(e, q), newQemuConsoleCmd(e, q),
+		newQemuLogsCmd(e, q), newQemuExecCmd(e, q), newQemuPowerCmd(e, q, "kill"), newQemuPowerCmd(e, q, "start"),
+		newQemuSuperviseCmd(e, q))
+	return cmd
+}
+
+func newQemuUpCmd(e *env, q *qemuFlags) *cobra.Command {
+	var n, memory int
+	var direct bool
+	var timeout time.Duration
+	var accel, output string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Boot the cluster and wait until every node is Up",
+		Long: `Up boots nodes 1..N and returns once every node printed its run-level line,
+with a live table of each node's stage and, at the end, each node's time
+to Up. With --direct the nodes boot the built kernel and initramfs
+directly, with static addresses from the spec.`,
+		Example: `  locus qemu up -n 3 --direct
+  locus qemu up -n 1 --direct --timeout 3m --output json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if !direct {
+				return fmt.Errorf("booting node 1 from the install disk and the others by PXE is not built yet; use --direct")
+			}
+			if n < 1 {
+				return fmt.Errorf("-n %d: want at least one node", n)
+			}
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			cfg, err := directConfig(q.imageDir, dir, n, accel, memory)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			live := output == "table" && isTerminal(e.stdout)
+			var progress io.Writer = e.stderr
+			if live {
+				progress = e.stdout
+			}
+			fmt.Fprintf(progress, "booting %d node(s) of cluster %q (%s, state in %s)\n", n, cfg.Name, qemu.Accel(accel), dir)
+			start := time.Now()
+			st, err := qemu.Up(ctx, qemu.UpOptions{Config: cfg, Self: self, Timeout: timeout, Out: progress, Live: live})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"state_dir": dir, "total_s": time.Since(start).Seconds(), "nodes": st})
+			}
+			if !live {
+				fmt.Fprint(e.stdout, qemu.FormatTable(st, time.Now()))
+			}
+			fmt.Fprintf(e.stdout, "all %d node(s) Up in %.1fs\n", n, time.Since(start).Seconds())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVarP(&n, "nodes", "n", 1, "number of nodes")
+	f.BoolVar(&direct, "direct", false, "boot kernel + initramfs directly (no firmware, no PXE)")
+	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up if not every node is Up by then")
+	f.StringVar(&accel, "accel", "auto", "accelerator: auto (kvm when /dev/kvm works, else tcg), kvm or tcg")
+	f.IntVar(&memory, "memory", 512, "MiB of memory per node")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+// directConfig describes a direct-boot cluster of n nodes from the image in
+// imageDir, with the addresses and MACs of the image's spec.
+func directConfig(imageDir, dir string, n int, accel string, memory int) (qemu.ClusterConfig, error) {
+	m, err := images.ReadManifest(imageDir)
+	if err != nil {
+		return qemu.ClusterConfig{}, err
+	}
+	spec, _, err := images.Load(filepath.Join(imageDir, m.Spec))
+	if err != nil {
+		return qemu.ClusterConfig{}, err
+	}
+	kernel, _ := filepath.Abs(filepath.Join(imageDir, m.Kernel))
+	initrd, _ := filepath.Abs(filepath.Join(imageDir, m.Initramfs))
+	cfg := qemu.ClusterConfig{Name: spec.Cluster.Name, Dir: dir, Kernel: kernel, Initrd: initrd, Accel: accel, MemoryMB: memory}
+	for i := 1; i <= n; i++ {
+		addr, err := spec.NodeAddr(i)
+		if err != nil {
+			return cfg, err
+		}
+		row, _ := spec.NodeByNumber(i)
+		mac := row.MAC
+		if mac == "" {
+			mac = qemu.MACFor(dir, i)
+		}
+		cmdline := fmt.Sprintf("console=%s panic=-1 locus.node=%d locus.ip=%s", spec.Console, i, addr)
+		if spec.Kernel.Cmdline != "" {
+			cmdline += " " + spec.Kernel.Cmdline
+		}
+		cfg.Nodes = append(cfg.Nodes, qemu.NodeConfig{Number: i, MAC: mac, Append: cmdline})
+	}
+	return cfg, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func newQemuDownCmd(e *env, q *qemuFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "down",
+		Short:   "Stop every VM of the cluster",
+		Example: "  locus qemu down",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			if err := qemu.Down(cmd.Context(), dir); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "cluster in %s stopped\n", dir)
+			return nil
+		},
+	}
+}
+
+func newQemuStatusCmd(e *env, q *qemuFlags) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "Show each VM's boot stage and time to Up",
+		Example: "  locus qemu status\n  locus qemu status --output json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			st, err := qemu.RemoteStatus(ctx, dir)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return json.NewEncoder(e.stdout).Encode(st)
+			}
+			fmt.Fprint(e.stdout, qemu.FormatTable(st, time.Now()))
+			return nil
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func nodeArg(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("node %q: want a node number (1, 2, ...)", s)
+	}
+	return n, nil
+}
+
+func newQemuConsoleCmd(e *env, q *qemuFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "console NODE",
+		Short:   "Attach to a node's serial console (Ctrl-] detaches)",
+		Example: "  locus qemu console 1",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := nodeArg(args[0])
+			if err != nil {
+				return err
+			}
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			in := e.stdin
+			if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				old, err := term.MakeRaw(int(f.Fd()))
+				if err == nil {
+					defer term.Restore(int(f.Fd()), old)
+				}
+				fmt.Fprintf(e.stderr, "attached to node %d; Ctrl-] detaches\r\n", n)
+				in = &detachReader{r: f, cancel: cancel}
+			}
+			return qemu.RemoteConsole(ctx, dir, n, in, e.stdout)
+		},
+	}
+}
+
+// detachReader passes input through until Ctrl-] (0x1d).
+type detachReader struct {
+	r      io.Reader
+	cancel func()
+}
+
+func (d *detachReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	for i := 0; i < n; i++ {
+		if p[i] == 0x1d {
+			d.cancel()
+			return i, io.EOF
+		}
+	}
+	return n, err
+}
+
+func newQemuLogsCmd(e *env, q *qemuFlags) *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:     "logs NODE",
+		Short:   "Print a node's serial log (timestamped)",
+		Example: "  locus qemu logs 2\n  locus qemu logs 2 -f",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := nodeArg(args[0])
+			if err != nil {
+				return err
+			}
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(qemu.SerialLog(dir, n))
+			if err != nil {
+				return fmt.Errorf("no serial log for node %d in %s", n, dir)
+			}
+			defer f.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			for {
+				if _, err := io.Copy(e.stdout, f); err != nil {
+					return err
+				}
+				if !follow {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the log grows")
+	return cmd
+}
+
+// exitCodeError carries a remote command's exit code out of run.
+type exitCodeError struct{ code int }
+
+func (e exitCodeError) Error() string { return fmt.Sprintf("command exited with status %d", e.code) }
+
+func newQemuExecCmd(e *env, q *qemuFlags) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "exec NODE -- COMMAND [ARG...]",
+		Short: "Run a command on a node through its exec channel",
+		Long: `Exec runs a command on a node under its init, through the VM's virtio-serial
+exec channel (QEMU clusters only; for tests and rescue), and prints its
+output. locus exits with the command's exit status.`,
+		Example: "  locus qemu exec 2 -- uname -n\n  locus qemu exec 1 -- cat /proc/cmdline",
+		Args:    cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := nodeArg(args[0])
+			if err != nil {
+				return err
+			}
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			res, err := qemu.Exec(ctx, qemu.ExecPath(dir, n), args[1:], nil)
+			if err != nil {
+				return err
+			}
+			e.stdout.Write(res.Stdout)
+			e.stderr.Write(res.Stderr)
+			if res.Exit != 0 {
+				return exitCodeError{res.Exit}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	return cmd
+}
+
+func newQemuPowerCmd(e *env, q *qemuFlags, op string) *cobra.Command {
+	short := map[string]string{"kill": "Power a node off hard through QMP (a fault)", "start": "Power a stopped node on again"}[op]
+	return &cobra.Command{
+		Use:     op + " NODE",
+		Short:   short,
+		Example: fmt.Sprintf("  locus qemu %s 2", op),
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := nodeArg(args[0])
+			if err != nil {
+				return err
+			}
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			if err := qemu.RemoteOp(cmd.Context(), dir, op, n); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node %d: %s\n", n, strings.TrimSuffix(op, "e")+"ed")
+			return nil
+		},
+	}
+}
+
+func newQemuSuperviseCmd(e *env, q *qemuFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:    "supervise",
+		Short:  "Run a cluster's VMs (started by `locus qemu up`)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := q.dir()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(e.stderr, nil))
+			return qemu.Supervise(ctx, dir, log)
+		},
+	}
+}

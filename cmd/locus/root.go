@@ -1,0 +1,79 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/locus-ssi/locus"
+)
+
+// env is what every verb gets: its streams.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "locus",
+		Short: "Locus: a rack of Linux machines that behaves like one machine",
+		Long: `Locus builds and runs single-system-image clusters: one image, every node
+boots it (from disk, by PXE, or directly under QEMU), joins the cluster
+early in boot and climbs to the cluster's run level with the others.`,
+		Example: `  locus image build                # kernel + initramfs into out/
+  locus qemu up -n 3 --direct      # boot three nodes under QEMU
+  locus qemu exec 2 -- uname -n    # run a command on node 2
+  locus qemu down`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(newVersionCmd(e), newImageCmd(e), newQemuCmd(e), newDaemonCmd(e), newProbeCmd(e))
+	return root
+}
+
+func newVersionCmd(e *env) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "version",
+		Short:   "Print the Locus version",
+		Example: "  locus version\n  locus version --output json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if output == "json" {
+				return json.NewEncoder(e.stdout).Encode(map[string]string{"version": locus.Version})
+			}
+			fmt.Fprintln(e.stdout, "locus", locus.Version)
+			return nil
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func addOutputFlag(cmd *cobra.Command, output *string) {
+	cmd.Flags().StringVarP(output, "output", "o", "table", "output format: table or json")
+	cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+func checkOutput(o string) error {
+	if o != "table" && o != "json" {
+		return fmt.Errorf("--output %q: want table or json", o)
+	}
+	return nil
+}
+
+func jsonOut(e *env, v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,189 @@
+package images
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Names of the artefacts in an output directory.
+const (
+	KernelFile    = "vmlinuz"
+	InitramfsFile = "initramfs.cpio"
+	SpecFile      = "locus.yaml"
+	ManifestFile  = "manifest.json"
+)
+
+// BuildOptions say what to build and where.
+type BuildOptions struct {
+	// SpecPath is the cluster spec; "" means all defaults.
+	SpecPath string
+	// Out is the output directory.
+	Out string
+	// KernelImage and KernelModules override the spec's kernel.
+	KernelImage, KernelModules string
+	// Locus is the static locus binary that goes into the image.
+	Locus string
+	// Compress is the initramfs compression (zstd or gzip).
+	Compress string
+	// Progress receives progress lines.
+	Progress io.Writer
+}
+
+// InitramfsInput is what the initramfs builder is given.
+type InitramfsInput struct {
+	Spec     *Spec
+	SpecYAML []byte
+	Kernel   *KernelFiles
+	Locus    string
+	CacheDir string
+	Compress string
+	Progress io.Writer
+}
+
+// InitramfsFunc builds an initramfs at out and returns the modules in it
+// and the file name extension of its compression.
+type InitramfsFunc func(ctx context.Context, in InitramfsInput, out string) (modules []string, ext string, err error)
+
+// Manifest records what a build put in the output directory.
+type Manifest struct {
+	Cluster         string   `json:"cluster"`
+	KernelVersion   string   `json:"kernel_version"`
+	KernelOrigin    string   `json:"kernel_origin"`
+	Kernel          string   `json:"kernel"`
+	Initramfs       string   `json:"initramfs"`
+	InitramfsSize   int64    `json:"initramfs_size"`
+	InitramfsSHA256 string   `json:"initramfs_sha256"`
+	Modules         []string `json:"modules"`
+	Spec            string   `json:"spec"`
+}
+
+// Build turns a spec into boot artefacts in o.Out: the kernel, the
+// initramfs (made by mkInitramfs), the spec and a manifest. Everything is
+// written to a staging directory first and moved in at the end, so a
+// failed build leaves nothing half-written in o.Out.
+func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Manifest, error) {
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	spec, specYAML, err := Load(o.SpecPath)
+	if err != nil {
+		return nil, err
+	}
+	cache, err := CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	var kf *KernelFiles
+	switch {
+	case o.KernelImage != "" || o.KernelModules != "":
+		if o.KernelImage == "" || o.KernelModules == "" {
+			return nil, fmt.Errorf("images: --kernel and --modules go together (the kernel image and its lib/modules/<version> tree)")
+		}
+		kf, err = OwnKernel(o.KernelImage, o.KernelModules)
+	default:
+		kf, err = FetchKernel(ctx, spec.Kernel, cache, o.Progress)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Progress, "kernel: %s (%s)\n", kf.Version, kf.Origin)
+
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("images: output directory: %w", err)
+	}
+	stage, err := os.MkdirTemp(o.Out, ".build-")
+	if err != nil {
+		return nil, fmt.Errorf("images: output directory: %w", err)
+	}
+	defer os.RemoveAll(stage)
+
+	if err := copyFile(kf.Image, filepath.Join(stage, KernelFile)); err != nil {
+		return nil, err
+	}
+	in := InitramfsInput{Spec: spec, SpecYAML: specYAML, Kernel: kf, Locus: o.Locus, CacheDir: cache, Compress: o.Compress, Progress: o.Progress}
+	tmpInitrd := filepath.Join(stage, "initramfs")
+	mods, ext, err := mkInitramfs(ctx, in, tmpInitrd)
+	if err != nil {
+		return nil, err
+	}
+	initrdName := InitramfsFile + ext
+	if err := os.Rename(tmpInitrd, filepath.Join(stage, initrdName)); err != nil {
+		return nil, err
+	}
+	if len(specYAML) == 0 {
+		specYAML = []byte("# empty spec: every key takes its default (locus image spec --example)\n")
+	}
+	if err := os.WriteFile(filepath.Join(stage, SpecFile), specYAML, 0o644); err != nil {
+		return nil, err
+	}
+	sum, size, err := fileSHA256(filepath.Join(stage, initrdName))
+	if err != nil {
+		return nil, err
+	}
+	m := &Manifest{
+		Cluster: spec.Cluster.Name, KernelVersion: kf.Version, KernelOrigin: kf.Origin, Kernel: KernelFile,
+		Initramfs: initrdName, InitramfsSize: size, InitramfsSHA256: sum, Modules: mods, Spec: SpecFile,
+	}
+	mb, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(stage, ManifestFile), append(mb, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	// Move into place; the manifest last, so a reader that finds it finds
+	// everything it names.
+	for _, name := range []string{KernelFile, initrdName, SpecFile, ManifestFile} {
+		if err := os.Rename(filepath.Join(stage, name), filepath.Join(o.Out, name)); err != nil {
+			return nil, fmt.Errorf("images: move %s into %s: %w", name, o.Out, err)
+		}
+	}
+	return m, nil
+}
+
+// ReadManifest reads the manifest of a built output directory.
+func ReadManifest(dir string) (*Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("images: no image in %s (run `locus image build` first): %w", dir, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("images: %s/%s: %w", dir, ManifestFile, err)
+	}
+	return &m, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("images: copy %s: %w", src, err)
+	}
+	return out.Close()
+}
+
+func fileSHA256(p string) (string, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}

@@ -1,0 +1,157 @@
+package pid1
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/services/locusd"
+)
+
+// startLocusd starts the node daemon and waits until it answers.
+func (n *Node) startLocusd(ctx context.Context) error {
+	listen := net.JoinHostPort("0.0.0.0", strconv.Itoa(locusd.DefaultPort))
+	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile}
+	go n.procs.Daemon(context.Background(), n.log, "locusd", argv, Env())
+	deadline := time.Now().Add(15 * time.Second)
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort))
+	for {
+		c, err := net.DialTimeout("tcp", local, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("locusd did not answer on %s within 15s: %w", local, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// joinCluster reaches the cluster endpoint given with locus.join=, if any.
+// Membership and admission come with the clms service; today this checks
+// the endpoint answers and who it is.
+func (n *Node) joinCluster(ctx context.Context) error {
+	if n.cmdline.Join == "" {
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := locusd.Fetch(rctx, n.cmdline.Join)
+		cancel()
+		if err == nil {
+			if info.Cluster != n.spec.Cluster.Name {
+				return fmt.Errorf("join %s: it belongs to cluster %q, this node to %q", n.cmdline.Join, info.Cluster, n.spec.Cluster.Name)
+			}
+			n.log.Info("reached cluster", "via", n.cmdline.Join, "peer", info.Node)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("join %s: no answer within 30s: %w", n.cmdline.Join, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// mountRoot sets up the node's root. With the initramfs root, every node
+// runs from its own copy of the image; /cluster/node<N> is this node's
+// private directory.
+func (n *Node) mountRoot(context.Context) error {
+	switch n.spec.Root.Source {
+	case images.RootInitramfs:
+		dir := filepath.Join("/cluster", fmt.Sprintf("node%d", n.Number()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		return mountAll([]mount{{"tmpfs", dir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}})
+	}
+	return fmt.Errorf("root source %q is not supported by this init", n.spec.Root.Source)
+}
+
+// climbToRunLevel starts the services of each level in order up to the
+// cluster's run level: oneshots must finish with status 0, daemons are
+// started and kept running.
+func (n *Node) climbToRunLevel(ctx context.Context) error {
+	for level := 1; level <= n.spec.RunLevel; level++ {
+		for _, sv := range n.spec.ServicesFor(n.Number(), level) {
+			if sv.Oneshot {
+				cmd := exec.CommandContext(ctx, sv.Command[0], sv.Command[1:]...)
+				cmd.Env = Env()
+				con := consoleFile()
+				cmd.Stdout, cmd.Stderr = con, con
+				err := n.procs.Run(cmd)
+				con.Close()
+				if err != nil {
+					return fmt.Errorf("run level %d: service %s: %w", level, sv.Name, err)
+				}
+				n.log.Info("service done", "service", sv.Name, "level", level)
+				continue
+			}
+			go n.procs.Daemon(context.Background(), n.log, sv.Name, sv.Command, Env())
+			n.log.Info("service started", "service", sv.Name, "level", level)
+		}
+		n.mu.Lock()
+		n.runLevel = level
+		n.mu.Unlock()
+		n.writeNodeFile()
+	}
+	return nil
+}
+
+// consoleShell keeps a shell on the console, restarting it when it exits.
+func (n *Node) consoleShell(ctx context.Context) {
+	dev := "/dev/console"
+	if n.cmdline.Console != "" {
+		dev = "/dev/" + n.cmdline.Console
+	}
+	for {
+		if err := n.shellOnce(dev); err != nil {
+			fmt.Fprintf(n.console, "locus-init: console shell: %v\n", err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func (n *Node) shellOnce(dev string) error {
+	tty, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		tty, err = os.OpenFile("/dev/console", os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+	}
+	defer tty.Close()
+	cmd := exec.Command("/bin/sh")
+	cmd.Env = Env()
+	cmd.Dir = "/"
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	return n.procs.Run(cmd)
+}
+
+// powerOff syncs and powers the machine off (locus.poweroff=1).
+func (n *Node) powerOff() {
+	fmt.Fprintln(n.console, "locus-init: powering off (locus.poweroff)")
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		fmt.Fprintf(n.console, "locus-init: power off: %v\n", err)
+	}
+}

@@ -1,0 +1,134 @@
+package pid1
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/locus-ssi/locus/qemu/execwire"
+)
+
+// findVirtioPort returns the /dev node of the virtio-serial port called
+// name, or "" if there is none (not a QEMU node, or no such channel).
+func findVirtioPort(name string) string {
+	ports, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+	for _, p := range ports {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.TrimSpace(string(b)) == name {
+			return "/dev/" + filepath.Base(filepath.Dir(p))
+		}
+	}
+	return ""
+}
+
+// serveExec serves the QEMU exec channel, if this node has one: it runs
+// the commands the host sends and answers with their output and status.
+// It waits for the port to appear (virtio_console loads in the early phase)
+// and reopens it when the host side disconnects.
+func (n *Node) serveExec(ctx context.Context) {
+	var dev string
+	for deadline := time.Now().Add(60 * time.Second); dev == ""; {
+		if dev = findVirtioPort(execwire.PortName); dev != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return // not a QEMU node with an exec channel
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n.log.Info("exec channel ready", "port", dev)
+	for ctx.Err() == nil {
+		if err := n.serveExecPort(ctx, dev); err != nil && !errors.Is(err, os.ErrClosed) {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+func (n *Node) serveExecPort(ctx context.Context, dev string) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := execwire.NewReader(f)
+	for {
+		req, err := r.ReadRequest()
+		if err != nil {
+			if errors.Is(err, execwire.ErrBadMessage) {
+				id := uint64(0)
+				if req != nil {
+					id = req.ID
+				}
+				if werr := execwire.Write(f, execwire.Response{ID: id, Exit: -1, Error: err.Error()}); werr != nil {
+					return werr
+				}
+				continue
+			}
+			// EOF: the host closed its end; wait and reopen.
+			return err
+		}
+		resp := n.runRequest(ctx, req)
+		if err := execwire.Write(f, resp); err != nil {
+			return err
+		}
+	}
+}
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	bytes.Buffer
+	max       int
+	truncated bool
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room < len(p) {
+		b.truncated = true
+		if room > 0 {
+			b.Buffer.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return b.Buffer.Write(p)
+}
+
+func (n *Node) runRequest(ctx context.Context, req *execwire.Request) execwire.Response {
+	timeout := 10 * time.Minute
+	if req.TimeoutMS > 0 {
+		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, req.Argv[0], req.Argv[1:]...)
+	cmd.Env = Env()
+	cmd.Dir = "/"
+	cmd.Stdin = bytes.NewReader(req.Stdin)
+	stdout := &limitedBuffer{max: execwire.MaxOutput}
+	stderr := &limitedBuffer{max: execwire.MaxOutput}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.WaitDelay = time.Second
+	err := n.procs.Run(cmd)
+	resp := execwire.Response{ID: req.ID, Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Truncated: stdout.truncated || stderr.truncated}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		resp.Exit = 0
+	case cctx.Err() != nil:
+		resp.Exit, resp.Error = -1, fmt.Sprintf("timed out after %s", timeout)
+	case errors.As(err, &exitErr):
+		resp.Exit = exitErr.ExitCode()
+	default:
+		resp.Exit, resp.Error = -1, err.Error()
+	}
+	return resp
+}

@@ -1,0 +1,13 @@
+// Package qemu is Locus's multi-VM harness, used by `locus qemu` and by the
+// VM tests. It starts one QEMU process per node (TCG, or KVM when /dev/kvm
+// works) with a virtio-rng, a NIC on the cluster's rootless L2 segment (a
+// UDP multicast group on loopback, unique per cluster directory), a QMP
+// socket for power control and fault injection, and a virtio-serial exec
+// channel that the node's init serves. Each node's serial console is kept
+// as a timestamped log; WaitLine waits for a console line; the node's boot
+// stage is read from the console as it goes.
+//
+// A Cluster runs VMs inside the calling process (tests). From the command
+// line, Up starts a detached supervisor (`locus qemu supervise`) that owns
+// the VMs, so they outlive the `up` command but never their supervisor.
+package qemu

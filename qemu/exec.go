@@ -1,0 +1,76 @@
+package qemu
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/locus-ssi/locus/qemu/execwire"
+)
+
+// ExecResult is the outcome of a command run on a node.
+type ExecResult struct {
+	Stdout []byte
+	Stderr []byte
+	Exit   int
+}
+
+// ErrExecUnavailable means the node's exec channel did not answer: the VM
+// is off, or its init is not serving the channel (yet).
+var ErrExecUnavailable = errors.New("exec channel unavailable")
+
+// Exec runs argv on the node whose exec socket is sock and returns its
+// output and exit code. The command runs under the node's init with the
+// deadline of ctx (10 minutes when ctx has none).
+func Exec(ctx context.Context, sock string, argv []string, stdin []byte) (*ExecResult, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("qemu: exec: no command")
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: exec: %w: %w", ErrExecUnavailable, err)
+	}
+	defer conn.Close()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Minute)
+	}
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	var idb [8]byte
+	rand.Read(idb[:])
+	req := execwire.Request{ID: binary.LittleEndian.Uint64(idb[:]), Argv: argv, Stdin: stdin, TimeoutMS: time.Until(deadline).Milliseconds()}
+	if err := execwire.Write(conn, req); err != nil {
+		return nil, fmt.Errorf("qemu: exec: send: %w", err)
+	}
+	r := execwire.NewReader(conn)
+	for {
+		resp, err := r.ReadResponse()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("qemu: exec %q: %w", argv[0], ctx.Err())
+			}
+			if errors.Is(err, execwire.ErrBadMessage) {
+				continue // noise from an earlier, abandoned session
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, fmt.Errorf("qemu: exec %q: %w: no answer before the deadline", argv[0], ErrExecUnavailable)
+			}
+			return nil, fmt.Errorf("qemu: exec %q: %w", argv[0], err)
+		}
+		if resp.ID != req.ID {
+			continue // the answer to an abandoned request
+		}
+		if resp.Error != "" && resp.Exit == -1 {
+			return &ExecResult{Stdout: resp.Stdout, Stderr: resp.Stderr, Exit: -1}, fmt.Errorf("qemu: exec %q on the node: %s", argv[0], resp.Error)
+		}
+		return &ExecResult{Stdout: resp.Stdout, Stderr: resp.Stderr, Exit: resp.Exit}, nil
+	}
+}

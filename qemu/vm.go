@@ -1,0 +1,306 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// NodeConfig describes one VM of a cluster.
+type NodeConfig struct {
+	Number int    `json:"number"`
+	MAC    string `json:"mac"`
+	// Append is the kernel command line for direct boot.
+	Append string `json:"append"`
+}
+
+// Stage is how far a node's boot got, read from its console.
+type Stage string
+
+// Stages in boot order.
+const (
+	StageOff      Stage = "off"
+	StageFirmware Stage = "firmware"
+	StageKernel   Stage = "kernel"
+	StageInit     Stage = "init"
+	StageUp       Stage = "up"
+	StageFailed   Stage = "failed"
+	StageStopped  Stage = "stopped"
+)
+
+// NodeStatus is a node's state as the harness sees it.
+type NodeStatus struct {
+	Number int    `json:"number"`
+	MAC    string `json:"mac"`
+	PID    int    `json:"pid,omitempty"`
+	Stage  Stage  `json:"stage"`
+	// Phase is the last init phase completed.
+	Phase string `json:"phase,omitempty"`
+	// RunLevel is the level reached, once Up.
+	RunLevel int `json:"runlevel,omitempty"`
+	// UpAfter is the host's wall time from VM start to the run-level line.
+	UpAfter Duration `json:"up_after,omitempty"`
+	// GuestUp is the node's own count, in seconds since kernel start.
+	GuestUp float64 `json:"guest_up,omitempty"`
+	// Detail explains a failure.
+	Detail  string    `json:"detail,omitempty"`
+	Started time.Time `json:"started"`
+}
+
+// Duration marshals as seconds.
+type Duration time.Duration
+
+// MarshalJSON writes seconds with millisecond precision.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.FormatFloat(time.Duration(d).Seconds(), 'f', 3, 64)), nil
+}
+
+// UnmarshalJSON reads seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return err
+	}
+	*d = Duration(f * float64(time.Second))
+	return nil
+}
+
+// VM is one running QEMU process.
+type VM struct {
+	cfg     NodeConfig
+	dir     string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	Console *Console
+	done    chan struct{}
+	waitErr error
+
+	mu     sync.Mutex
+	status NodeStatus
+	execMu sync.Mutex
+}
+
+var (
+	phaseDoneRE   = regexp.MustCompile(`^locus-init: phase (\w+) done in \d+ms`)
+	phaseFailRE   = regexp.MustCompile(`^locus-init: (phase \w+ failed.*|boot failed.*)`)
+	reachedRE     = regexp.MustCompile(`^locus-init: node (\d+) reached run level (\d+) in ([0-9.]+)s`)
+	kernelPanicRE = regexp.MustCompile(`Kernel panic`)
+	linuxRE       = regexp.MustCompile(`Linux version `)
+	initLineRE    = regexp.MustCompile(`^locus-init: `)
+)
+
+// ReachedRE matches init's run-level line; groups: node, level, seconds.
+func ReachedRE() *regexp.Regexp { return reachedRE }
+
+// Paths of a VM's files in its directory.
+func qmpPath(dir string) string    { return filepath.Join(dir, "qmp.sock") }
+func execPath(dir string) string   { return filepath.Join(dir, "exec.sock") }
+func serialPath(dir string) string { return filepath.Join(dir, "serial.log") }
+
+// startVM starts QEMU for one node. The VM's files live in dir.
+func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("qemu: node %d: %w", n.Number, err)
+	}
+	for _, p := range []string{qmpPath(dir), execPath(dir)} {
+		os.Remove(p)
+	}
+	bin, err := exec.LookPath(qemuBinary)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %s not found: install it (make deps, or apt-get install qemu-system-x86): %w", qemuBinary, err)
+	}
+	args := vmArgs(c, n, dir)
+	cmd := exec.Command(bin, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	errLog, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = errLog
+	// The VM dies with whoever started it; it is never left running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	start := time.Now()
+	vm := &VM{cfg: n, dir: dir, cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	vm.status = NodeStatus{Number: n.Number, MAC: n.MAC, Stage: StageFirmware, Started: start}
+	vm.Console, err = NewConsole(serialPath(dir), start, vm.observe)
+	if err != nil {
+		errLog.Close()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		errLog.Close()
+		return nil, fmt.Errorf("qemu: node %d: start %s: %w", n.Number, bin, err)
+	}
+	vm.status.PID = cmd.Process.Pid
+	pumped := make(chan struct{})
+	go func() { vm.Console.Pump(stdout); close(pumped) }()
+	go func() {
+		<-pumped
+		vm.waitErr = cmd.Wait()
+		errLog.Close()
+		vm.mu.Lock()
+		if vm.status.Stage != StageFailed {
+			vm.status.Stage = StageStopped
+		}
+		if vm.waitErr != nil && vm.status.Detail == "" {
+			vm.status.Detail = qemuError(dir, vm.waitErr)
+		}
+		vm.status.PID = 0
+		vm.mu.Unlock()
+		close(vm.done)
+	}()
+	return vm, nil
+}
+
+// qemuError is the first line QEMU wrote to stderr, or the wait error.
+func qemuError(dir string, err error) string {
+	b, _ := os.ReadFile(filepath.Join(dir, "qemu.log"))
+	for _, l := range regexp.MustCompile(`\r?\n`).Split(string(b), -1) {
+		if l != "" {
+			return "qemu: " + l
+		}
+	}
+	return err.Error()
+}
+
+// vmArgs is QEMU's command line for one node.
+func vmArgs(c *ClusterConfig, n NodeConfig, dir string) []string {
+	cpu := "max"
+	if c.Accel == "kvm" {
+		cpu = "host"
+	}
+	args := []string{
+		"-name", fmt.Sprintf("locus-%s-node%d", c.Name, n.Number),
+		"-machine", "q35,accel=" + c.Accel,
+		"-cpu", cpu,
+		"-smp", "1",
+		"-m", strconv.Itoa(c.MemoryMB),
+		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+		"-chardev", "stdio,id=ser0,signal=off",
+		"-serial", "chardev:ser0",
+		"-qmp", "unix:" + qmpPath(dir) + ",server=on,wait=off",
+		"-device", "virtio-rng-pci",
+		"-netdev", fmt.Sprintf("socket,id=n0,mcast=%s:%d,localaddr=127.0.0.1", c.Segment.Group, c.Segment.Port),
+		"-device", "virtio-net-pci,netdev=n0,mac=" + n.MAC,
+		"-device", "virtio-serial-pci",
+		"-chardev", "socket,id=exec,path=" + execPath(dir) + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=exec,name=org.locus.exec",
+		"-no-reboot",
+	}
+	if c.Kernel != "" {
+		args = append(args, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", n.Append)
+	}
+	return args
+}
+
+// observe updates the node's stage from a console line.
+func (vm *VM) observe(line string, at time.Duration) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	s := &vm.status
+	switch {
+	case linuxRE.MatchString(line) && s.Stage == StageFirmware:
+		s.Stage = StageKernel
+	case reachedRE.MatchString(line):
+		m := reachedRE.FindStringSubmatch(line)
+		s.Stage = StageUp
+		s.RunLevel, _ = strconv.Atoi(m[2])
+		s.GuestUp, _ = strconv.ParseFloat(m[3], 64)
+		s.UpAfter = Duration(at)
+	case phaseDoneRE.MatchString(line):
+		s.Phase = phaseDoneRE.FindStringSubmatch(line)[1]
+		if s.Stage != StageUp {
+			s.Stage = StageInit
+		}
+	case phaseFailRE.MatchString(line), kernelPanicRE.MatchString(line):
+		s.Stage = StageFailed
+		s.Detail = line
+	case initLineRE.MatchString(line) && (s.Stage == StageKernel || s.Stage == StageFirmware):
+		s.Stage = StageInit
+	}
+}
+
+// Status returns the node's current status.
+func (vm *VM) Status() NodeStatus {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.status
+}
+
+// Done is closed when the QEMU process has exited.
+func (vm *VM) Done() <-chan struct{} { return vm.done }
+
+// Input writes to the VM's serial console.
+func (vm *VM) Input(p []byte) error {
+	_, err := vm.stdin.Write(p)
+	return err
+}
+
+// QMP runs one QMP command (e.g. {"execute":"quit"}) and returns the reply.
+func (vm *VM) QMP(command string) ([]byte, error) {
+	mon, err := qmp.NewSocketMonitor("unix", qmpPath(vm.dir), 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: node %d: qmp: %w", vm.cfg.Number, err)
+	}
+	if err := mon.Connect(); err != nil {
+		return nil, fmt.Errorf("qemu: node %d: qmp connect: %w", vm.cfg.Number, err)
+	}
+	defer mon.Disconnect()
+	out, err := mon.Run([]byte(command))
+	if err != nil {
+		return nil, fmt.Errorf("qemu: node %d: qmp %s: %w", vm.cfg.Number, command, err)
+	}
+	return out, nil
+}
+
+// Kill powers the VM off hard, as pulling the plug would: QMP quit, then
+// SIGKILL if QEMU is still there after a moment. It returns once QEMU is
+// gone.
+func (vm *VM) Kill() {
+	select {
+	case <-vm.done:
+		return
+	default:
+	}
+	if _, err := vm.QMP(`{"execute":"quit"}`); err != nil {
+		vm.cmd.Process.Kill()
+	}
+	select {
+	case <-vm.done:
+	case <-time.After(3 * time.Second):
+		vm.cmd.Process.Kill()
+		<-vm.done
+	}
+}
+
+// Wait waits for QEMU to exit or ctx to end.
+func (vm *VM) Wait(ctx context.Context) error {
+	select {
+	case <-vm.done:
+		var ee *exec.ExitError
+		if errors.As(vm.waitErr, &ee) {
+			return fmt.Errorf("qemu: node %d exited: %s", vm.cfg.Number, qemuError(vm.dir, vm.waitErr))
+		}
+		return vm.waitErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,133 @@
+// Package locusd is the node daemon that init starts in its join phase.
+//
+// At this stage it serves the node's identity and boot state over HTTP on
+// the interconnect (GET /v1/node): what init recorded in /run/locus/node.json
+// plus the node's uptime and load. Peers and the host use it to check that
+// a node is reachable; the SSI subsystems (membership, ICS, ...) hang off
+// this daemon as they arrive.
+package locusd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultPort is the node API port on the interconnect.
+const DefaultPort = 7470
+
+// NodeInfo is the body of GET /v1/node.
+type NodeInfo struct {
+	Node     int     `json:"node"`
+	Hostname string  `json:"hostname"`
+	Cluster  string  `json:"cluster"`
+	Iface    string  `json:"iface"`
+	Addr     string  `json:"addr"`
+	RunLevel int     `json:"runlevel"`
+	State    string  `json:"state"`
+	Uptime   float64 `json:"uptime"`
+	Load1    float64 `json:"load1"`
+}
+
+// Config configures the daemon.
+type Config struct {
+	// Listen is the TCP address to serve on.
+	Listen string
+	// NodeFile is init's record of the node (JSON), read on each request.
+	NodeFile string
+	// ProcDir is /proc (a test may point elsewhere).
+	ProcDir string
+	Log     *slog.Logger
+}
+
+// Run serves until ctx ends. It returns once the listener is closed.
+func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.ProcDir == "" {
+		cfg.ProcDir = "/proc"
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("locusd: listen on %s: %w", cfg.Listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
+		info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
+		if err != nil {
+			cfg.Log.Warn("node info", "err", err)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(info)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	cfg.Log.Info("locusd serving", "addr", ln.Addr().String())
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("locusd: serve: %w", err)
+	}
+	return nil
+}
+
+// ReadNodeInfo reads init's node file and adds uptime and load.
+func ReadNodeInfo(nodeFile, procDir string) (*NodeInfo, error) {
+	b, err := os.ReadFile(nodeFile)
+	if err != nil {
+		return nil, fmt.Errorf("locusd: node file: %w", err)
+	}
+	var info NodeInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("locusd: node file %s: %w", nodeFile, err)
+	}
+	if b, err := os.ReadFile(procDir + "/uptime"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			info.Uptime, _ = strconv.ParseFloat(f[0], 64)
+		}
+	}
+	if b, err := os.ReadFile(procDir + "/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			info.Load1, _ = strconv.ParseFloat(f[0], 64)
+		}
+	}
+	return &info, nil
+}
+
+// Fetch asks the locusd at addr (host:port) for its node info.
+func Fetch(ctx context.Context, addr string) (*NodeInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/node", nil)
+	if err != nil {
+		return nil, fmt.Errorf("locusd: %s: %w", addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("locusd: %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("locusd: %s: %s", addr, resp.Status)
+	}
+	var info NodeInfo
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&info); err != nil {
+		return nil, fmt.Errorf("locusd: %s: bad reply: %w", addr, err)
+	}
+	return &info, nil
+}
