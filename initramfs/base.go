@@ -56,6 +56,7 @@ func baseKey(goVersion string) string {
 	for _, c := range CoreCommands() {
 		fmt.Fprintln(h, c)
 	}
+	fmt.Fprintln(h, baseBuildTags())
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -72,12 +73,23 @@ func goEnv(ctx context.Context) (version, goroot string, err error) {
 	return f[0], f[1], nil
 }
 
+// baseBuildTags are the Go build tags of the base. goshliner gives gosh
+// the liner line editor: the default one queries the terminal and stalls
+// on a serial console, which never answers.
+func baseBuildTags() []string { return []string{"goshliner"} }
+
 var moduleLineRE = regexp.MustCompile(`(?m)^module .*$`)
 
 // Base returns the path of the compressed u-root base archive, building it
 // with mkuimage/gobusybox into cacheDir when it is not there yet. The base
 // holds /bbin/bb with the core commands and their links, and /bin/sh.
 func Base(ctx context.Context, cacheDir string, comp Compression, progress io.Writer, log *slog.Logger) (string, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
 	gv, goroot, err := goEnv(ctx)
 	if err != nil {
 		return "", err
@@ -126,7 +138,7 @@ func Base(ctx context.Context, cacheDir string, comp Compression, progress io.Wr
 	go tick(done, progress, start, "initramfs: still building the u-root base")
 	l := llog.New(slog.LevelWarn, func(format string, v ...any) { log.Debug(fmt.Sprintf(format, v...)) })
 	err = uimage.Create(l,
-		uimage.WithEnv(golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH("amd64"), golang.WithWorkingDir(mod), golang.WithGOROOT(goroot)),
+		uimage.WithEnv(golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH("amd64"), golang.WithWorkingDir(mod), golang.WithGOROOT(goroot), golang.WithBuildTag(baseBuildTags()...)),
 		uimage.WithTempDir(tmp),
 		uimage.WithCommands(nil, builder.Busybox, CoreCommands()...),
 		uimage.WithShell("gosh"),

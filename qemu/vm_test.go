@@ -1,0 +1,292 @@
+//go:build vm
+
+package qemu_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/internal/testutil"
+	"github.com/locus-ssi/locus/qemu"
+	"github.com/locus-ssi/locus/services/locusd"
+)
+
+// vmEnv is what the VM tests of this package share: one locus binary and
+// one image, built in TestMain.
+type vmEnv struct {
+	locus    string
+	imageDir string
+	manifest *images.Manifest
+}
+
+var shared vmEnv
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	tmp, err := os.MkdirTemp("", "locus-vm-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	shared.locus, err = testutil.LocusBinary(tmp)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	shared.imageDir = filepath.Join(tmp, "out")
+	spec := []byte(`cluster: {name: vmtest}
+interconnect: {subnet: 10.88.0.0/24}
+nodes:
+  - {number: 1, mac: "52:54:00:88:00:01", hostname: alpha}
+  - {number: 2, mac: "52:54:00:88:00:02", hostname: beta}
+  - {number: 3, mac: "52:54:00:88:00:03", hostname: gamma}
+services:
+  - {name: hello, level: 2, oneshot: true, command: [/bbin/echo, hello-from-level-2]}
+`)
+	start := time.Now()
+	shared.manifest, err = testutil.BuildImage(context.Background(), shared.locus, shared.imageDir, spec, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build image:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "image built in %s\n", time.Since(start).Round(time.Millisecond))
+	return m.Run()
+}
+
+// TestVMOneNodeReachesRunLevel boots one node in-process and checks the
+// boot as a whole: every phase, the run-level line, the services, the
+// exec channel and power-off.
+func TestVMOneNodeReachesRunLevel(t *testing.T) {
+	dir := t.TempDir()
+	c, err := qemu.NewCluster(qemu.ClusterConfig{
+		Name: "vmtest", Dir: dir,
+		Kernel: filepath.Join(shared.imageDir, images.KernelFile), Initrd: filepath.Join(shared.imageDir, shared.manifest.Initramfs),
+		Nodes: []qemu.NodeConfig{{Number: 1, MAC: "52:54:00:88:00:01", Append: "console=ttyS0 panic=-1 locus.node=1 locus.ip=10.88.0.1/24"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(); keepLogsOnFailure(t, dir) })
+	vm, err := c.Start(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	line, err := vm.Console.WaitLine(ctx, qemu.ReachedRE())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := vm.Status()
+	t.Logf("node 1 Up after %.1fs (guest %.1fs) with %s: %s", time.Duration(st.UpAfter).Seconds(), st.GuestUp, c.Config().Accel, line)
+	if !strings.HasPrefix(line, "locus-init: node 1 reached run level 3 in ") {
+		t.Errorf("run-level line = %q", line)
+	}
+	lines := strings.Join(vm.Console.Lines(), "\n")
+	for _, p := range []string{"early", "network", "join", "root", "runlevel"} {
+		if !regexp.MustCompile(`locus-init: phase ` + p + ` done in \d+ms`).MatchString(lines) {
+			t.Errorf("console lacks the %s phase line", p)
+		}
+	}
+	if !strings.Contains(lines, "hello-from-level-2") {
+		t.Error("the level-2 oneshot service did not run")
+	}
+	for _, tc := range []struct {
+		argv []string
+		want string
+		exit int
+	}{
+		{[]string{"uname", "-n"}, "alpha\n", 0},
+		{[]string{"cat", "/run/locus/node.json"}, `"state":"Up"`, 0},
+		{[]string{"ls", "/cluster"}, "node1", 0},
+		{[]string{"sh", "-c", "exit 7"}, "", 7},
+		{[]string{"locus", "probe", "127.0.0.1"}, "alpha", 0},
+	} {
+		res, err := c.Exec(ctx, 1, tc.argv)
+		if err != nil {
+			t.Errorf("exec %q: %v", tc.argv, err)
+			continue
+		}
+		if res.Exit != tc.exit || !strings.Contains(string(res.Stdout), tc.want) {
+			t.Errorf("exec %q = exit %d, stdout %q, stderr %q; want exit %d and %q", tc.argv, res.Exit, res.Stdout, res.Stderr, tc.exit, tc.want)
+		}
+	}
+	if _, err := c.Exec(ctx, 1, []string{"/no/such/command"}); err == nil {
+		t.Error("exec of a missing command succeeded")
+	}
+	// The shell on the console answers. Its line editor first queries
+	// the terminal (and waits for answers that a serial line never gives),
+	// so type until it is listening; it reads Enter as a carriage return.
+	from := len(vm.Console.Lines())
+	for i := 0; ; i++ {
+		vm.Input([]byte("echo console-$((6*7))\r"))
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := vm.Console.WaitLineFrom(wctx, regexp.MustCompile(`console-42`), from)
+		wcancel()
+		if err == nil {
+			break
+		}
+		if i == 20 {
+			t.Errorf("console shell did not answer: %v", err)
+			break
+		}
+	}
+}
+
+// TestVMPowerOff boots with locus.poweroff=1: the node powers itself off
+// once Up, and QEMU exits by itself.
+func TestVMPowerOff(t *testing.T) {
+	dir := t.TempDir()
+	c, err := qemu.NewCluster(qemu.ClusterConfig{
+		Name: "vmtest", Dir: dir,
+		Kernel: filepath.Join(shared.imageDir, images.KernelFile), Initrd: filepath.Join(shared.imageDir, shared.manifest.Initramfs),
+		Nodes: []qemu.NodeConfig{{Number: 1, MAC: "52:54:00:88:00:09", Append: "console=ttyS0 panic=-1 locus.node=9 locus.ip=10.88.0.9/24 locus.poweroff=1"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(); keepLogsOnFailure(t, dir) })
+	vm, err := c.Start(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := vm.Console.WaitLine(ctx, regexp.MustCompile(`locus-init: node 9 reached run level 3`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(ctx); err != nil {
+		t.Fatalf("VM did not power off cleanly: %v", err)
+	}
+}
+
+// TestVMThreeNodesTalk drives the CLI as a user would: `locus qemu up -n 3
+// --direct`, then from every node a TCP connection to the other two
+// (locus probe), then `locus qemu down`, which must leave no VM.
+func TestVMThreeNodesTalk(t *testing.T) {
+	state := t.TempDir()
+	locus := func(args ...string) (string, error) {
+		// The cluster flags go right after "qemu", before any "--".
+		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
+		cmd := exec.Command(shared.locus, full...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+	t.Cleanup(func() {
+		locus("qemu", "down")
+		keepLogsOnFailure(t, state)
+	})
+	start := time.Now()
+	out, err := locus("qemu", "up", "-n", "3", "--direct", "--timeout", "5m", "--output", "json")
+	if err != nil {
+		t.Fatalf("locus qemu up: %v\n%s", err, out)
+	}
+	var up struct {
+		Nodes []qemu.NodeStatus `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n{")+1:]), &up); err != nil {
+		t.Fatalf("up --output json: %v\n%s", err, out)
+	}
+	for _, n := range up.Nodes {
+		t.Logf("node %d Up after %.1fs (guest %.1fs)", n.Number, time.Duration(n.UpAfter).Seconds(), n.GuestUp)
+		if n.Stage != qemu.StageUp {
+			t.Errorf("node %d is %s, want up", n.Number, n.Stage)
+		}
+	}
+	t.Logf("3 nodes Up in %.1fs", time.Since(start).Seconds())
+	addrs := map[int]string{1: "10.88.0.1", 2: "10.88.0.2", 3: "10.88.0.3"}
+	names := map[int]string{1: "alpha", 2: "beta", 3: "gamma"}
+	for from := 1; from <= 3; from++ {
+		var targets []string
+		for to := 1; to <= 3; to++ {
+			if to != from {
+				targets = append(targets, addrs[to])
+			}
+		}
+		out, err := locus(append([]string{"qemu", "exec", fmt.Sprint(from), "--", "locus", "probe", "--output", "json"}, targets...)...)
+		if err != nil {
+			t.Errorf("node %d could not reach %v: %v\n%s", from, targets, err, out)
+			continue
+		}
+		var rows []struct {
+			Info *locusd.NodeInfo `json:"info"`
+		}
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("probe output: %v\n%s", err, out)
+		}
+		for i, r := range rows {
+			if r.Info == nil || r.Info.State != "Up" || r.Info.Hostname != names[indexOf(addrs, targets[i])] {
+				t.Errorf("node %d -> %s: %+v", from, targets[i], r.Info)
+			}
+		}
+	}
+	if out, err := locus("qemu", "down"); err != nil {
+		t.Fatalf("locus qemu down: %v\n%s", err, out)
+	}
+	for _, n := range up.Nodes {
+		if n.PID != 0 && processAlive(n.PID) {
+			t.Errorf("node %d's QEMU (pid %d) survived qemu down", n.Number, n.PID)
+		}
+	}
+	if _, err := locus("qemu", "status"); err == nil {
+		t.Error("qemu status after down succeeded, want 'not running'")
+	}
+}
+
+func indexOf(m map[int]string, v string) int {
+	for k, x := range m {
+		if x == v {
+			return k
+		}
+	}
+	return 0
+}
+
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(b), "qemu-system")
+}
+
+// keepLogsOnFailure copies the serial logs somewhere that outlives the
+// test's temp dir when the test failed.
+func keepLogsOnFailure(t *testing.T, dir string) {
+	if !t.Failed() {
+		return
+	}
+	keep, err := os.MkdirTemp("", "locus-vm-logs-")
+	if err != nil {
+		return
+	}
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && strings.HasSuffix(p, ".log") {
+			rel, _ := filepath.Rel(dir, p)
+			dst := filepath.Join(keep, strings.ReplaceAll(rel, "/", "-"))
+			if in, err := os.Open(p); err == nil {
+				if out, err := os.Create(dst); err == nil {
+					io.Copy(out, in)
+					out.Close()
+				}
+				in.Close()
+			}
+		}
+		return nil
+	})
+	t.Logf("logs kept in %s", keep)
+}
