@@ -15,8 +15,19 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/initramfs"
 	"github.com/locus-ssi/locus/services/locusd"
 )
+
+// nodeSpecPath is the spec the image carries when running on a node, else
+// ./locus.yaml when present.
+func nodeSpecPath() string {
+	if _, err := os.Stat("/" + initramfs.SpecPath); err == nil {
+		return "/" + initramfs.SpecPath
+	}
+	return defaultSpec()
+}
 
 func newDaemonCmd(e *env) *cobra.Command {
 	var cfg locusd.Config
@@ -38,15 +49,17 @@ func newDaemonCmd(e *env) *cobra.Command {
 }
 
 func newProbeCmd(e *env) *cobra.Command {
-	var output string
+	var output, specPath string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "probe ADDR...",
+		Use:   "probe NODE|ADDR...",
 		Short: "Ask nodes' daemons who they are, over TCP on the interconnect",
 		Long: `Probe opens a TCP connection to each node daemon (port 7470 unless given)
-and prints the node's identity and state with the round-trip time. It
-exits non-zero if any node does not answer.`,
-		Example: "  locus probe 10.77.0.2 10.77.0.3\n  locus probe 10.77.0.2:7470 --output json",
+and prints the node's identity and state with the round-trip time. A bare
+number is a node number, its address taken from the cluster spec (on a
+node, the spec the image carries). It exits non-zero if any node does not
+answer.`,
+		Example: "  locus probe 1 2 3\n  locus probe 10.77.0.2 10.77.0.3\n  locus probe 10.77.0.2:7470 --output json",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -60,7 +73,21 @@ exits non-zero if any node does not answer.`,
 			}
 			var rows []row
 			failed := 0
+			var spec *images.Spec
 			for _, a := range args {
+				if n, err := strconv.Atoi(a); err == nil {
+					// A node number: its address comes from the spec.
+					if spec == nil {
+						if spec, _, err = images.Load(specPath); err != nil {
+							return err
+						}
+					}
+					p, err := spec.NodeAddr(n)
+					if err != nil {
+						return err
+					}
+					a = p.Addr().String()
+				}
 				if _, _, err := net.SplitHostPort(a); err != nil {
 					a = net.JoinHostPort(a, strconv.Itoa(locusd.DefaultPort))
 				}
@@ -98,6 +125,7 @@ exits non-zero if any node does not answer.`,
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "per-node timeout")
+	cmd.Flags().StringVar(&specPath, "spec", nodeSpecPath(), "cluster spec for node numbers")
 	addOutputFlag(cmd, &output)
 	return cmd
 }

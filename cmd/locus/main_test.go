@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/locus-ssi/locus/images"
+)
+
+func runLocus(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(args, strings.NewReader(""), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func TestVersion(t *testing.T) {
+	out, _, err := runLocus(t, "version", "--output", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]string
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v["version"] == "" {
+		t.Errorf("version --output json = %q, %v", out, err)
+	}
+	if _, _, err := runLocus(t, "version", "--output", "yaml"); err == nil {
+		t.Error("version --output yaml succeeded")
+	}
+}
+
+func TestSpecExampleRoundTrips(t *testing.T) {
+	out, _, err := runLocus(t, "image", "spec", "--example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "locus.yaml")
+	os.WriteFile(p, []byte(out), 0o644)
+	got, _, err := runLocus(t, "image", "spec", p, "--output", "json")
+	if err != nil {
+		t.Fatalf("the example spec does not check: %v", err)
+	}
+	var s images.Spec
+	if err := json.Unmarshal([]byte(got), &s); err != nil || s.Cluster.Name != "demo" || len(s.Nodes) != 3 {
+		t.Errorf("spec --output json = %+v, %v", s, err)
+	}
+}
+
+func TestUserErrorsAreOneLine(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("cluster:\n  name: x\nnodez: []\n"), 0o644)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"image", "spec", bad}, "bad.yaml:3: unknown key \"nodez\""},
+		{[]string{"image", "build", "--spec", bad, "--out", filepath.Join(dir, "out")}, "bad.yaml:3"},
+		{[]string{"image", "build", "--kernel", "/nonexistent", "--modules", dir, "--out", filepath.Join(dir, "out2")}, "kernel image"},
+		{[]string{"image", "build", "--kernel", "/nonexistent", "--out", filepath.Join(dir, "out3")}, "go together"},
+		{[]string{"image", "build", "--compress", "lz4"}, "zstd or gzip"},
+		{[]string{"qemu", "status", "--state-dir", dir}, "not running"},
+		{[]string{"qemu", "up", "-n", "2", "--state-dir", dir}, "--direct"},
+		{[]string{"qemu", "up", "-n", "2", "--direct", "--image-dir", filepath.Join(dir, "none"), "--state-dir", dir}, "locus image build"},
+		{[]string{"qemu", "exec", "zero", "--", "ls"}, "node number"},
+		{[]string{"qemu", "exec", "1", "--state-dir", dir, "--", "ls"}, "exec channel unavailable"},
+		{[]string{"qemu", "logs", "4", "--state-dir", dir}, "no serial log"},
+		{[]string{"nosuchverb"}, "unknown command"},
+	} {
+		_, stderr, err := runLocus(t, tc.args...)
+		if err == nil {
+			t.Errorf("locus %q succeeded, want an error", tc.args)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+			t.Errorf("locus %q: error %q, want one line containing %q", tc.args, msg, tc.want)
+		}
+		if strings.Contains(stderr, "Usage:") || strings.Contains(stderr, "goroutine") {
+			t.Errorf("locus %q printed usage or a stack trace:\n%s", tc.args, stderr)
+		}
+	}
+	// A failed build leaves nothing in the output directory.
+	for _, o := range []string{"out", "out2", "out3"} {
+		ents, _ := os.ReadDir(filepath.Join(dir, o))
+		if len(ents) != 0 {
+			t.Errorf("failed build left %d entries in %s", len(ents), o)
+		}
+	}
+}
+
+func TestEveryVerbHasHelpAndExamples(t *testing.T) {
+	root := newRootCmd(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{})
+	for _, c := range root.Commands() {
+		for _, sub := range append(c.Commands(), c) {
+			if sub.Hidden || sub.Name() == "help" || sub.Name() == "completion" || sub.HasSubCommands() {
+				continue
+			}
+			if sub.Example == "" || sub.Short == "" {
+				t.Errorf("locus %s: no example or short help", sub.CommandPath())
+			}
+		}
+	}
+	out, _, err := runLocus(t, "completion", "bash")
+	if err != nil || !strings.Contains(out, "locus") {
+		t.Errorf("completion bash = %v", err)
+	}
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# make test: every tier. Unit and loopback tests first, then the VM tests
+# (real kernel, real initramfs, QEMU), which print each node's boot time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LOCUS_BIN="$PWD/bin/locus"
+echo "== unit and loopback tests"
+go test -count=1 -timeout 15m ./...
+echo "== VM tests (QEMU; TCG unless KVM works here)"
+go test -count=1 -tags vm -timeout 20m -run VM -v ./... 2>&1 | grep -Ev '^(=== RUN|=== PAUSE|=== CONT)'
