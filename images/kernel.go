@@ -122,6 +122,11 @@ func fetchDebianKernel(ctx context.Context, pkg, cacheDir string, progress io.Wr
 		return nil, fmt.Errorf("images: dpkg-deb -x %s: %v: %s", filepath.Base(debs[0]), err, bytes.TrimSpace(out))
 	}
 	if err := os.Rename(root, dir); err != nil {
+		// Another build (a parallel test, a second shell) may have put the
+		// same kernel there first; theirs is as good as ours.
+		if kf, kerr := kernelFromTree(dir, name, version); kerr == nil {
+			return kf, nil
+		}
 		return nil, fmt.Errorf("images: kernel cache: %w", err)
 	}
 	return kernelFromTree(dir, name, version)

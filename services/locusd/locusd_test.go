@@ -1,0 +1,67 @@
+package locusd
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestServeNodeInfoOnLoopback(t *testing.T) {
+	dir := t.TempDir()
+	nodeFile := filepath.Join(dir, "node.json")
+	os.WriteFile(nodeFile, []byte(`{"node":2,"hostname":"beta","cluster":"t","addr":"10.9.0.2/24","runlevel":3,"state":"Up"}`), 0o644)
+	proc := filepath.Join(dir, "proc")
+	os.Mkdir(proc, 0o755)
+	os.WriteFile(filepath.Join(proc, "uptime"), []byte("12.50 20.00\n"), 0o644)
+	os.WriteFile(filepath.Join(proc, "loadavg"), []byte("0.25 0.10 0.05 1/80 123\n"), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Config{Listen: "127.0.0.1:0", NodeFile: nodeFile, ProcDir: proc}, ready) }()
+	addr := (<-ready).String()
+	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer fcancel()
+	info, err := Fetch(fctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Node != 2 || info.Hostname != "beta" || info.State != "Up" || info.Uptime != 12.5 || info.Load1 != 0.25 {
+		t.Errorf("Fetch = %+v", info)
+	}
+	// A node file that init has not written yet is an error, not a crash.
+	os.Remove(nodeFile)
+	if _, err := Fetch(fctx, addr); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("Fetch without a node file = %v, want 503", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v after cancel, want nil", err)
+	}
+}
+
+func TestFetchRefusesGarbage(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{{{{{"))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := Fetch(ctx, ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "bad reply") {
+		t.Errorf("Fetch(garbage) = %v, want 'bad reply'", err)
+	}
+}
