@@ -40,7 +40,7 @@ test-unit: build
 	$(GO) test -count=1 ./...
 
 test-vm: deps build
-	LOCUS_BIN=$(CURDIR)/$(LOCUS) $(GO) test -count=1 -tags vm -timeout 25m -v -run 'VM' ./...
+	LOCUS_BIN=$(CURDIR)/$(LOCUS) $(GO) test -count=1 -tags vm -timeout 25m -v -run VM $$(grep -rl --include="*_test.go" "^//go:build vm" . | xargs -n1 dirname | sort -u)
 
 clean:
 	rm -rf bin $(OUT)

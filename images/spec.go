@@ -31,7 +31,29 @@ type Spec struct {
 	Services []Service `yaml:"services"`
 	// Console is the kernel console device, ttyS0 by default.
 	Console string `yaml:"console"`
+	// Netboot configures the built-in DHCP/TFTP/HTTP service.
+	Netboot Netboot `yaml:"netboot"`
 }
+
+// Netboot configures how new nodes boot from the network.
+type Netboot struct {
+	// Admission is what happens to a MAC not in the node table: "deny"
+	// (ignored), "discover" (an address and a boot that waits until an
+	// operator runs `locus node accept`), or "accept".
+	Admission string `yaml:"admission"`
+	// Pool is the dynamic address range for nodes not in the table,
+	// "first-last"; default: the upper half of the subnet.
+	Pool string `yaml:"pool"`
+	// LeaseSeconds is the DHCP lease time.
+	LeaseSeconds int `yaml:"lease_seconds"`
+}
+
+// Admission policies for MACs not in the node table.
+const (
+	AdmitDeny     = "deny"
+	AdmitDiscover = "discover"
+	AdmitAccept   = "accept"
+)
 
 // Cluster holds the cluster-wide identity.
 type Cluster struct {
@@ -160,6 +182,12 @@ func (s *Spec) applyDefaults() {
 	if s.Console == "" {
 		s.Console = DefaultConsole
 	}
+	if s.Netboot.Admission == "" {
+		s.Netboot.Admission = AdmitDeny
+	}
+	if s.Netboot.LeaseSeconds == 0 {
+		s.Netboot.LeaseSeconds = 3600
+	}
 	for i := range s.Nodes {
 		if s.Nodes[i].Hostname == "" {
 			s.Nodes[i].Hostname = fmt.Sprintf("node%d", s.Nodes[i].Number)
@@ -274,6 +302,19 @@ func (s *Spec) Validate() error {
 			bad(key+".command", "is required")
 		}
 	}
+	switch s.Netboot.Admission {
+	case AdmitDeny, AdmitDiscover, AdmitAccept:
+	default:
+		bad("netboot.admission", "%q must be %q, %q or %q", s.Netboot.Admission, AdmitDeny, AdmitDiscover, AdmitAccept)
+	}
+	if s.Netboot.LeaseSeconds < 60 {
+		bad("netboot.lease_seconds", "%d is too short (at least 60)", s.Netboot.LeaseSeconds)
+	}
+	if prefix.IsValid() && prefix.Addr().Is4() && prefix.Bits() <= 30 {
+		if _, _, err := s.poolRange(prefix); err != nil {
+			bad("netboot.pool", "%v", err)
+		}
+	}
 	if !consoleRE.MatchString(s.Console) {
 		bad("console", "%q is not a console device like ttyS0 or ttyS0,115200", s.Console)
 	}
@@ -365,4 +406,35 @@ func (s *Spec) ServicesFor(n, l int) []Service {
 		}
 	}
 	return out
+}
+
+// Pool returns the first and last address of the dynamic pool.
+func (s *Spec) Pool() (netip.Addr, netip.Addr, error) {
+	return s.poolRange(s.Prefix())
+}
+
+func (s *Spec) poolRange(p netip.Prefix) (netip.Addr, netip.Addr, error) {
+	if s.Netboot.Pool == "" {
+		size := uint32(1) << (32 - p.Bits())
+		first := addrAdd(p.Addr(), size/2)
+		last := addrAdd(p.Addr(), size-2)
+		return first, last, nil
+	}
+	a, b, ok := strings.Cut(s.Netboot.Pool, "-")
+	first, err1 := netip.ParseAddr(strings.TrimSpace(a))
+	last, err2 := netip.ParseAddr(strings.TrimSpace(b))
+	if !ok || err1 != nil || err2 != nil {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%q is not a range like 10.77.0.100-10.77.0.199", s.Netboot.Pool)
+	}
+	if !p.Contains(first) || !p.Contains(last) || last.Less(first) {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%q is not an ascending range inside %s", s.Netboot.Pool, p)
+	}
+	return first, last, nil
+}
+
+func addrAdd(a netip.Addr, n uint32) netip.Addr {
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += n
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

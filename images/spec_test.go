@@ -44,7 +44,7 @@ func TestExampleShowsEveryKey(t *testing.T) {
 	ex := string(ExampleSpec())
 	for _, key := range []string{"cluster:", "name:", "interconnect:", "subnet:", "addressing:", "gateway:", "dns:",
 		"nodes:", "number:", "mac:", "hostname:", "addr:", "kernel:", "package:", "image:", "modules:", "cmdline:",
-		"runlevel:", "root:", "source:", "services:", "level:", "command:", "oneshot:", "console:"} {
+		"runlevel:", "root:", "source:", "services:", "level:", "command:", "oneshot:", "console:", "netboot:", "admission:", "pool:", "lease_seconds:"} {
 		if !strings.Contains(ex, key) {
 			t.Errorf("example spec does not show key %q", key)
 		}
@@ -75,6 +75,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad module", "modules: ['../evil']\n", []string{"modules[0]"}},
 		{"bad root", "root: {source: zfs}\n", []string{"root.source", "zfs"}},
 		{"image without modules", "kernel: {package: '', image: /boot/vmlinuz}\n", []string{"kernel.modules"}},
+		{"bad admission", "netboot: {admission: maybe}\n", []string{"netboot.admission"}},
+		{"pool outside", "netboot: {pool: 10.1.0.1-10.1.0.9}\n", []string{"netboot.pool"}},
+		{"pool backwards", "netboot: {pool: 10.77.0.9-10.77.0.1}\n", []string{"netboot.pool"}},
 		{"service without command", "services:\n  - {name: x, level: 2}\n", []string{"services[0].command"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
