@@ -17,7 +17,36 @@ const (
 	InitramfsFile = "initramfs.cpio"
 	SpecFile      = "locus.yaml"
 	ManifestFile  = "manifest.json"
+	// NetbootDir is the tree `locus netboot serve` serves.
+	NetbootDir = "netboot"
 )
+
+// IPXEDir is where Debian's ipxe package puts its binaries.
+const IPXEDir = "/usr/lib/ipxe"
+
+// netbootTree writes the boot tree: iPXE for BIOS (undionly.kpxe) and
+// UEFI (ipxe.efi, snponly.efi) from Debian's ipxe package, and hard links
+// to the kernel and initramfs.
+func netbootTree(dir, kernel, initrd string, progress io.Writer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, f := range []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"} {
+		if err := copyFile(filepath.Join(IPXEDir, f), filepath.Join(dir, f)); err != nil {
+			return fmt.Errorf("images: netboot tree needs Debian's ipxe package (make deps, or apt-get install ipxe): %w", err)
+		}
+	}
+	for _, src := range []string{kernel, initrd} {
+		dst := filepath.Join(dir, filepath.Base(src))
+		if err := os.Link(src, dst); err != nil {
+			if err := copyFile(src, dst); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Fprintf(progress, "netboot: boot tree in %s\n", NetbootDir)
+	return nil
+}
 
 // BuildOptions say what to build and where.
 type BuildOptions struct {
@@ -134,9 +163,13 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 	if err := os.WriteFile(filepath.Join(stage, ManifestFile), append(mb, '\n'), 0o644); err != nil {
 		return nil, err
 	}
+	if err := netbootTree(filepath.Join(stage, NetbootDir), filepath.Join(stage, KernelFile), filepath.Join(stage, initrdName), o.Progress); err != nil {
+		return nil, err
+	}
 	// Move into place; the manifest last, so a reader that finds it finds
 	// everything it names.
-	for _, name := range []string{KernelFile, initrdName, SpecFile, ManifestFile} {
+	os.RemoveAll(filepath.Join(o.Out, NetbootDir))
+	for _, name := range []string{KernelFile, initrdName, SpecFile, NetbootDir, ManifestFile} {
 		if err := os.Rename(filepath.Join(stage, name), filepath.Join(o.Out, name)); err != nil {
 			return nil, fmt.Errorf("images: move %s into %s: %w", name, o.Out, err)
 		}

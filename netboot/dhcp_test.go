@@ -1,0 +1,282 @@
+package netboot
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/locus-ssi/locus/images"
+)
+
+const testSpec = `
+cluster: {name: t}
+interconnect: {subnet: 10.77.0.0/24, gateway: 10.77.0.254, dns: [10.77.0.254]}
+nodes:
+  - {number: 2, mac: "52:54:00:00:00:02"}
+  - {number: 3, mac: "52:54:00:00:00:03", hostname: gamma}
+netboot: {admission: discover, pool: 10.77.0.100-10.77.0.102}
+`
+
+func newTestDHCP(t *testing.T, specYAML string, proxy bool) (*DHCP, *Leases, *Registry) {
+	t.Helper()
+	spec, err := images.Parse("t.yaml", []byte(specYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, last, _ := spec.Pool()
+	dir := t.TempDir()
+	leases, err := OpenLeases(filepath.Join(dir, "leases.json"), first, last, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := OpenRegistry(spec, filepath.Join(dir, "registry.json"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDHCP(DHCPConfig{ServerIP: netip.MustParseAddr("10.77.0.1"), Prefix: spec.Prefix(), Gateway: netip.MustParseAddr("10.77.0.254"),
+		DNS: []netip.Addr{netip.MustParseAddr("10.77.0.254")}, Lease: time.Hour, HTTPBase: "http://10.77.0.1:8080", Proxy: proxy}, leases, reg)
+	return d, leases, reg
+}
+
+// The option sets real firmware sends (as captured from QEMU's SeaBIOS
+// iPXE ROM, OVMF's PXE and iPXE itself).
+func biosPXE(mac net.HardwareAddr, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	m, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, append([]byte{0}, make([]byte, 16)...))))
+	return m
+}
+
+func efiPXE(mac net.HardwareAddr, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	m, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003000")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64)))
+	return m
+}
+
+func efiHTTP(mac net.HardwareAddr, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	m, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003000")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64_HTTP)))
+	return m
+}
+
+func ipxe(mac net.HardwareAddr, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	m, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+		dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
+	return m
+}
+
+func plain(mac net.HardwareAddr, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	m, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(mt))
+	return m
+}
+
+var (
+	mac2    = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 2}
+	mac3    = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 3}
+	unknown = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x77}
+)
+
+func TestBootFilePerClient(t *testing.T) {
+	d, _, _ := newTestDHCP(t, testSpec, false)
+	for _, tt := range []struct {
+		name     string
+		req      *dhcpv4.DHCPv4
+		kind     ClientKind
+		file     string
+		vendorID string
+	}{
+		{"bios pxe", biosPXE(mac2, dhcpv4.MessageTypeDiscover), ClientBIOSPXE, "undionly.kpxe", "PXEClient"},
+		{"uefi pxe", efiPXE(mac2, dhcpv4.MessageTypeDiscover), ClientEFIPXE, "ipxe.efi", "PXEClient"},
+		{"uefi http", efiHTTP(mac2, dhcpv4.MessageTypeDiscover), ClientEFIHTTP, "http://10.77.0.1:8080/ipxe.efi", "HTTPClient"},
+		{"ipxe", ipxe(mac2, dhcpv4.MessageTypeDiscover), ClientIPXE, "http://10.77.0.1:8080/ipxe/52-54-00-00-00-02.ipxe", ""},
+		{"os client", plain(mac2, dhcpv4.MessageTypeDiscover), ClientPlain, "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, kind, err := d.Reply(tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kind != tt.kind {
+				t.Errorf("kind = %v, want %v", kind, tt.kind)
+			}
+			if resp.MessageType() != dhcpv4.MessageTypeOffer {
+				t.Errorf("type = %v, want OFFER", resp.MessageType())
+			}
+			if got := resp.YourIPAddr.String(); got != "10.77.0.2" {
+				t.Errorf("yiaddr = %s, want node 2's static 10.77.0.2", got)
+			}
+			if resp.BootFileName != tt.file || resp.GetOneOption(dhcpv4.OptionBootfileName) != nil && string(resp.GetOneOption(dhcpv4.OptionBootfileName)) != tt.file {
+				t.Errorf("boot file = %q, want %q", resp.BootFileName, tt.file)
+			}
+			if tt.vendorID != "" && resp.ClassIdentifier() != tt.vendorID {
+				t.Errorf("option 60 = %q, want %q", resp.ClassIdentifier(), tt.vendorID)
+			}
+			if !resp.Router()[0].Equal(net.IPv4(10, 77, 0, 254)) || resp.SubnetMask().String() != "ffffff00" || resp.HostName() != "node2" {
+				t.Errorf("options: router %v mask %v hostname %q", resp.Router(), resp.SubnetMask(), resp.HostName())
+			}
+		})
+	}
+}
+
+func TestDORAWithPoolAndPersistence(t *testing.T) {
+	d, leases, reg := newTestDHCP(t, testSpec, false)
+	// An unknown MAC under "discover" gets a pool address and waits.
+	offer, _, err := d.Reply(ipxe(unknown, dhcpv4.MessageTypeDiscover))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := offer.YourIPAddr.String()
+	if got != "10.77.0.100" {
+		t.Fatalf("offer to unknown = %s, want the first pool address", got)
+	}
+	req := ipxe(unknown, dhcpv4.MessageTypeRequest)
+	req.UpdateOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))
+	req.UpdateOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 77, 0, 1)))
+	ack, _, err := d.Reply(req)
+	if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck || ack.YourIPAddr.String() != got {
+		t.Fatalf("request = %v %v, want ACK for %s", ack, err, got)
+	}
+	if c := reg.Contacts(); len(c) != 1 || c[0].Status != "pending" {
+		t.Errorf("registry = %+v, want one pending contact", c)
+	}
+	// A request for someone else's address is refused with a NAK.
+	other := plain(net.HardwareAddr{2, 0, 0, 0, 0, 9}, dhcpv4.MessageTypeRequest)
+	other.UpdateOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))
+	nak, _, err := d.Reply(other)
+	if err == nil && nak.MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("request for a taken address = %v, want NAK", nak.MessageType())
+	}
+	// The lease survives a restart.
+	reopened, err := OpenLeases(leases.file, leases.first, leases.last, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if le, ok := reopened.Lookup(unknown); !ok || le.Addr.String() != got {
+		t.Errorf("after reopen: lease %+v, %v, want %s", le, ok, got)
+	}
+	// Release frees it.
+	if _, _, err := d.Reply(plain(unknown, dhcpv4.MessageTypeRelease)); !errors.Is(err, ErrIgnore) {
+		t.Errorf("release = %v", err)
+	}
+	if _, ok := leases.Lookup(unknown); ok {
+		t.Error("lease still there after RELEASE")
+	}
+}
+
+func TestPoolExhaustionAndDecline(t *testing.T) {
+	d, _, _ := newTestDHCP(t, strings.Replace(testSpec, "admission: discover", "admission: accept", 1), false)
+	var addrs []string
+	for i := range 4 {
+		mac := net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}
+		offer, _, err := d.Reply(plain(mac, dhcpv4.MessageTypeDiscover))
+		if err != nil {
+			addrs = append(addrs, "err")
+			continue
+		}
+		req := plain(mac, dhcpv4.MessageTypeRequest)
+		req.UpdateOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))
+		if _, _, err := d.Reply(req); err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, offer.YourIPAddr.String())
+	}
+	// "accept" gives accepted nodes their node-table address (numbers 1,
+	// 4, 5, 6: 2 and 3 are in the table), not a pool address.
+	if strings.Join(addrs, " ") != "10.77.0.1 10.77.0.4 10.77.0.5 10.77.0.6" {
+		t.Errorf("addresses = %v", addrs)
+	}
+	d2, _, _ := newTestDHCP(t, testSpec, false)
+	for i := range 3 {
+		if _, _, err := d2.Reply(ipxe(net.HardwareAddr{2, 0, 0, 0, 2, byte(i)}, dhcpv4.MessageTypeDiscover)); err != nil {
+			t.Fatal(err)
+		}
+		req := ipxe(net.HardwareAddr{2, 0, 0, 0, 2, byte(i)}, dhcpv4.MessageTypeRequest)
+		if _, _, err := d2.Reply(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := d2.Reply(ipxe(net.HardwareAddr{2, 0, 0, 0, 2, 9}, dhcpv4.MessageTypeDiscover)); !errors.Is(err, ErrPoolExhausted) {
+		t.Errorf("discover with a full pool = %v, want ErrPoolExhausted", err)
+	}
+}
+
+func TestDenyIgnoresUnknown(t *testing.T) {
+	d, _, reg := newTestDHCP(t, strings.Replace(testSpec, "admission: discover", "admission: deny", 1), false)
+	if _, _, err := d.Reply(biosPXE(unknown, dhcpv4.MessageTypeDiscover)); !errors.Is(err, ErrIgnore) {
+		t.Errorf("unknown MAC under deny = %v, want ErrIgnore", err)
+	}
+	if c := reg.Contacts(); len(c) != 1 || c[0].Status != "denied" {
+		t.Errorf("registry = %+v, want the denied contact recorded", c)
+	}
+	if _, _, err := d.Reply(biosPXE(mac3, dhcpv4.MessageTypeDiscover)); err != nil {
+		t.Errorf("known MAC under deny = %v", err)
+	}
+}
+
+func TestProxyDHCPGivesNoAddress(t *testing.T) {
+	d, _, _ := newTestDHCP(t, testSpec, true)
+	resp, _, err := d.Reply(biosPXE(mac2, dhcpv4.MessageTypeDiscover))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.YourIPAddr.IsUnspecified() || resp.BootFileName != "undionly.kpxe" || resp.ClassIdentifier() != "PXEClient" {
+		t.Errorf("proxy offer: yiaddr %s file %q vendor %q", resp.YourIPAddr, resp.BootFileName, resp.ClassIdentifier())
+	}
+	if resp.GetOneOption(dhcpv4.OptionVendorSpecificInformation) == nil {
+		t.Error("proxy offer lacks PXE discovery control (option 43)")
+	}
+	if _, _, err := d.Reply(plain(mac2, dhcpv4.MessageTypeDiscover)); !errors.Is(err, ErrIgnore) {
+		t.Errorf("proxy answered a plain client: %v", err)
+	}
+}
+
+func TestMalformedPackets(t *testing.T) {
+	d, _, _ := newTestDHCP(t, testSpec, false)
+	reply, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac2), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))
+	reply.OpCode = dhcpv4.OpcodeBootReply
+	bootp, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac2))
+	bootp.Options = dhcpv4.Options{}
+	for name, m := range map[string]*dhcpv4.DHCPv4{"bootreply": reply, "bootp": bootp} {
+		if _, _, err := d.Reply(m); err == nil {
+			t.Errorf("%s: answered, want refused", name)
+		}
+	}
+}
+
+// FuzzDHCP feeds raw packets through parsing and the responder: nothing
+// may panic, and any reply must be a valid server message.
+func FuzzDHCP(f *testing.F) {
+	for _, m := range []*dhcpv4.DHCPv4{biosPXE(mac2, dhcpv4.MessageTypeDiscover), efiPXE(mac3, dhcpv4.MessageTypeRequest),
+		ipxe(unknown, dhcpv4.MessageTypeDiscover), efiHTTP(mac2, dhcpv4.MessageTypeDiscover), plain(mac2, dhcpv4.MessageTypeInform)} {
+		f.Add(m.ToBytes())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := dhcpv4.FromBytes(b)
+		if err != nil {
+			return
+		}
+		d, _, _ := newTestDHCP(t, testSpec, false)
+		resp, _, err := d.Reply(req)
+		if err != nil {
+			return
+		}
+		if resp.OpCode != dhcpv4.OpcodeBootReply {
+			t.Fatalf("reply opcode %v", resp.OpCode)
+		}
+		if _, err := dhcpv4.FromBytes(resp.ToBytes()); err != nil {
+			t.Fatalf("reply does not parse: %v", err)
+		}
+	})
+}

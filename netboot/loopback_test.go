@@ -1,0 +1,220 @@
+package netboot
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/pin/tftp/v3"
+
+	"github.com/locus-ssi/locus/images"
+)
+
+// The loopback test runs the real service and real clients (nclient4,
+// pin/tftp's client, net/http) on a veth pair inside a network namespace
+// the test creates: the parent makes the namespace and re-runs this test
+// binary inside it, then removes the namespace, also on failure.
+
+const childEnv = "LOCUS_NETBOOT_NETNS_CHILD"
+
+func TestLoopbackServer(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		loopbackChild(t)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2")
+	}
+	ns := fmt.Sprintf("locus-nb-%d", os.Getpid())
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	sh("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	sh("-n", ns, "link", "add", "nb0", "type", "veth", "peer", "name", "nb1")
+	sh("-n", ns, "addr", "add", "10.77.0.1/24", "dev", "nb0")
+	sh("-n", ns, "link", "set", "nb0", "up")
+	sh("-n", ns, "link", "set", "nb1", "up")
+	sh("-n", ns, "link", "set", "lo", "up")
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestLoopbackServer$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("in namespace %s:\n%s", ns, out)
+	if err != nil {
+		t.Fatalf("loopback test in the namespace failed: %v", err)
+	}
+}
+
+func loopbackChild(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "netboot")
+	os.MkdirAll(root, 0o755)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	for name, data := range map[string][]byte{
+		BIOSBootFile: []byte("undionly"), EFIBootFile: []byte("ipxe.efi"), images.KernelFile: []byte("kernel"),
+		images.InitramfsFile + ".zst": big,
+	} {
+		os.WriteFile(filepath.Join(root, name), data, 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("secret"), 0o644)
+	os.Symlink(filepath.Join(dir, "secret"), filepath.Join(root, "escape"))
+	spec, err := images.Parse("t.yaml", []byte(testSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(Config{Spec: spec, Iface: "nb0", Root: root, StateDir: filepath.Join(dir, "state"),
+		HTTPPort: 8080, AdminAddr: "127.0.0.1:7471", Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	// DHCP: a real client on the other end of the veth, as node 2.
+	c, err := nclient4.New("nb1", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3), nclient4.WithHWAddr(mac2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	lease, err := c.Request(rctx, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")))
+	rcancel()
+	c.Close()
+	if err != nil {
+		t.Fatalf("DHCP through the real server: %v", err)
+	}
+	if got := lease.ACK.YourIPAddr.String(); got != "10.77.0.2" || lease.ACK.BootFileName != BIOSBootFile {
+		t.Errorf("lease: addr %s file %q, want 10.77.0.2 and %s", got, lease.ACK.BootFileName, BIOSBootFile)
+	}
+	if out, err := exec.Command("ip", "addr", "add", "10.77.0.2/24", "dev", "nb1").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr: %v %s", err, out)
+	}
+
+	// TFTP: reads with blksize and tsize; traversal and writes refused.
+	tc, err := tftp.NewClient("10.77.0.1:69")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.SetBlockSize(1468)
+	tc.RequestTSize(true)
+	wt, err := tc.Receive(images.InitramfsFile+".zst", "octet")
+	if err != nil {
+		t.Fatalf("tftp get: %v", err)
+	}
+	if n, ok := wt.(tftp.IncomingTransfer).Size(); !ok || n != int64(len(big)) {
+		t.Errorf("tftp tsize = %d, %v, want %d", n, ok, len(big))
+	}
+	var got bytes.Buffer
+	if _, err := wt.WriteTo(&got); err != nil || !bytes.Equal(got.Bytes(), big) {
+		t.Errorf("tftp body: %v, %d bytes", err, got.Len())
+	}
+	for _, bad := range []string{"../secret", "/../secret", "escape", `..\secret`, "nonexistent"} {
+		if wt, err := tc.Receive(bad, "octet"); err == nil {
+			var b bytes.Buffer
+			if _, err := wt.WriteTo(&b); err == nil {
+				t.Errorf("tftp %q served %q", bad, b.String())
+			}
+		}
+	}
+	if rf, err := tc.Send("upload", "octet"); err == nil {
+		if _, err := rf.ReadFrom(strings.NewReader("data")); err == nil {
+			t.Error("tftp write request accepted")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "upload")); err == nil {
+		t.Error("a tftp write created a file")
+	}
+
+	// HTTP: the node's script, Range, traversal refused. The client
+	// speaks from node 2's leased address, as the node would.
+	hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 77, 0, 2)}}).DialContext}}
+	get := func(path string, hdr ...string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://10.77.0.1:8080"+path, nil)
+		if len(hdr) == 2 {
+			req.Header.Set(hdr[0], hdr[1])
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, script := get("/ipxe/52-54-00-00-00-02.ipxe")
+	if code != 200 || !strings.Contains(script, "#!ipxe") || !strings.Contains(script, "locus.node=2 locus.ip=10.77.0.2/24") ||
+		!strings.Contains(script, "initrd http://10.77.0.1:8080/initramfs.cpio.zst") {
+		t.Errorf("script: %d\n%s", code, script)
+	}
+	code, body := get("/initramfs.cpio.zst", "Range", "bytes=16-31")
+	if code != http.StatusPartialContent || body != "0123456789abcdef" {
+		t.Errorf("range: %d %q", code, body)
+	}
+	for _, bad := range []string{"/../secret", "/%2e%2e/secret", "/escape", "/..%2fsecret", "/ipxe/not-a-mac.ipxe"} {
+		if code, body := get(bad); code == 200 || strings.Contains(body, "secret") {
+			t.Errorf("GET %s = %d %q", bad, code, body)
+		}
+	}
+	code, _ = get("/ipxe/52-54-00-00-00-77.ipxe")
+	if code != 200 {
+		t.Errorf("pending node's script: %d", code)
+	}
+
+	// The registry saw node 2 through its stages.
+	var contacts []Contact
+	resp, err := http.Get("http://127.0.0.1:7471/v1/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonDecode(t, resp.Body, &contacts)
+	resp.Body.Close()
+	stages := map[string]string{}
+	for _, c := range contacts {
+		stages[c.MAC] = c.Stage + "/" + c.Status
+	}
+	if stages[mac2.String()] != StageInitramfs+"/known" || stages[unknown.String()] != StageIPXE+"/pending" {
+		t.Errorf("registry stages = %v", stages)
+	}
+	// Accept the waiting node: its script now boots it.
+	resp, err = http.Post("http://127.0.0.1:7471/v1/accept?mac="+unknown.String()+"&number=7", "", nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("accept: %v %v", err, resp.Status)
+	}
+	resp.Body.Close()
+	if _, script := get("/ipxe/52-54-00-00-00-77.ipxe"); !strings.Contains(script, "locus.node=7 locus.ip=10.77.0.7/24") {
+		t.Errorf("accepted node's script:\n%s", script)
+	}
+}
+
+func jsonDecode(t *testing.T, r io.Reader, v any) {
+	t.Helper()
+	if err := json.NewDecoder(r).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}

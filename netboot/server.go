@@ -1,0 +1,399 @@
+package netboot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/pin/tftp/v3"
+
+	"github.com/locus-ssi/locus/images"
+)
+
+// Config configures the netboot service.
+type Config struct {
+	Spec *images.Spec
+	// Iface is the interface to serve on; its first IPv4 address in the
+	// interconnect subnet is the server address.
+	Iface string
+	// Root is the boot tree (out/netboot).
+	Root string
+	// StateDir keeps leases.json and registry.json.
+	StateDir string
+	Proxy    bool
+	// Ports; 0 means the standard ones (67, 4011, 69) and 8080 for HTTP.
+	DHCPPort, ProxyPort, TFTPPort, HTTPPort int
+	// AdminAddr serves the operator API (nodes, accept); loopback only.
+	AdminAddr string
+	// Join is written into node scripts as locus.join= (optional).
+	Join string
+	Log  *slog.Logger
+}
+
+// Service is a running netboot service.
+type Service struct {
+	cfg      Config
+	serverIP netip.Addr
+	leases   *Leases
+	registry *Registry
+	dhcp     *DHCP
+	root     *os.Root
+	httpBase string
+}
+
+// NewService prepares the service: finds the server address, opens the
+// boot tree, the lease table and the registry.
+func NewService(cfg Config) (*Service, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.DHCPPort == 0 {
+		cfg.DHCPPort = 67
+	}
+	if cfg.ProxyPort == 0 {
+		cfg.ProxyPort = 4011
+	}
+	if cfg.TFTPPort == 0 {
+		cfg.TFTPPort = 69
+	}
+	if cfg.HTTPPort == 0 {
+		cfg.HTTPPort = 8080
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "127.0.0.1:7471"
+	}
+	ip, err := interfaceAddr(cfg.Iface, cfg.Spec.Prefix())
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("netboot: boot tree %s: %w (run `locus image build`)", cfg.Root, err)
+	}
+	for _, f := range []string{BIOSBootFile, EFIBootFile, images.KernelFile} {
+		if _, err := root.Stat(f); err != nil {
+			root.Close()
+			return nil, fmt.Errorf("netboot: boot tree %s lacks %s (run `locus image build`)", cfg.Root, f)
+		}
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("netboot: state: %w", err)
+	}
+	first, last, err := cfg.Spec.Pool()
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	leases, err := OpenLeases(filepath.Join(cfg.StateDir, "leases.json"), first, last, nil)
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	reg, err := OpenRegistry(cfg.Spec, filepath.Join(cfg.StateDir, "registry.json"), nil)
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	s := &Service{cfg: cfg, serverIP: ip, leases: leases, registry: reg, root: root,
+		httpBase: fmt.Sprintf("http://%s:%d", ip, cfg.HTTPPort)}
+	var gw netip.Addr
+	if cfg.Spec.Interconnect.Gateway != "" {
+		gw, _ = netip.ParseAddr(cfg.Spec.Interconnect.Gateway)
+	}
+	var dns []netip.Addr
+	for _, d := range cfg.Spec.Interconnect.DNS {
+		if a, err := netip.ParseAddr(d); err == nil {
+			dns = append(dns, a)
+		}
+	}
+	s.dhcp = NewDHCP(DHCPConfig{ServerIP: ip, Prefix: cfg.Spec.Prefix(), Gateway: gw, DNS: dns,
+		Lease: time.Duration(cfg.Spec.Netboot.LeaseSeconds) * time.Second, HTTPBase: s.httpBase, Proxy: cfg.Proxy}, leases, reg)
+	return s, nil
+}
+
+// interfaceAddr returns iface's IPv4 address inside p.
+func interfaceAddr(iface string, p netip.Prefix) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("netboot: interface %q: %w", iface, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("netboot: interface %s: %w", iface, err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP.To4()); ok && p.Contains(ip) {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("netboot: interface %s has no address in the interconnect %s (add one: ip addr add %s dev %s)", iface, p, addrAdd(p.Addr(), 1), iface)
+}
+
+func addrAdd(a netip.Addr, n uint32) netip.Addr {
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) + n
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// ServerIP is the address the service answers from.
+func (s *Service) ServerIP() netip.Addr { return s.serverIP }
+
+// Registry is the service's node registry.
+func (s *Service) Registry() *Registry { return s.registry }
+
+// Serve runs DHCP (and proxyDHCP on 4011), TFTP, HTTP and the admin API
+// until ctx ends. A failure to bind any of them is returned at once.
+func (s *Service) Serve(ctx context.Context) error {
+	defer s.root.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log := s.cfg.Log
+
+	var closers []func()
+	var wg sync.WaitGroup
+	errc := make(chan error, 6)
+	run := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("netboot: %s: %w", name, err)
+			}
+		}()
+	}
+	stopAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+
+	// DHCP on 0.0.0.0 bound to the interface: broadcast DISCOVERs arrive
+	// there, not on the interface's own address.
+	dhcpConn, err := server4.NewIPv4UDPConn(s.cfg.Iface, &net.UDPAddr{Port: s.cfg.DHCPPort})
+	if err != nil {
+		return fmt.Errorf("netboot: dhcp on %s:%d: %w (another DHCP server running? try --proxy, or stop it)", s.cfg.Iface, s.cfg.DHCPPort, err)
+	}
+	dhcpSrv, err := server4.NewServer(s.cfg.Iface, nil, s.handleDHCP, server4.WithConn(dhcpConn))
+	if err != nil {
+		dhcpConn.Close()
+		return err
+	}
+	closers = append(closers, func() { dhcpSrv.Close() })
+	run("dhcp", dhcpSrv.Serve)
+	if s.cfg.Proxy {
+		pc, err := server4.NewIPv4UDPConn(s.cfg.Iface, &net.UDPAddr{Port: s.cfg.ProxyPort})
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("netboot: proxyDHCP on port %d: %w", s.cfg.ProxyPort, err)
+		}
+		psrv, err := server4.NewServer(s.cfg.Iface, nil, s.handleDHCP, server4.WithConn(pc))
+		if err != nil {
+			stopAll()
+			return err
+		}
+		closers = append(closers, func() { psrv.Close() })
+		run("proxydhcp", psrv.Serve)
+	}
+
+	tconn, err := net.ListenPacket("udp4", net.JoinHostPort(s.serverIP.String(), strconv.Itoa(s.cfg.TFTPPort)))
+	if err != nil {
+		stopAll()
+		return fmt.Errorf("netboot: tftp on port %d: %w", s.cfg.TFTPPort, err)
+	}
+	tsrv := tftp.NewServer(s.tftpRead, nil)
+	tsrv.SetTimeout(2 * time.Second)
+	closers = append(closers, tsrv.Shutdown)
+	run("tftp", func() error { return tsrv.Serve(tconn) })
+
+	hln, err := net.Listen("tcp", net.JoinHostPort(s.serverIP.String(), strconv.Itoa(s.cfg.HTTPPort)))
+	if err != nil {
+		stopAll()
+		return fmt.Errorf("netboot: http on port %d: %w", s.cfg.HTTPPort, err)
+	}
+	hsrv := &http.Server{Handler: HTTPHandler(HTTPConfig{
+		Spec: s.cfg.Spec, Root: s.root, HTTPBase: s.httpBase, Kernel: images.KernelFile, Initramfs: s.initramfsName(),
+		Join: s.cfg.Join, Registry: s.registry, Leases: s.leases, Log: log,
+	}), ReadHeaderTimeout: 10 * time.Second}
+	closers = append(closers, func() { hsrv.Close() })
+	run("http", func() error {
+		if err := hsrv.Serve(hln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+
+	aln, err := net.Listen("tcp", s.cfg.AdminAddr)
+	if err != nil {
+		stopAll()
+		return fmt.Errorf("netboot: admin API on %s: %w", s.cfg.AdminAddr, err)
+	}
+	asrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	closers = append(closers, func() { asrv.Close() })
+	run("admin", func() error {
+		if err := asrv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+
+	log.Info("netboot serving", "iface", s.cfg.Iface, "server", s.serverIP, "proxy", s.cfg.Proxy, "http", s.httpBase, "admin", s.cfg.AdminAddr)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	cancel()
+	stopAll()
+	wg.Wait()
+	return serveErr
+}
+
+// initramfsName finds the initramfs in the boot tree.
+func (s *Service) initramfsName() string {
+	for _, n := range []string{images.InitramfsFile + ".zst", images.InitramfsFile + ".gz"} {
+		if _, err := s.root.Stat(n); err == nil {
+			return n
+		}
+	}
+	return images.InitramfsFile + ".zst"
+}
+
+func (s *Service) handleDHCP(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4) {
+	resp, kind, err := s.dhcp.Reply(req)
+	log := s.cfg.Log.With("mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "client", kind.String())
+	if err != nil {
+		if errors.Is(err, ErrIgnore) {
+			log.Debug("dhcp: no answer", "why", err)
+		} else {
+			log.Warn("dhcp: refused", "err", err)
+		}
+		return
+	}
+	if a, ok := netip.AddrFromSlice(resp.YourIPAddr.To4()); ok && !a.IsUnspecified() {
+		s.registry.Record(req.ClientHWAddr, StageDHCP, a)
+	}
+	dst := replyAddr(peer, req, resp)
+	if _, err := conn.WriteTo(resp.ToBytes(), dst); err != nil {
+		log.Warn("dhcp: send", "to", dst, "err", err)
+		return
+	}
+	log.Info("dhcp: "+resp.MessageType().String(), "addr", resp.YourIPAddr, "boot", resp.BootFileName)
+}
+
+// replyAddr is where a reply goes (RFC 2131 4.1): to the relay, to a
+// client that has an address, else broadcast.
+func replyAddr(peer net.Addr, req, resp *dhcpv4.DHCPv4) net.Addr {
+	up, ok := peer.(*net.UDPAddr)
+	if !ok {
+		return peer
+	}
+	switch {
+	case !req.GatewayIPAddr.IsUnspecified():
+		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: dhcpv4.ServerPort}
+	case !req.ClientIPAddr.IsUnspecified() && !up.IP.IsUnspecified():
+		return up
+	case up.Port == 4011 || (up.Port != dhcpv4.ClientPort && !up.IP.IsUnspecified() && !up.IP.Equal(net.IPv4bcast)):
+		return up // proxyDHCP on 4011 answers the client directly
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+}
+
+// tftpRead serves one read-only TFTP transfer from the boot tree.
+func (s *Service) tftpRead(name string, rf io.ReaderFrom) error {
+	var remote string
+	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
+		ra := ot.RemoteAddr()
+		remote = ra.String()
+	}
+	clean, err := CleanPath(name)
+	if err != nil {
+		s.cfg.Log.Warn("tftp refused", "file", name, "from", remote, "err", err)
+		return err
+	}
+	f, err := s.root.Open(clean)
+	if err != nil {
+		s.cfg.Log.Warn("tftp: not found", "file", clean, "from", remote)
+		return fmt.Errorf("netboot: tftp %q: not found", clean)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("netboot: tftp %q: not a file", clean)
+	}
+	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
+		ot.SetSize(st.Size())
+		ra := ot.RemoteAddr()
+		if a, ok := netip.AddrFromSlice(ra.IP.To4()); ok {
+			for _, le := range s.leases.All() {
+				if le.Addr == a {
+					if mac, err := net.ParseMAC(le.MAC); err == nil {
+						s.registry.Record(mac, StageTFTP, a)
+					}
+				}
+			}
+		}
+	}
+	n, err := rf.ReadFrom(f)
+	if err != nil {
+		// A client that asked only for the size (UEFI firmware does) ends
+		// the transfer early: normal, not worth a warning.
+		s.cfg.Log.Debug("tftp: transfer ended", "file", clean, "from", remote, "bytes", n, "err", err)
+		return nil
+	}
+	s.cfg.Log.Info("tftp: sent", "file", clean, "to", remote, "bytes", n)
+	return nil
+}
+
+// adminHandler is the operator API, on loopback: GET /v1/nodes, GET
+// /v1/leases, POST /v1/accept?mac=M&number=N.
+func (s *Service) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, s.registry.Contacts())
+	})
+	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, s.leases.All())
+	})
+	mux.HandleFunc("POST /v1/accept", func(w http.ResponseWriter, r *http.Request) {
+		mac, err := net.ParseMAC(r.URL.Query().Get("mac"))
+		if err != nil || len(mac) != 6 {
+			http.Error(w, "mac: want an Ethernet MAC", http.StatusBadRequest)
+			return
+		}
+		number := 0
+		if v := r.URL.Query().Get("number"); v != "" {
+			if number, err = strconv.Atoi(v); err != nil || number < 1 {
+				http.Error(w, "number: want a node number", http.StatusBadRequest)
+				return
+			}
+		}
+		n, err := s.registry.Accept(mac, number)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		writeJSON(w, map[string]any{"mac": mac.String(), "node": n})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
