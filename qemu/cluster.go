@@ -36,6 +36,11 @@ type ClusterConfig struct {
 	MemoryMB int          `json:"memory_mb"`
 	Segment  Segment      `json:"segment"`
 	Nodes    []NodeConfig `json:"nodes"`
+	// Netdev replaces the segment with another QEMU -netdev (id n0), e.g.
+	// a tap device in a test's network namespace.
+	Netdev string `json:"netdev,omitempty"`
+	// Wrap prefixes the QEMU command, e.g. ip netns exec NS.
+	Wrap []string `json:"wrap,omitempty"`
 }
 
 // Segment is the cluster's rootless L2 network: a UDP multicast group on
@@ -197,8 +202,10 @@ func (c *Cluster) Start(n int) (*VM, error) {
 			return nil, fmt.Errorf("qemu: node %d is already running (pid %d)", n, vm.Status().PID)
 		}
 	}
-	if err := checkSegment(c.cfg.Segment); err != nil {
-		return nil, err
+	if c.cfg.Netdev == "" {
+		if err := checkSegment(c.cfg.Segment); err != nil {
+			return nil, err
+		}
 	}
 	vm, err := startVM(&c.cfg, nc, c.NodeDir(n))
 	if err != nil {

@@ -23,6 +23,13 @@ type NodeConfig struct {
 	MAC    string `json:"mac"`
 	// Append is the kernel command line for direct boot.
 	Append string `json:"append"`
+	// Boot is "direct" (the cluster's kernel and initramfs; default) or
+	// "pxe" (no kernel: the NIC's iPXE ROM boots from the network).
+	Boot string `json:"boot,omitempty"`
+	// NIC is the QEMU NIC model: virtio-net-pci (default) or e1000.
+	NIC string `json:"nic,omitempty"`
+	// Firmware is "bios" (SeaBIOS; default) or "uefi" (OVMF).
+	Firmware string `json:"firmware,omitempty"`
 }
 
 // Stage is how far a node's boot got, read from its console.
@@ -120,7 +127,14 @@ func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %s not found: install it (make deps, or apt-get install qemu-system-x86): %w", qemuBinary, err)
 	}
-	args := vmArgs(c, n, dir)
+	args, err := vmArgs(c, n, dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Wrap) > 0 {
+		args = append(append(append([]string{}, c.Wrap[1:]...), bin), args...)
+		bin = c.Wrap[0]
+	}
 	cmd := exec.Command(bin, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -181,11 +195,25 @@ func qemuError(dir string, err error) string {
 	return err.Error()
 }
 
+// OVMF firmware from Debian's ovmf package.
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
 // vmArgs is QEMU's command line for one node.
-func vmArgs(c *ClusterConfig, n NodeConfig, dir string) []string {
+func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 	cpu := "max"
 	if c.Accel == "kvm" {
 		cpu = "host"
+	}
+	netdev := fmt.Sprintf("socket,id=n0,mcast=%s:%d,localaddr=127.0.0.1", c.Segment.Group, c.Segment.Port)
+	if c.Netdev != "" {
+		netdev = c.Netdev
+	}
+	nic := n.NIC
+	if nic == "" {
+		nic = "virtio-net-pci"
 	}
 	args := []string{
 		"-name", fmt.Sprintf("locus-%s-node%d", c.Name, n.Number),
@@ -198,17 +226,31 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) []string {
 		"-serial", "chardev:ser0",
 		"-qmp", "unix:" + qmpPath(dir) + ",server=on,wait=off",
 		"-device", "virtio-rng-pci",
-		"-netdev", fmt.Sprintf("socket,id=n0,mcast=%s:%d,localaddr=127.0.0.1", c.Segment.Group, c.Segment.Port),
-		"-device", "virtio-net-pci,netdev=n0,mac=" + n.MAC,
+		"-netdev", netdev,
+		"-device", nic + ",netdev=n0,mac=" + n.MAC + map[bool]string{true: ",bootindex=1"}[n.Boot == "pxe"],
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=exec,path=" + execPath(dir) + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=exec,name=org.locus.exec",
 		"-no-reboot",
 	}
-	if c.Kernel != "" {
+	if n.Firmware == "uefi" {
+		vars := filepath.Join(dir, "OVMF_VARS.fd")
+		b, err := os.ReadFile(ovmfVars)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: UEFI needs OVMF (make deps, or apt-get install ovmf): %w", err)
+		}
+		if err := os.WriteFile(vars, b, 0o644); err != nil {
+			return nil, err
+		}
+		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode, "-drive", "if=pflash,format=raw,file="+vars)
+	}
+	switch {
+	case n.Boot == "pxe":
+		args = append(args, "-boot", "n")
+	case c.Kernel != "":
 		args = append(args, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", n.Append)
 	}
-	return args
+	return args, nil
 }
 
 // observe updates the node's stage from a console line.
