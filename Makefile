@@ -9,7 +9,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2
 
-.PHONY: deps build image demo test test-unit test-vm bench clean
+.PHONY: deps bench-deps build image demo test test-unit test-vm bench bench-netboot clean
 
 # deps installs the Debian packages the build and the tests need; it skips
 # what is already there.
@@ -41,6 +41,23 @@ test-unit: build
 
 test-vm: deps build
 	LOCUS_BIN=$(CURDIR)/$(LOCUS) $(GO) test -count=1 -tags vm -timeout 25m -v -run VM $$(grep -rl --include="*_test.go" "^//go:build vm" . | xargs -n1 dirname | sort -u)
+
+# The peers the benchmarks compare against. Installed with services kept
+# from starting (policy-rc.d), since the benchmarks start them themselves.
+BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx
+bench-deps: deps
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "bench-deps: installing $$missing"; \
+		made=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made=1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; rc=$$?; \
+		[ -n "$$made" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+bench: bench-netboot
+
+bench-netboot: bench-deps image
+	./scripts/bench-netboot.sh
 
 clean:
 	rm -rf bin $(OUT)

@@ -40,8 +40,9 @@ func newTestDHCP(t *testing.T, specYAML string, proxy bool) (*DHCP, *Leases, *Re
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := NewDHCP(DHCPConfig{ServerIP: netip.MustParseAddr("10.77.0.1"), Prefix: spec.Prefix(), Gateway: netip.MustParseAddr("10.77.0.254"),
-		DNS: []netip.Addr{netip.MustParseAddr("10.77.0.254")}, Lease: time.Hour, HTTPBase: "http://10.77.0.1:8080", Proxy: proxy}, leases, reg)
+	server := spec.Prefix().Addr().Next()
+	d := NewDHCP(DHCPConfig{ServerIP: server, Prefix: spec.Prefix(), Gateway: netip.MustParseAddr("10.77.0.254"),
+		DNS: []netip.Addr{netip.MustParseAddr("10.77.0.254")}, Lease: time.Hour, HTTPBase: "http://" + server.String() + ":8080", Proxy: proxy}, leases, reg)
 	return d, leases, reg
 }
 
@@ -97,8 +98,8 @@ func TestBootFilePerClient(t *testing.T) {
 		file     string
 		vendorID string
 	}{
-		{"bios pxe", biosPXE(mac2, dhcpv4.MessageTypeDiscover), ClientBIOSPXE, "undionly.kpxe", "PXEClient"},
-		{"uefi pxe", efiPXE(mac2, dhcpv4.MessageTypeDiscover), ClientEFIPXE, "ipxe.efi", "PXEClient"},
+		{"bios pxe", biosPXE(mac2, dhcpv4.MessageTypeDiscover), ClientBIOSPXE, "undionly.kpxe", ""},
+		{"uefi pxe", efiPXE(mac2, dhcpv4.MessageTypeDiscover), ClientEFIPXE, "snponly.efi", ""},
 		{"uefi http", efiHTTP(mac2, dhcpv4.MessageTypeDiscover), ClientEFIHTTP, "http://10.77.0.1:8080/ipxe.efi", "HTTPClient"},
 		{"ipxe", ipxe(mac2, dhcpv4.MessageTypeDiscover), ClientIPXE, "http://10.77.0.1:8080/ipxe/52-54-00-00-00-02.ipxe", ""},
 		{"os client", plain(mac2, dhcpv4.MessageTypeDiscover), ClientPlain, "", ""},
@@ -120,7 +121,7 @@ func TestBootFilePerClient(t *testing.T) {
 			if resp.BootFileName != tt.file || resp.GetOneOption(dhcpv4.OptionBootfileName) != nil && string(resp.GetOneOption(dhcpv4.OptionBootfileName)) != tt.file {
 				t.Errorf("boot file = %q, want %q", resp.BootFileName, tt.file)
 			}
-			if tt.vendorID != "" && resp.ClassIdentifier() != tt.vendorID {
+			if resp.ClassIdentifier() != tt.vendorID {
 				t.Errorf("option 60 = %q, want %q", resp.ClassIdentifier(), tt.vendorID)
 			}
 			if !resp.Router()[0].Equal(net.IPv4(10, 77, 0, 254)) || resp.SubnetMask().String() != "ffffff00" || resp.HostName() != "node2" {

@@ -70,7 +70,7 @@ func loopbackChild(t *testing.T) {
 	os.MkdirAll(root, 0o755)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
 	for name, data := range map[string][]byte{
-		BIOSBootFile: []byte("undionly"), EFIBootFile: []byte("ipxe.efi"), images.KernelFile: []byte("kernel"),
+		BIOSBootFile: []byte("undionly"), EFIBootFile: []byte("ipxe.efi"), EFISNPBootFile: []byte("snponly"), images.KernelFile: []byte("kernel"),
 		images.InitramfsFile + ".zst": big,
 	} {
 		os.WriteFile(filepath.Join(root, name), data, 0o644)

@@ -78,7 +78,9 @@ func TestVMPXEBoot(t *testing.T) {
 	}{
 		{"bios-e1000", 2, "e1000", "bios"},
 		{"bios-virtio", 3, "virtio-net-pci", "bios"},
-		{"uefi-virtio", 4, "virtio-net-pci", "uefi"},
+		// OVMF with its own virtio driver and PXE (no iPXE option ROM): real
+		// UEFI PXE, which fetches ipxe.efi over TFTP first.
+		{"uefi-virtio", 4, "virtio-net-pci,romfile=", "uefi"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { pxeBoot(t, tc.node, tc.nic, tc.firmware) })
 	}
@@ -98,6 +100,12 @@ func pxeBoot(t *testing.T, node int, nic, firmware string) {
 	defer srvLog.Close()
 	srv := exec.Command("ip", "netns", "exec", ns, env.locus, "netboot", "serve", "--interface", "tap0",
 		"--root", filepath.Join(env.out, images.NetbootDir), "--state-dir", filepath.Join(state, "nb"))
+	if dir := os.Getenv("LOCUS_CAPTURE_DIR"); dir != "" {
+		// Keep the real firmware's DHCP packets (netboot/testdata/packets).
+		sub := filepath.Join(dir, strings.TrimSuffix(nic, ",romfile=")+"-"+firmware)
+		os.MkdirAll(sub, 0o755)
+		srv.Args = append(srv.Args, "--capture", sub)
+	}
 	srv.Stdout, srv.Stderr = srvLog, srvLog
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -116,7 +124,7 @@ func pxeBoot(t *testing.T, node int, nic, firmware string) {
 	}
 	t.Cleanup(func() {
 		c.Stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("LOCUS_VM_LOGS") != "" {
 			b, _ := os.ReadFile(filepath.Join(state, "netboot.log"))
 			t.Logf("netboot log:\n%s", b)
 			s, _ := os.ReadFile(qemu.SerialLog(filepath.Join(state, "vm"), node))

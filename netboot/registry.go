@@ -48,6 +48,7 @@ type Registry struct {
 	mu       sync.Mutex
 	contacts map[string]*Contact
 	accepted map[string]int
+	dirty    bool
 }
 
 type registryFile struct {
@@ -148,6 +149,7 @@ func (r *Registry) touchLocked(mac net.HardwareAddr) *Contact {
 		r.contacts[mac.String()] = c
 	}
 	c.Last = r.now()
+	r.dirty = true
 	return c
 }
 
@@ -160,7 +162,19 @@ func (r *Registry) Record(mac net.HardwareAddr, stage string, addr netip.Addr) {
 	if addr.IsValid() {
 		c.Addr = addr.String()
 	}
-	r.saveLocked()
+	// Contacts are soft state, saved by Save (every few seconds and at
+	// shutdown), not on every packet; admissions are saved at once.
+	r.dirty = true
+}
+
+// Save writes the registry if contacts changed since the last save.
+func (r *Registry) Save() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.dirty {
+		return nil
+	}
+	return r.saveLocked()
 }
 
 // Accept admits mac as node number (0: the next free number).
@@ -213,5 +227,9 @@ func (r *Registry) saveLocked() error {
 	}
 	sort.Slice(f.Contacts, func(i, j int) bool { return f.Contacts[i].MAC < f.Contacts[j].MAC })
 	b, _ := json.MarshalIndent(f, "", "  ")
-	return writeAtomic(r.file, b)
+	if err := writeAtomic(r.file, b); err != nil {
+		return err
+	}
+	r.dirty = false
+	return nil
 }

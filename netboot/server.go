@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,9 @@ type Config struct {
 	AdminAddr string
 	// Join is written into node scripts as locus.join= (optional).
 	Join string
+	// CaptureDir, if set, receives every DHCP request as a raw packet file
+	// (for bug reports and the golden-packet tests).
+	CaptureDir string
 	Log  *slog.Logger
 }
 
@@ -83,7 +87,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netboot: boot tree %s: %w (run `locus image build`)", cfg.Root, err)
 	}
-	for _, f := range []string{BIOSBootFile, EFIBootFile, images.KernelFile} {
+	for _, f := range []string{BIOSBootFile, EFIBootFile, EFISNPBootFile, images.KernelFile} {
 		if _, err := root.Stat(f); err != nil {
 			root.Close()
 			return nil, fmt.Errorf("netboot: boot tree %s lacks %s (run `locus image build`)", cfg.Root, f)
@@ -167,7 +171,7 @@ func (s *Service) Serve(ctx context.Context) error {
 
 	var closers []func()
 	var wg sync.WaitGroup
-	errc := make(chan error, 6)
+	errc := make(chan error, 8)
 	run := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -252,6 +256,20 @@ func (s *Service) Serve(ctx context.Context) error {
 		return nil
 	})
 
+	run("registry", func() error {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return s.registry.Save()
+			case <-t.C:
+				if err := s.registry.Save(); err != nil {
+					log.Warn("registry save", "err", err)
+				}
+			}
+		}
+	})
 	log.Info("netboot serving", "iface", s.cfg.Iface, "server", s.serverIP, "proxy", s.cfg.Proxy, "http", s.httpBase, "admin", s.cfg.AdminAddr)
 	var serveErr error
 	select {
@@ -275,6 +293,10 @@ func (s *Service) initramfsName() string {
 }
 
 func (s *Service) handleDHCP(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4) {
+	if s.cfg.CaptureDir != "" {
+		name := fmt.Sprintf("%s-%s-%s.bin", time.Now().UTC().Format("150405.000000"), strings.ReplaceAll(req.ClientHWAddr.String(), ":", ""), req.MessageType())
+		os.WriteFile(filepath.Join(s.cfg.CaptureDir, name), req.ToBytes(), 0o644)
+	}
 	resp, kind, err := s.dhcp.Reply(req)
 	log := s.cfg.Log.With("mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "client", kind.String())
 	if err != nil {

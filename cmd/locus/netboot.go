@@ -80,6 +80,7 @@ spec's node table boot; others as the spec's netboot.admission says.`,
 	f.IntVar(&cfg.DHCPPort, "dhcp-port", 67, "DHCP port")
 	f.StringVar(&cfg.AdminAddr, "admin", "127.0.0.1:7471", "operator API address (keep it on loopback)")
 	f.StringVar(&cfg.Join, "join", "", "cluster endpoint written into node scripts as locus.join=")
+	f.StringVar(&cfg.CaptureDir, "capture", "", "write every DHCP request received to this directory (raw packets)")
 	return cmd
 }
 
