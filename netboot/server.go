@@ -44,7 +44,7 @@ type Config struct {
 	// CaptureDir, if set, receives every DHCP request as a raw packet file
 	// (for bug reports and the golden-packet tests).
 	CaptureDir string
-	Log  *slog.Logger
+	Log        *slog.Logger
 }
 
 // Service is a running netboot service.
