@@ -37,7 +37,9 @@ type Leases struct {
 	mu       sync.Mutex
 	byMAC    map[string]*Lease
 	declined map[netip.Addr]time.Time
-	now      func() time.Time
+	// saved is each dynamic lease's expiry as the file has it.
+	saved map[string]time.Time
+	now   func() time.Time
 }
 
 // OpenLeases loads the lease file (missing is fine) for the pool
@@ -46,7 +48,7 @@ func OpenLeases(file string, first, last netip.Addr, now func() time.Time) (*Lea
 	if now == nil {
 		now = time.Now
 	}
-	l := &Leases{file: file, first: first, last: last, byMAC: map[string]*Lease{}, declined: map[netip.Addr]time.Time{}, now: now}
+	l := &Leases{file: file, first: first, last: last, byMAC: map[string]*Lease{}, declined: map[netip.Addr]time.Time{}, saved: map[string]time.Time{}, now: now}
 	if file == "" {
 		return l, nil
 	}
@@ -65,6 +67,7 @@ func OpenLeases(file string, first, last netip.Addr, now func() time.Time) (*Lea
 		if s.Static || s.Expiry.After(now()) {
 			s := s
 			l.byMAC[s.MAC] = &s
+			l.saved[s.MAC] = s.Expiry
 		}
 	}
 	return l, nil
@@ -146,7 +149,15 @@ func (l *Leases) Commit(mac net.HardwareAddr, addr netip.Addr, d time.Duration) 
 		return Lease{}, fmt.Errorf("netboot: %s is outside the pool %s-%s", addr, l.first, l.last)
 	}
 	le := &Lease{MAC: mac.String(), Addr: addr, Expiry: l.now().Add(d)}
+	old, had := l.byMAC[mac.String()]
 	l.byMAC[mac.String()] = le
+	// A renewal of the same binding is written only once the file's copy
+	// would run out within half a lease: after a restart the client still
+	// holds its address, and a busy server does not rewrite the file on
+	// every renewal. New and changed bindings are written at once.
+	if had && old.Addr == addr && l.saved[mac.String()].After(l.now().Add(d/2)) {
+		return *le, nil
+	}
 	return *le, l.saveLocked()
 }
 
@@ -197,12 +208,25 @@ func (l *Leases) saveLocked() error {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].MAC < out[j].MAC })
-	b, _ := json.MarshalIndent(out, "", "  ")
-	return writeAtomic(l.file, b)
+	b, _ := json.Marshal(out)
+	// Atomic (a reader never sees a torn file) but not fsync'ed, like
+	// dnsmasq's lease file: after a power cut the newest leases may be
+	// gone, and their clients' renewals get a NAK and a fresh address.
+	if err := writeFileRename(l.file, b, false); err != nil {
+		return err
+	}
+	clear(l.saved)
+	for _, le := range out {
+		l.saved[le.MAC] = le.Expiry
+	}
+	return nil
 }
 
-// writeAtomic replaces file with data through a temporary file and rename.
-func writeAtomic(file string, data []byte) error {
+// writeAtomic replaces file with data through a temporary file, fsync and
+// rename.
+func writeAtomic(file string, data []byte) error { return writeFileRename(file, data, true) }
+
+func writeFileRename(file string, data []byte, sync bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("netboot: save %s: %w", file, err)
@@ -212,9 +236,11 @@ func writeAtomic(file string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("netboot: save %s: %w", file, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/pin/tftp/v3"
 )
 
@@ -30,15 +31,22 @@ type opts struct {
 	serverIf, clientIf   string
 	serverIP             string
 	duration             time.Duration
-	work                 string
+	work, serverNS       string
 }
 
 type result struct {
 	what, unit  string
 	locus, peer float64
-	peerName    string
-	note        string
+	// ratios are locus/peer of each round, the two measured back to back.
+	ratios   []float64
+	peerName string
+	note     string
 }
+
+// ratio is the median of the per-round ratios: a round's two
+// measurements share the machine's mood, so their ratio is steadier than
+// the ratio of medians.
+func (r result) ratio() float64 { return median(append([]float64(nil), r.ratios...)) }
 
 func run(args []string) error {
 	var o opts
@@ -49,7 +57,8 @@ func run(args []string) error {
 	fs.StringVar(&o.serverIf, "server-if", "nb0", "server side of the veth pair")
 	fs.StringVar(&o.clientIf, "client-if", "nb1", "client side of the veth pair")
 	fs.StringVar(&o.serverIP, "server-ip", "10.77.0.1", "server address on server-if")
-	fs.DurationVar(&o.duration, "duration", 8*time.Second, "how long each DHCP run lasts")
+	fs.DurationVar(&o.duration, "duration", 4*time.Second, "how long each DHCP run lasts")
+	fs.StringVar(&o.serverNS, "server-ns", "", "network namespace the servers run in")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,7 +77,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-40s locus %10.1f  %-10s %10.1f  %s  ratio %.2f\n", r.what, r.locus, r.peerName, r.peer, r.unit, r.locus/r.peer)
+		fmt.Printf("%-40s locus %10.1f  %-10s %10.1f  %s  ratio %.2f %s\n", r.what, r.locus, r.peerName, r.peer, r.unit, r.ratio(), fmtRatios(r.ratios))
 		results = append(results, r)
 	}
 	return writeResults(o.results, results)
@@ -102,11 +111,14 @@ func (o *opts) prepare() error {
 
 // server is a peer or Locus running for one measurement.
 type server struct {
-	cmd  *exec.Cmd
-	name string
+	cmd       *exec.Cmd
+	name, log string
 }
 
 func (o *opts) start(name string, argv ...string) (*server, error) {
+	if o.serverNS != "" {
+		argv = append([]string{"ip", "netns", "exec", o.serverNS}, argv...)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	logf, _ := os.Create(filepath.Join(o.work, name+".log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -118,7 +130,7 @@ func (o *opts) start(name string, argv ...string) (*server, error) {
 	if cmd.ProcessState != nil {
 		return nil, fmt.Errorf("%s exited at once (see %s.log)", name, name)
 	}
-	return &server{cmd: cmd, name: name}, nil
+	return &server{cmd: cmd, name: name, log: filepath.Join(o.work, name+".log")}, nil
 }
 
 func (s *server) stop() {
@@ -131,6 +143,15 @@ func (s *server) stop() {
 		s.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// logTail is the end of the server's log, for errors.
+func (s *server) logTail() string {
+	b, _ := os.ReadFile(s.log)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
 }
 
 // hwm is the server's peak resident set in MB.
@@ -159,33 +180,23 @@ func (o *opts) benchDHCP() (result, error) {
 	r := result{what: "DHCP: full DORA exchanges", unit: "DORA/s", peerName: "dnsmasq"}
 	measure := func() (float64, error) {
 		const workers, macs = 4, 100
+		lg, err := newDHCPLoad(o.clientIf)
+		if err != nil {
+			return 0, err
+		}
+		defer lg.close()
 		var done atomic.Int64
 		var firstErr atomic.Value
 		ctx, cancel := context.WithTimeout(context.Background(), o.duration)
 		defer cancel()
 		var wg sync.WaitGroup
 		for w := range workers {
-			c, err := nclient4.New(o.clientIf, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(1))
-			if err != nil {
-				return 0, err
-			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
-				bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ServerPort}
 				for i := 0; ctx.Err() == nil; i++ {
 					mac := net.HardwareAddr{0x02, 0xbe, 0, 0, byte(w), byte(i % (macs / workers))}
-					disc, _ := dhcpv4.NewDiscovery(mac)
-					offer, err := c.SendAndRead(ctx, bcast, disc, nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
-					if err != nil {
-						if ctx.Err() == nil {
-							firstErr.CompareAndSwap(nil, err)
-						}
-						continue
-					}
-					req, _ := dhcpv4.NewRequestFromOffer(offer)
-					if _, err := c.SendAndRead(ctx, bcast, req, nclient4.IsMessageType(dhcpv4.MessageTypeAck)); err != nil {
+					if err := lg.dora(ctx, mac); err != nil {
 						if ctx.Err() == nil {
 							firstErr.CompareAndSwap(nil, err)
 						}
@@ -201,27 +212,35 @@ func (o *opts) benchDHCP() (result, error) {
 		}
 		return float64(done.Load()) / o.duration.Seconds(), nil
 	}
-	s, err := o.startLocus()
-	if err != nil {
-		return r, err
+	locus := func() (float64, error) {
+		s, err := o.startLocus()
+		if err != nil {
+			return 0, err
+		}
+		v, err := measure()
+		s.stop()
+		if err != nil {
+			return 0, fmt.Errorf("dhcp against locus: %w\n%s", err, s.logTail())
+		}
+		return v, nil
 	}
-	r.locus, err = measure()
-	s.stop()
-	if err != nil {
-		return r, fmt.Errorf("dhcp against locus: %w", err)
+	peer := func() (float64, error) {
+		d, err := o.start("dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--interface="+o.serverIf, "--bind-interfaces",
+			"--dhcp-range=10.77.0.100,10.77.0.250,1h", "--dhcp-leasefile="+filepath.Join(o.work, "dnsmasq.leases"),
+			"--dhcp-authoritative", "--no-ping", "--quiet-dhcp", "--conf-file=/dev/null", "--log-facility=-")
+		if err != nil {
+			return 0, err
+		}
+		v, err := measure()
+		d.stop()
+		if err != nil {
+			return 0, fmt.Errorf("dhcp against dnsmasq: %w\n%s", err, d.logTail())
+		}
+		return v, nil
 	}
-	d, err := o.start("dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--interface="+o.serverIf, "--bind-interfaces",
-		"--dhcp-range=10.77.0.100,10.77.0.250,1h", "--dhcp-leasefile="+filepath.Join(o.work, "dnsmasq.leases"),
-		"--dhcp-authoritative", "--quiet-dhcp", "--conf-file=/dev/null", "--log-facility=-")
-	if err != nil {
-		return r, err
-	}
-	r.peer, err = measure()
-	d.stop()
-	if err != nil {
-		return r, fmt.Errorf("dhcp against dnsmasq: %w", err)
-	}
-	return r, nil
+	var err error
+	r.locus, r.peer, r.ratios, err = sideBySide(locus, peer)
+	return r, err
 }
 
 // benchTFTP times downloads of a 30 MB file with blksize 1468 from each.
@@ -253,25 +272,33 @@ func (o *opts) benchTFTP() (result, error) {
 		}
 		return float64(total) / 1e6 / time.Since(start).Seconds(), nil
 	}
-	s, err := o.startLocus()
-	if err != nil {
-		return r, err
+	locus := func() (float64, error) {
+		s, err := o.startLocus()
+		if err != nil {
+			return 0, err
+		}
+		v, err := measure()
+		s.stop()
+		if err != nil {
+			return 0, fmt.Errorf("tftp against locus: %w\n%s", err, s.logTail())
+		}
+		return v, nil
 	}
-	r.locus, err = measure()
-	s.stop()
-	if err != nil {
-		return r, fmt.Errorf("tftp against locus: %w", err)
+	peer := func() (float64, error) {
+		t, err := o.start("tftpd-hpa", "in.tftpd", "--foreground", "--listen", "--address", o.serverIP+":69", "--user", "root", "--secure", filepath.Join(o.work, "root"))
+		if err != nil {
+			return 0, err
+		}
+		v, err := measure()
+		t.stop()
+		if err != nil {
+			return 0, fmt.Errorf("tftp against tftpd-hpa: %w\n%s", err, t.logTail())
+		}
+		return v, nil
 	}
-	t, err := o.start("tftpd-hpa", "in.tftpd", "--foreground", "--listen", "--address", o.serverIP+":69", "--user", "root", "--secure", filepath.Join(o.work, "root"))
-	if err != nil {
-		return r, err
-	}
-	r.peer, err = measure()
-	t.stop()
-	if err != nil {
-		return r, fmt.Errorf("tftp against tftpd-hpa: %w", err)
-	}
-	return r, nil
+	var err error
+	r.locus, r.peer, r.ratios, err = sideBySide(locus, peer)
+	return r, err
 }
 
 // benchHTTP has 64 concurrent clients fetch the initramfs, 4 times each,
@@ -316,17 +343,20 @@ func (o *opts) benchHTTP() (result, error) {
 		}
 		return float64(total.Load()) / 1e6 / time.Since(start).Seconds(), nil
 	}
-	s, err := o.startLocus()
-	if err != nil {
-		return r, err
+	var rss float64
+	locus := func() (float64, error) {
+		s, err := o.startLocus()
+		if err != nil {
+			return 0, err
+		}
+		v, err := measure("http://" + o.serverIP + ":8080")
+		rss = max(rss, s.hwm())
+		s.stop()
+		if err != nil {
+			return 0, fmt.Errorf("http against locus: %w\n%s", err, s.logTail())
+		}
+		return v, nil
 	}
-	r.locus, err = measure("http://" + o.serverIP + ":8080")
-	rss := s.hwm()
-	s.stop()
-	if err != nil {
-		return r, fmt.Errorf("http against locus: %w", err)
-	}
-	r.note = fmt.Sprintf("Locus peak RSS while serving: %.1f MB (goal < 64 MB)", rss)
 	conf := filepath.Join(o.work, "nginx.conf")
 	err = os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off;
 worker_processes %d;
@@ -344,16 +374,56 @@ http {
 	if err != nil {
 		return r, err
 	}
-	n, err := o.start("nginx", "nginx", "-c", conf, "-e", "stderr")
-	if err != nil {
-		return r, err
+	peer := func() (float64, error) {
+		n, err := o.start("nginx", "nginx", "-c", conf, "-e", "stderr")
+		if err != nil {
+			return 0, err
+		}
+		v, err := measure("http://" + o.serverIP + ":8081")
+		n.stop()
+		if err != nil {
+			return 0, fmt.Errorf("http against nginx: %w\n%s", err, n.logTail())
+		}
+		return v, nil
 	}
-	r.peer, err = measure("http://" + o.serverIP + ":8081")
-	n.stop()
-	if err != nil {
-		return r, fmt.Errorf("http against nginx: %w", err)
+	r.locus, r.peer, r.ratios, err = sideBySide(locus, peer)
+	r.note = fmt.Sprintf("Locus peak RSS while serving 64 HTTP clients: %.1f MB (goal < 64 MB).", rss)
+	return r, err
+}
+
+// rounds is how many times each side is measured, alternating, so that a
+// slow moment of the machine does not land on one side only.
+const rounds = 5
+
+// sideBySide measures Locus and the peer in alternating rounds (each
+// server started afresh) and returns the median of each.
+func sideBySide(locus, peer func() (float64, error)) (float64, float64, []float64, error) {
+	var ls, ps, rs []float64
+	for range rounds {
+		l, err := locus()
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		p, err := peer()
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		ls, ps, rs = append(ls, l), append(ps, p), append(rs, l/p)
 	}
-	return r, nil
+	return median(ls), median(ps), rs, nil
+}
+
+func fmtRatios(v []float64) string {
+	var parts []string
+	for _, x := range v {
+		parts = append(parts, fmt.Sprintf("%.2f", x))
+	}
+	return strings.Join(parts, " ")
+}
+
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	return v[len(v)/2]
 }
 
 // writeResults replaces the netboot section of the results file.
@@ -370,11 +440,11 @@ func writeResults(path string, rs []result) error {
 		}
 	}
 	fmt.Fprintf(&b, "<!-- netboot:begin -->\n## Netboot (make bench-netboot)\n\n")
-	fmt.Fprintf(&b, "Run %s on %s: %d cores (%s), Debian 12; client and server on a veth pair in a network namespace, one run, both servers measured the same way. Ratio = Locus / peer (above 1: Locus is faster).\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpu)
-	fmt.Fprintf(&b, "| what | Locus | peer | ratio |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "Run %s on %s: %d cores (%s), Debian 12. Servers in one network namespace, the load generator in another, joined by a veth pair; in one run, Locus and the peer measured alternately %d times each (servers started afresh each time), medians shown. Each round measures Locus and then the peer back to back; the ratio (Locus / peer, above 1: Locus is faster) is the median of the rounds' ratios.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpu, rounds)
+	fmt.Fprintf(&b, "| what | Locus (median) | peer (median) | ratio (median of rounds) | each round |\n|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %.1f %s | %s: %.1f %s | **%.2f** |\n", r.what, r.locus, r.unit, r.peerName, r.peer, r.unit, r.locus/r.peer)
+		fmt.Fprintf(&b, "| %s | %.1f %s | %s: %.1f %s | **%.2f** | %s |\n", r.what, r.locus, r.unit, r.peerName, r.peer, r.unit, r.ratio(), fmtRatios(r.ratios))
 	}
 	for _, r := range rs {
 		if r.note != "" {
@@ -393,4 +463,95 @@ func writeResults(path string, rs []result) error {
 		s += b.String()
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// dhcpLoad is a DHCP load generator: one UDP socket on port 68 of the
+// client interface speaking for many MACs, replies matched by xid.
+type dhcpLoad struct {
+	conn    *net.UDPConn
+	mu      sync.Mutex
+	pending map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4
+	done    chan struct{}
+}
+
+func newDHCPLoad(iface string) (*dhcpLoad, error) {
+	conn, err := server4.NewIPv4UDPConn(iface, &net.UDPAddr{Port: dhcpv4.ClientPort})
+	if err != nil {
+		return nil, fmt.Errorf("dhcp client socket on %s: %w", iface, err)
+	}
+	l := &dhcpLoad{conn: conn, pending: map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4{}, done: make(chan struct{})}
+	go l.read()
+	return l, nil
+}
+
+func (l *dhcpLoad) read() {
+	defer close(l.done)
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := l.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		m, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil || m.OpCode != dhcpv4.OpcodeBootReply {
+			continue
+		}
+		l.mu.Lock()
+		ch := l.pending[m.TransactionID]
+		l.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+	}
+}
+
+func (l *dhcpLoad) close() { l.conn.Close(); <-l.done }
+
+// exchange sends m and waits up to 2 s for a reply of type want.
+func (l *dhcpLoad) exchange(ctx context.Context, m *dhcpv4.DHCPv4, want dhcpv4.MessageType) (*dhcpv4.DHCPv4, error) {
+	ch := make(chan *dhcpv4.DHCPv4, 4)
+	l.mu.Lock()
+	l.pending[m.TransactionID] = ch
+	l.mu.Unlock()
+	defer func() { l.mu.Lock(); delete(l.pending, m.TransactionID); l.mu.Unlock() }()
+	if _, err := l.conn.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ServerPort}); err != nil {
+		return nil, err
+	}
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-ch:
+			if r.MessageType() == want {
+				return r, nil
+			}
+		case <-t.C:
+			return nil, fmt.Errorf("no %s for %s", want, m.ClientHWAddr)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// dora runs one full DISCOVER-OFFER-REQUEST-ACK exchange for mac.
+func (l *dhcpLoad) dora(ctx context.Context, mac net.HardwareAddr) error {
+	// The broadcast flag: replies must reach this one socket whatever
+	// MAC it speaks for (a server unicasts to chaddr otherwise).
+	disc, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true))
+	if err != nil {
+		return err
+	}
+	offer, err := l.exchange(ctx, disc, dhcpv4.MessageTypeOffer)
+	if err != nil {
+		return err
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithBroadcast(true))
+	if err != nil {
+		return err
+	}
+	_, err = l.exchange(ctx, req, dhcpv4.MessageTypeAck)
+	return err
 }
