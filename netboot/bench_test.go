@@ -10,7 +10,7 @@ import (
 // BenchmarkDORA measures the responder alone: one DISCOVER and one
 // REQUEST, over 100 MACs, as the netboot benchmark's clients send them.
 func BenchmarkDORA(b *testing.B) {
-	d, _, _ := newTestDHCP(&testing.T{}, testSpec[:len(testSpec)-len("netboot: {admission: discover, pool: 10.77.0.100-10.77.0.102}\n")]+"netboot: {admission: discover, pool: 10.77.0.100-10.77.0.250}\n", false)
+	d, _, _ := newTestDHCP(b, testSpec[:len(testSpec)-len("netboot: {admission: discover, pool: 10.77.0.100-10.77.0.102}\n")]+"netboot: {admission: discover, pool: 10.77.0.100-10.77.0.250}\n", false)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		mac := net.HardwareAddr{2, 0xbe, 0, 0, 0, byte(i % 100)}

@@ -24,7 +24,7 @@ nodes:
 netboot: {admission: discover, pool: 10.77.0.100-10.77.0.102}
 `
 
-func newTestDHCP(t *testing.T, specYAML string, proxy bool) (*DHCP, *Leases, *Registry) {
+func newTestDHCP(t testing.TB, specYAML string, proxy bool) (*DHCP, *Leases, *Registry) {
 	t.Helper()
 	spec, err := images.Parse("t.yaml", []byte(specYAML))
 	if err != nil {
