@@ -9,7 +9,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2
 
-.PHONY: deps bench-deps build image demo test test-unit test-vm bench bench-netboot clean
+.PHONY: deps bench-deps build image demo netboot-demo test test-unit test-vm bench bench-netboot clean
 
 # deps installs the Debian packages the build and the tests need; it skips
 # what is already there.
@@ -32,6 +32,11 @@ image: deps build
 # then stop it.
 demo: image
 	./scripts/demo.sh $(LOCUS) $(OUT)
+
+# netboot-demo: PXE-boot one VM from `locus netboot serve` (FIRMWARE=uefi
+# for OVMF).
+netboot-demo: image
+	./scripts/netboot-demo.sh
 
 test: deps build
 	./scripts/test.sh

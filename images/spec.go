@@ -14,25 +14,25 @@ import (
 // Spec is a cluster spec, the contents of locus.yaml.
 type Spec struct {
 	// Cluster names the cluster.
-	Cluster Cluster `yaml:"cluster"`
+	Cluster Cluster `yaml:"cluster" json:"cluster"`
 	// Interconnect is the private network the nodes share.
-	Interconnect Interconnect `yaml:"interconnect"`
+	Interconnect Interconnect `yaml:"interconnect" json:"interconnect"`
 	// Nodes is the node table: pre-registered nodes by number and MAC.
-	Nodes []Node `yaml:"nodes"`
+	Nodes []Node `yaml:"nodes" json:"nodes"`
 	// Kernel says where the kernel and its modules come from.
-	Kernel Kernel `yaml:"kernel"`
+	Kernel Kernel `yaml:"kernel" json:"kernel"`
 	// Modules are kernel modules loaded at boot beyond the base set.
-	Modules []string `yaml:"modules"`
+	Modules []string `yaml:"modules" json:"modules"`
 	// RunLevel is the cluster's target run level (1-5).
-	RunLevel int `yaml:"runlevel"`
+	RunLevel int `yaml:"runlevel" json:"runlevel"`
 	// Root says where every node's root filesystem comes from.
-	Root Root `yaml:"root"`
+	Root Root `yaml:"root" json:"root"`
 	// Services are started on the way up to the run level.
-	Services []Service `yaml:"services"`
+	Services []Service `yaml:"services" json:"services"`
 	// Console is the kernel console device, ttyS0 by default.
-	Console string `yaml:"console"`
+	Console string `yaml:"console" json:"console"`
 	// Netboot configures the built-in DHCP/TFTP/HTTP service.
-	Netboot Netboot `yaml:"netboot"`
+	Netboot Netboot `yaml:"netboot" json:"netboot"`
 }
 
 // Netboot configures how new nodes boot from the network.
@@ -40,12 +40,12 @@ type Netboot struct {
 	// Admission is what happens to a MAC not in the node table: "deny"
 	// (ignored), "discover" (an address and a boot that waits until an
 	// operator runs `locus node accept`), or "accept".
-	Admission string `yaml:"admission"`
+	Admission string `yaml:"admission" json:"admission"`
 	// Pool is the dynamic address range for nodes not in the table,
 	// "first-last"; default: the upper half of the subnet.
-	Pool string `yaml:"pool"`
+	Pool string `yaml:"pool" json:"pool"`
 	// LeaseSeconds is the DHCP lease time.
-	LeaseSeconds int `yaml:"lease_seconds"`
+	LeaseSeconds int `yaml:"lease_seconds" json:"lease_seconds"`
 }
 
 // Admission policies for MACs not in the node table.
@@ -57,38 +57,38 @@ const (
 
 // Cluster holds the cluster-wide identity.
 type Cluster struct {
-	Name string `yaml:"name"`
+	Name string `yaml:"name" json:"name"`
 }
 
 // Interconnect is the cluster's private network.
 type Interconnect struct {
 	// Subnet in CIDR form, e.g. 10.77.0.0/24.
-	Subnet string `yaml:"subnet"`
+	Subnet string `yaml:"subnet" json:"subnet"`
 	// Addressing is "static" (node N gets the address in its row, or the
 	// N-th host of the subnet) or "dhcp".
-	Addressing string `yaml:"addressing"`
+	Addressing string `yaml:"addressing" json:"addressing"`
 	// Gateway and DNS are handed to nodes; both optional.
-	Gateway string   `yaml:"gateway"`
-	DNS     []string `yaml:"dns"`
+	Gateway string   `yaml:"gateway" json:"gateway"`
+	DNS     []string `yaml:"dns" json:"dns"`
 }
 
 // Node is one row of the node table.
 type Node struct {
-	Number   int    `yaml:"number"`
-	MAC      string `yaml:"mac"`
-	Hostname string `yaml:"hostname"`
+	Number   int    `yaml:"number" json:"number"`
+	MAC      string `yaml:"mac" json:"mac"`
+	Hostname string `yaml:"hostname" json:"hostname"`
 	// Addr overrides the node's interconnect address (no prefix length).
-	Addr string `yaml:"addr"`
+	Addr string `yaml:"addr" json:"addr"`
 }
 
 // Kernel says where the kernel comes from: a Debian package (default
 // linux-image-amd64) or the user's own image and module tree.
 type Kernel struct {
-	Package string `yaml:"package"`
-	Image   string `yaml:"image"`
-	Modules string `yaml:"modules"`
+	Package string `yaml:"package" json:"package"`
+	Image   string `yaml:"image" json:"image"`
+	Modules string `yaml:"modules" json:"modules"`
 	// Cmdline is appended to the kernel command line of every node.
-	Cmdline string `yaml:"cmdline"`
+	Cmdline string `yaml:"cmdline" json:"cmdline"`
 }
 
 // Root says where the nodes' root filesystem comes from.
@@ -96,21 +96,21 @@ type Root struct {
 	// Source is "initramfs": each node runs from its initramfs, with
 	// node-private tmpfs for /tmp and /cluster/node<N>. Shared roots (cfs,
 	// nfs, a kernel filesystem) build on this.
-	Source string `yaml:"source"`
+	Source string `yaml:"source" json:"source"`
 }
 
 // Service is started by init on the way up to the cluster's run level.
 type Service struct {
-	Name string `yaml:"name"`
+	Name string `yaml:"name" json:"name"`
 	// Level is the run level at which the service starts (1-5).
-	Level int `yaml:"level"`
+	Level int `yaml:"level" json:"level"`
 	// Command is the argv to run.
-	Command []string `yaml:"command"`
+	Command []string `yaml:"command" json:"command"`
 	// Nodes lists the node numbers to run on; empty means all.
-	Nodes []int `yaml:"nodes"`
+	Nodes []int `yaml:"nodes" json:"nodes"`
 	// Oneshot services must exit 0 before the level counts as reached;
 	// others are daemons, restarted when they exit.
-	Oneshot bool `yaml:"oneshot"`
+	Oneshot bool `yaml:"oneshot" json:"oneshot"`
 }
 
 // Defaults of an empty spec.
@@ -183,7 +183,13 @@ func (s *Spec) applyDefaults() {
 		s.Console = DefaultConsole
 	}
 	if s.Netboot.Admission == "" {
+		// With no node table nothing is pre-registered: the operator has
+		// chosen a first-come cluster (the QEMU demo, a lab). With a
+		// table, only its machines boot.
 		s.Netboot.Admission = AdmitDeny
+		if len(s.Nodes) == 0 {
+			s.Netboot.Admission = AdmitAccept
+		}
 	}
 	if s.Netboot.LeaseSeconds == 0 {
 		s.Netboot.LeaseSeconds = 3600

@@ -49,6 +49,16 @@ type Registry struct {
 	contacts map[string]*Contact
 	accepted map[string]int
 	dirty    bool
+	// reserved addresses are never given to an auto-numbered node (the
+	// netboot server's own).
+	reserved []netip.Addr
+}
+
+// Reserve keeps addr from being any auto-numbered node's address.
+func (r *Registry) Reserve(addr netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reserved = append(r.reserved, addr)
 }
 
 type registryFile struct {
@@ -136,10 +146,23 @@ func (r *Registry) nextNumberLocked() int {
 		used[n] = true
 	}
 	n := 1
-	for used[n] {
+	for used[n] || r.reservedLocked(n) {
 		n++
 	}
 	return n
+}
+
+func (r *Registry) reservedLocked(n int) bool {
+	p, err := r.spec.NodeAddr(n)
+	if err != nil {
+		return false
+	}
+	for _, a := range r.reserved {
+		if a == p.Addr() {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Registry) touchLocked(mac net.HardwareAddr) *Contact {

@@ -112,6 +112,7 @@ func NewService(cfg Config) (*Service, error) {
 		root.Close()
 		return nil, err
 	}
+	reg.Reserve(ip)
 	s := &Service{cfg: cfg, serverIP: ip, leases: leases, registry: reg, root: root,
 		httpBase: fmt.Sprintf("http://%s:%d", ip, cfg.HTTPPort)}
 	var gw netip.Addr
@@ -314,9 +315,9 @@ func (s *Service) handleDHCP(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHC
 	log := s.cfg.Log
 	if err != nil {
 		if errors.Is(err, ErrIgnore) {
-			log.Debug("dhcp: no answer", "mac", req.ClientHWAddr, "type", req.MessageType(), "client", kind, "why", err)
+			log.Debug("dhcp: no answer", "mac", req.ClientHWAddr.String(), "type", req.MessageType(), "client", kind, "why", err)
 		} else {
-			log.Warn("dhcp: refused", "mac", req.ClientHWAddr, "type", req.MessageType(), "client", kind, "err", err)
+			log.Warn("dhcp: refused", "mac", req.ClientHWAddr.String(), "type", req.MessageType(), "client", kind, "err", err)
 		}
 		return
 	}
@@ -329,9 +330,9 @@ func (s *Service) handleDHCP(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHC
 		return
 	}
 	if resp.MessageType() == dhcpv4.MessageTypeAck {
-		log.Info("dhcp: ACK", "mac", req.ClientHWAddr, "client", kind, "addr", resp.YourIPAddr, "boot", resp.BootFileName)
+		log.Info("dhcp: ACK", "mac", req.ClientHWAddr.String(), "client", kind, "addr", resp.YourIPAddr, "boot", resp.BootFileName)
 	} else {
-		log.Debug("dhcp: "+resp.MessageType().String(), "mac", req.ClientHWAddr, "client", kind, "addr", resp.YourIPAddr, "boot", resp.BootFileName)
+		log.Debug("dhcp: "+resp.MessageType().String(), "mac", req.ClientHWAddr.String(), "client", kind, "addr", resp.YourIPAddr, "boot", resp.BootFileName)
 	}
 }
 
