@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/locus-ssi/locus/installer"
 )
 
 // Names of the artefacts in an output directory.
@@ -19,6 +21,8 @@ const (
 	ManifestFile  = "manifest.json"
 	// NetbootDir is the tree `locus netboot serve` serves.
 	NetbootDir = "netboot"
+	// DiskFile is the install disk (raw): node 1 boots it under UEFI.
+	DiskFile = "disk.img"
 )
 
 // IPXEDir is where Debian's ipxe package puts its binaries.
@@ -90,6 +94,7 @@ type Manifest struct {
 	InitramfsSHA256 string   `json:"initramfs_sha256"`
 	Modules         []string `json:"modules"`
 	Spec            string   `json:"spec"`
+	Disk            string   `json:"disk"`
 }
 
 // Build turns a spec into boot artefacts in o.Out: the kernel, the
@@ -157,7 +162,7 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 	}
 	m := &Manifest{
 		Cluster: spec.Cluster.Name, KernelVersion: kf.Version, KernelOrigin: kf.Origin, Kernel: KernelFile,
-		Initramfs: initrdName, InitramfsSize: size, InitramfsSHA256: sum, Modules: mods, Spec: SpecFile,
+		Initramfs: initrdName, InitramfsSize: size, InitramfsSHA256: sum, Modules: mods, Spec: SpecFile, Disk: DiskFile,
 	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.WriteFile(filepath.Join(stage, ManifestFile), append(mb, '\n'), 0o644); err != nil {
@@ -166,10 +171,28 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 	if err := netbootTree(filepath.Join(stage, NetbootDir), filepath.Join(stage, KernelFile), filepath.Join(stage, initrdName), o.Progress); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(stage, NetbootDir, SpecFile), specYAML, 0o644); err != nil {
+		return nil, err
+	}
+	addr, err := spec.NodeAddr(1)
+	if err != nil {
+		return nil, err
+	}
+	cmdline := fmt.Sprintf("console=%s panic=-1 locus.node=1 locus.ip=%s locus.role=init", spec.Console, addr)
+	if spec.Kernel.Cmdline != "" {
+		cmdline += " " + spec.Kernel.Cmdline
+	}
+	err = installer.Build(ctx, installer.Options{
+		Kernel: filepath.Join(stage, KernelFile), Initramfs: filepath.Join(stage, initrdName), Cmdline: cmdline,
+		Netboot: filepath.Join(stage, NetbootDir), Spec: specYAML, Progress: o.Progress,
+	}, filepath.Join(stage, DiskFile))
+	if err != nil {
+		return nil, err
+	}
 	// Move into place; the manifest last, so a reader that finds it finds
 	// everything it names.
 	os.RemoveAll(filepath.Join(o.Out, NetbootDir))
-	for _, name := range []string{KernelFile, initrdName, SpecFile, NetbootDir, ManifestFile} {
+	for _, name := range []string{KernelFile, initrdName, SpecFile, NetbootDir, DiskFile, ManifestFile} {
 		if err := os.Rename(filepath.Join(stage, name), filepath.Join(o.Out, name)); err != nil {
 			return nil, fmt.Errorf("images: move %s into %s: %w", name, o.Out, err)
 		}

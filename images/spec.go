@@ -127,9 +127,11 @@ const (
 
 // BaseModules returns the modules loaded on every node: the NICs and virtio
 // devices of the machines Locus boots on (QEMU and common servers), the
-// entropy source and the exec channel.
+// entropy source, the exec channel, and ext4 for the install disk's
+// partitions (with crc32c, which ext4 asks for at mount time rather than
+// as a module dependency).
 func BaseModules() []string {
-	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e"}
+	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e", "crc32c_generic", "ext4"}
 }
 
 // Load reads and validates the spec at path. An empty path means an empty

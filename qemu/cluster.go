@@ -215,9 +215,34 @@ func (c *Cluster) Start(n int) (*VM, error) {
 	return vm, nil
 }
 
-// StartAll powers every node on.
+// StartAll powers every node on. Nodes that boot from a disk (the init
+// node, which serves netboot) start first and the others only once those
+// are Up, as a rack is powered on: a PXE ROM that finds no server gives up.
 func (c *Cluster) StartAll() error {
+	var first, rest []NodeConfig
 	for _, nc := range c.cfg.Nodes {
+		if nc.Disk != "" {
+			first = append(first, nc)
+		} else {
+			rest = append(rest, nc)
+		}
+	}
+	for _, nc := range first {
+		if _, err := c.Start(nc.Number); err != nil {
+			c.Stop()
+			return err
+		}
+	}
+	if len(first) > 0 && len(rest) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		for _, nc := range first {
+			if _, err := c.VM(nc.Number).Console.WaitLine(ctx, reachedRE); err != nil {
+				return fmt.Errorf("qemu: node %d (the init node) did not come up, so the others cannot PXE-boot: %w", nc.Number, err)
+			}
+		}
+	}
+	for _, nc := range rest {
 		if _, err := c.Start(nc.Number); err != nil {
 			c.Stop()
 			return err

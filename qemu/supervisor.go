@@ -61,17 +61,31 @@ func Supervise(ctx context.Context, dir string, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.Stop()
-	if err := c.StartAll(); err != nil {
-		return err
-	}
-	log.Info("cluster started", "name", cfg.Name, "nodes", len(cfg.Nodes), "accel", c.Config().Accel, "segment", fmt.Sprintf("%s:%d", cfg.Segment.Group, cfg.Segment.Port))
+	// Serve status while the nodes start: disk-boot clusters start their
+	// PXE nodes only once the init node is Up.
+	startErr := make(chan error, 1)
+	go func() {
+		err := c.StartAll()
+		if err != nil {
+			log.Error("cluster start failed", "err", err)
+			cancel()
+		} else {
+			log.Info("cluster started", "name", cfg.Name, "nodes", len(cfg.Nodes), "accel", c.Config().Accel, "segment", fmt.Sprintf("%s:%d", cfg.Segment.Group, cfg.Segment.Port))
+		}
+		startErr <- err
+	}()
 	go func() { <-ctx.Done(); ln.Close() }()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				log.Info("supervisor stopping")
-				return nil
+				select {
+				case err := <-startErr:
+					return err
+				default:
+					return nil
+				}
 			}
 			return fmt.Errorf("qemu: supervisor accept: %w", err)
 		}

@@ -30,6 +30,12 @@ type NodeConfig struct {
 	NIC string `json:"nic,omitempty"`
 	// Firmware is "bios" (SeaBIOS; default) or "uefi" (OVMF).
 	Firmware string `json:"firmware,omitempty"`
+	// Disk is a raw disk image the node boots from ("disk" boot). The VM
+	// writes to a qcow2 overlay in its directory; the image stays as built.
+	Disk string `json:"disk,omitempty"`
+	// APIPort, if set, adds a user-mode NIC that forwards 127.0.0.1:APIPort
+	// on the host to the node daemon's port.
+	APIPort int `json:"api_port,omitempty"`
 }
 
 // Stage is how far a node's boot got, read from its console.
@@ -231,7 +237,12 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=exec,path=" + execPath(dir) + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=exec,name=org.locus.exec",
-		"-no-reboot",
+	}
+	if n.Boot != "pxe" {
+		// A panic ends QEMU (panic=-1 reboots); a PXE node instead keeps
+		// rebooting into its boot ROM until a server answers, as a real
+		// machine does.
+		args = append(args, "-no-reboot")
 	}
 	if n.Firmware == "uefi" {
 		vars := filepath.Join(dir, "OVMF_VARS.fd")
@@ -244,7 +255,20 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 		}
 		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode, "-drive", "if=pflash,format=raw,file="+vars)
 	}
+	if n.APIPort != 0 {
+		args = append(args, "-netdev", fmt.Sprintf("user,id=n1,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:%d-:7470", n.APIPort),
+			"-device", "virtio-net-pci,netdev=n1")
+	}
 	switch {
+	case n.Disk != "":
+		overlay := filepath.Join(dir, "disk.qcow2")
+		if _, err := os.Stat(overlay); err != nil {
+			abs, _ := filepath.Abs(n.Disk)
+			if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", abs, "-F", "raw", overlay).CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("qemu: node %d: qemu-img create overlay: %v: %s (make deps installs qemu-utils)", n.Number, err, b)
+			}
+		}
+		args = append(args, "-drive", "file="+overlay+",if=virtio,format=qcow2")
 	case n.Boot == "pxe":
 		args = append(args, "-boot", "n")
 	case c.Kernel != "":

@@ -290,3 +290,70 @@ func keepLogsOnFailure(t *testing.T, dir string) {
 	})
 	t.Logf("logs kept in %s", keep)
 }
+
+// TestVMInstalledCluster is the product's main job as `make demo` runs it:
+// node 1 boots the install disk under OVMF and serves netboot, nodes 2-4
+// PXE-boot from it over the cluster's segment. Then node 3 is killed and
+// started again: it PXE-boots again and comes back Up.
+func TestVMInstalledCluster(t *testing.T) {
+	state := t.TempDir()
+	locus := func(args ...string) (string, error) {
+		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
+		cmd := exec.Command(shared.locus, full...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+	t.Cleanup(func() {
+		locus("qemu", "down")
+		keepLogsOnFailure(t, state)
+	})
+	start := time.Now()
+	out, err := locus("qemu", "up", "-n", "4", "--timeout", "8m", "--output", "json", "--api-port", "17471")
+	if err != nil {
+		t.Fatalf("locus qemu up -n 4: %v\n%s", err, out)
+	}
+	var up struct {
+		Nodes []qemu.NodeStatus `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n{")+1:]), &up); err != nil {
+		t.Fatalf("up --output json: %v\n%s", err, out)
+	}
+	for _, n := range up.Nodes {
+		t.Logf("VM %d Up after %.1fs (guest %.1fs)", n.Number, time.Duration(n.UpAfter).Seconds(), n.GuestUp)
+	}
+	t.Logf("4 nodes (1 from disk, 3 by PXE) Up in %.1fs", time.Since(start).Seconds())
+	// Node 1 serves netboot: its registry lists the three PXE nodes.
+	out, err = locus("qemu", "exec", "1", "--", "locus", "netboot", "nodes", "--output", "json")
+	if err != nil {
+		t.Fatalf("netboot nodes on node 1: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, `"stage": "initramfs"`); n != 3 {
+		t.Errorf("node 1's registry shows %d nodes past the initramfs, want 3:\n%s", n, out)
+	}
+	// The forwarded API port reaches node 1's daemon from the host.
+	if info, err := locusd.Fetch(context.Background(), "127.0.0.1:17471"); err != nil || info.Node != 1 {
+		t.Errorf("node 1's daemon through the forwarded port: %+v, %v", info, err)
+	}
+	// Kill node 3, start it again: it PXE-boots back to its run level.
+	if out, err := locus("qemu", "kill", "3"); err != nil {
+		t.Fatalf("kill 3: %v\n%s", err, out)
+	}
+	if out, err := locus("qemu", "start", "3"); err != nil {
+		t.Fatalf("start 3: %v\n%s", err, out)
+	}
+	restart := time.Now()
+	for {
+		out, err := locus("qemu", "status", "--output", "json")
+		var st []qemu.NodeStatus
+		if err == nil && json.Unmarshal([]byte(out), &st) == nil && len(st) == 4 && st[2].Stage == qemu.StageUp {
+			t.Logf("node 3 back Up %.1fs after its restart", time.Since(restart).Seconds())
+			break
+		}
+		if time.Since(restart) > 4*time.Minute {
+			t.Fatalf("node 3 not Up 4 min after its restart: %s", out)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}

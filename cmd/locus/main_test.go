@@ -63,7 +63,7 @@ func TestUserErrorsAreOneLine(t *testing.T) {
 		{[]string{"image", "build", "--kernel", "/nonexistent", "--out", filepath.Join(dir, "out3")}, "go together"},
 		{[]string{"image", "build", "--compress", "lz4"}, "zstd or gzip"},
 		{[]string{"qemu", "status", "--state-dir", dir}, "not running"},
-		{[]string{"qemu", "up", "-n", "2", "--state-dir", dir}, "--direct"},
+		{[]string{"qemu", "up", "-n", "2", "--state-dir", dir, "--image-dir", filepath.Join(dir, "none")}, "locus image build"},
 		{[]string{"qemu", "up", "-n", "2", "--direct", "--image-dir", filepath.Join(dir, "none"), "--state-dir", dir}, "locus image build"},
 		{[]string{"qemu", "exec", "zero", "--", "ls"}, "node number"},
 		{[]string{"qemu", "exec", "1", "--state-dir", dir, "--", "ls"}, "exec channel unavailable"},

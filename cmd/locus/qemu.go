@@ -75,7 +75,7 @@ QMP power control and an exec channel to each node's init.`,
 }
 
 func newQemuUpCmd(e *env, q *qemuFlags) *cobra.Command {
-	var n, memory int
+	var n, memory, apiPort int
 	var direct bool
 	var timeout time.Duration
 	var accel, output string
@@ -84,17 +84,23 @@ func newQemuUpCmd(e *env, q *qemuFlags) *cobra.Command {
 		Short: "Boot the cluster and wait until every node is Up",
 		Long: `Up boots nodes 1..N and returns once every node printed its run-level line,
 with a live table of each node's stage and, at the end, each node's time
-to Up. With --direct the nodes boot the built kernel and initramfs
-directly, with static addresses from the spec.`,
-		Example: `  locus qemu up -n 3 --direct
+to Up.
+
+By default node 1 boots the install disk (out/disk.img) under UEFI
+firmware (OVMF), as the first machine of a real cluster would, and serves
+netboot; nodes 2..N have no disk and PXE-boot from node 1 over the
+cluster's segment. Node 1 also gets a user-mode NIC that forwards
+127.0.0.1:--api-port on the host to its node daemon.
+
+With --direct every node boots the built kernel and initramfs directly,
+with static addresses from the spec (no firmware, no PXE; fastest).`,
+		Example: `  locus qemu up -n 4
+  locus qemu up -n 3 --direct
   locus qemu up -n 1 --direct --timeout 3m --output json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
-			}
-			if !direct {
-				return fmt.Errorf("booting node 1 from the install disk and the others by PXE is not built yet; use --direct")
 			}
 			if n < 1 {
 				return fmt.Errorf("-n %d: want at least one node", n)
@@ -103,7 +109,12 @@ directly, with static addresses from the spec.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := directConfig(q.imageDir, dir, n, accel, memory)
+			var cfg qemu.ClusterConfig
+			if direct {
+				cfg, err = directConfig(q.imageDir, dir, n, accel, memory)
+			} else {
+				cfg, err = diskConfig(q.imageDir, dir, n, accel, memory, apiPort)
+			}
 			if err != nil {
 				return err
 			}
@@ -135,11 +146,12 @@ directly, with static addresses from the spec.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVarP(&n, "nodes", "n", 1, "number of nodes")
+	f.IntVarP(&n, "nodes", "n", 4, "number of nodes")
 	f.BoolVar(&direct, "direct", false, "boot kernel + initramfs directly (no firmware, no PXE)")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up if not every node is Up by then")
 	f.StringVar(&accel, "accel", "auto", "accelerator: auto (kvm when /dev/kvm works, else tcg), kvm or tcg")
-	f.IntVar(&memory, "memory", 512, "MiB of memory per node")
+	f.IntVar(&memory, "memory", 768, "MiB of memory per node")
+	f.IntVar(&apiPort, "api-port", 17470, "host port forwarded to node 1's daemon (disk boot)")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -173,6 +185,40 @@ func directConfig(imageDir, dir string, n int, accel string, memory int) (qemu.C
 			cmdline += " " + spec.Kernel.Cmdline
 		}
 		cfg.Nodes = append(cfg.Nodes, qemu.NodeConfig{Number: i, MAC: mac, Append: cmdline})
+	}
+	return cfg, nil
+}
+
+// diskConfig describes the cluster as it is installed: node 1 boots the
+// install disk under UEFI and serves netboot; nodes 2..n PXE-boot from it.
+func diskConfig(imageDir, dir string, n int, accel string, memory, apiPort int) (qemu.ClusterConfig, error) {
+	m, err := images.ReadManifest(imageDir)
+	if err != nil {
+		return qemu.ClusterConfig{}, err
+	}
+	if m.Disk == "" {
+		return qemu.ClusterConfig{}, fmt.Errorf("the image in %s has no install disk; rebuild it (locus image build)", imageDir)
+	}
+	spec, _, err := images.Load(filepath.Join(imageDir, m.Spec))
+	if err != nil {
+		return qemu.ClusterConfig{}, err
+	}
+	disk, _ := filepath.Abs(filepath.Join(imageDir, m.Disk))
+	if _, err := os.Stat(disk); err != nil {
+		return qemu.ClusterConfig{}, fmt.Errorf("install disk: %w (run `locus image build`)", err)
+	}
+	cfg := qemu.ClusterConfig{Name: spec.Cluster.Name, Dir: dir, Accel: accel, MemoryMB: memory}
+	for i := 1; i <= n; i++ {
+		row, _ := spec.NodeByNumber(i)
+		mac := row.MAC
+		if mac == "" {
+			mac = qemu.MACFor(dir, i)
+		}
+		nc := qemu.NodeConfig{Number: i, MAC: mac, Boot: "pxe", NIC: "virtio-net-pci"}
+		if i == 1 {
+			nc = qemu.NodeConfig{Number: 1, MAC: mac, Boot: "disk", Disk: disk, Firmware: "uefi", APIPort: apiPort}
+		}
+		cfg.Nodes = append(cfg.Nodes, nc)
 	}
 	return cfg, nil
 }

@@ -23,6 +23,9 @@ type Cmdline struct {
 	Join string
 	// PowerOff powers the node off once it reached its run level.
 	PowerOff bool
+	// Role is "init" on the node booted from the install disk
+	// (locus.role=init): it serves the cluster's netboot.
+	Role string
 	// Console is the console device from console= (the last one wins, as
 	// in the kernel).
 	Console string
@@ -67,6 +70,11 @@ func ParseCmdline(s string) (Cmdline, error) {
 			}
 		case "locus.poweroff":
 			c.PowerOff, err = parseBool(v)
+		case "locus.role":
+			c.Role = v
+			if v != "init" {
+				err = fmt.Errorf("want init")
+			}
 		default:
 			if strings.HasPrefix(k, "locus.") {
 				c.Unknown = append(c.Unknown, k)

@@ -50,7 +50,7 @@ func mountAll(ms []mount) error {
 			return err
 		}
 		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
-			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
+			return fmt.Errorf("mount %s %s on %s: %w", m.fstype, m.source, m.target, err)
 		}
 	}
 	return nil

@@ -112,7 +112,7 @@ func (n *Node) phases() []Phase {
 	return []Phase{
 		{Name: "early", Tasks: []Task{{"mount", n.mountRun}, {"modules", n.loadModules}, {"entropy", n.seedEntropy}}},
 		{Name: "network", Tasks: []Task{{"interconnect", n.interconnectUp}}},
-		{Name: "join", Tasks: []Task{{"locusd", n.startLocusd}, {"join", n.joinCluster}}},
+		{Name: "join", Tasks: []Task{{"locusd", n.startLocusd}, {"join", n.joinCluster}, {"initnode", n.startInitNode}}},
 		{Name: "root", Tasks: []Task{{"root", n.mountRoot}}},
 		{Name: "runlevel", Tasks: []Task{{"climb", n.climbToRunLevel}}},
 	}

@@ -1,0 +1,115 @@
+package pid1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/locus-ssi/locus/installer"
+)
+
+// Where the init node mounts the install disk's partitions.
+const (
+	diskRootMount = "/media/locus-root"
+	stateMount    = "/var/lib/locus"
+)
+
+// startInitNode runs on the node that booted from the install disk
+// (locus.role=init): it mounts the root partition (read-only: the boot
+// tree and spec) and the state partition, found by their GPT names, and
+// starts the netboot service on the interconnect, so the other nodes
+// PXE-boot from this one.
+func (n *Node) startInitNode(ctx context.Context) error {
+	if n.cmdline.Role != "init" {
+		return nil
+	}
+	rootDev, err := waitPartition(ctx, installer.RootName, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	stateDev, err := waitPartition(ctx, installer.StateName, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	for _, m := range []mount{
+		{rootDev, diskRootMount, "ext4", unix.MS_RDONLY | unix.MS_NODEV | unix.MS_NOSUID, ""},
+		{stateDev, stateMount, "ext4", unix.MS_NODEV | unix.MS_NOSUID, ""},
+	} {
+		if err := mountAll([]mount{m}); err != nil {
+			return fmt.Errorf("init node: %w", err)
+		}
+	}
+	tree := filepath.Join(diskRootMount, installer.NetbootDir)
+	n.mu.Lock()
+	iface := n.iface
+	n.mu.Unlock()
+	argv := []string{"/bin/locus", "netboot", "serve", "--interface", iface, "--root", tree,
+		"--spec", filepath.Join(tree, "locus.yaml"), "--state-dir", filepath.Join(stateMount, "netboot")}
+	go n.procs.Daemon(context.Background(), n.log, "netboot", argv, Env())
+	n.log.Info("init node: serving netboot", "iface", iface, "root", rootDev, "state", stateDev)
+	return nil
+}
+
+// waitPartition finds the block device whose GPT partition name is name,
+// waiting for the disk's driver to probe it.
+func waitPartition(ctx context.Context, name string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		if dev := findPartition(name); dev != "" {
+			return dev, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no partition named %q appeared within %s (booted from the install disk?)", name, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func findPartition(name string) string {
+	uevents, _ := filepath.Glob("/sys/class/block/*/uevent")
+	for _, u := range uevents {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			continue
+		}
+		var dev, part string
+		var major, minor uint32
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			k, v, _ := strings.Cut(sc.Text(), "=")
+			switch k {
+			case "DEVNAME":
+				dev = v
+			case "PARTNAME":
+				part = v
+			case "MAJOR":
+				fmt.Sscan(v, &major)
+			case "MINOR":
+				fmt.Sscan(v, &minor)
+			}
+		}
+		if part != name || dev == "" {
+			continue
+		}
+		path := "/dev/" + dev
+		if _, err := os.Stat(path); err != nil {
+			// devtmpfs has not made the node yet: make it.
+			if err := unix.Mknod(path, unix.S_IFBLK|0o600, int(unix.Mkdev(major, minor))); err != nil {
+				return ""
+			}
+		}
+		return path
+	}
+	return ""
+}
