@@ -237,7 +237,16 @@ func (c *Cluster) StartAll() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		for _, nc := range first {
-			if _, err := c.VM(nc.Number).Console.WaitLine(ctx, reachedRE); err != nil {
+			vm := c.VM(nc.Number)
+			if _, err := vm.Console.WaitLine(ctx, reachedRE); err != nil {
+				select {
+				case <-vm.Done():
+					// QEMU itself failed (a busy port, a missing file): say so.
+					if d := vm.Status().Detail; d != "" {
+						err = errors.New(d)
+					}
+				default:
+				}
 				return fmt.Errorf("qemu: node %d (the init node) did not come up, so the others cannot PXE-boot: %w", nc.Number, err)
 			}
 		}

@@ -55,6 +55,7 @@ nodes:
   - {number: 1, mac: "52:54:00:88:00:01", hostname: alpha}
   - {number: 2, mac: "52:54:00:88:00:02", hostname: beta}
   - {number: 3, mac: "52:54:00:88:00:03", hostname: gamma}
+  - {number: 4, mac: "52:54:00:88:00:04", hostname: delta}
 services:
   - {name: hello, level: 2, oneshot: true, command: [/bbin/echo, hello-from-level-2]}
 `)

@@ -212,6 +212,9 @@ func diskConfig(imageDir, dir string, n int, accel string, memory, apiPort int) 
 		row, _ := spec.NodeByNumber(i)
 		mac := row.MAC
 		if mac == "" {
+			if i > 1 && spec.Netboot.Admission == images.AdmitDeny {
+				return cfg, fmt.Errorf("node %d has no MAC in the spec's node table and netboot.admission is deny, so node 1 would not boot it: add it to the table, or set netboot.admission to accept", i)
+			}
 			mac = qemu.MACFor(dir, i)
 		}
 		nc := qemu.NodeConfig{Number: i, MAC: mac, Boot: "pxe", NIC: "virtio-net-pci"}

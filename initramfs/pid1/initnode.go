@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/installer"
@@ -54,6 +56,7 @@ func (n *Node) startInitNode(ctx context.Context) error {
 		"--spec", filepath.Join(tree, "locus.yaml"), "--state-dir", filepath.Join(stateMount, "netboot")}
 	go n.procs.Daemon(context.Background(), n.log, "netboot", argv, Env())
 	n.log.Info("init node: serving netboot", "iface", iface, "root", rootDev, "state", stateDev)
+	n.uplinks(context.Background())
 	return nil
 }
 
@@ -112,4 +115,45 @@ func findPartition(name string) string {
 		return path
 	}
 	return ""
+}
+
+// uplinks brings up the init node's other Ethernet interfaces with DHCP,
+// in the background: an uplink to the site network (in QEMU, the
+// user-mode NIC that forwards the cluster API port from the host). The
+// boot does not wait for them.
+func (n *Node) uplinks(ctx context.Context) {
+	n.mu.Lock()
+	inter := n.iface
+	n.mu.Unlock()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if a.EncapType != "ether" || a.Name == inter || len(a.HardwareAddr) != 6 {
+			continue
+		}
+		go func() {
+			if err := netlink.LinkSetUp(l); err != nil {
+				n.log.Warn("uplink", "iface", a.Name, "err", err)
+				return
+			}
+			le, err := dhcpLease(ctx, a.Name, n.log)
+			if err != nil {
+				n.log.Warn("uplink: no DHCP lease", "iface", a.Name, "err", err)
+				return
+			}
+			nl := &netlink.Addr{IPNet: &net.IPNet{IP: le.addr.Addr().AsSlice(), Mask: net.CIDRMask(le.addr.Bits(), 32)}}
+			if err := netlink.AddrReplace(l, nl); err != nil {
+				n.log.Warn("uplink", "iface", a.Name, "err", err)
+				return
+			}
+			if le.gw.IsValid() {
+				// Only if the interconnect gave no default route.
+				netlink.RouteAdd(&netlink.Route{LinkIndex: a.Index, Gw: le.gw.AsSlice()})
+			}
+			n.log.Info("uplink up", "iface", a.Name, "addr", le.addr)
+		}()
+	}
 }
