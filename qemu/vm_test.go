@@ -181,15 +181,7 @@ func TestVMPowerOff(t *testing.T) {
 // (locus probe), then `locus qemu down`, which must leave no VM.
 func TestVMThreeNodesTalk(t *testing.T) {
 	state := t.TempDir()
-	locus := func(args ...string) (string, error) {
-		// The cluster flags go right after "qemu", before any "--".
-		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
-		cmd := exec.Command(shared.locus, full...)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		return out.String(), err
-	}
+	locus := cli(state)
 	t.Cleanup(func() {
 		locus("qemu", "down")
 		keepLogsOnFailure(t, state)
@@ -251,6 +243,19 @@ func TestVMThreeNodesTalk(t *testing.T) {
 	}
 }
 
+// cli runs the locus binary on the cluster in state, with the test's image;
+// the cluster flags go right after the verb's noun, before any "--".
+func cli(state string) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
+		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
+		cmd := exec.Command(shared.locus, full...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+}
+
 func indexOf(m map[int]string, v string) int {
 	for k, x := range m {
 		if x == v {
@@ -298,14 +303,7 @@ func keepLogsOnFailure(t *testing.T, dir string) {
 // started again: it PXE-boots again and comes back Up.
 func TestVMInstalledCluster(t *testing.T) {
 	state := t.TempDir()
-	locus := func(args ...string) (string, error) {
-		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
-		cmd := exec.Command(shared.locus, full...)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		return out.String(), err
-	}
+	locus := cli(state)
 	t.Cleanup(func() {
 		locus("qemu", "down")
 		keepLogsOnFailure(t, state)

@@ -283,6 +283,16 @@ func newQemuStatusCmd(e *env, q *qemuFlags) *cobra.Command {
 	return cmd
 }
 
+// node parses a node argument and resolves the cluster directory.
+func (q *qemuFlags) node(arg string) (int, string, error) {
+	n, err := nodeArg(arg)
+	if err != nil {
+		return 0, "", err
+	}
+	dir, err := q.dir()
+	return n, dir, err
+}
+
 func nodeArg(s string) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 {
@@ -298,11 +308,7 @@ func newQemuConsoleCmd(e *env, q *qemuFlags) *cobra.Command {
 		Example: "  locus qemu console 1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := nodeArg(args[0])
-			if err != nil {
-				return err
-			}
-			dir, err := q.dir()
+			n, dir, err := q.node(args[0])
 			if err != nil {
 				return err
 			}
@@ -347,11 +353,7 @@ func newQemuLogsCmd(e *env, q *qemuFlags) *cobra.Command {
 		Example: "  locus qemu logs 2\n  locus qemu logs 2 -f",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := nodeArg(args[0])
-			if err != nil {
-				return err
-			}
-			dir, err := q.dir()
+			n, dir, err := q.node(args[0])
 			if err != nil {
 				return err
 			}
@@ -397,11 +399,7 @@ output. locus exits with the command's exit status.`,
 		Example: "  locus qemu exec 2 -- uname -n\n  locus qemu exec 1 -- cat /proc/cmdline",
 		Args:    cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := nodeArg(args[0])
-			if err != nil {
-				return err
-			}
-			dir, err := q.dir()
+			n, dir, err := q.node(args[0])
 			if err != nil {
 				return err
 			}
@@ -431,11 +429,7 @@ func newQemuPowerCmd(e *env, q *qemuFlags, op string) *cobra.Command {
 		Example: fmt.Sprintf("  locus qemu %s 2", op),
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := nodeArg(args[0])
-			if err != nil {
-				return err
-			}
-			dir, err := q.dir()
+			n, dir, err := q.node(args[0])
 			if err != nil {
 				return err
 			}
