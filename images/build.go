@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/locus-ssi/locus/installer"
@@ -23,6 +24,8 @@ const (
 	NetbootDir = "netboot"
 	// DiskFile is the install disk (raw): node 1 boots it under UEFI.
 	DiskFile = "disk.img"
+	// DiskQCOW2File is the install disk as qcow2 (--format qcow2).
+	DiskQCOW2File = "disk.qcow2"
 )
 
 // IPXEDir is where Debian's ipxe package puts its binaries.
@@ -66,6 +69,9 @@ type BuildOptions struct {
 	Compress string
 	// Progress receives progress lines.
 	Progress io.Writer
+	// DiskFormat "qcow2" also writes the install disk as disk.qcow2
+	// (through qemu-img); the raw disk.img is always written.
+	DiskFormat string
 }
 
 // InitramfsInput is what the initramfs builder is given.
@@ -104,6 +110,9 @@ type Manifest struct {
 func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Manifest, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
+	}
+	if o.DiskFormat != "" && o.DiskFormat != "raw" && o.DiskFormat != "qcow2" {
+		return nil, fmt.Errorf("images: --format %q: want raw or qcow2", o.DiskFormat)
 	}
 	spec, specYAML, err := Load(o.SpecPath)
 	if err != nil {
@@ -189,10 +198,22 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 	if err != nil {
 		return nil, err
 	}
+	files := []string{KernelFile, initrdName, SpecFile, NetbootDir, DiskFile}
+	switch o.DiskFormat {
+	case "", "raw":
+		os.Remove(filepath.Join(o.Out, DiskQCOW2File)) // not stale from an earlier build
+	case "qcow2":
+		if b, err := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", filepath.Join(stage, DiskFile), filepath.Join(stage, DiskQCOW2File)).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("images: qemu-img convert: %v: %s (make deps installs qemu-utils)", err, b)
+		}
+		files = append(files, DiskQCOW2File)
+	default:
+		return nil, fmt.Errorf("images: --format %q: want raw or qcow2", o.DiskFormat)
+	}
 	// Move into place; the manifest last, so a reader that finds it finds
 	// everything it names.
 	os.RemoveAll(filepath.Join(o.Out, NetbootDir))
-	for _, name := range []string{KernelFile, initrdName, SpecFile, NetbootDir, DiskFile, ManifestFile} {
+	for _, name := range append(files, ManifestFile) {
 		if err := os.Rename(filepath.Join(stage, name), filepath.Join(o.Out, name)); err != nil {
 			return nil, fmt.Errorf("images: move %s into %s: %w", name, o.Out, err)
 		}

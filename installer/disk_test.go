@@ -113,3 +113,34 @@ func TestDiskNeedsStub(t *testing.T) {
 		}
 	}
 }
+
+func TestInstallOntoDiskImageFile(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	data := bytes.Repeat([]byte("locus"), 1<<20)
+	os.WriteFile(img, data, 0o644)
+	mounts := filepath.Join(dir, "mounts")
+	os.WriteFile(mounts, []byte("/dev/vda1 / ext4 rw 0 0\n"), 0o644)
+
+	target := filepath.Join(dir, "target.img")
+	os.WriteFile(target, make([]byte, 8<<20), 0o644)
+	if err := installer.Install(installer.InstallOptions{Image: img, Target: target, MountsFile: mounts}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(target)
+	if !bytes.Equal(got[:len(data)], data) || len(got) != 8<<20 {
+		t.Errorf("target holds %d bytes, not the image followed by the rest of the disk", len(got))
+	}
+
+	small := filepath.Join(dir, "small.img")
+	os.WriteFile(small, make([]byte, 1<<20), 0o644)
+	if err := installer.Install(installer.InstallOptions{Image: img, Target: small, MountsFile: mounts}); err == nil || !bytes.Contains([]byte(err.Error()), []byte("needs")) {
+		t.Errorf("install onto a too-small disk = %v, want refused", err)
+	}
+	os.WriteFile(mounts, []byte("/dev/vda1 / ext4 rw 0 0\n"+target+"3 /mnt ext4 rw 0 0\n"), 0o644)
+	// A target with a mounted partition (here: its name + "3") is refused.
+	err := installer.Install(installer.InstallOptions{Image: img, Target: target, MountsFile: mounts})
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("mounted")) {
+		t.Errorf("install onto a mounted disk = %v, want refused", err)
+	}
+}

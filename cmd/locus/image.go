@@ -46,6 +46,8 @@ the modules the spec needs and the spec itself, and writes them to --out:
   vmlinuz              the kernel
   initramfs.cpio.zst   u-root base + Locus archive
   locus.yaml           the spec the image carries
+  netboot/             the tree locus netboot serve serves
+  disk.img             the install disk node 1 boots (UEFI); disk.qcow2 with --format qcow2
   manifest.json        what went in
 
 The u-root base is built once per Go version and cached under
@@ -83,6 +85,7 @@ $XDG_CACHE_HOME/locus (or $LOCUS_CACHE_DIR); later builds take seconds.`,
 	f.StringVar(&o.KernelModules, "modules", "", "module tree of --kernel (lib/modules/<version>)")
 	f.StringVar(&o.Locus, "locus", "", "static locus binary to put in the image (default: this one)")
 	f.StringVar(&compress, "compress", "zstd", "initramfs compression: zstd or gzip")
+	f.StringVar(&o.DiskFormat, "format", "raw", "install disk format: raw (disk.img), or qcow2 (disk.qcow2 as well)")
 	cmd.MarkFlagFilename("spec", "yaml", "yml")
 	cmd.MarkFlagDirname("out")
 	return cmd

@@ -62,6 +62,7 @@ func TestUserErrorsAreOneLine(t *testing.T) {
 		{[]string{"image", "build", "--kernel", "/nonexistent", "--modules", dir, "--out", filepath.Join(dir, "out2")}, "kernel image"},
 		{[]string{"image", "build", "--kernel", "/nonexistent", "--out", filepath.Join(dir, "out3")}, "go together"},
 		{[]string{"image", "build", "--compress", "lz4"}, "zstd or gzip"},
+		{[]string{"image", "build", "--format", "vmdk", "--out", filepath.Join(dir, "out4")}, "raw or qcow2"},
 		{[]string{"qemu", "status", "--state-dir", dir}, "not running"},
 		{[]string{"qemu", "up", "-n", "2", "--state-dir", dir, "--image-dir", filepath.Join(dir, "none")}, "locus image build"},
 		{[]string{"qemu", "up", "-n", "2", "--direct", "--image-dir", filepath.Join(dir, "none"), "--state-dir", dir}, "locus image build"},
@@ -69,6 +70,9 @@ func TestUserErrorsAreOneLine(t *testing.T) {
 		{[]string{"qemu", "exec", "1", "--state-dir", dir, "--", "ls"}, "exec channel unavailable"},
 		{[]string{"qemu", "logs", "4", "--state-dir", dir}, "no serial log"},
 		{[]string{"nosuchverb"}, "unknown command"},
+		{[]string{"install", "--disk", filepath.Join(dir, "x.img")}, "--yes"},
+		{[]string{"install", "--yes"}, "--disk is required"},
+		{[]string{"install", "--disk", filepath.Join(dir, "x.img"), "--yes", "--image-dir", filepath.Join(dir, "none")}, "locus image build"},
 	} {
 		_, stderr, err := runLocus(t, tc.args...)
 		if err == nil {
@@ -83,7 +87,7 @@ func TestUserErrorsAreOneLine(t *testing.T) {
 		}
 	}
 	// A failed build leaves nothing in the output directory.
-	for _, o := range []string{"out", "out2", "out3"} {
+	for _, o := range []string{"out", "out2", "out3", "out4"} {
 		ents, _ := os.ReadDir(filepath.Join(dir, o))
 		if len(ents) != 0 {
 			t.Errorf("failed build left %d entries in %s", len(ents), o)

@@ -34,7 +34,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newVersionCmd(e), newImageCmd(e), newQemuCmd(e), newNetbootCmd(e), newNodeCmd(e), newDaemonCmd(e), newProbeCmd(e))
+	root.AddCommand(newVersionCmd(e), newImageCmd(e), newQemuCmd(e), newNetbootCmd(e), newNodeCmd(e), newInstallCmd(e), newDaemonCmd(e), newProbeCmd(e))
 	return root
 }
 
