@@ -366,10 +366,7 @@ func (s *Spec) nodeAddr(p netip.Prefix, n Node) (netip.Addr, error) {
 	if uint64(n.Number) > hosts {
 		return netip.Addr{}, fmt.Errorf("node %d has no address: subnet %s holds %d hosts", n.Number, p, hosts)
 	}
-	b := p.Addr().As4()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	v += uint32(n.Number)
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), nil
+	return addrAdd(p.Addr(), uint32(n.Number)), nil
 }
 
 // NodeByNumber returns the node table row for node n.

@@ -21,6 +21,7 @@ import (
 	"github.com/u-root/uio/llog"
 
 	"github.com/locus-ssi/locus"
+	"github.com/locus-ssi/locus/internal/atomicfile"
 )
 
 // CoreCommands are the u-root commands in every image, built into one
@@ -157,7 +158,7 @@ func Base(ctx context.Context, cacheDir string, comp Compression, progress io.Wr
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(path, z, 0o644); err != nil {
+	if err := atomicfile.Write(path, z, 0o644, false); err != nil {
 		return "", err
 	}
 	fmt.Fprintf(progress, "initramfs: u-root base built in %s (%d MB, %d MB compressed)\n", time.Since(start).Round(time.Second), len(raw)>>20, len(z)>>20)
@@ -176,29 +177,4 @@ func tick(done <-chan struct{}, w io.Writer, start time.Time, what string) {
 			fmt.Fprintf(w, "%s (%s)\n", what, time.Since(start).Round(time.Second))
 		}
 	}
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, so a reader never sees a half-written file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("initramfs: write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("initramfs: write %s: %w", path, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("initramfs: write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("initramfs: write %s: %w", path, err)
-	}
-	return nil
 }

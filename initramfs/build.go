@@ -18,6 +18,7 @@ import (
 	"github.com/u-root/mkuimage/cpio"
 
 	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/internal/atomicfile"
 )
 
 // Paths inside the image that init and locusd read.
@@ -138,7 +139,7 @@ func Build(ctx context.Context, o Options, out string) (*Manifest, error) {
 		return nil, fmt.Errorf("initramfs: compress: %w", err)
 	}
 	img := append(baseBytes, z...)
-	if err := writeFileAtomic(out, img, 0o644); err != nil {
+	if err := atomicfile.Write(out, img, 0o644, false); err != nil {
 		return nil, err
 	}
 	names := make([]string, len(mods))

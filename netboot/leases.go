@@ -7,10 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/locus-ssi/locus/internal/atomicfile"
 )
 
 // Lease is one address handed out.
@@ -212,7 +213,7 @@ func (l *Leases) saveLocked() error {
 	// Atomic (a reader never sees a torn file) but not fsync'ed, like
 	// dnsmasq's lease file: after a power cut the newest leases may be
 	// gone, and their clients' renewals get a NAK and a fresh address.
-	if err := writeFileRename(l.file, b, false); err != nil {
+	if err := atomicfile.Write(l.file, b, 0o600, false); err != nil {
 		return err
 	}
 	clear(l.saved)
@@ -220,30 +221,4 @@ func (l *Leases) saveLocked() error {
 		l.saved[le.MAC] = le.Expiry
 	}
 	return nil
-}
-
-// writeAtomic replaces file with data through a temporary file, fsync and
-// rename.
-func writeAtomic(file string, data []byte) error { return writeFileRename(file, data, true) }
-
-func writeFileRename(file string, data []byte, sync bool) error {
-	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("netboot: save %s: %w", file, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("netboot: save %s: %w", file, err)
-	}
-	if sync {
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return err
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
 }

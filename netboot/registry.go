@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/internal/atomicfile"
 )
 
 // Boot stages the registry records, in order.
@@ -250,7 +251,7 @@ func (r *Registry) saveLocked() error {
 	}
 	sort.Slice(f.Contacts, func(i, j int) bool { return f.Contacts[i].MAC < f.Contacts[j].MAC })
 	b, _ := json.MarshalIndent(f, "", "  ")
-	if err := writeAtomic(r.file, b); err != nil {
+	if err := atomicfile.Write(r.file, b, 0o600, true); err != nil {
 		return err
 	}
 	r.dirty = false

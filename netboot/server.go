@@ -147,13 +147,7 @@ func interfaceAddr(iface string, p netip.Prefix) (netip.Addr, error) {
 			}
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("netboot: interface %s has no address in the interconnect %s (add one: ip addr add %s dev %s)", iface, p, addrAdd(p.Addr(), 1), iface)
-}
-
-func addrAdd(a netip.Addr, n uint32) netip.Addr {
-	b := a.As4()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) + n
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	return netip.Addr{}, fmt.Errorf("netboot: interface %s has no address in the interconnect %s (add one: ip addr add %s dev %s)", iface, p, p.Addr().Next(), iface)
 }
 
 // ServerIP is the address the service answers from.

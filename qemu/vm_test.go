@@ -69,15 +69,16 @@ services:
 	return m.Run()
 }
 
-// TestVMOneNodeReachesRunLevel boots one node in-process and checks the
-// boot as a whole: every phase, the run-level line, the services, the
-// exec channel and power-off.
-func TestVMOneNodeReachesRunLevel(t *testing.T) {
+// bootOne starts a one-VM cluster in this process from the shared image,
+// with the given MAC and kernel command line; the VM is stopped (and its
+// logs kept on failure) when the test ends.
+func bootOne(t *testing.T, mac, cmdline string) (*qemu.Cluster, *qemu.VM) {
+	t.Helper()
 	dir := t.TempDir()
 	c, err := qemu.NewCluster(qemu.ClusterConfig{
 		Name: "vmtest", Dir: dir,
 		Kernel: filepath.Join(shared.imageDir, images.KernelFile), Initrd: filepath.Join(shared.imageDir, shared.manifest.Initramfs),
-		Nodes: []qemu.NodeConfig{{Number: 1, MAC: "52:54:00:88:00:01", Append: "console=ttyS0 panic=-1 locus.node=1 locus.ip=10.88.0.1/24"}},
+		Nodes: []qemu.NodeConfig{{Number: 1, MAC: mac, Append: cmdline}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +88,14 @@ func TestVMOneNodeReachesRunLevel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, vm
+}
+
+// TestVMOneNodeReachesRunLevel boots one node in-process and checks the
+// boot as a whole: every phase, the run-level line, the services, the
+// exec channel and power-off.
+func TestVMOneNodeReachesRunLevel(t *testing.T) {
+	c, vm := bootOne(t, "52:54:00:88:00:01", "console=ttyS0 panic=-1 locus.node=1 locus.ip=10.88.0.1/24")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	line, err := vm.Console.WaitLine(ctx, qemu.ReachedRE())
@@ -152,20 +161,7 @@ func TestVMOneNodeReachesRunLevel(t *testing.T) {
 // TestVMPowerOff boots with locus.poweroff=1: the node powers itself off
 // once Up, and QEMU exits by itself.
 func TestVMPowerOff(t *testing.T) {
-	dir := t.TempDir()
-	c, err := qemu.NewCluster(qemu.ClusterConfig{
-		Name: "vmtest", Dir: dir,
-		Kernel: filepath.Join(shared.imageDir, images.KernelFile), Initrd: filepath.Join(shared.imageDir, shared.manifest.Initramfs),
-		Nodes: []qemu.NodeConfig{{Number: 1, MAC: "52:54:00:88:00:09", Append: "console=ttyS0 panic=-1 locus.node=9 locus.ip=10.88.0.9/24 locus.poweroff=1"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop(); keepLogsOnFailure(t, dir) })
-	vm, err := c.Start(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, vm := bootOne(t, "52:54:00:88:00:09", "console=ttyS0 panic=-1 locus.node=9 locus.ip=10.88.0.9/24 locus.poweroff=1")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := vm.Console.WaitLine(ctx, regexp.MustCompile(`locus-init: node 9 reached run level 3`)); err != nil {

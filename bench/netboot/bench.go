@@ -213,30 +213,16 @@ func (o *opts) benchDHCP() (result, error) {
 		return float64(done.Load()) / o.duration.Seconds(), nil
 	}
 	locus := func() (float64, error) {
-		s, err := o.startLocus()
-		if err != nil {
-			return 0, err
-		}
-		v, err := measure()
-		s.stop()
-		if err != nil {
-			return 0, fmt.Errorf("dhcp against locus: %w\n%s", err, s.logTail())
-		}
-		return v, nil
+		return o.trial("dhcp against locus", o.startLocus,
+			func() (float64, error) { return measure() }, nil)
 	}
 	peer := func() (float64, error) {
-		d, err := o.start("dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--interface="+o.serverIf, "--bind-interfaces",
-			"--dhcp-range=10.77.0.100,10.77.0.250,1h", "--dhcp-leasefile="+filepath.Join(o.work, "dnsmasq.leases"),
-			"--dhcp-authoritative", "--no-ping", "--quiet-dhcp", "--conf-file=/dev/null", "--log-facility=-")
-		if err != nil {
-			return 0, err
-		}
-		v, err := measure()
-		d.stop()
-		if err != nil {
-			return 0, fmt.Errorf("dhcp against dnsmasq: %w\n%s", err, d.logTail())
-		}
-		return v, nil
+		return o.trial("dhcp against dnsmasq", func() (*server, error) {
+			return o.start("dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--interface="+o.serverIf, "--bind-interfaces",
+				"--dhcp-range=10.77.0.100,10.77.0.250,1h", "--dhcp-leasefile="+filepath.Join(o.work, "dnsmasq.leases"),
+				"--dhcp-authoritative", "--no-ping", "--quiet-dhcp", "--conf-file=/dev/null", "--log-facility=-")
+		},
+			func() (float64, error) { return measure() }, nil)
 	}
 	var err error
 	r.locus, r.peer, r.ratios, err = sideBySide(locus, peer)
@@ -273,28 +259,14 @@ func (o *opts) benchTFTP() (result, error) {
 		return float64(total) / 1e6 / time.Since(start).Seconds(), nil
 	}
 	locus := func() (float64, error) {
-		s, err := o.startLocus()
-		if err != nil {
-			return 0, err
-		}
-		v, err := measure()
-		s.stop()
-		if err != nil {
-			return 0, fmt.Errorf("tftp against locus: %w\n%s", err, s.logTail())
-		}
-		return v, nil
+		return o.trial("tftp against locus", o.startLocus,
+			func() (float64, error) { return measure() }, nil)
 	}
 	peer := func() (float64, error) {
-		t, err := o.start("tftpd-hpa", "in.tftpd", "--foreground", "--listen", "--address", o.serverIP+":69", "--user", "root", "--secure", filepath.Join(o.work, "root"))
-		if err != nil {
-			return 0, err
-		}
-		v, err := measure()
-		t.stop()
-		if err != nil {
-			return 0, fmt.Errorf("tftp against tftpd-hpa: %w\n%s", err, t.logTail())
-		}
-		return v, nil
+		return o.trial("tftp against tftpd-hpa", func() (*server, error) {
+			return o.start("tftpd-hpa", "in.tftpd", "--foreground", "--listen", "--address", o.serverIP+":69", "--user", "root", "--secure", filepath.Join(o.work, "root"))
+		},
+			func() (float64, error) { return measure() }, nil)
 	}
 	var err error
 	r.locus, r.peer, r.ratios, err = sideBySide(locus, peer)
@@ -345,17 +317,8 @@ func (o *opts) benchHTTP() (result, error) {
 	}
 	var rss float64
 	locus := func() (float64, error) {
-		s, err := o.startLocus()
-		if err != nil {
-			return 0, err
-		}
-		v, err := measure("http://" + o.serverIP + ":8080")
-		rss = max(rss, s.hwm())
-		s.stop()
-		if err != nil {
-			return 0, fmt.Errorf("http against locus: %w\n%s", err, s.logTail())
-		}
-		return v, nil
+		return o.trial("http against locus", o.startLocus,
+			func() (float64, error) { return measure("http://" + o.serverIP + ":8080") }, func(s *server) { rss = max(rss, s.hwm()) })
 	}
 	conf := filepath.Join(o.work, "nginx.conf")
 	err = os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off;
@@ -375,20 +338,30 @@ http {
 		return r, err
 	}
 	peer := func() (float64, error) {
-		n, err := o.start("nginx", "nginx", "-c", conf, "-e", "stderr")
-		if err != nil {
-			return 0, err
-		}
-		v, err := measure("http://" + o.serverIP + ":8081")
-		n.stop()
-		if err != nil {
-			return 0, fmt.Errorf("http against nginx: %w\n%s", err, n.logTail())
-		}
-		return v, nil
+		return o.trial("http against nginx", func() (*server, error) { return o.start("nginx", "nginx", "-c", conf, "-e", "stderr") },
+			func() (float64, error) { return measure("http://" + o.serverIP + ":8081") }, nil)
 	}
 	r.locus, r.peer, r.ratios, err = sideBySide(locus, peer)
 	r.note = fmt.Sprintf("Locus peak RSS while serving 64 HTTP clients: %.1f MB (goal < 64 MB).", rss)
 	return r, err
+}
+
+// trial starts a server, measures it, runs after (if any) while it still
+// runs, and stops it; a failed measurement carries the server's log.
+func (o *opts) trial(what string, start func() (*server, error), measure func() (float64, error), after func(*server)) (float64, error) {
+	s, err := start()
+	if err != nil {
+		return 0, err
+	}
+	v, err := measure()
+	if after != nil {
+		after(s)
+	}
+	s.stop()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w\n%s", what, err, s.logTail())
+	}
+	return v, nil
 }
 
 // rounds is how many times each side is measured, alternating, so that a
