@@ -191,9 +191,23 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 	if spec.Kernel.Cmdline != "" {
 		cmdline += " " + spec.Kernel.Cmdline
 	}
+	rootTree := filepath.Join(stage, "rootfs")
+	if err := os.Mkdir(rootTree, 0o755); err != nil {
+		return nil, err
+	}
+	specDir := "."
+	if o.SpecPath != "" {
+		specDir = filepath.Dir(o.SpecPath)
+	}
+	err = PrepareRoot(ctx, RootInput{
+		Spec: spec, SpecDir: specDir, Initramfs: filepath.Join(stage, initrdName), Locus: o.Locus, CacheDir: cache, Progress: o.Progress,
+	}, rootTree)
+	if err != nil {
+		return nil, err
+	}
 	err = installer.Build(ctx, installer.Options{
 		Kernel: filepath.Join(stage, KernelFile), Initramfs: filepath.Join(stage, initrdName), Cmdline: cmdline,
-		Netboot: filepath.Join(stage, NetbootDir), Spec: specYAML, Progress: o.Progress,
+		RootTree: rootTree, Netboot: filepath.Join(stage, NetbootDir), Spec: specYAML, Progress: o.Progress,
 	}, filepath.Join(stage, DiskFile))
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -97,6 +98,20 @@ type Root struct {
 	// node-private tmpfs for /tmp and /cluster/node<N>. Shared roots (cfs,
 	// nfs, a kernel filesystem) build on this.
 	Source string `yaml:"source" json:"source"`
+	// Content is what the shared root on the install disk holds:
+	// "minimal" (the initramfs' own tools), "debootstrap" (a Debian root
+	// made from Debian's packages) or "tarball" (a root filesystem tar, or
+	// an OCI image archive, given by the user).
+	Content string `yaml:"content" json:"content"`
+	// Suite, Mirror and Packages shape a debootstrap root: the Debian
+	// release, where its packages come from, and packages beyond the
+	// minimal base.
+	Suite    string   `yaml:"suite" json:"suite,omitempty"`
+	Mirror   string   `yaml:"mirror" json:"mirror,omitempty"`
+	Packages []string `yaml:"packages" json:"packages,omitempty"`
+	// Tarball is the tar (gzip, zstd, xz or bzip2 compressed, or not) of
+	// a tarball root; relative paths are from the spec's directory.
+	Tarball string `yaml:"tarball" json:"tarball,omitempty"`
 }
 
 // Service is started by init on the way up to the cluster's run level.
@@ -121,6 +136,11 @@ const (
 	DefaultKernelPackage = "linux-image-amd64"
 	DefaultConsole       = "ttyS0"
 	RootInitramfs        = "initramfs"
+	ContentMinimal       = "minimal"
+	ContentDebootstrap   = "debootstrap"
+	ContentTarball       = "tarball"
+	DefaultSuite         = "bookworm"
+	DefaultMirror        = "http://deb.debian.org/debian"
 	AddressingStatic     = "static"
 	AddressingDHCP       = "dhcp"
 )
@@ -180,6 +200,17 @@ func (s *Spec) applyDefaults() {
 	}
 	if s.Root.Source == "" {
 		s.Root.Source = RootInitramfs
+	}
+	if s.Root.Content == "" {
+		s.Root.Content = ContentMinimal
+	}
+	if s.Root.Content == ContentDebootstrap {
+		if s.Root.Suite == "" {
+			s.Root.Suite = DefaultSuite
+		}
+		if s.Root.Mirror == "" {
+			s.Root.Mirror = DefaultMirror
+		}
 	}
 	if s.Console == "" {
 		s.Console = DefaultConsole
@@ -298,6 +329,7 @@ func (s *Spec) Validate() error {
 	if s.Root.Source != RootInitramfs {
 		bad("root.source", "%q is not supported; supported: %q", s.Root.Source, RootInitramfs)
 	}
+	s.validateContent(bad)
 	for i, sv := range s.Services {
 		key := fmt.Sprintf("services[%d]", i)
 		if sv.Name == "" {
@@ -442,4 +474,48 @@ func addrAdd(a netip.Addr, n uint32) netip.Addr {
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	v += n
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+var (
+	debPackageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	suiteRE      = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+)
+
+func (s *Spec) validateContent(bad func(key, format string, args ...any)) {
+	r := s.Root
+	switch r.Content {
+	case ContentMinimal, ContentDebootstrap, ContentTarball:
+	default:
+		bad("root.content", "%q must be %q, %q or %q", r.Content, ContentMinimal, ContentDebootstrap, ContentTarball)
+		return
+	}
+	if r.Content != ContentDebootstrap {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"suite", r.Suite != ""}, {"mirror", r.Mirror != ""}, {"packages", len(r.Packages) > 0}} {
+			if k.set {
+				bad("root."+k.key, "applies only to root.content: %s", ContentDebootstrap)
+			}
+		}
+	} else {
+		if !suiteRE.MatchString(r.Suite) {
+			bad("root.suite", "%q is not a Debian suite name", r.Suite)
+		}
+		if u, err := url.Parse(r.Mirror); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("root.mirror", "%q is not an http(s) URL", r.Mirror)
+		}
+		for i, p := range r.Packages {
+			if !debPackageRE.MatchString(p) {
+				bad(fmt.Sprintf("root.packages[%d]", i), "%q is not a Debian package name", p)
+			}
+		}
+	}
+	if (r.Content == ContentTarball) != (r.Tarball != "") {
+		if r.Tarball == "" {
+			bad("root.tarball", "is required with root.content: %s", ContentTarball)
+		} else {
+			bad("root.tarball", "applies only to root.content: %s", ContentTarball)
+		}
+	}
 }

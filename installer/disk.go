@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
@@ -50,6 +51,10 @@ type Options struct {
 	Kernel, Initramfs string
 	// Cmdline is the kernel command line built into the UKI.
 	Cmdline string
+	// RootTree is the shared root's content (a scratch directory: Build
+	// adds the boot tree and the spec to it). Empty means a root holding
+	// only those.
+	RootTree string
 	// Netboot is the boot tree to put on the root partition.
 	Netboot string
 	// Spec is the cluster spec, written to /etc/locus/locus.yaml on root.
@@ -87,8 +92,11 @@ func Build(ctx context.Context, o Options, out string) error {
 	}
 	fmt.Fprintf(o.Progress, "disk: unified kernel image made\n")
 
-	// The root partition: the boot tree and the spec.
-	tree := filepath.Join(work, "root")
+	// The root partition: the root's content, the boot tree and the spec.
+	tree := o.RootTree
+	if tree == "" {
+		tree = filepath.Join(work, "root")
+	}
 	if err := copyTree(o.Netboot, filepath.Join(tree, NetbootDir)); err != nil {
 		return err
 	}
@@ -98,17 +106,20 @@ func Build(ctx context.Context, o Options, out string) error {
 	if err := os.WriteFile(filepath.Join(tree, "etc/locus/locus.yaml"), o.Spec, 0o644); err != nil {
 		return err
 	}
-	treeSize, err := dirSize(tree)
+	treeSize, files, err := dirSize(tree)
 	if err != nil {
 		return err
 	}
-	rootMiB := max(128, treeSize*13/10/mib+32)
+	// Room to grow: a third more than the content, and inodes for twice
+	// its files.
+	rootMiB := max(128, treeSize*4/3/mib+64)
 	rootImg := filepath.Join(work, "root.ext4")
-	if err := mkfsExt4(ctx, rootImg, RootName, tree, rootMiB); err != nil {
+	fmt.Fprintf(o.Progress, "disk: root filesystem: %d files, %d MiB\n", files, treeSize/mib)
+	if err := mkfsExt4(ctx, rootImg, RootName, tree, rootMiB, max(16384, 2*files)); err != nil {
 		return err
 	}
 	stateImg := filepath.Join(work, "state.ext4")
-	if err := mkfsExt4(ctx, stateImg, StateName, "", o.StateMiB); err != nil {
+	if err := mkfsExt4(ctx, stateImg, StateName, "", o.StateMiB, 0); err != nil {
 		return err
 	}
 	ukiSt, err := os.Stat(uki)
@@ -206,8 +217,11 @@ func MakeUKI(ctx context.Context, kernel, initrd, cmdline, out string) error {
 
 // mkfsExt4 makes an ext4 image of sizeMiB labelled label, filled from dir
 // (if any), and checks it.
-func mkfsExt4(ctx context.Context, img, label, dir string, sizeMiB int64) error {
+func mkfsExt4(ctx context.Context, img, label, dir string, sizeMiB, inodes int64) error {
 	args := []string{"-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0"}
+	if inodes > 0 {
+		args = append(args, "-N", fmt.Sprint(inodes))
+	}
 	if dir != "" {
 		args = append(args, "-d", dir)
 	}
@@ -258,13 +272,18 @@ func copyTree(src, dst string) error {
 	})
 }
 
-func dirSize(dir string) (int64, error) {
-	var n int64
-	err := filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
-			n += info.Size()
+// dirSize is the bytes of the files under dir (counting each block
+// used, so small files are not undercounted) and how many entries it has.
+func dirSize(dir string) (bytes, files int64, err error) {
+	err = filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
 		}
-		return err
+		files++
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && info.Mode().IsRegular() {
+			bytes += st.Blocks * 512
+		}
+		return nil
 	})
-	return n, err
+	return bytes, files, err
 }
