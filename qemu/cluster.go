@@ -12,11 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/locus-ssi/locus/services/locusd"
 )
 
 const qemuBinary = "qemu-system-x86_64"
@@ -329,4 +332,59 @@ func checkSegment(s Segment) error {
 	}
 	pc.Close()
 	return nil
+}
+
+// WatchNetboot follows the PXE nodes' firmware stages (dhcp, ipxe, kernel
+// download) through the init node's netboot registry, which its daemon
+// serves at GET /v1/netboot/nodes on the forwarded API port. It polls
+// while a PXE node is still in its firmware, and returns when ctx ends.
+func (c *Cluster) WatchNetboot(ctx context.Context) {
+	port := 0
+	pxe := false
+	for _, nc := range c.cfg.Nodes {
+		if nc.APIPort != 0 && port == 0 {
+			port = nc.APIPort
+		}
+		pxe = pxe || nc.Boot == "pxe"
+	}
+	if port == 0 || !pxe {
+		return
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		byMAC := map[string]*VM{}
+		c.mu.Lock()
+		for _, vm := range c.vms {
+			if vm.cfg.Boot == "pxe" && vm.Status().Stage.beforeKernel() {
+				byMAC[strings.ToLower(vm.cfg.MAC)] = vm
+			}
+		}
+		c.mu.Unlock()
+		if len(byMAC) == 0 {
+			continue
+		}
+		var contacts []struct {
+			MAC   string    `json:"mac"`
+			Stage string    `json:"stage"`
+			Last  time.Time `json:"last"`
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := locusd.Get(rctx, addr, "/v1/netboot/nodes", &contacts)
+		cancel()
+		if err != nil {
+			continue // the init node is not up yet, or busy
+		}
+		for _, ct := range contacts {
+			if vm := byMAC[strings.ToLower(ct.MAC)]; vm != nil {
+				vm.netbootStage(ct.Stage, ct.Last)
+			}
+		}
+	}
 }

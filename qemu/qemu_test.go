@@ -121,3 +121,29 @@ func TestRemoteWithoutSupervisor(t *testing.T) {
 		t.Errorf("RemoteStatus on an empty dir = %v, want 'not running'", err)
 	}
 }
+
+func TestNetbootStages(t *testing.T) {
+	start := time.Now()
+	vm := &VM{status: NodeStatus{Stage: StageFirmware, Started: start}}
+	// The registry's record of an earlier boot is ignored.
+	vm.netbootStage("initramfs", start.Add(-time.Minute))
+	if got := vm.Status().Stage; got != StageFirmware {
+		t.Fatalf("a stale registry record moved the node to %s", got)
+	}
+	for _, step := range []struct {
+		registry string
+		want     Stage
+	}{{"dhcp", StageDHCP}, {"tftp", StageIPXE}, {"dhcp", StageIPXE}, {"ipxe", StageIPXE}, {"kernel", StageKernel}} {
+		vm.netbootStage(step.registry, start.Add(time.Second))
+		if got := vm.Status().Stage; got != step.want {
+			t.Errorf("after registry stage %s: %s, want %s", step.registry, got, step.want)
+		}
+	}
+	// The console takes over from the kernel on; the registry cannot
+	// move a booted node back.
+	vm.observe("locus-init: phase early done in 258ms", time.Second)
+	vm.netbootStage("dhcp", start.Add(2*time.Second))
+	if got := vm.Status().Stage; got != StageInit {
+		t.Errorf("stage %s, want init", got)
+	}
+}

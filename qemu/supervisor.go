@@ -74,6 +74,7 @@ func Supervise(ctx context.Context, dir string, log *slog.Logger) error {
 		}
 		startErr <- err
 	}()
+	go c.WatchNetboot(ctx)
 	go func() { <-ctx.Done(); ln.Close() }()
 	for {
 		conn, err := ln.Accept()

@@ -45,6 +45,11 @@ type Stage string
 const (
 	StageOff      Stage = "off"
 	StageFirmware Stage = "firmware"
+	// StageDHCP and StageIPXE are a PXE node's firmware stages, as the
+	// init node's netboot registry saw them: asking for an address, then
+	// loading iPXE and its script.
+	StageDHCP     Stage = "dhcp"
+	StageIPXE     Stage = "ipxe"
 	StageKernel   Stage = "kernel"
 	StageInit     Stage = "init"
 	StageUp       Stage = "up"
@@ -283,7 +288,7 @@ func (vm *VM) observe(line string, at time.Duration) {
 	defer vm.mu.Unlock()
 	s := &vm.status
 	switch {
-	case linuxRE.MatchString(line) && s.Stage == StageFirmware:
+	case linuxRE.MatchString(line) && s.Stage.beforeKernel():
 		s.Stage = StageKernel
 	case reachedRE.MatchString(line):
 		m := reachedRE.FindStringSubmatch(line)
@@ -299,8 +304,40 @@ func (vm *VM) observe(line string, at time.Duration) {
 	case phaseFailRE.MatchString(line), kernelPanicRE.MatchString(line):
 		s.Stage = StageFailed
 		s.Detail = line
-	case initLineRE.MatchString(line) && (s.Stage == StageKernel || s.Stage == StageFirmware):
+	case initLineRE.MatchString(line) && (s.Stage == StageKernel || s.Stage.beforeKernel()):
 		s.Stage = StageInit
+	}
+}
+
+func (st Stage) beforeKernel() bool {
+	return st == StageFirmware || st == StageDHCP || st == StageIPXE
+}
+
+// netbootStage notes a registry stage (netboot.Stage*) seen at time at;
+// it only moves a node forward, and only within its current boot.
+func (vm *VM) netbootStage(stage string, at time.Time) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	s := &vm.status
+	// The registry remembers earlier boots; a guest clock may lag the
+	// host's by a little.
+	if !s.Stage.beforeKernel() || at.Before(s.Started.Add(-2*time.Second)) {
+		return
+	}
+	order := map[Stage]int{StageFirmware: 0, StageDHCP: 1, StageIPXE: 2, StageKernel: 3}
+	var next Stage
+	switch stage {
+	case "dhcp":
+		next = StageDHCP
+	case "tftp", "ipxe":
+		next = StageIPXE
+	case "kernel", "initramfs":
+		next = StageKernel
+	default:
+		return
+	}
+	if order[next] > order[s.Stage] {
+		s.Stage = next
 	}
 }
 

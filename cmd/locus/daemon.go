@@ -45,6 +45,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&cfg.Listen, "listen", ":"+strconv.Itoa(locusd.DefaultPort), "address to serve the node API on")
 	cmd.Flags().StringVar(&cfg.NodeFile, "node-file", "/run/locus/node.json", "init's record of this node")
+	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd
 }
 
@@ -52,18 +53,26 @@ func newProbeCmd(e *env) *cobra.Command {
 	var output, specPath string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "probe NODE|ADDR...",
+		Use:   "probe [NODE|ADDR...]",
 		Short: "Ask nodes' daemons who they are, over TCP on the interconnect",
 		Long: `Probe opens a TCP connection to each node daemon (port 7470 unless given)
 and prints the node's identity and state with the round-trip time. A bare
 number is a node number, its address taken from the cluster spec (on a
 node, the spec the image carries). It exits non-zero if any node does not
 answer.`,
-		Example: "  locus probe 1 2 3\n  locus probe 10.77.0.2 10.77.0.3\n  locus probe 10.77.0.2:7470 --output json",
-		Args:    cobra.MinimumNArgs(1),
+		Example: "  locus probe                 # the saved endpoint (node 1 of `locus qemu up`)\n  locus probe 1 2 3\n  locus probe 10.77.0.2 10.77.0.3\n  locus probe 10.77.0.2:7470 --output json",
+		Args:    cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if len(args) == 0 {
+				// No nodes named: the cluster's endpoint.
+				ep, err := resolveEndpoint(e.endpoint)
+				if err != nil {
+					return err
+				}
+				args = []string{ep.API}
 			}
 			type row struct {
 				Addr  string           `json:"addr"`

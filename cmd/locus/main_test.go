@@ -112,3 +112,40 @@ func TestEveryVerbHasHelpAndExamples(t *testing.T) {
 		t.Errorf("completion bash = %v", err)
 	}
 }
+
+func TestEndpointResolution(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	t.Setenv("LOCUS_ENDPOINT", "")
+	if _, err := resolveEndpoint(""); err == nil || !strings.Contains(err.Error(), "locus qemu up") {
+		t.Errorf("no endpoint anywhere: %v", err)
+	}
+	if err := saveEndpoint(endpoint{Cluster: "c", API: "127.0.0.1:17470", StateDir: "/s/c"}); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := resolveEndpoint("")
+	if err != nil || ep.API != "127.0.0.1:17470" || ep.Cluster != "c" {
+		t.Errorf("saved endpoint: %+v %v", ep, err)
+	}
+	t.Setenv("LOCUS_ENDPOINT", "10.77.0.2")
+	if ep, _ := resolveEndpoint(""); ep.API != "10.77.0.2:7470" {
+		t.Errorf("LOCUS_ENDPOINT does not win over the saved one: %+v", ep)
+	}
+	if ep, _ := resolveEndpoint("10.77.0.3:9"); ep.API != "10.77.0.3:9" {
+		t.Errorf("--endpoint does not win: %+v", ep)
+	}
+	// Another cluster's down leaves it; this one's removes it.
+	forgetEndpoint("/s/other")
+	if _, err := os.Stat(filepath.Join(state, "locus", "endpoint.json")); err != nil {
+		t.Error("another cluster's down removed the endpoint")
+	}
+	forgetEndpoint("/s/c")
+	if _, err := os.Stat(filepath.Join(state, "locus", "endpoint.json")); err == nil {
+		t.Error("down did not forget its endpoint")
+	}
+	os.WriteFile(filepath.Join(state, "locus", "endpoint.json"), []byte("{"), 0o644)
+	t.Setenv("LOCUS_ENDPOINT", "")
+	if _, err := resolveEndpoint(""); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("damaged endpoint file: %v", err)
+	}
+}

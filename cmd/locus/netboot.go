@@ -21,6 +21,7 @@ import (
 
 	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/netboot"
+	"github.com/locus-ssi/locus/services/locusd"
 )
 
 func newNetbootCmd(e *env) *cobra.Command {
@@ -111,7 +112,17 @@ func newNetbootNodesCmd(e *env) *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
 			var cs []netboot.Contact
-			if err := adminGet(ctx, admin, "/v1/nodes", &cs); err != nil {
+			err := adminGet(ctx, admin, "/v1/nodes", &cs)
+			if err != nil && !cmd.Flags().Changed("admin") {
+				// Not on the netboot server: ask the cluster, whose init
+				// node's daemon serves the registry.
+				ep, eerr := resolveEndpoint(e.endpoint)
+				if eerr != nil {
+					return fmt.Errorf("%w; %w", err, eerr)
+				}
+				err = locusd.Get(ctx, ep.API, "/v1/netboot/nodes", &cs)
+			}
+			if err != nil {
 				return err
 			}
 			if output == "json" {

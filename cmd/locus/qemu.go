@@ -131,6 +131,12 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 			}
 			fmt.Fprintf(progress, "booting %d node(s) of cluster %q (%s, state in %s)\n", n, cfg.Name, qemu.Accel(accel), dir)
 			start := time.Now()
+			if !direct {
+				// Saved before the wait, so verbs work while nodes boot.
+				if err := saveEndpoint(endpoint{Cluster: cfg.Name, API: fmt.Sprintf("127.0.0.1:%d", apiPort), StateDir: dir}); err != nil {
+					return err
+				}
+			}
 			st, err := qemu.Up(ctx, qemu.UpOptions{Config: cfg, Self: self, Timeout: timeout, Out: progress, Live: live})
 			if err != nil {
 				return err
@@ -142,6 +148,9 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 				fmt.Fprint(e.stdout, qemu.FormatTable(st, time.Now()))
 			}
 			fmt.Fprintf(e.stdout, "all %d node(s) Up in %.1fs\n", n, time.Since(start).Seconds())
+			if ep, ok := savedEndpointFor(cfg); ok {
+				fmt.Fprintf(e.stdout, "cluster endpoint %s saved: host-side verbs (locus netboot nodes, locus probe) reach node 1 there\n", ep.API)
+			}
 			return nil
 		},
 	}
@@ -154,6 +163,16 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 	f.IntVar(&apiPort, "api-port", 17470, "host port forwarded to node 1's daemon (disk boot)")
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// savedEndpointFor is the saved endpoint, if it is cfg's cluster.
+func savedEndpointFor(cfg qemu.ClusterConfig) (*endpoint, bool) {
+	p, err := endpointFile()
+	if err != nil {
+		return nil, false
+	}
+	ep, err := readEndpoint(p)
+	return ep, err == nil && ep.StateDir == cfg.Dir
 }
 
 // directConfig describes a direct-boot cluster of n nodes from the image in
@@ -245,6 +264,7 @@ func newQemuDownCmd(e *env, q *qemuFlags) *cobra.Command {
 			if err := qemu.Down(cmd.Context(), dir); err != nil {
 				return err
 			}
+			forgetEndpoint(dir)
 			fmt.Fprintf(e.stdout, "cluster in %s stopped\n", dir)
 			return nil
 		},

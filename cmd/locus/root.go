@@ -14,6 +14,8 @@ import (
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// endpoint is the --endpoint flag: the cluster host-side verbs talk to.
+	endpoint string
 }
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -34,6 +36,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&e.endpoint, "endpoint", "", "cluster to talk to: a node daemon's HOST[:PORT] (default: $LOCUS_ENDPOINT, else the one `locus qemu up` saved)")
 	root.AddCommand(newVersionCmd(e), newImageCmd(e), newQemuCmd(e), newNetbootCmd(e), newNodeCmd(e), newInstallCmd(e), newDaemonCmd(e), newProbeCmd(e))
 	return root
 }

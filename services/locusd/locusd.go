@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,6 +46,10 @@ type Config struct {
 	NodeFile string
 	// ProcDir is /proc (a test may point elsewhere).
 	ProcDir string
+	// NetbootAdmin is the netboot service's loopback admin API; on the
+	// init node its registry is served read-only at GET /v1/netboot/nodes
+	// (how the host follows PXE boots through the forwarded API port).
+	NetbootAdmin string
 	Log     *slog.Logger
 }
 
@@ -71,6 +76,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(info)
 	})
+	if cfg.NetbootAdmin != "" {
+		mux.Handle("GET /v1/netboot/{what}", netbootProxy(cfg.NetbootAdmin))
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -113,21 +121,52 @@ func ReadNodeInfo(nodeFile, procDir string) (*NodeInfo, error) {
 
 // Fetch asks the locusd at addr (host:port) for its node info.
 func Fetch(ctx context.Context, addr string) (*NodeInfo, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/node", nil)
+	var info NodeInfo
+	if err := Get(ctx, addr, "/v1/node", &info); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// Get decodes the JSON answer of GET path on the locusd at addr into v.
+func Get(ctx context.Context, addr, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
-		return nil, fmt.Errorf("locusd: %s: %w", addr, err)
+		return fmt.Errorf("locusd: %s: %w", addr, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("locusd: %s: %w", addr, err)
+		return fmt.Errorf("locusd: %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("locusd: %s: %s", addr, resp.Status)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+		return fmt.Errorf("locusd: %s%s: %s: %s", addr, path, resp.Status, strings.TrimSpace(string(msg)))
 	}
-	var info NodeInfo
-	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&info); err != nil {
-		return nil, fmt.Errorf("locusd: %s: bad reply: %w", addr, err)
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 16<<20)).Decode(v); err != nil {
+		return fmt.Errorf("locusd: %s%s: bad reply: %w", addr, path, err)
 	}
-	return &info, nil
+	return nil
+}
+
+// netbootProxy answers GET /v1/netboot/nodes and /v1/netboot/leases from
+// the netboot admin API at admin; a node not serving netboot answers 404.
+func netbootProxy(admin string) http.Handler {
+	client := &http.Client{Timeout: 3 * time.Second}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		what := r.PathValue("what")
+		if what != "nodes" && what != "leases" {
+			http.NotFound(w, r)
+			return
+		}
+		resp, err := client.Get("http://" + admin + "/v1/" + what)
+		if err != nil {
+			http.Error(w, "this node does not serve netboot", http.StatusNotFound)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, io.LimitReader(resp.Body, 16<<20))
+	})
 }

@@ -3,6 +3,8 @@ package locusd
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,5 +65,44 @@ func TestFetchRefusesGarbage(t *testing.T) {
 	defer cancel()
 	if _, err := Fetch(ctx, ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "bad reply") {
 		t.Errorf("Fetch(garbage) = %v, want 'bad reply'", err)
+	}
+}
+
+func TestNetbootRegistryThroughTheDaemon(t *testing.T) {
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/nodes" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`[{"mac":"52:54:00:00:00:02","stage":"ipxe"}]`))
+	}))
+	defer admin.Close()
+	dir := t.TempDir()
+	for name, adminAddr := range map[string]string{"serving": strings.TrimPrefix(admin.URL, "http://"), "not serving": "127.0.0.1:1"} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ready := make(chan net.Addr, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- Run(ctx, Config{Listen: "127.0.0.1:0", NodeFile: filepath.Join(dir, "none"), NetbootAdmin: adminAddr}, ready)
+			}()
+			addr := (<-ready).String()
+			var got []struct{ MAC, Stage string }
+			err := Get(ctx, addr, "/v1/netboot/nodes", &got)
+			if name == "serving" {
+				if err != nil || len(got) != 1 || got[0].Stage != "ipxe" {
+					t.Errorf("registry through locusd = %+v, %v", got, err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), "404") {
+				t.Errorf("a node without netboot answered %v, want 404", err)
+			}
+			if err := Get(ctx, addr, "/v1/netboot/accept", &got); err == nil {
+				t.Error("the proxy forwarded a path other than nodes and leases")
+			}
+			cancel()
+			<-done
+		})
 	}
 }
