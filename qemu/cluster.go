@@ -254,13 +254,64 @@ func (c *Cluster) StartAll() error {
 			}
 		}
 	}
-	for _, nc := range rest {
+	for i, nc := range rest {
 		if _, err := c.Start(nc.Number); err != nil {
 			c.Stop()
 			return err
 		}
+		// Where the init node numbers nodes first come, first served
+		// (no node table), start the next PXE node only once this one's
+		// first DHCP request is in the registry, so VM N is node N.
+		if nc.Boot == "pxe" && i < len(rest)-1 {
+			c.waitRegistered(nc.MAC, 30*time.Second)
+		}
 	}
 	return nil
+}
+
+// registry reads the init node's netboot registry through its forwarded
+// API port; ok is false if there is no such port or it did not answer.
+func (c *Cluster) registry(ctx context.Context) (contacts []registryContact, ok bool) {
+	port := 0
+	for _, nc := range c.cfg.Nodes {
+		if nc.APIPort != 0 {
+			port = nc.APIPort
+			break
+		}
+	}
+	if port == 0 {
+		return nil, false
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := locusd.Get(rctx, fmt.Sprintf("127.0.0.1:%d", port), "/v1/netboot/nodes", &contacts)
+	return contacts, err == nil
+}
+
+// registryContact is what the harness reads of a netboot.Contact.
+type registryContact struct {
+	MAC    string    `json:"mac"`
+	Node   int       `json:"node"`
+	Client string    `json:"client"`
+	Stage  string    `json:"stage"`
+	Last   time.Time `json:"last"`
+}
+
+// waitRegistered waits until mac is in the registry, or for at most max.
+func (c *Cluster) waitRegistered(mac string, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		cs, ok := c.registry(context.Background())
+		if !ok {
+			return // no registry to follow: start the rest at once
+		}
+		for _, ct := range cs {
+			if strings.EqualFold(ct.MAC, mac) {
+				return
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // VM returns node n's VM, or nil.
@@ -339,18 +390,6 @@ func checkSegment(s Segment) error {
 // serves at GET /v1/netboot/nodes on the forwarded API port. It polls
 // while a PXE node is still in its firmware, and returns when ctx ends.
 func (c *Cluster) WatchNetboot(ctx context.Context) {
-	port := 0
-	pxe := false
-	for _, nc := range c.cfg.Nodes {
-		if nc.APIPort != 0 && port == 0 {
-			port = nc.APIPort
-		}
-		pxe = pxe || nc.Boot == "pxe"
-	}
-	if port == 0 || !pxe {
-		return
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -370,20 +409,13 @@ func (c *Cluster) WatchNetboot(ctx context.Context) {
 		if len(byMAC) == 0 {
 			continue
 		}
-		var contacts []struct {
-			MAC   string    `json:"mac"`
-			Stage string    `json:"stage"`
-			Last  time.Time `json:"last"`
-		}
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := locusd.Get(rctx, addr, "/v1/netboot/nodes", &contacts)
-		cancel()
-		if err != nil {
+		contacts, ok := c.registry(ctx)
+		if !ok {
 			continue // the init node is not up yet, or busy
 		}
 		for _, ct := range contacts {
 			if vm := byMAC[strings.ToLower(ct.MAC)]; vm != nil {
-				vm.netbootStage(ct.Stage, ct.Last)
+				vm.netbootStage(ct.Stage, ct.Client, ct.Last)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"os"
 	"path/filepath"
@@ -126,15 +127,16 @@ func TestNetbootStages(t *testing.T) {
 	start := time.Now()
 	vm := &VM{status: NodeStatus{Stage: StageFirmware, Started: start}}
 	// The registry's record of an earlier boot is ignored.
-	vm.netbootStage("initramfs", start.Add(-time.Minute))
+	vm.netbootStage("initramfs", "ipxe", start.Add(-time.Minute))
 	if got := vm.Status().Stage; got != StageFirmware {
 		t.Fatalf("a stale registry record moved the node to %s", got)
 	}
 	for _, step := range []struct {
 		registry string
+		client   string
 		want     Stage
-	}{{"dhcp", StageDHCP}, {"tftp", StageIPXE}, {"dhcp", StageIPXE}, {"ipxe", StageIPXE}, {"kernel", StageKernel}} {
-		vm.netbootStage(step.registry, start.Add(time.Second))
+	}{{"dhcp", "bios-pxe", StageDHCP}, {"dhcp", "ipxe", StageIPXE}, {"dhcp", "bios-pxe", StageIPXE}, {"ipxe", "ipxe", StageIPXE}, {"kernel", "ipxe", StageKernel}} {
+		vm.netbootStage(step.registry, step.client, start.Add(time.Second))
 		if got := vm.Status().Stage; got != step.want {
 			t.Errorf("after registry stage %s: %s, want %s", step.registry, got, step.want)
 		}
@@ -142,8 +144,40 @@ func TestNetbootStages(t *testing.T) {
 	// The console takes over from the kernel on; the registry cannot
 	// move a booted node back.
 	vm.observe("locus-init: phase early done in 258ms", time.Second)
-	vm.netbootStage("dhcp", start.Add(2*time.Second))
+	vm.netbootStage("dhcp", "ipxe", start.Add(2*time.Second))
 	if got := vm.Status().Stage; got != StageInit {
 		t.Errorf("stage %s, want init", got)
+	}
+}
+
+func TestDiskOverlayFollowsItsImage(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	os.WriteFile(img, make([]byte, 1<<20), 0o644)
+	n := NodeConfig{Number: 1, Disk: img}
+	ov, err := diskOverlay(dir, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the node wrote survives a power cycle...
+	os.WriteFile(ov+".marker", nil, 0o644)
+	before, _ := os.Stat(ov)
+	if _, err := diskOverlay(dir, n); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.Stat(ov); !os.SameFile(before, after) {
+		t.Error("the overlay was recreated over the same image")
+	}
+	// ...but not a rebuilt image.
+	os.WriteFile(img, make([]byte, 2<<20), 0o644)
+	if _, err := diskOverlay(dir, n); err != nil {
+		t.Fatal(err)
+	}
+	// A qcow2 header holds the virtual size at bytes 24-31.
+	if b, _ := os.ReadFile(ov); len(b) < 32 || binary.BigEndian.Uint64(b[24:32]) != 2<<20 {
+		t.Error("the overlay of an older image was kept")
+	}
+	if _, err := diskOverlay(dir, NodeConfig{Number: 1, Disk: filepath.Join(dir, "missing.img")}); err == nil || !strings.Contains(err.Error(), "image build") {
+		t.Errorf("missing image: %v", err)
 	}
 }

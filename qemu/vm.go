@@ -266,12 +266,9 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 	}
 	switch {
 	case n.Disk != "":
-		overlay := filepath.Join(dir, "disk.qcow2")
-		if _, err := os.Stat(overlay); err != nil {
-			abs, _ := filepath.Abs(n.Disk)
-			if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", abs, "-F", "raw", overlay).CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("qemu: node %d: qemu-img create overlay: %v: %s (make deps installs qemu-utils)", n.Number, err, b)
-			}
+		overlay, err := diskOverlay(dir, n)
+		if err != nil {
+			return nil, err
 		}
 		args = append(args, "-drive", "file="+overlay+",if=virtio,format=qcow2")
 	case n.Boot == "pxe":
@@ -280,6 +277,38 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 		args = append(args, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", n.Append)
 	}
 	return args, nil
+}
+
+// diskOverlay returns the node's copy-on-write overlay of its disk image.
+// The overlay keeps what the node wrote across power cycles (kill/start,
+// down/up) as long as the image underneath is the one it was made on; a
+// rebuilt image (another size or time) gets a fresh overlay, since old
+// writes on top of new contents would be garbage.
+func diskOverlay(dir string, n NodeConfig) (string, error) {
+	abs, err := filepath.Abs(n.Disk)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("qemu: node %d: disk image: %w (run `locus image build`)", n.Number, err)
+	}
+	overlay := filepath.Join(dir, "disk.qcow2")
+	stampFile := filepath.Join(dir, "disk.base")
+	stamp := fmt.Sprintf("%s %d %d\n", abs, st.Size(), st.ModTime().UnixNano())
+	if old, err := os.ReadFile(stampFile); err == nil && string(old) == stamp {
+		if _, err := os.Stat(overlay); err == nil {
+			return overlay, nil
+		}
+	}
+	os.Remove(overlay)
+	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", abs, "-F", "raw", overlay).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("qemu: node %d: qemu-img create overlay: %v: %s (make deps installs qemu-utils)", n.Number, err, b)
+	}
+	if err := os.WriteFile(stampFile, []byte(stamp), 0o644); err != nil {
+		return "", err
+	}
+	return overlay, nil
 }
 
 // observe updates the node's stage from a console line.
@@ -313,9 +342,10 @@ func (st Stage) beforeKernel() bool {
 	return st == StageFirmware || st == StageDHCP || st == StageIPXE
 }
 
-// netbootStage notes a registry stage (netboot.Stage*) seen at time at;
+// netbootStage notes a registry stage (netboot.Stage*) of a client kind
+// (netboot's Classify), seen at time at;
 // it only moves a node forward, and only within its current boot.
-func (vm *VM) netbootStage(stage string, at time.Time) {
+func (vm *VM) netbootStage(stage, client string, at time.Time) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	s := &vm.status
@@ -326,12 +356,14 @@ func (vm *VM) netbootStage(stage string, at time.Time) {
 	}
 	order := map[Stage]int{StageFirmware: 0, StageDHCP: 1, StageIPXE: 2, StageKernel: 3}
 	var next Stage
-	switch stage {
-	case "dhcp":
+	switch {
+	case stage == "dhcp" && client == "ipxe":
+		next = StageIPXE // iPXE asking for its address and script
+	case stage == "dhcp":
 		next = StageDHCP
-	case "tftp", "ipxe":
+	case stage == "tftp" || stage == "ipxe":
 		next = StageIPXE
-	case "kernel", "initramfs":
+	case stage == "kernel" || stage == "initramfs":
 		next = StageKernel
 	default:
 		return
