@@ -281,3 +281,22 @@ func FuzzDHCP(f *testing.F) {
 		}
 	})
 }
+
+// A machine that boots again starts over at dhcp in the registry: its
+// firmware's request resets the stage an earlier boot reached, and iPXE's
+// own request (or an OS renewing its lease) does not.
+func TestRegistryStageRestartsWithFirmware(t *testing.T) {
+	_, _, reg := newTestDHCP(t, testSpec, false)
+	hw := mac3
+	reg.Admit(hw, ClientBIOSPXE)
+	reg.Record(hw, StageInitramfs, netip.Addr{})
+	for _, step := range []struct {
+		kind ClientKind
+		want string
+	}{{ClientIPXE, StageInitramfs}, {ClientPlain, StageInitramfs}, {ClientBIOSPXE, StageDHCP}} {
+		reg.Admit(hw, step.kind)
+		if c := reg.Contacts(); len(c) != 1 || c[0].Stage != step.want {
+			t.Errorf("after a %s request: %+v, want stage %s", step.kind, c, step.want)
+		}
+	}
+}

@@ -102,7 +102,9 @@ func (r *Registry) Admit(mac net.HardwareAddr, kind ClientKind) (Admission, erro
 	defer r.mu.Unlock()
 	c := r.touchLocked(mac)
 	c.Client = kind.String()
-	if c.Stage == "" {
+	switch {
+	case kind == ClientBIOSPXE || kind == ClientEFIPXE || kind == ClientEFIHTTP || c.Stage == "":
+		// Firmware asking: the machine is (re)starting its boot.
 		c.Stage = StageDHCP
 	}
 	if row, ok := r.spec.NodeByMAC(mac); ok {

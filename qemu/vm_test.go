@@ -244,7 +244,16 @@ func TestVMThreeNodesTalk(t *testing.T) {
 func cli(state string) func(args ...string) (string, error) {
 	return func(args ...string) (string, error) {
 		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
-		cmd := exec.Command(shared.locus, full...)
+		return hostCLI(state)(full...)
+	}
+}
+
+// hostCLI runs locus on the host with its saved state (the endpoint) kept
+// in the test's directory.
+func hostCLI(state string) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
+		cmd := exec.Command(shared.locus, args...)
+		cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(state, "xdg"), "LOCUS_ENDPOINT=")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -319,6 +328,32 @@ func TestVMInstalledCluster(t *testing.T) {
 		t.Logf("VM %d Up after %.1fs (guest %.1fs)", n.Number, time.Duration(n.UpAfter).Seconds(), n.GuestUp)
 	}
 	t.Logf("4 nodes (1 from disk, 3 by PXE) Up in %.1fs", time.Since(start).Seconds())
+	// While waiting, the PXE nodes' firmware stages came from node 1's
+	// registry.
+	if !strings.Contains(out, "=dhcp") && !strings.Contains(out, "=ipxe") {
+		t.Errorf("qemu up never showed a PXE node in its dhcp or ipxe stage:\n%s", out)
+	}
+	// From the host, through the endpoint qemu up saved: node 1's
+	// registry, where VM N's MAC is node N.
+	host := hostCLI(state)
+	out, err = host("netboot", "nodes", "--output", "json")
+	var contacts []struct {
+		MAC  string `json:"mac"`
+		Node int    `json:"node"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &contacts) != nil || len(contacts) != 3 {
+		t.Errorf("netboot nodes from the host: %v\n%s", err, out)
+	}
+	for _, c := range contacts {
+		for _, n := range up.Nodes {
+			if strings.EqualFold(n.MAC, c.MAC) && n.Number != c.Node {
+				t.Errorf("VM %d (%s) is cluster node %d", n.Number, c.MAC, c.Node)
+			}
+		}
+	}
+	if out, err := host("probe"); err != nil || !strings.Contains(out, "node1") {
+		t.Errorf("probe through the saved endpoint: %v\n%s", err, out)
+	}
 	// Node 1 serves netboot: its registry lists the three PXE nodes.
 	out, err = locus("qemu", "exec", "1", "--", "locus", "netboot", "nodes", "--output", "json")
 	if err != nil {
