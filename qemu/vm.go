@@ -48,13 +48,13 @@ const (
 	// StageDHCP and StageIPXE are a PXE node's firmware stages, as the
 	// init node's netboot registry saw them: asking for an address, then
 	// loading iPXE and its script.
-	StageDHCP     Stage = "dhcp"
-	StageIPXE     Stage = "ipxe"
-	StageKernel   Stage = "kernel"
-	StageInit     Stage = "init"
-	StageUp       Stage = "up"
-	StageFailed   Stage = "failed"
-	StageStopped  Stage = "stopped"
+	StageDHCP    Stage = "dhcp"
+	StageIPXE    Stage = "ipxe"
+	StageKernel  Stage = "kernel"
+	StageInit    Stage = "init"
+	StageUp      Stage = "up"
+	StageFailed  Stage = "failed"
+	StageStopped Stage = "stopped"
 )
 
 // NodeStatus is a node's state as the harness sees it.

@@ -50,7 +50,7 @@ type Config struct {
 	// init node its registry is served read-only at GET /v1/netboot/nodes
 	// (how the host follows PXE boots through the forwarded API port).
 	NetbootAdmin string
-	Log     *slog.Logger
+	Log          *slog.Logger
 }
 
 // Run serves until ctx ends. It returns once the listener is closed.
