@@ -351,7 +351,7 @@ func TestVMInstalledCluster(t *testing.T) {
 			}
 		}
 	}
-	if out, err := host("probe"); err != nil || !strings.Contains(out, "node1") {
+	if out, err := host("probe", "--output", "json"); err != nil || !strings.Contains(out, `"node": 1,`) {
 		t.Errorf("probe through the saved endpoint: %v\n%s", err, out)
 	}
 	// Node 1 serves netboot: its registry lists the three PXE nodes.
