@@ -1,0 +1,234 @@
+package clms
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// cluster is a loopback cluster of members in this process, each with its
+// own Raft and gossip sockets.
+type cluster struct {
+	t       *testing.T
+	mu      sync.Mutex
+	members map[int]*Member
+	console map[int]*syncBuffer
+	dataDir map[int]string
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newCluster(t *testing.T) *cluster {
+	c := &cluster{t: t, members: map[int]*Member{}, console: map[int]*syncBuffer{}, dataDir: map[int]string{}}
+	t.Cleanup(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, m := range c.members {
+			m.Close()
+		}
+	})
+	return c
+}
+
+// start starts node n, joining through any running member.
+func (c *cluster) start(n int, durable bool) *Member {
+	c.t.Helper()
+	c.mu.Lock()
+	var join []string
+	for _, m := range c.members {
+		join = append(join, m.GossipAddr())
+	}
+	c.mu.Unlock()
+	cfg := Config{Node: n, Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}}
+	if durable {
+		if c.dataDir[n] == "" {
+			c.dataDir[n] = c.t.TempDir()
+		}
+		cfg.DataDir = c.dataDir[n]
+	}
+	m, err := Start(cfg)
+	if err != nil {
+		c.t.Fatalf("start node %d: %v", n, err)
+	}
+	c.mu.Lock()
+	c.members[n] = m
+	c.console[n] = cfg.Console.(*syncBuffer)
+	c.mu.Unlock()
+	return m
+}
+
+// kill stops node n as a crash would.
+func (c *cluster) kill(n int) {
+	c.mu.Lock()
+	m := c.members[n]
+	delete(c.members, n)
+	c.mu.Unlock()
+	m.Close()
+}
+
+func (c *cluster) running() []*Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Member
+	for _, m := range c.members {
+		out = append(out, m)
+	}
+	return out
+}
+
+// waitAll waits until every running member sees want (node -> state) and
+// one master, and returns that master.
+func (c *cluster) waitAll(what string, timeout time.Duration, want map[int]State) int {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		master, ok := 0, true
+		for _, m := range c.running() {
+			st := m.Status()
+			got := map[int]State{}
+			for _, r := range st.Nodes {
+				got[r.Node] = r.State
+			}
+			for n, s := range want {
+				if got[n] != s {
+					ok = false
+					last = fmt.Sprintf("node %d sees node %d %s, want %s", m.cfg.Node, n, got[n], s)
+				}
+			}
+			if master == 0 {
+				master = st.Master
+			}
+			if st.Master == 0 || st.Master != master {
+				ok = false
+				last = fmt.Sprintf("node %d sees master %d (others %d)", m.cfg.Node, st.Master, master)
+			}
+		}
+		if ok {
+			return master
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("%s: not reached in %s: %s", what, timeout, last)
+	return 0
+}
+
+// checkHistories asserts that every running member applied the same
+// transition for every id it has: one sequence, whoever was master.
+func (c *cluster) checkHistories() {
+	c.t.Helper()
+	seen := map[uint64]Transition{}
+	for _, m := range c.running() {
+		prev := uint64(0)
+		for _, tr := range m.History() {
+			if prev != 0 && tr.ID != prev+1 {
+				c.t.Errorf("node %d skipped from transition %d to %d", m.cfg.Node, prev, tr.ID)
+			}
+			prev = tr.ID
+			if o, ok := seen[tr.ID]; ok && (o.Node != tr.Node || o.State != tr.State || o.Master != tr.Master) {
+				c.t.Errorf("transition %d differs: %+v vs %+v", tr.ID, o, tr)
+			}
+			seen[tr.ID] = tr
+		}
+	}
+}
+
+func states(s State, nodes ...int) map[int]State {
+	m := map[int]State{}
+	for _, n := range nodes {
+		m[n] = s
+	}
+	return m
+}
+
+func TestFiveNodesJoinFailAndRejoin(t *testing.T) {
+	c := newCluster(t)
+	c.start(1, true)
+	for n := 2; n <= 5; n++ {
+		c.start(n, n == 2)
+	}
+	master := c.waitAll("five nodes Up", 15*time.Second, states(Up, 1, 2, 3, 4, 5))
+	if master != 1 {
+		t.Errorf("master is node %d, want the founding node 1", master)
+	}
+	c.checkHistories()
+
+	// A voter fails: every survivor applies its Down, with the same id.
+	start := time.Now()
+	c.kill(3)
+	want := states(Up, 1, 2, 4, 5)
+	want[3] = Down
+	c.waitAll("node 3 Down", 10*time.Second, want)
+	t.Logf("node 3 Down everywhere %v after it stopped", time.Since(start).Round(time.Millisecond))
+	c.checkHistories()
+	for _, m := range c.running() {
+		if got := c.console[m.cfg.Node].String(); !bytes.Contains([]byte(got), []byte("node 3 Down")) {
+			t.Errorf("node %d's console lacks the Down line:\n%s", m.cfg.Node, got)
+		}
+	}
+
+	// The master fails: a new one takes over and takes it Down.
+	start = time.Now()
+	c.kill(1)
+	want = states(Up, 2, 4, 5)
+	want[1], want[3] = Down, Down
+	newMaster := c.waitAll("node 1 Down", 15*time.Second, want)
+	t.Logf("master failover: node %d is master, node 1 Down everywhere %v after it stopped", newMaster, time.Since(start).Round(time.Millisecond))
+	if newMaster == 1 {
+		t.Error("the dead master is still master")
+	}
+	c.checkHistories()
+
+	// Node 3 (diskless) reboots with empty state: it comes back Up
+	// through ComingUp, under a new transition id.
+	c.start(3, false)
+	want[3] = Up
+	c.waitAll("node 3 back", 15*time.Second, want)
+	c.checkHistories()
+	for _, m := range c.running() {
+		st := m.Status()
+		if !st.Quorum {
+			t.Errorf("node %d says it has no quorum: %+v", m.cfg.Node, st)
+		}
+	}
+}
+
+func TestStaleTransitionRefused(t *testing.T) {
+	f := newFSM(nil)
+	if _, err := f.applyLocked(command{Node: 2, State: ComingUp}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.applyLocked(command{Node: 2, State: Up, Expect: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []command{
+		{Node: 2, State: Down, Expect: 1},     // decided before the Up
+		{Node: 2, State: ComingUp, Expect: 2}, // Up -> ComingUp is no transition
+		{Node: 0, State: ComingUp},            // no such node
+		{Node: 3, State: Up},                  // NeverUp -> Up skips ComingUp
+	} {
+		if _, err := f.applyLocked(c); err == nil {
+			t.Errorf("%+v was applied", c)
+		}
+	}
+	if _, last := f.snapshot(); last != 2 {
+		t.Errorf("refused commands moved the transition id to %d", last)
+	}
+}

@@ -1,0 +1,224 @@
+package clms
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// State is a node's membership state, as in openSSI's CLMS.
+type State string
+
+// Node states.
+const (
+	NeverUp      State = "NeverUp"
+	ComingUp     State = "ComingUp"
+	Up           State = "Up"
+	ShuttingDown State = "ShuttingDown"
+	GoingDown    State = "GoingDown"
+	Down         State = "Down"
+)
+
+// canMove says whether the master may commit from -> to.
+func canMove(from, to State) bool {
+	switch from {
+	case NeverUp, Down:
+		return to == ComingUp
+	case ComingUp:
+		return to == Up || to == GoingDown || to == Down
+	case Up:
+		return to == ShuttingDown || to == GoingDown || to == Down
+	case ShuttingDown:
+		return to == Down || to == GoingDown
+	case GoingDown:
+		return to == Down
+	}
+	return false
+}
+
+// Transition is one committed change of one node's state. IDs increase by
+// one with every transition, cluster-wide, so every node applies the same
+// sequence.
+type Transition struct {
+	ID    uint64    `json:"id"`
+	Node  int       `json:"node"`
+	State State     `json:"state"`
+	Addr  string    `json:"addr,omitempty"`
+	At    time.Time `json:"at"`
+	// Master is the node that committed it.
+	Master int `json:"master"`
+	// Reason says why (join, failure detected, shutdown, ...).
+	Reason string `json:"reason,omitempty"`
+}
+
+// NodeRecord is the cluster's view of one node.
+type NodeRecord struct {
+	Node       int       `json:"node"`
+	State      State     `json:"state"`
+	Transition uint64    `json:"transition"`
+	Addr       string    `json:"addr,omitempty"`
+	Since      time.Time `json:"since"`
+}
+
+// command is a raft log entry: a proposed transition. Expect is the
+// transition id the master saw for the node when it decided; a command
+// decided on stale information is refused when applied.
+type command struct {
+	Node   int       `json:"node"`
+	State  State     `json:"state"`
+	Expect uint64    `json:"expect"`
+	Addr   string    `json:"addr,omitempty"`
+	At     time.Time `json:"at"`
+	Master int       `json:"master"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// errStale is what Apply returns for a refused command.
+var errStale = errors.New("stale or invalid transition")
+
+// fsm is the replicated membership table.
+type fsm struct {
+	mu      sync.Mutex
+	nodes   map[int]*NodeRecord
+	last    uint64
+	history []Transition
+	// applied receives every transition in order (never blocks: the
+	// member drains it).
+	applied func(Transition)
+}
+
+func newFSM(applied func(Transition)) *fsm {
+	return &fsm{nodes: map[int]*NodeRecord{}, applied: applied}
+}
+
+// maxHistory bounds the transitions kept in memory.
+const maxHistory = 4096
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) any {
+	var c command
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		return fmt.Errorf("clms: log entry %d: %w", l.Index, err)
+	}
+	f.mu.Lock()
+	t, err := f.applyLocked(c)
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if f.applied != nil {
+		f.applied(t)
+	}
+	return t
+}
+
+func (f *fsm) applyLocked(c command) (Transition, error) {
+	if c.Node < 1 {
+		return Transition{}, fmt.Errorf("%w: node %d", errStale, c.Node)
+	}
+	cur := f.nodes[c.Node]
+	from, seen := NeverUp, uint64(0)
+	if cur != nil {
+		from, seen = cur.State, cur.Transition
+	}
+	if c.Expect != seen {
+		return Transition{}, fmt.Errorf("%w: node %d is at transition %d, the command expected %d", errStale, c.Node, seen, c.Expect)
+	}
+	if !canMove(from, c.State) {
+		return Transition{}, fmt.Errorf("%w: node %d %s -> %s", errStale, c.Node, from, c.State)
+	}
+	f.last++
+	t := Transition{ID: f.last, Node: c.Node, State: c.State, Addr: c.Addr, At: c.At, Master: c.Master, Reason: c.Reason}
+	if cur == nil {
+		cur = &NodeRecord{Node: c.Node}
+		f.nodes[c.Node] = cur
+	}
+	cur.State, cur.Transition, cur.Since = c.State, t.ID, c.At
+	if c.Addr != "" {
+		cur.Addr = c.Addr
+	}
+	f.history = append(f.history, t)
+	if len(f.history) > maxHistory {
+		f.history = f.history[len(f.history)-maxHistory:]
+	}
+	return t, nil
+}
+
+func (f *fsm) snapshot() ([]NodeRecord, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]NodeRecord, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, f.last
+}
+
+func (f *fsm) record(n int) (NodeRecord, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.nodes[n]
+	if !ok {
+		return NodeRecord{Node: n, State: NeverUp}, false
+	}
+	return *r, true
+}
+
+func (f *fsm) historyCopy() []Transition {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Transition(nil), f.history...)
+}
+
+type fsmState struct {
+	Nodes []NodeRecord `json:"nodes"`
+	Last  uint64       `json:"last"`
+}
+
+// Snapshot implements raft.FSM.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	nodes, last := f.snapshot()
+	b, err := json.Marshal(fsmState{Nodes: nodes, Last: last})
+	if err != nil {
+		return nil, err
+	}
+	return snapshot(b), nil
+}
+
+// Restore implements raft.FSM.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var st fsmState
+	if err := json.NewDecoder(io.LimitReader(rc, 64<<20)).Decode(&st); err != nil {
+		return fmt.Errorf("clms: restore snapshot: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes = map[int]*NodeRecord{}
+	for i := range st.Nodes {
+		n := st.Nodes[i]
+		f.nodes[n.Node] = &n
+	}
+	f.last = st.Last
+	f.history = nil
+	return nil
+}
+
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s snapshot) Release() {}

@@ -1,0 +1,614 @@
+// Package clms is Locus's cluster membership service (openSSI's CLMS): it
+// decides which nodes are in the cluster, and every node holds the same
+// view of it.
+//
+// The CLMS master is the Raft leader (github.com/hashicorp/raft). It alone
+// decides node transitions (NeverUp, ComingUp, Up, ShuttingDown,
+// GoingDown, Down) and commits each as a Raft log entry; the replicated
+// state machine numbers them, so every node applies the same transitions
+// with the same ids in the same order. A transition decided on stale
+// information (the node moved since) is refused when applied.
+//
+// Failures are detected with SWIM gossip (github.com/hashicorp/memberlist)
+// tuned for a LAN, Lifeguard included, so a node whose CPU is saturated
+// is not declared dead. When gossip declares a node dead, the master
+// fences it (if a fence agent is configured) and commits Down. When the
+// master itself is lost, Raft elects another among the voters (at most
+// five; the rest are non-voters), which reconciles the table with what
+// gossip sees.
+package clms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+)
+
+// Gossip profiles.
+const (
+	// ProfileLAN is Locus's tuning: sub-second detection on a quiet LAN.
+	ProfileLAN = "lan"
+	// ProfileDefault is memberlist's DefaultLANConfig, for comparison.
+	ProfileDefault = "default"
+)
+
+// Config configures a member.
+type Config struct {
+	// Node is this node's number (>= 1).
+	Node int
+	// Addr is the address to bind and advertise (an interconnect IP).
+	Addr string
+	// RaftPort and GossipPort; 0 picks a free port (tests).
+	RaftPort, GossipPort int
+	// Join lists gossip addresses (host:port) of members to contact.
+	Join []string
+	// Bootstrap founds a new cluster with this node as its only voter,
+	// unless DataDir already holds Raft state.
+	Bootstrap bool
+	// DataDir keeps the Raft log durable (raft-wal, HashiCorp's
+	// write-ahead log store); empty keeps it in memory (a diskless node).
+	DataDir string
+	// MaxVoters bounds the Raft voters (default 5).
+	MaxVoters int
+	// Profile is ProfileLAN (default) or ProfileDefault.
+	Profile string
+	// Fence, if set, is run by the master on a failed node before Down
+	// is committed; Down waits until it succeeds.
+	Fence func(ctx context.Context, node int) error
+	// Console receives a line for every transition applied.
+	Console io.Writer
+	Log     *slog.Logger
+}
+
+// Member is this node's part of the membership service.
+type Member struct {
+	cfg    Config
+	bootID string
+	fsm    *fsm
+	raft   *raft.Raft
+	trans  *raft.NetworkTransport
+	ml     *memberlist.Memberlist
+	events chan memberlist.NodeEvent
+	closer []io.Closer
+
+	queue *queue
+
+	mu       sync.Mutex
+	handlers []func(Transition)
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// meta is what a node gossips about itself.
+type meta struct {
+	Node int    `json:"n"`
+	Raft string `json:"r"`
+	Boot string `json:"b"`
+}
+
+// Start joins (or founds) the cluster.
+func Start(cfg Config) (*Member, error) {
+	if cfg.Node < 1 {
+		return nil, fmt.Errorf("clms: node number %d: want >= 1", cfg.Node)
+	}
+	if cfg.MaxVoters == 0 {
+		cfg.MaxVoters = 5
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Console == nil {
+		cfg.Console = io.Discard
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1"
+	}
+	b := make([]byte, 8)
+	rand.Read(b)
+	m := &Member{cfg: cfg, bootID: hex.EncodeToString(b), events: make(chan memberlist.NodeEvent, 256), stop: make(chan struct{}), queue: newQueue()}
+	m.fsm = newFSM(func(t Transition) {
+		fmt.Fprintf(cfg.Console, "locus-clms: transition %d: node %d %s\n", t.ID, t.Node, t.State)
+		m.queue.push(t)
+	})
+	if err := m.startRaft(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.startGossip(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.wg.Add(2)
+	go m.dispatch()
+	go m.masterLoop()
+	return m, nil
+}
+
+func (m *Member) startRaft() error {
+	cfg := m.cfg
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(strconv.Itoa(cfg.Node))
+	rc.HeartbeatTimeout = 250 * time.Millisecond
+	rc.ElectionTimeout = 250 * time.Millisecond
+	rc.LeaderLeaseTimeout = 125 * time.Millisecond
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: io.Discard})
+	addr := net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.RaftPort))
+	trans, err := raft.NewTCPTransport(addr, nil, 4, 2*time.Second, io.Discard)
+	if err != nil {
+		return fmt.Errorf("clms: raft transport on %s: %w", addr, err)
+	}
+	m.trans = trans
+	var logs raft.LogStore
+	var stable raft.StableStore
+	var snaps raft.SnapshotStore
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, "wal"), 0o700); err != nil {
+			return fmt.Errorf("clms: data dir: %w", err)
+		}
+		bs, err := wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.WithSegmentSize(4<<20))
+		if err != nil {
+			return fmt.Errorf("clms: raft log %s: %w", cfg.DataDir, err)
+		}
+		m.closer = append(m.closer, bs)
+		logs, stable = bs, bs
+		fs, err := raft.NewFileSnapshotStore(cfg.DataDir, 2, io.Discard)
+		if err != nil {
+			return fmt.Errorf("clms: snapshots %s: %w", cfg.DataDir, err)
+		}
+		snaps = fs
+	} else {
+		ims := raft.NewInmemStore()
+		logs, stable, snaps = ims, ims, raft.NewInmemSnapshotStore()
+	}
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return fmt.Errorf("clms: raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, m.fsm, logs, stable, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("clms: raft: %w", err)
+	}
+	m.raft = r
+	if cfg.Bootstrap && !existing {
+		err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}).Error()
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("clms: bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+func (m *Member) startGossip() error {
+	cfg := m.cfg
+	var mc *memberlist.Config
+	switch cfg.Profile {
+	case ProfileDefault:
+		mc = memberlist.DefaultLANConfig()
+	case ProfileLAN, "":
+		mc = LANGossipConfig()
+	default:
+		return fmt.Errorf("clms: gossip profile %q: want %q or %q", cfg.Profile, ProfileLAN, ProfileDefault)
+	}
+	mc.Name = fmt.Sprintf("node%d", cfg.Node)
+	// A node that comes back after a failure is the same node, perhaps on
+	// another port; its name is its number.
+	mc.DeadNodeReclaimTime = time.Second
+	mc.BindAddr = cfg.Addr
+	mc.BindPort = cfg.GossipPort
+	mc.AdvertiseAddr = cfg.Addr
+	mc.AdvertisePort = cfg.GossipPort
+	mc.Events = &memberlist.ChannelEventDelegate{Ch: m.events}
+	mc.Delegate = &delegate{meta: func() []byte {
+		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID})
+		return b
+	}}
+	mc.Logger = log.New(io.Discard, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("clms: gossip on %s:%d: %w", cfg.Addr, cfg.GossipPort, err)
+	}
+	m.ml = ml
+	if len(cfg.Join) > 0 {
+		if _, err := ml.Join(cfg.Join); err != nil {
+			return fmt.Errorf("clms: join %s: %w", strings.Join(cfg.Join, ","), err)
+		}
+	}
+	return nil
+}
+
+// LANGossipConfig is memberlist tuned for a quiet LAN: a node that stops
+// answering is suspected within a probe interval and declared dead after
+// a short suspicion, while Lifeguard's awareness stretches the timeouts
+// of a node that is itself slow (a saturated CPU), so it is not declared
+// dead and does not accuse others.
+func LANGossipConfig() *memberlist.Config {
+	c := memberlist.DefaultLANConfig()
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 50 * time.Millisecond
+	c.SuspicionMult = 2
+	c.SuspicionMaxTimeoutMult = 4
+	c.GossipInterval = 20 * time.Millisecond
+	c.GossipNodes = 4
+	c.TCPTimeout = time.Second
+	c.PushPullInterval = 10 * time.Second
+	return c
+}
+
+type delegate struct{ meta func() []byte }
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	b := d.meta()
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// GossipAddr is where other members join this one.
+func (m *Member) GossipAddr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// OnTransition registers a handler run on this node for every transition,
+// in transition order (nodeup and nodedown callbacks build on it).
+// Handlers run one at a time; a slow handler delays the next transition's
+// handlers, never the commit.
+func (m *Member) OnTransition(h func(Transition)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handlers = append(m.handlers, h)
+}
+
+func (m *Member) dispatch() {
+	defer m.wg.Done()
+	for {
+		t, ok := m.queue.pop(m.stop)
+		if !ok {
+			return
+		}
+		m.mu.Lock()
+		hs := append([]func(Transition){}, m.handlers...)
+		m.mu.Unlock()
+		for _, h := range hs {
+			h(t)
+		}
+	}
+}
+
+// masterLoop reconciles the membership table with gossip while this node
+// is the Raft leader: on every gossip event and every 100 ms.
+func (m *Member) masterLoop() {
+	defer m.wg.Done()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.events:
+		case <-tick.C:
+		}
+		if m.raft.State() == raft.Leader {
+			m.reconcile()
+		}
+	}
+}
+
+// reconcile makes the table match gossip: alive nodes not Up are brought
+// in, Up nodes gossip has lost (or that rebooted) are taken Down.
+func (m *Member) reconcile() {
+	alive := map[int]meta{}
+	for _, n := range m.ml.Members() {
+		var md meta
+		if json.Unmarshal(n.Meta, &md) != nil || md.Node < 1 || md.Raft == "" {
+			continue
+		}
+		if n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect {
+			alive[md.Node] = md
+		}
+	}
+	records, _ := m.fsm.snapshot()
+	known := map[int]NodeRecord{}
+	for _, r := range records {
+		known[r.Node] = r
+	}
+	// Failures first: a node that is gone (or came back with a new boot
+	// id: everything it held is lost) goes Down.
+	for _, r := range records {
+		if r.State == Down || r.State == NeverUp {
+			continue
+		}
+		md, ok := alive[r.Node]
+		reason := ""
+		switch {
+		case !ok:
+			reason = "failure detected"
+		case r.Addr != "" && md.Boot != bootOf(r.Addr):
+			reason = "rebooted"
+		default:
+			continue
+		}
+		if r.Node == m.cfg.Node {
+			continue // the master does not take itself down here
+		}
+		if m.cfg.Fence != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := m.cfg.Fence(ctx, r.Node)
+			cancel()
+			if err != nil {
+				m.cfg.Log.Error("fencing failed; node stays in its state until fenced", "node", r.Node, "err", err)
+				continue
+			}
+		}
+		if _, err := m.commit(r.Node, Down, r.Transition, "", reason); err != nil {
+			m.cfg.Log.Warn("commit Down", "node", r.Node, "err", err)
+			continue
+		}
+		m.removeServer(r.Node)
+		delete(known, r.Node)
+	}
+	// Joins: alive nodes not yet Up.
+	for n, md := range alive {
+		r, ok := known[n]
+		if !ok {
+			r = NodeRecord{Node: n, State: NeverUp}
+		}
+		switch r.State {
+		case Up, ShuttingDown, GoingDown:
+			continue
+		case NeverUp, Down:
+			if err := m.addServer(n, md.Raft); err != nil {
+				m.cfg.Log.Warn("add to raft", "node", n, "err", err)
+				continue
+			}
+			t, err := m.commit(n, ComingUp, r.Transition, addrOf(md), "joined")
+			if err != nil {
+				m.cfg.Log.Warn("commit ComingUp", "node", n, "err", err)
+				continue
+			}
+			r.Transition = t.ID
+			fallthrough
+		case ComingUp:
+			if _, err := m.commit(n, Up, r.Transition, "", "joined"); err != nil {
+				m.cfg.Log.Warn("commit Up", "node", n, "err", err)
+			}
+		}
+	}
+	m.balanceVoters()
+}
+
+// addrOf packs what the table keeps of a node: its raft address and boot
+// id ("addr#boot").
+func addrOf(md meta) string { return md.Raft + "#" + md.Boot }
+
+func bootOf(addr string) string {
+	_, b, _ := strings.Cut(addr, "#")
+	return b
+}
+
+func (m *Member) commit(node int, st State, expect uint64, addr, reason string) (Transition, error) {
+	c := command{Node: node, State: st, Expect: expect, Addr: addr, At: time.Now().UTC(), Master: m.cfg.Node, Reason: reason}
+	b, _ := json.Marshal(c)
+	f := m.raft.Apply(b, 2*time.Second)
+	if err := f.Error(); err != nil {
+		return Transition{}, err
+	}
+	switch r := f.Response().(type) {
+	case error:
+		return Transition{}, r
+	case Transition:
+		return r, nil
+	}
+	return Transition{}, errors.New("clms: unexpected apply response")
+}
+
+func (m *Member) raftConfig() ([]raft.Server, error) {
+	f := m.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	return f.Configuration().Servers, nil
+}
+
+// addServer puts node n in the Raft configuration (as a voter while there
+// are fewer than MaxVoters), replacing a stale entry of an earlier boot.
+func (m *Member) addServer(n int, addr string) error {
+	servers, err := m.raftConfig()
+	if err != nil {
+		return err
+	}
+	id := raft.ServerID(strconv.Itoa(n))
+	voters := 0
+	for _, s := range servers {
+		if s.ID == id {
+			if s.Address == raft.ServerAddress(addr) {
+				return nil
+			}
+			if err := m.raft.RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
+				return err
+			}
+			continue
+		}
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	if voters < m.cfg.MaxVoters {
+		return m.raft.AddVoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
+	}
+	return m.raft.AddNonvoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
+}
+
+func (m *Member) removeServer(n int) {
+	id := raft.ServerID(strconv.Itoa(n))
+	if err := m.raft.RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
+		m.cfg.Log.Warn("remove from raft", "node", n, "err", err)
+	}
+}
+
+// balanceVoters promotes non-voters of Up nodes while there are fewer
+// than MaxVoters voters.
+func (m *Member) balanceVoters() {
+	servers, err := m.raftConfig()
+	if err != nil {
+		return
+	}
+	voters := 0
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	for _, s := range servers {
+		if voters >= m.cfg.MaxVoters {
+			return
+		}
+		if s.Suffrage != raft.Nonvoter {
+			continue
+		}
+		if err := m.raft.AddVoter(s.ID, s.Address, 0, 2*time.Second).Error(); err == nil {
+			voters++
+		}
+	}
+}
+
+// Status is this node's view of the cluster.
+type Status struct {
+	Self   int `json:"self"`
+	Master int `json:"master"`
+	// Quorum is false on a node that has no master it hears from: a
+	// minority side, which grants nothing.
+	Quorum         bool         `json:"quorum"`
+	Term           uint64       `json:"term"`
+	LastTransition uint64       `json:"last_transition"`
+	Nodes          []NodeStatus `json:"nodes"`
+}
+
+// NodeStatus is one row of the status table.
+type NodeStatus struct {
+	NodeRecord
+	Voter bool `json:"voter"`
+}
+
+// Status reports this node's view.
+func (m *Member) Status() Status {
+	recs, last := m.fsm.snapshot()
+	st := Status{Self: m.cfg.Node, LastTransition: last}
+	_, id := m.raft.LeaderWithID()
+	if n, err := strconv.Atoi(string(id)); err == nil {
+		st.Master = n
+	}
+	st.Term, _ = strconv.ParseUint(m.raft.Stats()["term"], 10, 64)
+	switch m.raft.State() {
+	case raft.Leader:
+		st.Quorum = true
+	case raft.Follower:
+		st.Quorum = st.Master != 0 && time.Since(m.raft.LastContact()) < time.Second
+	}
+	voters := map[int]bool{}
+	if servers, err := m.raftConfig(); err == nil {
+		for _, s := range servers {
+			if n, err := strconv.Atoi(string(s.ID)); err == nil && s.Suffrage == raft.Voter {
+				voters[n] = true
+			}
+		}
+	}
+	for _, r := range recs {
+		r.Addr, _, _ = strings.Cut(r.Addr, "#")
+		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node]})
+	}
+	return st
+}
+
+// History returns the transitions this node applied (the most recent
+// ones, since it joined or restored a snapshot).
+func (m *Member) History() []Transition { return m.fsm.historyCopy() }
+
+// Close stops this member at once, as a crash would look to the others
+// (no leave message).
+func (m *Member) Close() error {
+	select {
+	case <-m.stop:
+		return nil
+	default:
+	}
+	close(m.stop)
+	var errs []error
+	if m.ml != nil {
+		errs = append(errs, m.ml.Shutdown())
+	}
+	if m.raft != nil {
+		errs = append(errs, m.raft.Shutdown().Error())
+	}
+	if m.trans != nil {
+		errs = append(errs, m.trans.Close())
+	}
+	for _, c := range m.closer {
+		errs = append(errs, c.Close())
+	}
+	m.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// queue is an unbounded FIFO of transitions, so the Raft apply path never
+// waits for handlers.
+type queue struct {
+	mu    sync.Mutex
+	items []Transition
+	ready chan struct{}
+}
+
+func newQueue() *queue { return &queue{ready: make(chan struct{}, 1)} }
+
+func (q *queue) push(t Transition) {
+	q.mu.Lock()
+	q.items = append(q.items, t)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue) pop(stop <-chan struct{}) (Transition, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			t := q.items[0]
+			q.items = q.items[1:]
+			q.mu.Unlock()
+			return t, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-stop:
+			return Transition{}, false
+		case <-q.ready:
+		}
+	}
+}
