@@ -160,11 +160,13 @@ func states(s State, nodes ...int) map[int]State {
 
 func TestFiveNodesJoinFailAndRejoin(t *testing.T) {
 	c := newCluster(t)
+	t0 := time.Now()
 	c.start(1, true)
 	for n := 2; n <= 5; n++ {
 		c.start(n, n == 2)
 	}
 	master := c.waitAll("five nodes Up", 15*time.Second, states(Up, 1, 2, 3, 4, 5))
+	t.Logf("five nodes Up in %v", time.Since(t0).Round(time.Millisecond))
 	if master != 1 {
 		t.Errorf("master is node %d, want the founding node 1", master)
 	}
@@ -198,9 +200,11 @@ func TestFiveNodesJoinFailAndRejoin(t *testing.T) {
 
 	// Node 3 (diskless) reboots with empty state: it comes back Up
 	// through ComingUp, under a new transition id.
+	start = time.Now()
 	c.start(3, false)
 	want[3] = Up
 	c.waitAll("node 3 back", 15*time.Second, want)
+	t.Logf("node 3 rejoined with empty state in %v", time.Since(start).Round(time.Millisecond))
 	c.checkHistories()
 	for _, m := range c.running() {
 		st := m.Status()
@@ -231,4 +235,40 @@ func TestStaleTransitionRefused(t *testing.T) {
 	if _, last := f.snapshot(); last != 2 {
 		t.Errorf("refused commands moved the transition id to %d", last)
 	}
+}
+
+func TestSixtyFourNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("64 members")
+	}
+	c := newCluster(t)
+	t0 := time.Now()
+	c.start(1, true)
+	for n := 2; n <= 64; n++ {
+		c.start(n, false)
+	}
+	all := make([]int, 64)
+	for i := range all {
+		all[i] = i + 1
+	}
+	c.waitAll("64 nodes Up", 60*time.Second, states(Up, all...))
+	t.Logf("64 nodes Up in %v", time.Since(t0).Round(time.Millisecond))
+	voters := 0
+	for _, r := range c.members[1].Status().Nodes {
+		if r.Voter {
+			voters++
+		}
+	}
+	if voters != 5 {
+		t.Errorf("%d voters, want 5", voters)
+	}
+	// A non-voter and the master fail together.
+	start := time.Now()
+	c.kill(40)
+	c.kill(1)
+	want := states(Up, all[1:]...)
+	want[1], want[40] = Down, Down
+	master := c.waitAll("nodes 1 and 40 Down", 30*time.Second, want)
+	t.Logf("master %d; nodes 1 and 40 Down on all 62 survivors %v after they stopped", master, time.Since(start).Round(time.Millisecond))
+	c.checkHistories()
 }

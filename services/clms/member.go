@@ -212,7 +212,7 @@ func (m *Member) startGossip() error {
 	mc.Name = fmt.Sprintf("node%d", cfg.Node)
 	// A node that comes back after a failure is the same node, perhaps on
 	// another port; its name is its number.
-	mc.DeadNodeReclaimTime = time.Second
+	mc.DeadNodeReclaimTime = 100 * time.Millisecond
 	mc.BindAddr = cfg.Addr
 	mc.BindPort = cfg.GossipPort
 	mc.AdvertiseAddr = cfg.Addr
