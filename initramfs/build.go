@@ -197,6 +197,7 @@ func Overlay(o Options) ([]byte, []images.Module, error) {
 	}
 	file(LocusPath, locusBin, 0o755)
 	add(cpio.Symlink("init", LocusPath))
+	add(cpio.Symlink("bin/cluster", "locus"))
 	var order bytes.Buffer
 	for _, m := range mods {
 		data, err := os.ReadFile(filepath.Join(o.Kernel.ModulesDir, m.Path))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/initramfs"
+	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 )
 
@@ -31,6 +32,8 @@ func nodeSpecPath() string {
 
 func newDaemonCmd(e *env) *cobra.Command {
 	var cfg locusd.Config
+	var mc clms.Config
+	var join string
 	cmd := &cobra.Command{
 		Use:     "daemon",
 		Short:   "Run the node daemon (init starts it on every node)",
@@ -40,11 +43,26 @@ func newDaemonCmd(e *env) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			cfg.Log = slog.New(slog.NewTextHandler(e.stderr, nil)).With("svc", "locusd")
+			if mc.Node > 0 {
+				mc.Log, mc.Console = cfg.Log.With("svc", "clms"), e.stdout
+				if join != "" {
+					mc.Join = strings.Split(join, ",")
+				}
+				cfg.CLMS = &mc
+			}
 			return locusd.Run(ctx, cfg, nil)
 		},
 	}
 	cmd.Flags().StringVar(&cfg.Listen, "listen", ":"+strconv.Itoa(locusd.DefaultPort), "address to serve the node API on")
 	cmd.Flags().StringVar(&cfg.NodeFile, "node-file", "/run/locus/node.json", "init's record of this node")
+	f := cmd.Flags()
+	f.IntVar(&mc.Node, "node", 0, "this node's number: runs the membership service (0: none)")
+	f.StringVar(&mc.Addr, "cluster-addr", "127.0.0.1", "interconnect address for membership (Raft and gossip)")
+	f.IntVar(&mc.RaftPort, "raft-port", clms.DefaultRaftPort, "membership Raft port")
+	f.IntVar(&mc.GossipPort, "gossip-port", clms.DefaultGossipPort, "membership gossip port")
+	f.StringVar(&join, "join", "", "comma-separated gossip addresses of members to join through")
+	f.BoolVar(&mc.Bootstrap, "bootstrap", false, "found the cluster if there is no membership state yet (node 1)")
+	f.StringVar(&mc.DataDir, "data-dir", "", "keep the membership log here (empty: in memory)")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd
 }

@@ -17,7 +17,16 @@ func main() {
 	if filepath.Base(os.Args[0]) == "init" && os.Getpid() == 1 {
 		pid1.Main() // never returns
 	}
-	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "cluster" {
+		// openSSI's cluster command: `cluster` is `locus cluster status`,
+		// `cluster events` is `locus cluster events`.
+		if len(args) == 0 || args[0] != "events" {
+			args = append([]string{"status"}, args...)
+		}
+		args = append([]string{"cluster"}, args...)
+	}
+	if err := run(args, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		var ec exitCodeError
 		if errors.As(err, &ec) {
 			os.Exit(ec.code) // a remote command's status, passed through

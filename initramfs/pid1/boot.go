@@ -8,12 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 )
 
@@ -21,6 +23,7 @@ import (
 func (n *Node) startLocusd(ctx context.Context) error {
 	listen := net.JoinHostPort("0.0.0.0", strconv.Itoa(locusd.DefaultPort))
 	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile}
+	argv = append(argv, n.membershipArgs()...)
 	go n.procs.Daemon(context.Background(), n.log, "locusd", argv, Env())
 	deadline := time.Now().Add(15 * time.Second)
 	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort))
@@ -39,6 +42,39 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// membershipArgs are the daemon's flags for this node's part in the
+// membership service: node 1 founds the cluster (and keeps its Raft log
+// on the state partition when it has one); the others join through the
+// first nodes of the spec.
+func (n *Node) membershipArgs() []string {
+	n.mu.Lock()
+	number, addr, stateDev := n.number, n.addr, n.stateDev
+	n.mu.Unlock()
+	if number == 0 || !addr.IsValid() {
+		return nil
+	}
+	args := []string{"--node", strconv.Itoa(number), "--cluster-addr", addr.Addr().String()}
+	if number == 1 {
+		args = append(args, "--bootstrap")
+	}
+	if stateDev != "" {
+		args = append(args, "--data-dir", filepath.Join(stateMount, "clms"))
+	}
+	var join []string
+	for i := 1; i <= 5; i++ {
+		if i == number {
+			continue
+		}
+		if p, err := n.spec.NodeAddr(i); err == nil {
+			join = append(join, net.JoinHostPort(p.Addr().String(), strconv.Itoa(clms.DefaultGossipPort)))
+		}
+	}
+	if len(join) > 0 {
+		args = append(args, "--join", strings.Join(join, ","))
+	}
+	return args
 }
 
 // joinCluster reaches the cluster endpoint given with locus.join=, if any.

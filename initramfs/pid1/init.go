@@ -44,6 +44,8 @@ type Node struct {
 	addr     netip.Prefix
 	runLevel int
 	state    string
+	rootDev  string
+	stateDev string
 }
 
 // Main is PID 1's entry point. It never returns.
@@ -111,7 +113,7 @@ func (n *Node) boot(ctx context.Context) error {
 func (n *Node) phases() []Phase {
 	return []Phase{
 		{Name: "early", Tasks: []Task{{"mount", n.mountRun}, {"modules", n.loadModules}, {"entropy", n.seedEntropy}}},
-		{Name: "network", Tasks: []Task{{"interconnect", n.interconnectUp}}},
+		{Name: "network", Tasks: []Task{{"interconnect", n.interconnectUp}, {"initdisk", n.mountInitDisk}}},
 		{Name: "join", Tasks: []Task{{"locusd", n.startLocusd}, {"join", n.joinCluster}, {"initnode", n.startInitNode}}},
 		{Name: "root", Tasks: []Task{{"root", n.mountRoot}}},
 		{Name: "runlevel", Tasks: []Task{{"climb", n.climbToRunLevel}}},

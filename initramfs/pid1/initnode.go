@@ -23,12 +23,11 @@ const (
 	stateMount    = "/var/lib/locus"
 )
 
-// startInitNode runs on the node that booted from the install disk
+// mountInitDisk runs on the node that booted from the install disk
 // (locus.role=init): it mounts the root partition (read-only: the boot
-// tree and spec) and the state partition, found by their GPT names, and
-// starts the netboot service on the interconnect, so the other nodes
-// PXE-boot from this one.
-func (n *Node) startInitNode(ctx context.Context) error {
+// tree and spec) and the state partition, found by their GPT names, before
+// the join phase's services (membership, netboot) keep state there.
+func (n *Node) mountInitDisk(ctx context.Context) error {
 	if n.cmdline.Role != "init" {
 		return nil
 	}
@@ -48,9 +47,21 @@ func (n *Node) startInitNode(ctx context.Context) error {
 			return fmt.Errorf("init node: %w", err)
 		}
 	}
+	n.mu.Lock()
+	n.rootDev, n.stateDev = rootDev, stateDev
+	n.mu.Unlock()
+	return nil
+}
+
+// startInitNode starts the netboot service of the init node on the
+// interconnect, so the other nodes PXE-boot from this one.
+func (n *Node) startInitNode(ctx context.Context) error {
+	if n.cmdline.Role != "init" {
+		return nil
+	}
 	tree := filepath.Join(diskRootMount, installer.NetbootDir)
 	n.mu.Lock()
-	iface := n.iface
+	iface, rootDev, stateDev := n.iface, n.rootDev, n.stateDev
 	n.mu.Unlock()
 	argv := []string{"/bin/locus", "netboot", "serve", "--interface", iface, "--root", tree,
 		"--spec", filepath.Join(tree, "locus.yaml"), "--state-dir", filepath.Join(stateMount, "netboot")}

@@ -31,6 +31,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,12 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+)
+
+// Ports of the membership service on the interconnect.
+const (
+	DefaultRaftPort   = 7472
+	DefaultGossipPort = 7473
 )
 
 // Gossip profiles.
@@ -93,6 +100,8 @@ type Member struct {
 
 	mu       sync.Mutex
 	handlers []func(Transition)
+	subs     map[int]chan<- Transition
+	nextSub  int
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -230,10 +239,34 @@ func (m *Member) startGossip() error {
 	m.ml = ml
 	if len(cfg.Join) > 0 {
 		if _, err := ml.Join(cfg.Join); err != nil {
-			return fmt.Errorf("clms: join %s: %w", strings.Join(cfg.Join, ","), err)
+			// Peers may still be booting: keep trying in the background.
+			cfg.Log.Info("no member answered yet; retrying", "join", strings.Join(cfg.Join, ","), "err", err)
+			m.wg.Add(1)
+			go m.retryJoin()
 		}
 	}
 	return nil
+}
+
+// retryJoin contacts the join addresses every second until one answers.
+func (m *Member) retryJoin() {
+	defer m.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		if m.ml.NumMembers() > 1 {
+			return
+		}
+		if _, err := m.ml.Join(m.cfg.Join); err == nil {
+			m.cfg.Log.Info("joined", "members", m.ml.NumMembers())
+			return
+		}
+	}
 }
 
 // LANGossipConfig is memberlist tuned for a quiet LAN: a node that stops
@@ -284,6 +317,25 @@ func (m *Member) OnTransition(h func(Transition)) {
 	m.handlers = append(m.handlers, h)
 }
 
+// Subscribe sends every transition applied from now on to ch, dropping
+// those ch has no room for (a watcher, unlike a handler, may fall behind);
+// the returned func unsubscribes.
+func (m *Member) Subscribe(ch chan<- Transition) (cancel func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.subs == nil {
+		m.subs = map[int]chan<- Transition{}
+	}
+	id := m.nextSub
+	m.nextSub++
+	m.subs[id] = ch
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		delete(m.subs, id)
+	}
+}
+
 func (m *Member) dispatch() {
 	defer m.wg.Done()
 	for {
@@ -293,6 +345,12 @@ func (m *Member) dispatch() {
 		}
 		m.mu.Lock()
 		hs := append([]func(Transition){}, m.handlers...)
+		for _, ch := range m.subs {
+			select {
+			case ch <- t:
+			default:
+			}
+		}
 		m.mu.Unlock()
 		for _, h := range hs {
 			h(t)
@@ -372,8 +430,19 @@ func (m *Member) reconcile() {
 		m.removeServer(r.Node)
 		delete(known, r.Node)
 	}
-	// Joins: alive nodes not yet Up.
-	for n, md := range alive {
+	// Joins: alive nodes not yet Up, the master first, then by number.
+	order := make([]int, 0, len(alive))
+	for n := range alive {
+		order = append(order, n)
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if (order[i] == m.cfg.Node) != (order[j] == m.cfg.Node) {
+			return order[i] == m.cfg.Node
+		}
+		return order[i] < order[j]
+	})
+	for _, n := range order {
+		md := alive[n]
 		r, ok := known[n]
 		if !ok {
 			r = NodeRecord{Node: n, State: NeverUp}

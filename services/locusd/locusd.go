@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/locus-ssi/locus/services/clms"
 )
 
 // DefaultPort is the node API port on the interconnect.
@@ -50,6 +52,10 @@ type Config struct {
 	// init node its registry is served read-only at GET /v1/netboot/nodes
 	// (how the host follows PXE boots through the forwarded API port).
 	NetbootAdmin string
+	// CLMS, if set, runs this node's membership service; its view is
+	// served at GET /v1/cluster and its transitions at GET
+	// /v1/cluster/events.
+	CLMS *clms.Config
 	Log          *slog.Logger
 }
 
@@ -76,6 +82,22 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(info)
 	})
+	if cfg.CLMS != nil {
+		m, err := clms.Start(*cfg.CLMS)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("locusd: %w", err)
+		}
+		defer m.Close()
+		cfg.Log.Info("membership started", "node", cfg.CLMS.Node, "gossip", m.GossipAddr(), "bootstrap", cfg.CLMS.Bootstrap)
+		mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(m.Status())
+		})
+		mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
+			streamTransitions(w, r, m)
+		})
+	}
 	if cfg.NetbootAdmin != "" {
 		mux.Handle("GET /v1/netboot/{what}", netbootProxy(cfg.NetbootAdmin))
 	}
@@ -169,4 +191,41 @@ func netbootProxy(admin string) http.Handler {
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, io.LimitReader(resp.Body, 16<<20))
 	})
+}
+
+// streamTransitions writes the transitions this node applied, then each
+// new one as it is applied, one JSON object per line, until the client
+// goes away.
+func streamTransitions(w http.ResponseWriter, r *http.Request, m *clms.Member) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	fl, _ := w.(http.Flusher)
+	ch := make(chan clms.Transition, 1024)
+	sub := m.Subscribe(ch)
+	defer sub()
+	enc := json.NewEncoder(w)
+	last := uint64(0)
+	for _, t := range m.History() {
+		enc.Encode(t)
+		last = t.ID
+	}
+	if fl != nil {
+		fl.Flush()
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case t := <-ch:
+			if t.ID <= last {
+				continue
+			}
+			last = t.ID
+			if err := enc.Encode(t); err != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	}
 }

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/locusd"
+)
+
+func newClusterCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "The cluster's membership: who is in, in which state, who is master",
+		Long: `The cluster verbs ask one node's daemon for its view of the membership
+(every node holds the same view): on a node, its own daemon; on the host,
+the endpoint ` + "`locus qemu up`" + ` saved, or --endpoint. On a node, ` + "`cluster`" + ` is
+also a command of its own (openSSI's).`,
+		Example: "  locus cluster status\n  locus cluster status --output json\n  locus cluster events",
+	}
+	cmd.AddCommand(newClusterStatusCmd(e), newClusterEventsCmd(e))
+	return cmd
+}
+
+func newClusterStatusCmd(e *env) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "Show every node's membership state, the master and the last transition",
+		Example: "  locus cluster status\n  locus --endpoint 10.77.0.2 cluster status --output json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ep, err := resolveEndpoint(e.endpoint)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			var st clms.Status
+			if err := locusd.Get(ctx, ep.API, "/v1/cluster", &st); err != nil {
+				return fmt.Errorf("cluster status from %s (%s): %w", ep.API, ep.From, err)
+			}
+			if output == "json" {
+				return jsonOut(e, st)
+			}
+			quorum := "yes"
+			if !st.Quorum {
+				quorum = "NO: this node is on a minority side or has no master; it grants nothing"
+			}
+			fmt.Fprintf(e.stdout, "seen from node %d: master node %d, term %d, last transition %d, quorum %s\n", st.Self, st.Master, st.Term, st.LastTransition, quorum)
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NODE\tSTATE\tTRANSITION\tROLE\tADDR\tSINCE")
+			for _, n := range st.Nodes {
+				role := "member"
+				switch {
+				case n.Node == st.Master:
+					role = "master"
+				case n.Voter:
+					role = "voter"
+				}
+				addr, _, _ := strings.Cut(n.Addr, ":")
+				fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s\t%s ago\n", n.Node, n.State, n.Transition, role, dash(addr), time.Since(n.Since).Round(time.Second))
+			}
+			return w.Flush()
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newClusterEventsCmd(e *env) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "events",
+		Short:   "Stream membership transitions as they are committed (the past ones first)",
+		Example: "  locus cluster events\n  locus cluster events --output json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ep, err := resolveEndpoint(e.endpoint)
+			if err != nil {
+				return err
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+ep.API+"/v1/cluster/events", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("cluster events from %s (%s): %w", ep.API, ep.From, err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("cluster events from %s: %s", ep.API, resp.Status)
+			}
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if output == "json" {
+					fmt.Fprintln(e.stdout, sc.Text())
+					continue
+				}
+				var t clms.Transition
+				if err := json.Unmarshal(sc.Bytes(), &t); err != nil {
+					return fmt.Errorf("cluster events: bad line from %s: %w", ep.API, err)
+				}
+				fmt.Fprintf(e.stdout, "%s transition %d: node %d %s (master %d: %s)\n", t.At.Local().Format("15:04:05.000"), t.ID, t.Node, t.State, t.Master, t.Reason)
+			}
+			if err := sc.Err(); err != nil && cmd.Context().Err() == nil {
+				return fmt.Errorf("cluster events: %w", err)
+			}
+			return nil
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
