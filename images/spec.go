@@ -34,6 +34,17 @@ type Spec struct {
 	Console string `yaml:"console" json:"console"`
 	// Netboot configures the built-in DHCP/TFTP/HTTP service.
 	Netboot Netboot `yaml:"netboot" json:"netboot"`
+	// Membership tunes the membership service (CLMS).
+	Membership Membership `yaml:"membership" json:"membership"`
+}
+
+// Membership tunes the membership service.
+type Membership struct {
+	// Profile is the failure-detection timing: "auto" (lan, or emulated
+	// on an emulated CPU), "lan" (sub-second detection on real hardware),
+	// "emulated" (timeouts five to ten times longer, for QEMU without
+	// KVM) or "default" (memberlist's own defaults).
+	Profile string `yaml:"profile" json:"profile"`
 }
 
 // Netboot configures how new nodes boot from the network.
@@ -224,6 +235,9 @@ func (s *Spec) applyDefaults() {
 			s.Netboot.Admission = AdmitAccept
 		}
 	}
+	if s.Membership.Profile == "" {
+		s.Membership.Profile = "auto"
+	}
 	if s.Netboot.LeaseSeconds == 0 {
 		s.Netboot.LeaseSeconds = 3600
 	}
@@ -330,6 +344,11 @@ func (s *Spec) Validate() error {
 		bad("root.source", "%q is not supported; supported: %q", s.Root.Source, RootInitramfs)
 	}
 	s.validateContent(bad)
+	switch s.Membership.Profile {
+	case "auto", "lan", "emulated", "default":
+	default:
+		bad("membership.profile", "%q must be auto, lan, emulated or default", s.Membership.Profile)
+	}
 	for i, sv := range s.Services {
 		key := fmt.Sprintf("services[%d]", i)
 		if sv.Name == "" {

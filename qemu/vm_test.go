@@ -19,6 +19,7 @@ import (
 	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
+	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 )
 
@@ -366,9 +367,77 @@ func TestVMInstalledCluster(t *testing.T) {
 	if info, err := locusd.Fetch(context.Background(), "127.0.0.1:17471"); err != nil || info.Node != 1 {
 		t.Errorf("node 1's daemon through the forwarded port: %+v, %v", info, err)
 	}
-	// Kill node 3, start it again: it PXE-boots back to its run level.
+	// Membership: all four Up in the cluster's own view, from the host.
+	clusterStatus := func(via ...string) (clms.Status, error) {
+		var st clms.Status
+		args := append(via, "locus", "cluster", "status", "--output", "json")
+		var out string
+		var err error
+		if len(via) == 0 {
+			out, err = host(args...)
+		} else {
+			out, err = locus(args...)
+		}
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &st)
+		}
+		return st, err
+	}
+	waitCluster := func(what string, via []string, ok func(clms.Status) bool) clms.Status {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			st, err := clusterStatus(via...)
+			if err == nil && ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 90s: %+v %v", what, st, err)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	stateOf := func(st clms.Status, n int) clms.State {
+		for _, r := range st.Nodes {
+			if r.Node == n {
+				return r.State
+			}
+		}
+		return clms.NeverUp
+	}
+	allUp := func(st clms.Status) bool {
+		return st.Quorum && stateOf(st, 1) == clms.Up && stateOf(st, 2) == clms.Up && stateOf(st, 3) == clms.Up && stateOf(st, 4) == clms.Up
+	}
+	waitCluster("4 nodes Up in cluster status", nil, allUp)
+
+	// Kill node 3, start it again: every other node logs its Down with
+	// the same transition id; it PXE-boots back to its run level.
+	killed := time.Now()
 	if out, err := locus("qemu", "kill", "3"); err != nil {
 		t.Fatalf("kill 3: %v\n%s", err, out)
+	}
+	downRE := regexp.MustCompile(`locus-clms: transition (\d+): node 3 Down`)
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		ids := map[string]bool{}
+		for _, n := range []int{1, 2, 4} {
+			b, _ := os.ReadFile(qemu.SerialLog(state, n))
+			if m := downRE.FindAllStringSubmatch(string(b), -1); len(m) > 0 {
+				ids[m[len(m)-1][1]] = true
+			} else {
+				ids["none"] = true
+			}
+		}
+		if !ids["none"] {
+			if len(ids) != 1 {
+				t.Fatalf("nodes 1, 2 and 4 logged node 3's Down under different transition ids: %v", ids)
+			}
+			t.Logf("node 3 Down on nodes 1, 2, 4 (same transition) within %.1fs of the kill", time.Since(killed).Seconds())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 3's Down not logged on every other node within 90s: %v", ids)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	if out, err := locus("qemu", "start", "3"); err != nil {
 		t.Fatalf("start 3: %v\n%s", err, out)
@@ -386,4 +455,17 @@ func TestVMInstalledCluster(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 	}
+	waitCluster("node 3 back Up in cluster status", nil, allUp)
+
+	// Kill the master (node 1): a new master, the cluster carries on with
+	// three nodes.
+	if out, err := locus("qemu", "kill", "1"); err != nil {
+		t.Fatalf("kill 1: %v\n%s", err, out)
+	}
+	killed = time.Now()
+	st := waitCluster("a new master after node 1's death", []string{"qemu", "exec", "2", "--"}, func(st clms.Status) bool {
+		return st.Quorum && st.Master != 0 && st.Master != 1 && stateOf(st, 1) == clms.Down &&
+			stateOf(st, 2) == clms.Up && stateOf(st, 3) == clms.Up && stateOf(st, 4) == clms.Up
+	})
+	t.Logf("node %d is master, node 1 Down, %.1fs after node 1 was killed", st.Master, time.Since(killed).Seconds())
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/pin/tftp/v3"
+
+	"github.com/locus-ssi/locus/internal/benchresults"
 )
 
 type opts struct {
@@ -402,19 +404,9 @@ func median(v []float64) float64 {
 // writeResults replaces the netboot section of the results file.
 func writeResults(path string, rs []result) error {
 	var b bytes.Buffer
-	host, _ := os.Hostname()
-	cpu := "unknown CPU"
-	if ci, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(ci), "\n") {
-			if v, ok := strings.CutPrefix(l, "model name"); ok {
-				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	fmt.Fprintf(&b, "<!-- netboot:begin -->\n## Netboot (make bench-netboot)\n\n")
-	fmt.Fprintf(&b, "Run %s on %s: %d cores (%s), Debian 12. Servers in one network namespace, the load generator in another, joined by a veth pair; in one run, Locus and the peer measured alternately %d times each (servers started afresh each time), medians shown. Each round measures Locus and then the peer back to back; the ratio (Locus / peer, above 1: Locus is faster) is the median of the rounds' ratios.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpu, rounds)
+	fmt.Fprintf(&b, "## Netboot (make bench-netboot)\n\n")
+	fmt.Fprintf(&b, "Run %s. Servers in one network namespace, the load generator in another, joined by a veth pair; in one run, Locus and the peer measured alternately %d times each (servers started afresh each time), medians shown. Each round measures Locus and then the peer back to back; the ratio (Locus / peer, above 1: Locus is faster) is the median of the rounds' ratios.\n\n",
+		benchresults.Machine(), rounds)
 	fmt.Fprintf(&b, "| what | Locus (median) | peer (median) | ratio (median of rounds) | each round |\n|---|---|---|---|---|\n")
 	for _, r := range rs {
 		fmt.Fprintf(&b, "| %s | %.1f %s | %s: %.1f %s | **%.2f** | %s |\n", r.what, r.locus, r.unit, r.peerName, r.peer, r.unit, r.ratio(), fmtRatios(r.ratios))
@@ -424,18 +416,7 @@ func writeResults(path string, rs []result) error {
 			fmt.Fprintf(&b, "\n%s\n", r.note)
 		}
 	}
-	fmt.Fprintf(&b, "<!-- netboot:end -->\n")
-	old, _ := os.ReadFile(path)
-	s := string(old)
-	if s == "" {
-		s = "# Benchmark results\n\nEach section is written by its `make bench-*` target; absolute numbers on this machine are noisy, ratios are not.\n\n"
-	}
-	if i, j := strings.Index(s, "<!-- netboot:begin -->"), strings.Index(s, "<!-- netboot:end -->\n"); i >= 0 && j > i {
-		s = s[:i] + b.String() + s[j+len("<!-- netboot:end -->\n"):]
-	} else {
-		s += b.String()
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
+	return benchresults.WriteSection(path, "netboot", b.String())
 }
 
 // dhcpLoad is a DHCP load generator: one UDP socket on port 68 of the

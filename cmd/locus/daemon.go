@@ -63,6 +63,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of members to join through")
 	f.BoolVar(&mc.Bootstrap, "bootstrap", false, "found the cluster if there is no membership state yet (node 1)")
 	f.StringVar(&mc.DataDir, "data-dir", "", "keep the membership log here (empty: in memory)")
+	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, lan, emulated or default")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd
 }

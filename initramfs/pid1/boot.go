@@ -55,7 +55,7 @@ func (n *Node) membershipArgs() []string {
 	if number == 0 || !addr.IsValid() {
 		return nil
 	}
-	args := []string{"--node", strconv.Itoa(number), "--cluster-addr", addr.Addr().String()}
+	args := []string{"--node", strconv.Itoa(number), "--cluster-addr", addr.Addr().String(), "--profile", n.spec.Membership.Profile}
 	if number == 1 {
 		args = append(args, "--bootstrap")
 	}

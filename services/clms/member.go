@@ -49,13 +49,55 @@ const (
 	DefaultGossipPort = 7473
 )
 
-// Gossip profiles.
+// Timing profiles.
 const (
+	// ProfileAuto is ProfileLAN, or ProfileEmulated on an emulated CPU.
+	ProfileAuto = "auto"
 	// ProfileLAN is Locus's tuning: sub-second detection on a quiet LAN.
 	ProfileLAN = "lan"
+	// ProfileEmulated stretches every timeout five to ten times, for
+	// machines whose CPU is emulated (QEMU without KVM), where a guest
+	// stalls for hundreds of milliseconds under load.
+	ProfileEmulated = "emulated"
 	// ProfileDefault is memberlist's DefaultLANConfig, for comparison.
 	ProfileDefault = "default"
 )
+
+// timing is a profile's settings.
+type timing struct {
+	gossip                     *memberlist.Config
+	heartbeat, election, lease time.Duration
+}
+
+func profileTiming(name string) (timing, error) {
+	if name == ProfileAuto || name == "" {
+		name = ProfileLAN
+		if Emulated() {
+			name = ProfileEmulated
+		}
+	}
+	switch name {
+	case ProfileLAN:
+		return timing{LANGossipConfig(), 500 * time.Millisecond, 500 * time.Millisecond, 250 * time.Millisecond}, nil
+	case ProfileEmulated:
+		c := memberlist.DefaultLANConfig()
+		c.ProbeInterval = time.Second
+		c.ProbeTimeout = 500 * time.Millisecond
+		c.SuspicionMult = 4
+		c.GossipInterval = 200 * time.Millisecond
+		return timing{c, 3 * time.Second, 3 * time.Second, 1500 * time.Millisecond}, nil
+	case ProfileDefault:
+		return timing{memberlist.DefaultLANConfig(), time.Second, time.Second, 500 * time.Millisecond}, nil
+	}
+	return timing{}, fmt.Errorf("clms: timing profile %q: want %s, %s, %s or %s", name, ProfileAuto, ProfileLAN, ProfileEmulated, ProfileDefault)
+}
+
+// Emulated reports whether this machine's CPU is emulated (QEMU's TCG
+// names its CPUs so in /proc/cpuinfo).
+func Emulated() bool {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	return err == nil && strings.Contains(string(b), "QEMU TCG CPU")
+}
 
 // Config configures a member.
 type Config struct {
@@ -75,7 +117,8 @@ type Config struct {
 	DataDir string
 	// MaxVoters bounds the Raft voters (default 5).
 	MaxVoters int
-	// Profile is ProfileLAN (default) or ProfileDefault.
+	// Profile is a timing profile: ProfileAuto (default), ProfileLAN,
+	// ProfileEmulated or ProfileDefault.
 	Profile string
 	// Fence, if set, is run by the master on a failed node before Down
 	// is committed; Down waits until it succeeds.
@@ -138,11 +181,15 @@ func Start(cfg Config) (*Member, error) {
 		fmt.Fprintf(cfg.Console, "locus-clms: transition %d: node %d %s\n", t.ID, t.Node, t.State)
 		m.queue.push(t)
 	})
-	if err := m.startRaft(); err != nil {
+	tm, err := profileTiming(cfg.Profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.startRaft(tm); err != nil {
 		m.Close()
 		return nil, err
 	}
-	if err := m.startGossip(); err != nil {
+	if err := m.startGossip(tm); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -152,13 +199,13 @@ func Start(cfg Config) (*Member, error) {
 	return m, nil
 }
 
-func (m *Member) startRaft() error {
+func (m *Member) startRaft(tm timing) error {
 	cfg := m.cfg
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(strconv.Itoa(cfg.Node))
-	rc.HeartbeatTimeout = 250 * time.Millisecond
-	rc.ElectionTimeout = 250 * time.Millisecond
-	rc.LeaderLeaseTimeout = 125 * time.Millisecond
+	rc.HeartbeatTimeout = tm.heartbeat
+	rc.ElectionTimeout = tm.election
+	rc.LeaderLeaseTimeout = tm.lease
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: io.Discard})
 	addr := net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.RaftPort))
@@ -207,17 +254,9 @@ func (m *Member) startRaft() error {
 	return nil
 }
 
-func (m *Member) startGossip() error {
+func (m *Member) startGossip(tm timing) error {
 	cfg := m.cfg
-	var mc *memberlist.Config
-	switch cfg.Profile {
-	case ProfileDefault:
-		mc = memberlist.DefaultLANConfig()
-	case ProfileLAN, "":
-		mc = LANGossipConfig()
-	default:
-		return fmt.Errorf("clms: gossip profile %q: want %q or %q", cfg.Profile, ProfileLAN, ProfileDefault)
-	}
+	mc := tm.gossip
 	mc.Name = fmt.Sprintf("node%d", cfg.Node)
 	// A node that comes back after a failure is the same node, perhaps on
 	// another port; its name is its number.

@@ -1,0 +1,240 @@
+// Command membership-bench measures how fast the membership service sees
+// a node die: on a 5-node loopback cluster it stops a node (as a crash
+// would: its sockets close, it sends no goodbye) again and again, and
+// times how long until every survivor has applied that node's Down; every
+// tenth kill is the master's, timed the same way (a new master must be
+// elected first). It runs Locus's "lan" timing and memberlist's default
+// configuration side by side, alternating kill by kill, and writes the
+// results as ratios to bench/RESULTS.md.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/locus-ssi/locus/internal/benchresults"
+	"github.com/locus-ssi/locus/services/clms"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "membership-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("membership-bench", flag.ContinueOnError)
+	kills := fs.Int("kills", 100, "node kills per profile")
+	nodes := fs.Int("nodes", 5, "cluster size")
+	results := fs.String("results", "", "bench/RESULTS.md to update (empty: print only)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	profiles := []string{clms.ProfileLAN, clms.ProfileDefault}
+	clusters := map[string]*cluster{}
+	for _, p := range profiles {
+		c, err := newCluster(p, *nodes)
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		clusters[p] = c
+	}
+	samples := map[string]*measure{}
+	for _, p := range profiles {
+		samples[p] = &measure{}
+	}
+	for i := 1; i <= *kills; i++ {
+		for _, p := range profiles {
+			master := i%10 == 0
+			d, err := clusters[p].killOne(master)
+			if err != nil {
+				return fmt.Errorf("%s, kill %d: %w", p, i, err)
+			}
+			if master {
+				samples[p].failover = append(samples[p].failover, d)
+			} else {
+				samples[p].detect = append(samples[p].detect, d)
+			}
+		}
+		if i%10 == 0 {
+			fmt.Fprintf(stdout, "%d/%d kills: lan p50 %v, default p50 %v\n", i, *kills, pct(samples[clms.ProfileLAN].detect, 50), pct(samples[clms.ProfileDefault].detect, 50))
+		}
+	}
+	report := format(samples, *nodes, *kills)
+	fmt.Fprint(stdout, report)
+	if *results != "" {
+		return benchresults.WriteSection(*results, "membership", report)
+	}
+	return nil
+}
+
+type measure struct{ detect, failover []time.Duration }
+
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func format(ms map[string]*measure, nodes, kills int) string {
+	var b bytes.Buffer
+	lan, def := ms[clms.ProfileLAN], ms[clms.ProfileDefault]
+	fmt.Fprintf(&b, "## Membership (make bench-membership)\n\n")
+	fmt.Fprintf(&b, "Run %s. Two %d-node loopback clusters in one process, each member with its own Raft and gossip sockets: Locus's `lan` timing and memberlist's `DefaultLANConfig` (with Raft at 1 s timeouts), killed alternately %d times each. A kill closes the member's sockets with no goodbye; the time is until every survivor has applied its Down. Every tenth kill is the master's (a new master is elected, then commits the Down). Ratio: default / lan (above 1: Locus is faster).\n\n", benchresults.Machine(), nodes, kills)
+	fmt.Fprintf(&b, "| what | Locus `lan` | memberlist default | ratio |\n|---|---|---|---|\n")
+	row := func(what string, a, d []time.Duration, p int) {
+		la, de := pct(a, p), pct(d, p)
+		fmt.Fprintf(&b, "| %s (n=%d) | %v | %v | **%.1f** |\n", what, len(a), la.Round(time.Millisecond), de.Round(time.Millisecond), float64(de)/float64(max(la, 1)))
+	}
+	row("node Down everywhere, p50", lan.detect, def.detect, 50)
+	row("node Down everywhere, p99", lan.detect, def.detect, 99)
+	row("master failover + Down, p50", lan.failover, def.failover, 50)
+	row("master failover + Down, max", lan.failover, def.failover, 100)
+	fmt.Fprintf(&b, "\nGoal: Down on every survivor within 500 ms p99 of a node going silent (corosync's default token timeout is 3 s, keepalived's ~3.5 s).\n")
+	return b.String()
+}
+
+// cluster is a loopback cluster whose members can be killed and started.
+type cluster struct {
+	profile string
+	mu      sync.Mutex
+	members map[int]*clms.Member
+	// downs receives every Down each member applies, with when.
+	downs chan down
+}
+
+type down struct {
+	node, by int
+	at       time.Time
+}
+
+func newCluster(profile string, n int) (*cluster, error) {
+	c := &cluster{profile: profile, members: map[int]*clms.Member{}, downs: make(chan down, 1024)}
+	for i := 1; i <= n; i++ {
+		if err := c.start(i, i == 1); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	return c, c.waitUp(n, 30*time.Second)
+}
+
+func (c *cluster) start(n int, bootstrap bool) error {
+	var join []string
+	c.mu.Lock()
+	for _, m := range c.members {
+		join = append(join, m.GossipAddr())
+	}
+	c.mu.Unlock()
+	m, err := clms.Start(clms.Config{Node: n, Bootstrap: bootstrap, Join: join, Profile: c.profile})
+	if err != nil {
+		return err
+	}
+	m.OnTransition(func(t clms.Transition) {
+		if t.State == clms.Down {
+			select {
+			case c.downs <- down{node: t.Node, by: n, at: time.Now()}:
+			default:
+			}
+		}
+	})
+	c.mu.Lock()
+	c.members[n] = m
+	c.mu.Unlock()
+	return nil
+}
+
+// waitUp waits until every member sees n nodes Up and one master.
+func (c *cluster) waitUp(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		ok := true
+		c.mu.Lock()
+		for _, m := range c.members {
+			st := m.Status()
+			up := 0
+			for _, r := range st.Nodes {
+				if r.State == clms.Up {
+					up++
+				}
+			}
+			ok = ok && up == n && st.Master != 0 && st.Quorum
+		}
+		c.mu.Unlock()
+		if ok {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s cluster: %d nodes not Up within %s", c.profile, n, timeout)
+}
+
+// killOne stops the master or another node and returns the time until
+// every survivor applied its Down; then it starts the node again and
+// waits for the cluster to be whole.
+func (c *cluster) killOne(master bool) (time.Duration, error) {
+	c.mu.Lock()
+	var victim int
+	for n, m := range c.members {
+		isMaster := m.Status().Master == n
+		if isMaster == master && (victim == 0 || n < victim) {
+			victim = n
+		}
+	}
+	m := c.members[victim]
+	delete(c.members, victim)
+	survivors := len(c.members)
+	c.mu.Unlock()
+	if victim == 0 {
+		return 0, errors.New("no node to kill")
+	}
+	for len(c.downs) > 0 {
+		<-c.downs
+	}
+	start := time.Now()
+	m.Close()
+	seen := map[int]bool{}
+	var last time.Time
+	timeout := time.After(60 * time.Second)
+	for len(seen) < survivors {
+		select {
+		case d := <-c.downs:
+			if d.node == victim && !seen[d.by] {
+				seen[d.by] = true
+				last = d.at
+			}
+		case <-timeout:
+			return 0, fmt.Errorf("node %d's Down seen by %d of %d survivors in 60s", victim, len(seen), survivors)
+		}
+	}
+	took := last.Sub(start)
+	if err := c.start(victim, false); err != nil {
+		return 0, err
+	}
+	if err := c.waitUp(survivors+1, 60*time.Second); err != nil {
+		return 0, err
+	}
+	return took, nil
+}
+
+func (c *cluster) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.members {
+		m.Close()
+	}
+	c.members = map[int]*clms.Member{}
+}
