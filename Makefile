@@ -9,7 +9,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2 binutils systemd-boot-efi debootstrap
 
-.PHONY: deps bench-deps build image demo netboot-demo test test-unit test-vm bench bench-netboot clean
+.PHONY: deps bench-deps build image demo netboot-demo test test-unit test-vm bench bench-netboot bench-membership clean
 
 # deps installs the Debian packages the build and the tests need; it skips
 # what is already there.
@@ -59,7 +59,12 @@ bench-deps: deps
 		[ -n "$$made" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-bench: bench-netboot
+bench: bench-netboot bench-membership
+
+# Failure detection and master failover on 5-node loopback clusters:
+# Locus's timing against memberlist's defaults (about 12 minutes).
+bench-membership: deps
+	$(GO) run ./bench/membership -results bench/RESULTS.md
 
 bench-netboot: bench-deps image
 	./scripts/bench-netboot.sh
