@@ -370,13 +370,12 @@ func TestVMInstalledCluster(t *testing.T) {
 	// Membership: all four Up in the cluster's own view, from the host.
 	clusterStatus := func(via ...string) (clms.Status, error) {
 		var st clms.Status
-		args := append(via, "locus", "cluster", "status", "--output", "json")
 		var out string
 		var err error
 		if len(via) == 0 {
-			out, err = host(args...)
+			out, err = host("cluster", "status", "--output", "json")
 		} else {
-			out, err = locus(args...)
+			out, err = locus(append(via, "locus", "cluster", "status", "--output", "json")...)
 		}
 		if err == nil {
 			err = json.Unmarshal([]byte(out), &st)

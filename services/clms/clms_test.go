@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // cluster is a loopback cluster of members in this process, each with its
@@ -56,7 +58,10 @@ func (c *cluster) start(n int, durable bool) *Member {
 		join = append(join, m.GossipAddr())
 	}
 	c.mu.Unlock()
-	cfg := Config{Node: n, Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}}
+	// Node N on 127.0.78.N with the real ports, as on an interconnect: a
+	// node that restarts has the same addresses.
+	cfg := Config{Node: n, Addr: fmt.Sprintf("127.0.78.%d", n), RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort,
+		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}}
 	if durable {
 		if c.dataDir[n] == "" {
 			c.dataDir[n] = c.t.TempDir()
@@ -270,5 +275,57 @@ func TestSixtyFourNodes(t *testing.T) {
 	want[1], want[40] = Down, Down
 	master := c.waitAll("nodes 1 and 40 Down", 30*time.Second, want)
 	t.Logf("master %d; nodes 1 and 40 Down on all 62 survivors %v after they stopped", master, time.Since(start).Round(time.Millisecond))
+	c.checkHistories()
+}
+
+// FuzzApply feeds the state machine arbitrary log entries: garbage is
+// refused with an error, never applied, never a crash; the transition id
+// only moves on a valid transition.
+func FuzzApply(f *testing.F) {
+	f.Add([]byte(`{"node":2,"state":"ComingUp","expect":0}`))
+	f.Add([]byte(`{"node":2,"state":"Up","expect":1}`))
+	f.Add([]byte(`{"node":-1,"state":"Down"}`))
+	f.Add([]byte(`{"node":2,"state":"Up"`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fsm := newFSM(nil)
+		fsm.Apply(&raft.Log{Index: 1, Data: []byte(`{"node":2,"state":"ComingUp","expect":0}`)})
+		before, _ := fsm.record(2)
+		_, lastBefore := fsm.snapshot()
+		res := fsm.Apply(&raft.Log{Index: 2, Data: data})
+		_, last := fsm.snapshot()
+		switch r := res.(type) {
+		case error:
+			if after, _ := fsm.record(2); last != lastBefore || after != before {
+				t.Fatalf("a refused entry changed state: %v", r)
+			}
+		case Transition:
+			if last != lastBefore+1 || r.ID != last {
+				t.Fatalf("applied transition %+v, ids %d -> %d", r, lastBefore, last)
+			}
+		default:
+			t.Fatalf("Apply returned %T", res)
+		}
+	})
+}
+
+// The whole cluster restarts: node 1 keeps its Raft log on disk, the
+// others come back with nothing. Node 1 is master again, and the others
+// (whose old boots it remembers) go Down and come back Up.
+func TestWholeClusterRestart(t *testing.T) {
+	c := newCluster(t)
+	c.start(1, true)
+	for n := 2; n <= 3; n++ {
+		c.start(n, false)
+	}
+	c.waitAll("three Up", 15*time.Second, states(Up, 1, 2, 3))
+	for n := 3; n >= 1; n-- {
+		c.kill(n)
+	}
+	c.start(1, true)
+	for n := 2; n <= 3; n++ {
+		c.start(n, false)
+	}
+	master := c.waitAll("three Up after the restart", 30*time.Second, states(Up, 1, 2, 3))
+	t.Logf("master after restart: node %d", master)
 	c.checkHistories()
 }

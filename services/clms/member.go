@@ -41,6 +41,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // Ports of the membership service on the interconnect.
@@ -221,11 +222,15 @@ func (m *Member) startRaft(tm timing) error {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, "wal"), 0o700); err != nil {
 			return fmt.Errorf("clms: data dir: %w", err)
 		}
-		bs, err := wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.WithSegmentSize(4<<20))
+		// raft-wal's Close leaves its meta database open (and locked):
+		// hand it one we close ourselves.
+		meta := &metadb.BoltMetaDB{}
+		bs, err := wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.WithSegmentSize(4<<20), wal.WithMetaStore(meta))
 		if err != nil {
+			meta.Close()
 			return fmt.Errorf("clms: raft log %s: %w", cfg.DataDir, err)
 		}
-		m.closer = append(m.closer, bs)
+		m.closer = append(m.closer, bs, meta)
 		logs, stable = bs, bs
 		fs, err := raft.NewFileSnapshotStore(cfg.DataDir, 2, io.Discard)
 		if err != nil {
