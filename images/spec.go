@@ -36,6 +36,19 @@ type Spec struct {
 	Netboot Netboot `yaml:"netboot" json:"netboot"`
 	// Membership tunes the membership service (CLMS).
 	Membership Membership `yaml:"membership" json:"membership"`
+	// Fencing says how a failed node is powered off before it is taken
+	// Down.
+	Fencing Fencing `yaml:"fencing" json:"fencing"`
+}
+
+// Fencing configures STONITH.
+type Fencing struct {
+	// Agent is a fence-agent command (fence-agents style: options on
+	// stdin, action=off plug=<node>). Empty: on a Locus QEMU VM, its
+	// virtual BMC (locus fence); elsewhere, no fencing.
+	Agent []string `yaml:"agent" json:"agent,omitempty"`
+	// TimeoutSeconds bounds one agent run (default 30).
+	TimeoutSeconds int `yaml:"timeout_seconds" json:"timeout_seconds"`
 }
 
 // Membership tunes the membership service.
@@ -235,6 +248,9 @@ func (s *Spec) applyDefaults() {
 			s.Netboot.Admission = AdmitAccept
 		}
 	}
+	if s.Fencing.TimeoutSeconds == 0 {
+		s.Fencing.TimeoutSeconds = 30
+	}
 	if s.Membership.Profile == "" {
 		s.Membership.Profile = "auto"
 	}
@@ -344,6 +360,9 @@ func (s *Spec) Validate() error {
 		bad("root.source", "%q is not supported; supported: %q", s.Root.Source, RootInitramfs)
 	}
 	s.validateContent(bad)
+	if s.Fencing.TimeoutSeconds < 1 || s.Fencing.TimeoutSeconds > 600 {
+		bad("fencing.timeout_seconds", "%d must be between 1 and 600", s.Fencing.TimeoutSeconds)
+	}
 	switch s.Membership.Profile {
 	case "auto", "lan", "emulated", "default":
 	default:

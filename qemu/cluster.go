@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -124,6 +126,9 @@ func probeKVM() bool {
 type Cluster struct {
 	cfg ClusterConfig
 
+	// log receives the supervisor's records (fence requests).
+	log *slog.Logger
+
 	mu  sync.Mutex
 	vms map[int]*VM
 }
@@ -153,7 +158,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	return &Cluster{cfg: cfg, vms: map[int]*VM{}}, nil
+	return &Cluster{cfg: cfg, vms: map[int]*VM{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil
 }
 
 // Config returns the cluster's configuration, with defaults filled in.
@@ -215,6 +220,7 @@ func (c *Cluster) Start(n int) (*VM, error) {
 		return nil, err
 	}
 	c.vms[n] = vm
+	go c.serveFence(vm, c.log)
 	return vm, nil
 }
 

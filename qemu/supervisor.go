@@ -48,6 +48,7 @@ func Supervise(ctx context.Context, dir string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	c.log = log
 	os.Remove(controlPath(dir))
 	ln, err := net.Listen("unix", controlPath(dir))
 	if err != nil {

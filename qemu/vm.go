@@ -242,6 +242,8 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=exec,path=" + execPath(dir) + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=exec,name=org.locus.exec",
+		"-chardev", "socket,id=fence,path=" + fencePath(dir) + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=fence,name=" + FencePortName,
 	}
 	if n.Boot != "pxe" {
 		// A panic ends QEMU (panic=-1 reboots); a PXE node instead keeps

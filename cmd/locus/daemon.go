@@ -18,6 +18,7 @@ import (
 	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/initramfs"
 	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/fence"
 	"github.com/locus-ssi/locus/services/locusd"
 )
 
@@ -33,7 +34,7 @@ func nodeSpecPath() string {
 func newDaemonCmd(e *env) *cobra.Command {
 	var cfg locusd.Config
 	var mc clms.Config
-	var join string
+	var join, specPath string
 	cmd := &cobra.Command{
 		Use:     "daemon",
 		Short:   "Run the node daemon (init starts it on every node)",
@@ -47,6 +48,19 @@ func newDaemonCmd(e *env) *cobra.Command {
 				mc.Log, mc.Console = cfg.Log.With("svc", "clms"), e.stdout
 				if join != "" {
 					mc.Join = strings.Split(join, ",")
+				}
+				spec, _, err := images.Load(specPath)
+				if err != nil {
+					return err
+				}
+				if agent := fenceAgent(spec.Fencing.Agent, time.Duration(spec.Fencing.TimeoutSeconds)*time.Second); agent != nil {
+					mc.Fence = func(ctx context.Context, node int) error {
+						_, err := agent.Run(ctx, fence.ActionOff, node)
+						return err
+					}
+					cfg.Log.Info("fencing", "agent", strings.Join(agent.Argv, " "))
+				} else {
+					cfg.Log.Warn("no fence agent: a failed node is taken Down without being powered off (set fencing.agent in the spec)")
 				}
 				cfg.CLMS = &mc
 			}
@@ -63,6 +77,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of members to join through")
 	f.BoolVar(&mc.Bootstrap, "bootstrap", false, "found the cluster if there is no membership state yet (node 1)")
 	f.StringVar(&mc.DataDir, "data-dir", "", "keep the membership log here (empty: in memory)")
+	f.StringVar(&specPath, "spec", nodeSpecPath(), "cluster spec (fencing)")
 	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, lan, emulated or default")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd

@@ -7,25 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/locus-ssi/locus/internal/virtioport"
 	"github.com/locus-ssi/locus/qemu/execwire"
 )
-
-// findVirtioPort returns the /dev node of the virtio-serial port called
-// name, or "" if there is none (not a QEMU node, or no such channel).
-func findVirtioPort(name string) string {
-	ports, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
-	for _, p := range ports {
-		b, err := os.ReadFile(p)
-		if err == nil && strings.TrimSpace(string(b)) == name {
-			return "/dev/" + filepath.Base(filepath.Dir(p))
-		}
-	}
-	return ""
-}
 
 // serveExec serves the QEMU exec channel, if this node has one: it runs
 // the commands the host sends and answers with their output and status.
@@ -34,7 +20,7 @@ func findVirtioPort(name string) string {
 func (n *Node) serveExec(ctx context.Context) {
 	var dev string
 	for deadline := time.Now().Add(60 * time.Second); dev == ""; {
-		if dev = findVirtioPort(execwire.PortName); dev != "" {
+		if dev = virtioport.Find(execwire.PortName); dev != "" {
 			break
 		}
 		if time.Now().After(deadline) {
