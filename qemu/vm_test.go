@@ -431,6 +431,10 @@ func TestVMInstalledCluster(t *testing.T) {
 				t.Fatalf("nodes 1, 2 and 4 logged node 3's Down under different transition ids: %v", ids)
 			}
 			t.Logf("node 3 Down on nodes 1, 2, 4 (same transition) within %.1fs of the kill", time.Since(killed).Seconds())
+			// The master fenced it first, through the virtual BMC.
+			if b, _ := os.ReadFile(filepath.Join(state, "supervisor.log")); !regexp.MustCompile(`fence request.*request="off 3" reply=ok`).Match(b) {
+				t.Errorf("node 3 was not fenced before its Down:\n%s", b)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

@@ -56,7 +56,7 @@ type Config struct {
 	// served at GET /v1/cluster and its transitions at GET
 	// /v1/cluster/events.
 	CLMS *clms.Config
-	Log          *slog.Logger
+	Log  *slog.Logger
 }
 
 // Run serves until ctx ends. It returns once the listener is closed.
