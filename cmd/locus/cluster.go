@@ -47,7 +47,7 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			var st clms.Status
+			var st locusd.ClusterView
 			if err := locusd.Get(ctx, ep.API, "/v1/cluster", &st); err != nil {
 				return fmt.Errorf("cluster status from %s (%s): %w", ep.API, ep.From, err)
 			}
@@ -60,7 +60,7 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "seen from node %d: master node %d, term %d, last transition %d, quorum %s\n", st.Self, st.Master, st.Term, st.LastTransition, quorum)
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NODE\tSTATE\tTRANSITION\tROLE\tADDR\tSINCE")
+			fmt.Fprintln(w, "NODE\tHOSTNAME\tSTATE\tTRANSITION\tROLE\tADDR\tRUNLEVEL\tUPTIME\tSINCE")
 			for _, n := range st.Nodes {
 				role := "member"
 				switch {
@@ -70,7 +70,17 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 					role = "voter"
 				}
 				addr, _, _ := strings.Cut(n.Addr, ":")
-				fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s\t%s ago\n", n.Node, n.State, n.Transition, role, dash(addr), time.Since(n.Since).Round(time.Second))
+				rl, up := "-", "-"
+				if n.RunLevel > 0 {
+					rl = fmt.Sprint(n.RunLevel)
+				}
+				if n.Uptime > 0 {
+					up = (time.Duration(n.Uptime) * time.Second).String()
+				}
+				if n.Unreachable != "" {
+					rl, up = "?", "unreachable"
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s ago\n", n.Node, dash(n.Hostname), n.State, n.Transition, role, dash(addr), rl, up, time.Since(n.Since).Round(time.Second))
 			}
 			return w.Flush()
 		},

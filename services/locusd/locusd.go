@@ -92,7 +92,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		cfg.Log.Info("membership started", "node", cfg.CLMS.Node, "gossip", m.GossipAddr(), "bootstrap", cfg.CLMS.Bootstrap)
 		mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(m.Status())
+			json.NewEncoder(w).Encode(clusterView(r.Context(), m.Status(), cfg.Listen))
 		})
 		mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
 			streamTransitions(w, r, m)
@@ -228,4 +228,59 @@ func streamTransitions(w http.ResponseWriter, r *http.Request, m *clms.Member) {
 			}
 		}
 	}
+}
+
+// ClusterView is GET /v1/cluster: this node's membership view, each Up
+// node's row completed with what its own daemon says (run level, uptime,
+// hostname).
+type ClusterView struct {
+	clms.Status
+	Nodes []ClusterNode `json:"nodes"`
+}
+
+// ClusterNode is one row of the cluster view.
+type ClusterNode struct {
+	clms.NodeStatus
+	Hostname string  `json:"hostname,omitempty"`
+	RunLevel int     `json:"runlevel,omitempty"`
+	Uptime   float64 `json:"uptime,omitempty"`
+	// Unreachable says why a node that is Up did not answer.
+	Unreachable string `json:"unreachable,omitempty"`
+}
+
+// clusterView asks every Up node's daemon (on the port this one listens
+// on) for its node info, in parallel, a second at most.
+func clusterView(ctx context.Context, st clms.Status, listen string) ClusterView {
+	_, port, _ := net.SplitHostPort(listen)
+	if port == "" {
+		port = strconv.Itoa(DefaultPort)
+	}
+	v := ClusterView{Status: st, Nodes: make([]ClusterNode, len(st.Nodes))}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	done := make(chan struct{}, len(st.Nodes))
+	for i, n := range st.Nodes {
+		v.Nodes[i].NodeStatus = n
+		if n.State != clms.Up || n.Addr == "" {
+			done <- struct{}{}
+			continue
+		}
+		host, _, err := net.SplitHostPort(n.Addr)
+		if err != nil {
+			host = n.Addr
+		}
+		go func(row *ClusterNode) {
+			defer func() { done <- struct{}{} }()
+			info, err := Fetch(ctx, net.JoinHostPort(host, port))
+			if err != nil {
+				row.Unreachable = err.Error()
+				return
+			}
+			row.Hostname, row.RunLevel, row.Uptime = info.Hostname, info.RunLevel, info.Uptime
+		}(&v.Nodes[i])
+	}
+	for range st.Nodes {
+		<-done
+	}
+	return v
 }
