@@ -18,7 +18,20 @@ set -x
 # From the last node, a TCP round trip to every node's daemon.
 "$LOCUS" qemu "${flags[@]}" exec "$N" -- locus probe $(seq 1 "$N")
 "$LOCUS" qemu "${flags[@]}" exec 2 -- cat /run/locus/node.json
-# Node 1's netboot registry: every PXE node and the stage it reached.
-"$LOCUS" qemu "${flags[@]}" exec 1 -- locus netboot nodes
+# From the host, through the endpoint qemu up saved (node 1's daemon):
+# node 1's netboot registry, and the cluster's membership.
+"$LOCUS" netboot nodes
+"$LOCUS" cluster status
 "$LOCUS" qemu "${flags[@]}" logs 1 | grep 'locus-init:' | tail -8
+# A fault: node 3 loses power. The master fences it (the virtual BMC)
+# and commits its Down; every node logs the same transition.
+"$LOCUS" qemu "${flags[@]}" kill 3
+set +x
+for _ in $(seq 60); do
+	"$LOCUS" cluster status --output json | grep -q '"state": "Down"' && break
+	sleep 1
+done
+set -x
+"$LOCUS" cluster status
+"$LOCUS" qemu "${flags[@]}" logs 2 | grep 'locus-clms:' | tail -3
 "$LOCUS" qemu "${flags[@]}" down
