@@ -300,3 +300,26 @@ func TestRegistryStageRestartsWithFirmware(t *testing.T) {
 		}
 	}
 }
+
+func TestBootstrapSecretsAreOneTime(t *testing.T) {
+	_, _, reg := newTestDHCP(t, testSpec, false)
+	s := reg.IssueSecret(mac3, 3)
+	if _, err := reg.RedeemSecret(mac3, "wrong"); err == nil {
+		t.Error("a wrong secret was accepted")
+	}
+	if _, err := reg.RedeemSecret(unknown, s); err == nil {
+		t.Error("another MAC's secret was accepted")
+	}
+	if n, err := reg.RedeemSecret(mac3, s); err != nil || n != 3 {
+		t.Fatalf("RedeemSecret = %d, %v", n, err)
+	}
+	if _, err := reg.RedeemSecret(mac3, s); err == nil {
+		t.Error("a secret was accepted twice")
+	}
+	// A new script replaces the old secret.
+	old := reg.IssueSecret(mac3, 3)
+	reg.IssueSecret(mac3, 3)
+	if _, err := reg.RedeemSecret(mac3, old); err == nil {
+		t.Error("a replaced secret was accepted")
+	}
+}

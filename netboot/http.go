@@ -29,13 +29,15 @@ type ScriptData struct {
 	Console   string
 	Join      string
 	Cmdline   string
+	// Secret is the node's one-time bootstrap secret (locus.secret=).
+	Secret string
 }
 
 // scriptTemplate boots the node's kernel and initramfs over HTTP with the
 // command line init reads; waitTemplate keeps an unadmitted node asking.
 const scriptTemplate = `#!ipxe
 echo Locus: booting node {{.Node}} ({{.Hostname}}, {{.MAC}})
-kernel {{.HTTPBase}}/{{.Kernel}} initrd={{.Initramfs}} console={{.Console}} panic=-1 locus.node={{.Node}} locus.ip={{.Addr}}{{if .Gateway}} locus.gw={{.Gateway}}{{end}}{{if .Join}} locus.join={{.Join}}{{end}}{{if .Cmdline}} {{.Cmdline}}{{end}}
+kernel {{.HTTPBase}}/{{.Kernel}} initrd={{.Initramfs}} console={{.Console}} panic=-1 locus.node={{.Node}} locus.ip={{.Addr}}{{if .Gateway}} locus.gw={{.Gateway}}{{end}}{{if .Join}} locus.join={{.Join}}{{end}}{{if .Secret}} locus.secret={{.Secret}}{{end}}{{if .Cmdline}} {{.Cmdline}}{{end}}
 initrd {{.HTTPBase}}/{{.Initramfs}}
 boot
 `
@@ -160,6 +162,7 @@ func serveScript(w http.ResponseWriter, r *http.Request, cfg HTTPConfig, boot, w
 			HTTPBase: cfg.HTTPBase, MAC: mac.String(), Node: adm.Node, Hostname: adm.Hostname, Addr: p.String(),
 			Gateway: cfg.Spec.Interconnect.Gateway, Kernel: cfg.Kernel, Initramfs: cfg.Initramfs,
 			Console: cfg.Spec.Console, Join: cfg.Join, Cmdline: cfg.Spec.Kernel.Cmdline,
+			Secret: cfg.Registry.IssueSecret(mac, adm.Node),
 		})
 		if err != nil {
 			http.Error(w, fmt.Sprintf("render script: %v", err), http.StatusInternalServerError)

@@ -1,6 +1,9 @@
 package netboot
 
 import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +56,47 @@ type Registry struct {
 	// reserved addresses are never given to an auto-numbered node (the
 	// netboot server's own).
 	reserved []netip.Addr
+	// secrets are the one-time bootstrap secrets handed out in node
+	// scripts, by MAC (in memory only: a restarted service invalidates
+	// them, and a node that booted with one must boot again).
+	secrets map[string]secret
+}
+
+type secret struct {
+	value string
+	node  int
+}
+
+// IssueSecret makes a one-time bootstrap secret for mac, admitted as node
+// n, replacing any earlier one: the node proves with it, once, that it
+// booted the script this service gave it.
+func (r *Registry) IssueSecret(mac net.HardwareAddr, n int) string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	v := hex.EncodeToString(b)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.secrets == nil {
+		r.secrets = map[string]secret{}
+	}
+	r.secrets[mac.String()] = secret{value: v, node: n}
+	return v
+}
+
+// ErrBadSecret refuses an admission.
+var ErrBadSecret = errors.New("netboot: no such bootstrap secret for this MAC (wrong, already used, or issued before a restart)")
+
+// RedeemSecret checks mac's bootstrap secret and consumes it, returning
+// the node number it was issued for.
+func (r *Registry) RedeemSecret(mac net.HardwareAddr, v string) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.secrets[mac.String()]
+	if !ok || subtle.ConstantTimeCompare([]byte(s.value), []byte(v)) != 1 {
+		return 0, ErrBadSecret
+	}
+	delete(r.secrets, mac.String())
+	return s.node, nil
 }
 
 // Reserve keeps addr from being any auto-numbered node's address.

@@ -404,6 +404,29 @@ func (s *Service) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, s.leases.All())
 	})
+	mux.HandleFunc("POST /v1/admit", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			MAC    string `json:"mac"`
+			Secret string `json:"secret"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+			http.Error(w, "want {\"mac\", \"secret\"}", http.StatusBadRequest)
+			return
+		}
+		mac, err := net.ParseMAC(req.MAC)
+		if err != nil {
+			http.Error(w, "mac: want an Ethernet MAC", http.StatusBadRequest)
+			return
+		}
+		n, err := s.registry.RedeemSecret(mac, req.Secret)
+		if err != nil {
+			s.cfg.Log.Warn("admission refused", "mac", mac, "err", err)
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		s.cfg.Log.Info("admission secret redeemed", "mac", mac, "node", n)
+		writeJSON(w, map[string]int{"node": n})
+	})
 	mux.HandleFunc("POST /v1/accept", func(w http.ResponseWriter, r *http.Request) {
 		mac, err := net.ParseMAC(r.URL.Query().Get("mac"))
 		if err != nil || len(mac) != 6 {

@@ -34,7 +34,7 @@ func nodeSpecPath() string {
 func newDaemonCmd(e *env) *cobra.Command {
 	var cfg locusd.Config
 	var mc clms.Config
-	var join, specPath string
+	var join, specPath, mac, caDir, admitter string
 	cmd := &cobra.Command{
 		Use:     "daemon",
 		Short:   "Run the node daemon (init starts it on every node)",
@@ -63,6 +63,14 @@ func newDaemonCmd(e *env) *cobra.Command {
 					cfg.Log.Warn("no fence agent: a failed node is taken Down without being powered off (set fencing.agent in the spec)")
 				}
 				cfg.CLMS = &mc
+				ic := &locusd.ICSConfig{Node: mc.Node, Addr: mc.Addr, MAC: mac, Secret: os.Getenv("LOCUS_SECRET"),
+					CADir: caDir, Admitter: admitter, NetbootAdmin: cfg.NetbootAdmin, Spec: spec}
+				if ic.Admitter == "" && caDir == "" {
+					if p, err := spec.NodeAddr(1); err == nil {
+						ic.Admitter = net.JoinHostPort(p.Addr().String(), strconv.Itoa(locusd.DefaultPort))
+					}
+				}
+				cfg.ICS = ic
 			}
 			return locusd.Run(ctx, cfg, nil)
 		},
@@ -77,7 +85,10 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of members to join through")
 	f.BoolVar(&mc.Bootstrap, "bootstrap", false, "found the cluster if there is no membership state yet (node 1)")
 	f.StringVar(&mc.DataDir, "data-dir", "", "keep the membership log here (empty: in memory)")
-	f.StringVar(&specPath, "spec", nodeSpecPath(), "cluster spec (fencing)")
+	f.StringVar(&specPath, "spec", nodeSpecPath(), "cluster spec (fencing, node addresses)")
+	f.StringVar(&mac, "mac", "", "this node's interconnect MAC (admission)")
+	f.StringVar(&caDir, "ca-dir", "", "keep the cluster CA here and admit nodes (the init node)")
+	f.StringVar(&admitter, "admitter", "", "the init node's daemon, where the bootstrap secret ($LOCUS_SECRET) buys a certificate (default: node 1 of the spec)")
 	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, lan, emulated or default")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd

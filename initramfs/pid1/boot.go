@@ -24,7 +24,12 @@ func (n *Node) startLocusd(ctx context.Context) error {
 	listen := net.JoinHostPort("0.0.0.0", strconv.Itoa(locusd.DefaultPort))
 	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile}
 	argv = append(argv, n.membershipArgs()...)
-	go n.procs.Daemon(context.Background(), n.log, "locusd", argv, Env())
+	env := Env()
+	if n.cmdline.Secret != "" {
+		// The secret goes in the environment, not argv (ps shows argv).
+		env = append(env, "LOCUS_SECRET="+n.cmdline.Secret)
+	}
+	go n.procs.Daemon(context.Background(), n.log, "locusd", argv, env)
 	deadline := time.Now().Add(15 * time.Second)
 	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort))
 	for {
@@ -50,7 +55,7 @@ func (n *Node) startLocusd(ctx context.Context) error {
 // first nodes of the spec.
 func (n *Node) membershipArgs() []string {
 	n.mu.Lock()
-	number, addr, stateDev := n.number, n.addr, n.stateDev
+	number, addr, stateDev, iface := n.number, n.addr, n.stateDev, n.iface
 	n.mu.Unlock()
 	if number == 0 || !addr.IsValid() {
 		return nil
@@ -60,7 +65,12 @@ func (n *Node) membershipArgs() []string {
 		args = append(args, "--bootstrap")
 	}
 	if stateDev != "" {
-		args = append(args, "--data-dir", filepath.Join(stateMount, "clms"))
+		args = append(args, "--data-dir", filepath.Join(stateMount, "clms"), "--ca-dir", filepath.Join(stateMount, "ca"))
+	}
+	if iface != "" {
+		if link, err := net.InterfaceByName(iface); err == nil {
+			args = append(args, "--mac", link.HardwareAddr.String())
+		}
 	}
 	var join []string
 	for i := 1; i <= 5; i++ {

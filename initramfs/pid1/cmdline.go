@@ -21,6 +21,9 @@ type Cmdline struct {
 	DHCP bool
 	// Join is the endpoint of a cluster node to reach (locus.join=host:port).
 	Join string
+	// Secret is the one-time bootstrap secret the netboot service put in
+	// this node's script (locus.secret=), redeemed for a certificate.
+	Secret string
 	// PowerOff powers the node off once it reached its run level.
 	PowerOff bool
 	// Role is "init" on the node booted from the install disk
@@ -67,6 +70,11 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.Join = v
 			if v == "" {
 				err = fmt.Errorf("empty endpoint")
+			}
+		case "locus.secret":
+			c.Secret = v
+			if len(v) < 16 || len(v) > 128 || strings.Trim(v, "0123456789abcdef") != "" {
+				err = fmt.Errorf("not a hex secret")
 			}
 		case "locus.poweroff":
 			c.PowerOff, err = parseBool(v)

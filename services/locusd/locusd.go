@@ -19,9 +19,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // DefaultPort is the node API port on the interconnect.
@@ -56,6 +58,8 @@ type Config struct {
 	// served at GET /v1/cluster and its transitions at GET
 	// /v1/cluster/events.
 	CLMS *clms.Config
+	// ICS, if set, gives this node its ICS identity and endpoint.
+	ICS *ICSConfig
 	Log  *slog.Logger
 }
 
@@ -82,6 +86,28 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(info)
 	})
+	var icsNode atomic.Pointer[ics.Node]
+	if cfg.ICS != nil {
+		var ca *ics.CA
+		if cfg.ICS.CADir != "" {
+			if ca, err = ics.LoadOrCreateCA(cfg.ICS.CADir, cfg.ICS.Spec.Cluster.Name); err != nil {
+				ln.Close()
+				return fmt.Errorf("locusd: %w", err)
+			}
+			mux.Handle("POST /v1/admission", admissionHandler(ca, *cfg.ICS, cfg.Log))
+		}
+		ictx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go startICS(ictx, *cfg.ICS, ca, &icsNode, cfg.Log, func(n *ics.Node) {
+			n.Handle("node", func(ctx context.Context, from int, req []byte) ([]byte, error) {
+				info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
+				if err != nil {
+					return nil, err
+				}
+				return json.Marshal(info)
+			})
+		})
+	}
 	if cfg.CLMS != nil {
 		m, err := clms.Start(*cfg.CLMS)
 		if err != nil {
@@ -89,10 +115,16 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			return fmt.Errorf("locusd: %w", err)
 		}
 		defer m.Close()
+		// Calls in flight to a node end the moment it is Down.
+		m.OnTransition(func(t clms.Transition) {
+			if n := icsNode.Load(); n != nil && t.State == clms.Down {
+				n.NodeDown(t.Node)
+			}
+		})
 		cfg.Log.Info("membership started", "node", cfg.CLMS.Node, "gossip", m.GossipAddr(), "bootstrap", cfg.CLMS.Bootstrap)
 		mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(clusterView(r.Context(), m.Status(), cfg.Listen))
+			json.NewEncoder(w).Encode(clusterView(r.Context(), m.Status(), cfg.Listen, icsNode.Load()))
 		})
 		mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
 			streamTransitions(w, r, m)
@@ -246,11 +278,30 @@ type ClusterNode struct {
 	Uptime   float64 `json:"uptime,omitempty"`
 	// Unreachable says why a node that is Up did not answer.
 	Unreachable string `json:"unreachable,omitempty"`
+	// Via is how it was asked: "ics" (mutual TLS) or "http".
+	Via string `json:"via,omitempty"`
+}
+
+// nodeInfo asks node n for its info: over ICS when this node has it, else
+// its daemon's HTTP API at addr.
+func nodeInfo(ctx context.Context, icsNode *ics.Node, n int, addr string) (*NodeInfo, error) {
+	if icsNode == nil {
+		return Fetch(ctx, addr)
+	}
+	b, err := icsNode.Call(ctx, n, "node", nil)
+	if err != nil {
+		return nil, err
+	}
+	var info NodeInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("locusd: node %d over ICS: %w", n, err)
+	}
+	return &info, nil
 }
 
 // clusterView asks every Up node's daemon (on the port this one listens
 // on) for its node info, in parallel, a second at most.
-func clusterView(ctx context.Context, st clms.Status, listen string) ClusterView {
+func clusterView(ctx context.Context, st clms.Status, listen string, icsNode *ics.Node) ClusterView {
 	_, port, _ := net.SplitHostPort(listen)
 	if port == "" {
 		port = strconv.Itoa(DefaultPort)
@@ -271,7 +322,11 @@ func clusterView(ctx context.Context, st clms.Status, listen string) ClusterView
 		}
 		go func(row *ClusterNode) {
 			defer func() { done <- struct{}{} }()
-			info, err := Fetch(ctx, net.JoinHostPort(host, port))
+			info, err := nodeInfo(ctx, icsNode, row.Node, net.JoinHostPort(host, port))
+			row.Via = "http"
+			if icsNode != nil {
+				row.Via = "ics"
+			}
 			if err != nil {
 				row.Unreachable = err.Error()
 				return

@@ -1,0 +1,197 @@
+package locusd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/services/ics"
+)
+
+// ICSConfig gives a node its ICS identity and endpoint. The init node
+// keeps the cluster CA (CADir) and issues its own certificate; every
+// other node redeems the one-time secret from its boot script (Secret,
+// with its MAC) at the init node's daemon (Admitter) for a certificate.
+type ICSConfig struct {
+	Node int
+	// Addr is the node's interconnect address; ICS listens on it.
+	Addr string
+	MAC  string
+	// Secret is the bootstrap secret (from locus.secret=).
+	Secret string
+	// CADir holds the cluster CA (init node only).
+	CADir string
+	// Admitter is host:port of the init node's daemon.
+	Admitter string
+	// NetbootAdmin redeems secrets (init node only).
+	NetbootAdmin string
+	Spec         *images.Spec
+}
+
+// admissionRequest is POST /v1/admission.
+type admissionRequest struct {
+	Node   int    `json:"node"`
+	MAC    string `json:"mac"`
+	Secret string `json:"secret"`
+	CSR    []byte `json:"csr"`
+}
+
+type admissionReply struct {
+	Node int    `json:"node"`
+	Cert []byte `json:"cert"`
+	CA   []byte `json:"ca"`
+}
+
+// certTTL is how long a node certificate is valid.
+const certTTL = 365 * 24 * time.Hour
+
+// admissionHandler serves POST /v1/admission on the init node: a secret
+// redeemed at the netboot service buys a certificate for the node number
+// it was issued for, at that node's address in the spec.
+func admissionHandler(ca *ics.CA, c ICSConfig, log *slog.Logger) http.HandlerFunc {
+	client := &http.Client{Timeout: 5 * time.Second}
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req admissionRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
+			http.Error(w, "bad admission request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		body, _ := json.Marshal(map[string]string{"mac": req.MAC, "secret": req.Secret})
+		resp, err := client.Post("http://"+c.NetbootAdmin+"/v1/admit", "application/json", bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, "netboot service unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		defer resp.Body.Close()
+		var redeemed struct {
+			Node int `json:"node"`
+		}
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&redeemed) != nil {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			log.Warn("admission refused", "node", req.Node, "mac", req.MAC, "from", r.RemoteAddr, "why", string(bytes.TrimSpace(msg)))
+			http.Error(w, "admission refused: "+string(bytes.TrimSpace(msg)), http.StatusForbidden)
+			return
+		}
+		if redeemed.Node != req.Node {
+			log.Warn("admission refused: node number", "claimed", req.Node, "issued", redeemed.Node, "mac", req.MAC)
+			http.Error(w, fmt.Sprintf("admission refused: the secret was issued for node %d", redeemed.Node), http.StatusForbidden)
+			return
+		}
+		p, err := c.Spec.NodeAddr(redeemed.Node)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		cert, err := ca.Issue(req.CSR, redeemed.Node, net.IP(p.Addr().AsSlice()), certTTL)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		log.Info("node admitted", "node", redeemed.Node, "mac", req.MAC, "addr", p.Addr())
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(admissionReply{Node: redeemed.Node, Cert: cert, CA: ca.CertPEM})
+	}
+}
+
+// errRefused is a final answer: retrying will not help.
+var errRefused = errors.New("admission refused")
+
+// requestIdentity asks the init node for a certificate.
+func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
+	key, csr, err := ics.NewKey(c.Node)
+	if err != nil {
+		return ics.Identity{}, err
+	}
+	body, _ := json.Marshal(admissionRequest{Node: c.Node, MAC: c.MAC, Secret: c.Secret, CSR: csr})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.Admitter+"/v1/admission", bytes.NewReader(body))
+	if err != nil {
+		return ics.Identity{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ics.Identity{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusBadRequest {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return ics.Identity{}, fmt.Errorf("%w: %s", errRefused, bytes.TrimSpace(msg))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return ics.Identity{}, fmt.Errorf("admission: %s", resp.Status)
+	}
+	var rep admissionReply
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&rep); err != nil {
+		return ics.Identity{}, fmt.Errorf("admission: bad reply: %w", err)
+	}
+	if rep.Node != c.Node {
+		return ics.Identity{}, fmt.Errorf("%w: certificate issued for node %d", errRefused, rep.Node)
+	}
+	return ics.Identity{Node: c.Node, CertPEM: rep.Cert, KeyPEM: key, CAPEM: rep.CA}, nil
+}
+
+// startICS obtains this node's identity (retrying while the init node is
+// unreachable) and serves ICS with it, until ctx ends.
+func startICS(ctx context.Context, c ICSConfig, ca *ics.CA, icsNode *atomic.Pointer[ics.Node], log *slog.Logger, setup func(*ics.Node)) {
+	var id ics.Identity
+	switch {
+	case ca != nil:
+		key, csr, err := ics.NewKey(c.Node)
+		if err == nil {
+			var cert []byte
+			cert, err = ca.Issue(csr, c.Node, net.ParseIP(c.Addr), certTTL)
+			id = ics.Identity{Node: c.Node, CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}
+		}
+		if err != nil {
+			log.Error("ICS: own certificate", "err", err)
+			return
+		}
+	case c.Secret != "" && c.Admitter != "":
+		for {
+			var err error
+			id, err = requestIdentity(ctx, c)
+			if err == nil {
+				break
+			}
+			if errors.Is(err, errRefused) {
+				log.Error("ICS: this node was refused admission; it runs without ICS", "err", err)
+				return
+			}
+			log.Info("ICS: admission pending", "admitter", c.Admitter, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	default:
+		log.Warn("ICS: no bootstrap secret (not netbooted by a Locus init node): no ICS identity")
+		return
+	}
+	n, err := ics.Start(ics.Config{Identity: id, Listen: net.JoinHostPort(c.Addr, strconv.Itoa(ics.DefaultPort)), Log: log,
+		Addr: func(to int) (string, error) {
+			p, err := c.Spec.NodeAddr(to)
+			if err != nil {
+				return "", err
+			}
+			return ics.PortAddr(p.Addr().String()), nil
+		}})
+	if err != nil {
+		log.Error("ICS: start", "err", err)
+		return
+	}
+	setup(n)
+	log.Info("ICS serving with a certificate from the cluster CA", "addr", n.Addr())
+	icsNode.Store(n)
+	<-ctx.Done()
+	n.Close()
+}

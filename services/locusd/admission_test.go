@@ -1,0 +1,98 @@
+package locusd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/netboot"
+	"github.com/locus-ssi/locus/services/clms"
+)
+
+// TestAdmissionAndICS runs an init node and a joining node in this
+// process on 127.0.80.N: the joining node redeems the secret its boot
+// script carried for a certificate from the init node's CA, and the
+// cluster view is then gathered over ICS (mutual TLS). A wrong secret, a
+// reused one, and a secret for another node number are refused.
+func TestAdmissionAndICS(t *testing.T) {
+	spec, err := images.Parse("locus.yaml", []byte("cluster: {name: adm}\ninterconnect: {subnet: 127.0.80.0/24}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The netboot service's secrets: a real registry behind its admin
+	// API's /v1/admit.
+	reg, _ := netboot.OpenRegistry(spec, "", nil)
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ MAC, Secret string }
+		json.NewDecoder(r.Body).Decode(&req)
+		mac, _ := net.ParseMAC(req.MAC)
+		n, err := reg.RedeemSecret(mac, req.Secret)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]int{"node": n})
+	}))
+	defer admin.Close()
+	mac2, _ := net.ParseMAC("52:54:00:00:00:02")
+	secret := reg.IssueSecret(mac2, 2)
+
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(n int, ic ICSConfig) chan error {
+		nodeFile := filepath.Join(dir, fmt.Sprintf("node%d.json", n))
+		os.WriteFile(nodeFile, []byte(fmt.Sprintf(`{"node":%d,"hostname":"n%d","runlevel":3}`, n, n)), 0o644)
+		addr := fmt.Sprintf("127.0.80.%d", n)
+		ic.Node, ic.Addr, ic.Spec = n, addr, spec
+		cfg := Config{Listen: addr + ":7470", NodeFile: nodeFile, ICS: &ic,
+			CLMS: &clms.Config{Node: n, Addr: addr, RaftPort: clms.DefaultRaftPort, GossipPort: clms.DefaultGossipPort,
+				Bootstrap: n == 1, Join: []string{"127.0.80.1:7473"}}}
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, cfg, nil) }()
+		return done
+	}
+	d1 := start(1, ICSConfig{CADir: filepath.Join(dir, "ca"), NetbootAdmin: strings.TrimPrefix(admin.URL, "http://")})
+	d2 := start(2, ICSConfig{MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470"})
+
+	var view ClusterView
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := Get(ctx, "127.0.80.2:7470", "/v1/cluster", &view)
+		if err == nil && len(view.Nodes) == 2 && view.Nodes[0].Via == "ics" && view.Nodes[1].RunLevel == 3 && view.Nodes[0].RunLevel == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no cluster view over ICS from node 2: %+v %v", view, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The secret is spent, and others never worked.
+	for name, req := range map[string]ICSConfig{
+		"reused":      {Node: 2, MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470"},
+		"wrong":       {Node: 3, MAC: "52:54:00:00:00:03", Secret: "00112233445566778899aabbccddeeff", Admitter: "127.0.80.1:7470"},
+		"other node":  {Node: 4, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2), Admitter: "127.0.80.1:7470"},
+		"not hex mac": {Node: 5, MAC: "zz", Secret: "x", Admitter: "127.0.80.1:7470"},
+	} {
+		if _, err := requestIdentity(ctx, req); !errors.Is(err, errRefused) {
+			t.Errorf("%s secret: %v, want refused", name, err)
+		}
+	}
+	cancel()
+	for _, d := range []chan error{d1, d2} {
+		if err := <-d; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	}
+}
