@@ -408,6 +408,18 @@ func TestVMInstalledCluster(t *testing.T) {
 		return st.Quorum && stateOf(st, 1) == clms.Up && stateOf(st, 2) == clms.Up && stateOf(st, 3) == clms.Up && stateOf(st, 4) == clms.Up
 	}
 	waitCluster("4 nodes Up in cluster status", nil, allUp)
+	// Nodes 2-4 redeemed their boot scripts' secrets for certificates:
+	// node 1 reaches every node over ICS (mutual TLS).
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		out, err := host("cluster", "status", "--output", "json")
+		if err == nil && strings.Count(out, `"via": "ics"`) == 4 && !strings.Contains(out, "unreachable") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster status not gathered over ICS from all 4 nodes: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
+	}
 
 	// Kill node 3, start it again: every other node logs its Down with
 	// the same transition id; it PXE-boots back to its run level.
