@@ -53,7 +53,7 @@ func run(args []string, stdout io.Writer) error {
 	for _, p := range profiles {
 		samples[p] = &measure{}
 	}
-	every := max(1, *kills / max(1, *peerKills))
+	every := max(1, *kills/max(1, *peerKills))
 	for i := 1; i <= *kills; i++ {
 		for _, p := range profiles {
 			if p == clms.ProfileDefault && i%every != 0 {

@@ -60,7 +60,7 @@ type Config struct {
 	CLMS *clms.Config
 	// ICS, if set, gives this node its ICS identity and endpoint.
 	ICS *ICSConfig
-	Log  *slog.Logger
+	Log *slog.Logger
 }
 
 // Run serves until ctx ends. It returns once the listener is closed.
