@@ -30,13 +30,12 @@ also a command of its own (openSSI's).`,
 	return cmd
 }
 
-func newClusterStatusCmd(e *env) *cobra.Command {
+// endpointCmd is a verb that talks to the cluster's endpoint and prints
+// a table or JSON.
+func endpointCmd(e *env, use, short, example string, run func(cmd *cobra.Command, ep *endpoint, output string) error) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:     "status",
-		Short:   "Show every node's membership state, the master and the last transition",
-		Example: "  locus cluster status\n  locus --endpoint 10.77.0.2 cluster status --output json",
-		Args:    cobra.NoArgs,
+		Use: use, Short: short, Example: example, Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -45,6 +44,17 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			return run(cmd, ep, output)
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newClusterStatusCmd(e *env) *cobra.Command {
+	return endpointCmd(e, "status", "Show every node's membership state, the master and the last transition",
+		"  locus cluster status\n  locus --endpoint 10.77.0.2 cluster status --output json",
+		func(cmd *cobra.Command, ep *endpoint, output string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
 			var st locusd.ClusterView
@@ -83,27 +93,13 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s ago\n", n.Node, dash(n.Hostname), n.State, n.Transition, role, dash(addr), rl, up, time.Since(n.Since).Round(time.Second))
 			}
 			return w.Flush()
-		},
-	}
-	addOutputFlag(cmd, &output)
-	return cmd
+		})
 }
 
 func newClusterEventsCmd(e *env) *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:     "events",
-		Short:   "Stream membership transitions as they are committed (the past ones first)",
-		Example: "  locus cluster events\n  locus cluster events --output json",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ep, err := resolveEndpoint(e.endpoint)
-			if err != nil {
-				return err
-			}
+	return endpointCmd(e, "events", "Stream membership transitions as they are committed (the past ones first)",
+		"  locus cluster events\n  locus cluster events --output json",
+		func(cmd *cobra.Command, ep *endpoint, output string) error {
 			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+ep.API+"/v1/cluster/events", nil)
 			if err != nil {
 				return err
@@ -132,8 +128,5 @@ func newClusterEventsCmd(e *env) *cobra.Command {
 				return fmt.Errorf("cluster events: %w", err)
 			}
 			return nil
-		},
-	}
-	addOutputFlag(cmd, &output)
-	return cmd
+		})
 }

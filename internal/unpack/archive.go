@@ -34,17 +34,8 @@ func Tar(r io.Reader, root *os.Root, opt Options) error {
 			return fmt.Errorf("unpack: tar: member %d: %w", n+1, err)
 		}
 		e := Entry{
-			Name: h.Name, Perm: fs.FileMode(h.Mode).Perm(), UID: h.Uid, GID: h.Gid, ModTime: h.ModTime,
+			Name: h.Name, Perm: unixPerm(uint64(h.Mode)), UID: h.Uid, GID: h.Gid, ModTime: h.ModTime,
 			Link: h.Linkname, Major: uint32(h.Devmajor), Minor: uint32(h.Devminor),
-		}
-		if h.Mode&04000 != 0 {
-			e.Perm |= fs.ModeSetuid
-		}
-		if h.Mode&02000 != 0 {
-			e.Perm |= fs.ModeSetgid
-		}
-		if h.Mode&01000 != 0 {
-			e.Perm |= fs.ModeSticky
 		}
 		switch h.Typeflag {
 		case tar.TypeReg, tar.TypeRegA:
@@ -153,6 +144,22 @@ func CPIO(r io.Reader, root *os.Root, opt Options) error {
 	}
 }
 
+// unixPerm turns Unix mode bits (permissions, setuid, setgid, sticky)
+// into Go's.
+func unixPerm(mode uint64) fs.FileMode {
+	p := fs.FileMode(mode & 0o777)
+	if mode&0o4000 != 0 {
+		p |= fs.ModeSetuid
+	}
+	if mode&0o2000 != 0 {
+		p |= fs.ModeSetgid
+	}
+	if mode&0o1000 != 0 {
+		p |= fs.ModeSticky
+	}
+	return p
+}
+
 func pad4(off int64) int { return int((4 - off%4) % 4) }
 
 type newcHeader struct {
@@ -178,17 +185,8 @@ func parseNewc(b []byte) (newcHeader, error) {
 
 func (h newcHeader) entry(name string, body io.Reader, inodes map[[2]uint64]string) Entry {
 	e := Entry{
-		Name: name, Perm: fs.FileMode(h.mode & 0o777), UID: int(h.uid), GID: int(h.gid),
+		Name: name, Perm: unixPerm(h.mode), UID: int(h.uid), GID: int(h.gid),
 		ModTime: time.Unix(int64(h.mtime), 0), Major: uint32(h.rdevmajor), Minor: uint32(h.rdevminor),
-	}
-	if h.mode&0o4000 != 0 {
-		e.Perm |= fs.ModeSetuid
-	}
-	if h.mode&0o2000 != 0 {
-		e.Perm |= fs.ModeSetgid
-	}
-	if h.mode&0o1000 != 0 {
-		e.Perm |= fs.ModeSticky
 	}
 	switch h.mode & 0o170000 {
 	case 0o040000:
