@@ -14,6 +14,7 @@ import (
 // own Raft and gossip sockets.
 type cluster struct {
 	t       *testing.T
+	faults  *Faults
 	mu      sync.Mutex
 	members map[int]*Member
 	console map[int]*syncBuffer
@@ -61,7 +62,7 @@ func (c *cluster) start(n int, durable bool) *Member {
 	// Node N on 127.0.78.N with the real ports, as on an interconnect: a
 	// node that restarts has the same addresses.
 	cfg := Config{Node: n, Addr: fmt.Sprintf("127.0.78.%d", n), RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort,
-		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}}
+		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}, Faults: c.faults}
 	if durable {
 		if c.dataDir[n] == "" {
 			c.dataDir[n] = c.t.TempDir()
@@ -327,5 +328,65 @@ func TestWholeClusterRestart(t *testing.T) {
 	}
 	master := c.waitAll("three Up after the restart", 30*time.Second, states(Up, 1, 2, 3))
 	t.Logf("master after restart: node %d", master)
+	c.checkHistories()
+}
+
+// A partition: the master and one other node are cut off from the other
+// three. The majority elects a master and takes the two Down; the
+// minority grants nothing and says it has no quorum; after the heal the
+// two come back Up. One sequence of transitions throughout.
+func TestPartition(t *testing.T) {
+	c := newCluster(t)
+	c.faults = NewFaults()
+	c.start(1, true)
+	for n := 2; n <= 5; n++ {
+		c.start(n, false)
+	}
+	c.waitAll("five Up", 15*time.Second, states(Up, 1, 2, 3, 4, 5))
+	minority, majority := []string{"127.0.78.1", "127.0.78.2"}, []string{"127.0.78.3", "127.0.78.4", "127.0.78.5"}
+	start := time.Now()
+	c.faults.Partition(minority, majority)
+
+	// The majority side.
+	want := states(Up, 3, 4, 5)
+	want[1], want[2] = Down, Down
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok := true
+		for _, n := range []int{3, 4, 5} {
+			st := c.members[n].Status()
+			got := map[int]State{}
+			for _, r := range st.Nodes {
+				got[r.Node] = r.State
+			}
+			for k, v := range want {
+				ok = ok && got[k] == v
+			}
+			ok = ok && st.Quorum && st.Master >= 3
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the majority did not take the minority Down: %+v", c.members[3].Status())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("majority: new master, nodes 1 and 2 Down, %v after the cut", time.Since(start).Round(time.Millisecond))
+	// The minority side: no quorum, and it committed nothing.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s1, s2 := c.members[1].Status(), c.members[2].Status()
+		if !s1.Quorum && !s2.Quorum {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the minority still claims quorum: %+v / %+v", s1, s2)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.checkHistories()
+
+	c.faults.Heal()
+	c.waitAll("healed", 60*time.Second, states(Up, 1, 2, 3, 4, 5))
 	c.checkHistories()
 }

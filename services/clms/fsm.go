@@ -59,11 +59,14 @@ type Transition struct {
 
 // NodeRecord is the cluster's view of one node.
 type NodeRecord struct {
-	Node       int       `json:"node"`
-	State      State     `json:"state"`
-	Transition uint64    `json:"transition"`
-	Addr       string    `json:"addr,omitempty"`
-	Since      time.Time `json:"since"`
+	Node       int    `json:"node"`
+	State      State  `json:"state"`
+	Transition uint64 `json:"transition"`
+	Addr       string `json:"addr,omitempty"`
+	// Gossip is where the node's gossip listens, for reconnecting after a
+	// partition heals.
+	Gossip string    `json:"gossip,omitempty"`
+	Since  time.Time `json:"since"`
 }
 
 // command is a raft log entry: a proposed transition. Expect is the
@@ -74,6 +77,7 @@ type command struct {
 	State  State     `json:"state"`
 	Expect uint64    `json:"expect"`
 	Addr   string    `json:"addr,omitempty"`
+	Gossip string    `json:"gossip,omitempty"`
 	At     time.Time `json:"at"`
 	Master int       `json:"master"`
 	Reason string    `json:"reason,omitempty"`
@@ -142,6 +146,9 @@ func (f *fsm) applyLocked(c command) (Transition, error) {
 	cur.State, cur.Transition, cur.Since = c.State, t.ID, c.At
 	if c.Addr != "" {
 		cur.Addr = c.Addr
+	}
+	if c.Gossip != "" {
+		cur.Gossip = c.Gossip
 	}
 	f.history = append(f.history, t)
 	if len(f.history) > maxHistory {

@@ -124,6 +124,8 @@ type Config struct {
 	// Fence, if set, is run by the master on a failed node before Down
 	// is committed; Down waits until it succeeds.
 	Fence func(ctx context.Context, node int) error
+	// Faults, in tests, cuts traffic between chosen nodes.
+	Faults *Faults
 	// Console receives a line for every transition applied.
 	Console io.Writer
 	Log     *slog.Logger
@@ -131,14 +133,15 @@ type Config struct {
 
 // Member is this node's part of the membership service.
 type Member struct {
-	cfg    Config
-	bootID string
-	fsm    *fsm
-	raft   *raft.Raft
-	trans  *raft.NetworkTransport
-	ml     *memberlist.Memberlist
-	events chan memberlist.NodeEvent
-	closer []io.Closer
+	cfg        Config
+	bootID     string
+	gossipAddr string
+	fsm        *fsm
+	raft       *raft.Raft
+	trans      *raft.NetworkTransport
+	ml         *memberlist.Memberlist
+	events     chan memberlist.NodeEvent
+	closer     []io.Closer
 
 	queue *queue
 
@@ -153,9 +156,10 @@ type Member struct {
 
 // meta is what a node gossips about itself.
 type meta struct {
-	Node int    `json:"n"`
-	Raft string `json:"r"`
-	Boot string `json:"b"`
+	Node   int    `json:"n"`
+	Raft   string `json:"r"`
+	Boot   string `json:"b"`
+	Gossip string `json:"g"`
 }
 
 // Start joins (or founds) the cluster.
@@ -194,9 +198,10 @@ func Start(cfg Config) (*Member, error) {
 		m.Close()
 		return nil, err
 	}
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.dispatch()
 	go m.masterLoop()
+	go m.reconnect()
 	return m, nil
 }
 
@@ -210,9 +215,19 @@ func (m *Member) startRaft(tm timing) error {
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: io.Discard})
 	addr := net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.RaftPort))
-	trans, err := raft.NewTCPTransport(addr, nil, 4, 2*time.Second, io.Discard)
-	if err != nil {
-		return fmt.Errorf("clms: raft transport on %s: %w", addr, err)
+	var trans *raft.NetworkTransport
+	if cfg.Faults != nil {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("clms: raft transport on %s: %w", addr, err)
+		}
+		trans = raft.NewNetworkTransport(&raftStream{Listener: ln, self: cfg.Addr, f: cfg.Faults}, 4, 2*time.Second, io.Discard)
+	} else {
+		t, err := raft.NewTCPTransport(addr, nil, 4, 2*time.Second, io.Discard)
+		if err != nil {
+			return fmt.Errorf("clms: raft transport on %s: %w", addr, err)
+		}
+		trans = t
 	}
 	m.trans = trans
 	var logs raft.LogStore
@@ -272,15 +287,27 @@ func (m *Member) startGossip(tm timing) error {
 	mc.AdvertisePort = cfg.GossipPort
 	mc.Events = &memberlist.ChannelEventDelegate{Ch: m.events}
 	mc.Delegate = &delegate{meta: func() []byte {
-		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID})
+		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID, Gossip: m.gossipAddr})
 		return b
 	}}
 	mc.Logger = log.New(io.Discard, "", 0)
+	if cfg.Faults != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{cfg.Addr}, BindPort: cfg.GossipPort, Logger: mc.Logger})
+		if err != nil {
+			return fmt.Errorf("clms: gossip on %s:%d: %w", cfg.Addr, cfg.GossipPort, err)
+		}
+		mc.Transport = newGossipTransport(nt, cfg.Addr, cfg.Faults)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("clms: gossip on %s:%d: %w", cfg.Addr, cfg.GossipPort, err)
 	}
 	m.ml = ml
+	// The gossip port is known only now (0 picks one): publish it.
+	m.gossipAddr = m.GossipAddr()
+	if err := ml.UpdateNode(time.Second); err != nil {
+		cfg.Log.Warn("publish gossip address", "err", err)
+	}
 	if len(cfg.Join) > 0 {
 		if _, err := ml.Join(cfg.Join); err != nil {
 			// Peers may still be booting: keep trying in the background.
@@ -402,6 +429,36 @@ func (m *Member) dispatch() {
 	}
 }
 
+// reconnect contacts, every two seconds, the members of the table that
+// gossip has lost (as Serf does): a node that died stays silent, but the
+// two sides of a healed partition find each other again.
+func (m *Member) reconnect() {
+	defer m.wg.Done()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		alive := map[string]bool{}
+		for _, n := range m.ml.Members() {
+			alive[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		}
+		recs, _ := m.fsm.snapshot()
+		var lost []string
+		for _, r := range recs {
+			if r.Node != m.cfg.Node && r.Gossip != "" && !alive[r.Gossip] {
+				lost = append(lost, r.Gossip)
+			}
+		}
+		if len(lost) > 0 {
+			m.ml.Join(lost)
+		}
+	}
+}
+
 // masterLoop reconciles the membership table with gossip while this node
 // is the Raft leader: on every gossip event and every 100 ms.
 func (m *Member) masterLoop() {
@@ -499,7 +556,7 @@ func (m *Member) reconcile() {
 				m.cfg.Log.Warn("add to raft", "node", n, "err", err)
 				continue
 			}
-			t, err := m.commit(n, ComingUp, r.Transition, addrOf(md), "joined")
+			t, err := m.commitJoin(n, r.Transition, md)
 			if err != nil {
 				m.cfg.Log.Warn("commit ComingUp", "node", n, "err", err)
 				continue
@@ -525,7 +582,14 @@ func bootOf(addr string) string {
 }
 
 func (m *Member) commit(node int, st State, expect uint64, addr, reason string) (Transition, error) {
-	c := command{Node: node, State: st, Expect: expect, Addr: addr, At: time.Now().UTC(), Master: m.cfg.Node, Reason: reason}
+	return m.apply(command{Node: node, State: st, Expect: expect, Addr: addr, At: time.Now().UTC(), Master: m.cfg.Node, Reason: reason})
+}
+
+func (m *Member) commitJoin(node int, expect uint64, md meta) (Transition, error) {
+	return m.apply(command{Node: node, State: ComingUp, Expect: expect, Addr: addrOf(md), Gossip: md.Gossip, At: time.Now().UTC(), Master: m.cfg.Node, Reason: "joined"})
+}
+
+func (m *Member) apply(c command) (Transition, error) {
 	b, _ := json.Marshal(c)
 	f := m.raft.Apply(b, 2*time.Second)
 	if err := f.Error(); err != nil {
