@@ -1,6 +1,7 @@
 package locusd
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -57,6 +58,9 @@ func TestFetchRefusesGarbage(t *testing.T) {
 			if err != nil {
 				return
 			}
+			// Read the request first: a reply to an unread request can
+			// reach the client as a reset instead.
+			http.ReadRequest(bufio.NewReader(c))
 			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{{{{{"))
 			c.Close()
 		}
