@@ -49,6 +49,9 @@ type Fencing struct {
 	Agent []string `yaml:"agent" json:"agent,omitempty"`
 	// TimeoutSeconds bounds one agent run (default 30).
 	TimeoutSeconds int `yaml:"timeout_seconds" json:"timeout_seconds"`
+	// SelfFenceSeconds, if set, powers a node off once it has been
+	// without quorum that long (0: never).
+	SelfFenceSeconds int `yaml:"self_fence_seconds" json:"self_fence_seconds,omitempty"`
 }
 
 // Membership tunes the membership service.
@@ -360,6 +363,9 @@ func (s *Spec) Validate() error {
 		bad("root.source", "%q is not supported; supported: %q", s.Root.Source, RootInitramfs)
 	}
 	s.validateContent(bad)
+	if s.Fencing.SelfFenceSeconds < 0 || s.Fencing.SelfFenceSeconds > 3600 {
+		bad("fencing.self_fence_seconds", "%d must be between 0 (off) and 3600", s.Fencing.SelfFenceSeconds)
+	}
 	if s.Fencing.TimeoutSeconds < 1 || s.Fencing.TimeoutSeconds > 600 {
 		bad("fencing.timeout_seconds", "%d must be between 1 and 600", s.Fencing.TimeoutSeconds)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/initramfs"
@@ -61,6 +62,15 @@ func newDaemonCmd(e *env) *cobra.Command {
 					cfg.Log.Info("fencing", "agent", strings.Join(agent.Argv, " "))
 				} else {
 					cfg.Log.Warn("no fence agent: a failed node is taken Down without being powered off (set fencing.agent in the spec)")
+				}
+				if spec.Fencing.SelfFenceSeconds > 0 {
+					mc.SelfFenceAfter = time.Duration(spec.Fencing.SelfFenceSeconds) * time.Second
+					mc.SelfFence = func() {
+						// Cut off from the majority: stop now, before the
+						// majority's fence does, so nothing more is written.
+						unix.Sync()
+						unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+					}
 				}
 				cfg.CLMS = &mc
 				ic := &locusd.ICSConfig{Node: mc.Node, Addr: mc.Addr, MAC: mac, Secret: os.Getenv("LOCUS_SECRET"),

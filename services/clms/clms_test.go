@@ -13,12 +13,14 @@ import (
 // cluster is a loopback cluster of members in this process, each with its
 // own Raft and gossip sockets.
 type cluster struct {
-	t       *testing.T
-	faults  *Faults
-	mu      sync.Mutex
-	members map[int]*Member
-	console map[int]*syncBuffer
-	dataDir map[int]string
+	t              *testing.T
+	faults         *Faults
+	selfFenceAfter time.Duration
+	selfFenced     chan int
+	mu             sync.Mutex
+	members        map[int]*Member
+	console        map[int]*syncBuffer
+	dataDir        map[int]string
 }
 
 type syncBuffer struct {
@@ -39,7 +41,7 @@ func (s *syncBuffer) String() string {
 }
 
 func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, members: map[int]*Member{}, console: map[int]*syncBuffer{}, dataDir: map[int]string{}}
+	c := &cluster{t: t, members: map[int]*Member{}, console: map[int]*syncBuffer{}, dataDir: map[int]string{}, selfFenced: make(chan int, 64)}
 	t.Cleanup(func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -62,7 +64,8 @@ func (c *cluster) start(n int, durable bool) *Member {
 	// Node N on 127.0.78.N with the real ports, as on an interconnect: a
 	// node that restarts has the same addresses.
 	cfg := Config{Node: n, Addr: fmt.Sprintf("127.0.78.%d", n), RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort,
-		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}, Faults: c.faults}
+		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}, Faults: c.faults,
+		SelfFenceAfter: c.selfFenceAfter, SelfFence: func() { c.selfFenced <- n }}
 	if durable {
 		if c.dataDir[n] == "" {
 			c.dataDir[n] = c.t.TempDir()
@@ -338,6 +341,7 @@ func TestWholeClusterRestart(t *testing.T) {
 func TestPartition(t *testing.T) {
 	c := newCluster(t)
 	c.faults = NewFaults()
+	c.selfFenceAfter = 2 * time.Second
 	c.start(1, true)
 	for n := 2; n <= 5; n++ {
 		c.start(n, false)
@@ -385,6 +389,20 @@ func TestPartition(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	c.checkHistories()
+	// Cut off for two seconds, the minority fences itself; the majority
+	// never does.
+	fenced := map[int]bool{}
+	for timeout := time.After(10 * time.Second); len(fenced) < 2; {
+		select {
+		case n := <-c.selfFenced:
+			fenced[n] = true
+		case <-timeout:
+			t.Fatalf("self-fenced: %v, want nodes 1 and 2", fenced)
+		}
+	}
+	if !fenced[1] || !fenced[2] {
+		t.Errorf("self-fenced: %v, want nodes 1 and 2", fenced)
+	}
 
 	c.faults.Heal()
 	c.waitAll("healed", 60*time.Second, states(Up, 1, 2, 3, 4, 5))

@@ -124,6 +124,11 @@ type Config struct {
 	// Fence, if set, is run by the master on a failed node before Down
 	// is committed; Down waits until it succeeds.
 	Fence func(ctx context.Context, node int) error
+	// SelfFenceAfter, if set, calls SelfFence once this node, having had
+	// quorum, has been without it that long: a node cut off from the
+	// majority takes itself out before the majority fences it.
+	SelfFenceAfter time.Duration
+	SelfFence      func()
 	// Faults, in tests, cuts traffic between chosen nodes.
 	Faults *Faults
 	// Console receives a line for every transition applied.
@@ -198,10 +203,11 @@ func Start(cfg Config) (*Member, error) {
 		m.Close()
 		return nil, err
 	}
-	m.wg.Add(3)
+	m.wg.Add(4)
 	go m.dispatch()
 	go m.masterLoop()
 	go m.reconnect()
+	go m.watchQuorum()
 	return m, nil
 }
 
@@ -455,6 +461,35 @@ func (m *Member) reconnect() {
 		}
 		if len(lost) > 0 {
 			m.ml.Join(lost)
+		}
+	}
+}
+
+// watchQuorum self-fences a node that lost quorum for SelfFenceAfter.
+func (m *Member) watchQuorum() {
+	defer m.wg.Done()
+	if m.cfg.SelfFenceAfter <= 0 || m.cfg.SelfFence == nil {
+		return
+	}
+	tick := time.NewTicker(m.cfg.SelfFenceAfter / 10)
+	defer tick.Stop()
+	var had bool
+	var lostAt time.Time
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		switch q := m.Status().Quorum; {
+		case q:
+			had, lostAt = true, time.Time{}
+		case had && lostAt.IsZero():
+			lostAt = time.Now()
+		case had && time.Since(lostAt) >= m.cfg.SelfFenceAfter:
+			m.cfg.Log.Error("no quorum: self-fencing", "for", time.Since(lostAt).Round(time.Millisecond))
+			m.cfg.SelfFence()
+			return
 		}
 	}
 }
