@@ -102,7 +102,7 @@ func format(ms map[string]*measure, nodes int) string {
 	fmt.Fprintf(&b, "| what | Locus `lan` | memberlist default | ratio |\n|---|---|---|---|\n")
 	row := func(what string, a, d []time.Duration, p int) {
 		la, de := pct(a, p), pct(d, p)
-		fmt.Fprintf(&b, "| %s (n=%d) | %v | %v | **%.1f** |\n", what, len(a), la.Round(time.Millisecond), de.Round(time.Millisecond), float64(de)/float64(max(la, 1)))
+		fmt.Fprintf(&b, "| %s | %v (n=%d) | %v (n=%d) | **%.1f** |\n", what, la.Round(time.Millisecond), len(a), de.Round(time.Millisecond), len(d), float64(de)/float64(max(la, 1)))
 	}
 	row("node Down everywhere, p50", lan.detect, def.detect, 50)
 	row("node Down everywhere, p99", lan.detect, def.detect, 99)
