@@ -315,33 +315,33 @@ func (m *Member) startGossip(tm timing) error {
 		cfg.Log.Warn("publish gossip address", "err", err)
 	}
 	if len(cfg.Join) > 0 {
-		if _, err := ml.Join(cfg.Join); err != nil {
-			// Peers may still be booting: keep trying in the background.
-			cfg.Log.Info("no member answered yet; retrying", "join", strings.Join(cfg.Join, ","), "err", err)
-			m.wg.Add(1)
-			go m.retryJoin()
-		}
+		// In the background: peers may still be booting, and an address
+		// with no machine behind it costs a connect timeout.
+		m.wg.Add(1)
+		go m.join()
 	}
 	return nil
 }
 
-// retryJoin contacts the join addresses every second until one answers.
-func (m *Member) retryJoin() {
+// join contacts the join addresses, then every second until one answers.
+func (m *Member) join() {
 	defer m.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		if m.ml.NumMembers() > 1 {
+			return
+		}
+		n, err := m.ml.Join(m.cfg.Join)
+		if n > 0 {
+			m.cfg.Log.Info("joined", "members", m.ml.NumMembers())
+			return
+		}
+		m.cfg.Log.Info("no member answered yet; retrying", "join", strings.Join(m.cfg.Join, ","), "err", err)
 		select {
 		case <-m.stop:
 			return
 		case <-tick.C:
-		}
-		if m.ml.NumMembers() > 1 {
-			return
-		}
-		if _, err := m.ml.Join(m.cfg.Join); err == nil {
-			m.cfg.Log.Info("joined", "members", m.ml.NumMembers())
-			return
 		}
 	}
 }
