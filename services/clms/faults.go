@@ -181,9 +181,21 @@ func (t *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 	return t.f.track(c, t.self), nil
 }
 
+// Shutdown stops the inner transport, draining its channels meanwhile:
+// its listeners cannot exit while blocked handing over a packet.
 func (t *gossipTransport) Shutdown() error {
-	close(t.stop)
-	return t.NodeAwareTransport.Shutdown()
+	done := make(chan error, 1)
+	go func() { done <- t.NodeAwareTransport.Shutdown() }()
+	for {
+		select {
+		case <-t.NodeAwareTransport.PacketCh():
+		case c := <-t.NodeAwareTransport.StreamCh():
+			c.Close()
+		case err := <-done:
+			close(t.stop)
+			return err
+		}
+	}
 }
 
 // raftStream is Raft's TCP stream layer with the faults.

@@ -735,7 +735,7 @@ func (m *Member) Status() Status {
 	if n, err := strconv.Atoi(string(id)); err == nil {
 		st.Master = n
 	}
-	st.Term, _ = strconv.ParseUint(m.raft.Stats()["term"], 10, 64)
+	st.Term = m.raft.CurrentTerm()
 	switch m.raft.State() {
 	case raft.Leader:
 		st.Quorum = true
