@@ -145,7 +145,7 @@ type Member struct {
 	raft       *raft.Raft
 	trans      *raft.NetworkTransport
 	ml         *memberlist.Memberlist
-	events     chan memberlist.NodeEvent
+	events     kick
 	closer     []io.Closer
 
 	queue *queue
@@ -186,7 +186,7 @@ func Start(cfg Config) (*Member, error) {
 	}
 	b := make([]byte, 8)
 	rand.Read(b)
-	m := &Member{cfg: cfg, bootID: hex.EncodeToString(b), events: make(chan memberlist.NodeEvent, 256), stop: make(chan struct{}), queue: newQueue()}
+	m := &Member{cfg: cfg, bootID: hex.EncodeToString(b), events: make(kick, 1), stop: make(chan struct{}), queue: newQueue()}
 	m.fsm = newFSM(func(t Transition) {
 		fmt.Fprintf(cfg.Console, "locus-clms: transition %d: node %d %s\n", t.ID, t.Node, t.State)
 		m.queue.push(t)
@@ -291,7 +291,7 @@ func (m *Member) startGossip(tm timing) error {
 	mc.BindPort = cfg.GossipPort
 	mc.AdvertiseAddr = cfg.Addr
 	mc.AdvertisePort = cfg.GossipPort
-	mc.Events = &memberlist.ChannelEventDelegate{Ch: m.events}
+	mc.Events = m.events
 	mc.Delegate = &delegate{meta: func() []byte {
 		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID, Gossip: m.gossipAddr})
 		return b
@@ -363,6 +363,24 @@ func LANGossipConfig() *memberlist.Config {
 	c.PushPullInterval = 10 * time.Second
 	return c
 }
+
+// kick wakes the master loop on any gossip event. memberlist calls its
+// event delegate with its node table locked, so the delegate must never
+// block: a full channel here (the master busy reconciling, which reads
+// that table) would deadlock gossip. The master reads the whole table
+// when it wakes, so one pending wake-up is enough.
+type kick chan struct{}
+
+func (k kick) poke() {
+	select {
+	case k <- struct{}{}:
+	default:
+	}
+}
+
+func (k kick) NotifyJoin(*memberlist.Node)   { k.poke() }
+func (k kick) NotifyLeave(*memberlist.Node)  { k.poke() }
+func (k kick) NotifyUpdate(*memberlist.Node) { k.poke() }
 
 type delegate struct{ meta func() []byte }
 
