@@ -184,17 +184,8 @@ func TestVMThreeNodesTalk(t *testing.T) {
 		keepLogsOnFailure(t, state)
 	})
 	start := time.Now()
-	out, err := locus("qemu", "up", "-n", "3", "--direct", "--timeout", "5m", "--output", "json")
-	if err != nil {
-		t.Fatalf("locus qemu up: %v\n%s", err, out)
-	}
-	var up struct {
-		Nodes []qemu.NodeStatus `json:"nodes"`
-	}
-	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n{")+1:]), &up); err != nil {
-		t.Fatalf("up --output json: %v\n%s", err, out)
-	}
-	for _, n := range up.Nodes {
+	up, _ := qemuUp(t, locus, "-n", "3", "--direct", "--timeout", "5m")
+	for _, n := range up {
 		t.Logf("node %d Up after %.1fs (guest %.1fs)", n.Number, time.Duration(n.UpAfter).Seconds(), n.GuestUp)
 		if n.Stage != qemu.StageUp {
 			t.Errorf("node %d is %s, want up", n.Number, n.Stage)
@@ -230,7 +221,7 @@ func TestVMThreeNodesTalk(t *testing.T) {
 	if out, err := locus("qemu", "down"); err != nil {
 		t.Fatalf("locus qemu down: %v\n%s", err, out)
 	}
-	for _, n := range up.Nodes {
+	for _, n := range up {
 		if n.PID != 0 && processAlive(n.PID) {
 			t.Errorf("node %d's QEMU (pid %d) survived qemu down", n.Number, n.PID)
 		}
@@ -242,6 +233,23 @@ func TestVMThreeNodesTalk(t *testing.T) {
 
 // cli runs the locus binary on the cluster in state, with the test's image;
 // the cluster flags go right after the verb's noun, before any "--".
+// qemuUp runs `locus qemu up ARGS --output json` and returns the nodes'
+// statuses and the whole output (progress lines included).
+func qemuUp(t *testing.T, locus func(...string) (string, error), args ...string) ([]qemu.NodeStatus, string) {
+	t.Helper()
+	out, err := locus(append(append([]string{"qemu", "up"}, args...), "--output", "json")...)
+	if err != nil {
+		t.Fatalf("locus qemu up %v: %v\n%s", args, err, out)
+	}
+	var up struct {
+		Nodes []qemu.NodeStatus `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n{")+1:]), &up); err != nil {
+		t.Fatalf("up --output json: %v\n%s", err, out)
+	}
+	return up.Nodes, out
+}
+
 func cli(state string) func(args ...string) (string, error) {
 	return func(args ...string) (string, error) {
 		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
@@ -315,17 +323,8 @@ func TestVMInstalledCluster(t *testing.T) {
 		keepLogsOnFailure(t, state)
 	})
 	start := time.Now()
-	out, err := locus("qemu", "up", "-n", "4", "--timeout", "8m", "--output", "json", "--api-port", "17471")
-	if err != nil {
-		t.Fatalf("locus qemu up -n 4: %v\n%s", err, out)
-	}
-	var up struct {
-		Nodes []qemu.NodeStatus `json:"nodes"`
-	}
-	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n{")+1:]), &up); err != nil {
-		t.Fatalf("up --output json: %v\n%s", err, out)
-	}
-	for _, n := range up.Nodes {
+	up, out := qemuUp(t, locus, "-n", "4", "--timeout", "8m", "--api-port", "17471")
+	for _, n := range up {
 		t.Logf("VM %d Up after %.1fs (guest %.1fs)", n.Number, time.Duration(n.UpAfter).Seconds(), n.GuestUp)
 	}
 	t.Logf("4 nodes (1 from disk, 3 by PXE) Up in %.1fs", time.Since(start).Seconds())
@@ -337,7 +336,7 @@ func TestVMInstalledCluster(t *testing.T) {
 	// From the host, through the endpoint qemu up saved: node 1's
 	// registry, where VM N's MAC is node N.
 	host := hostCLI(state)
-	out, err = host("netboot", "nodes", "--output", "json")
+	out, err := host("netboot", "nodes", "--output", "json")
 	var contacts []struct {
 		MAC  string `json:"mac"`
 		Node int    `json:"node"`
@@ -346,7 +345,7 @@ func TestVMInstalledCluster(t *testing.T) {
 		t.Errorf("netboot nodes from the host: %v\n%s", err, out)
 	}
 	for _, c := range contacts {
-		for _, n := range up.Nodes {
+		for _, n := range up {
 			if strings.EqualFold(n.MAC, c.MAC) && n.Number != c.Node {
 				t.Errorf("VM %d (%s) is cluster node %d", n.Number, c.MAC, c.Node)
 			}
