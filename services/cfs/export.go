@@ -1,0 +1,556 @@
+package cfs
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/hugelgupf/p9/fsimpl/templatefs"
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+	"golang.org/x/sys/unix"
+)
+
+// Export is a local directory served as a 9P2000.L file tree. It is the
+// p9.Attacher of a Server.
+type Export struct {
+	dir  string
+	root int // O_PATH descriptor of dir
+}
+
+// NewExport opens dir for serving. Close releases it.
+func NewExport(dir string) (*Export, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cfs: export %s: %w", dir, err)
+	}
+	return &Export{dir: dir, root: fd}, nil
+}
+
+// Dir is the exported directory.
+func (e *Export) Dir() string { return e.dir }
+
+// Close releases the export's root. Files attached before stay usable
+// until their clients clunk them.
+func (e *Export) Close() error { return unix.Close(e.root) }
+
+// Attach implements p9.Attacher: every attach starts at the export's root.
+func (e *Export) Attach() (p9.File, error) {
+	fd, err := unix.Openat(e.root, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cfs: attach %s: %w", e.dir, err)
+	}
+	return &file{fd: fd, mode: unix.S_IFDIR}, nil
+}
+
+// file is one fid's file: an O_PATH descriptor of its inode, plus the
+// descriptor opened for I/O once the client opens it.
+type file struct {
+	templatefs.XattrUnimplemented
+
+	fd   int    // O_PATH|O_NOFOLLOW: names the inode, cannot do I/O
+	mode uint32 // S_IFMT bits, fixed for the inode's life
+
+	mu      sync.Mutex
+	io      int // the descriptor opened for I/O, once opened
+	opened  bool
+	dirents []p9.Dirent // directory listing, read at offset 0
+}
+
+var _ p9.File = (*file)(nil)
+
+// procPath names f's inode through /proc/self/fd: the kernel resolves it
+// to the inode itself, not a path, so it cannot leave the export. Used
+// only for regular files and directories, never for symlinks.
+func (f *file) procPath() string { return "/proc/self/fd/" + strconv.Itoa(f.fd) }
+
+func (f *file) isSymlink() bool { return f.mode == unix.S_IFLNK }
+
+func qidOf(st *unix.Stat_t) p9.QID {
+	return p9.QID{Type: p9.FileMode(st.Mode).QIDType(), Path: st.Ino}
+}
+
+// walkOne opens name in the directory dirfd as a new file.
+func walkOne(dirfd int, name string) (*file, p9.QID, *unix.Stat_t, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, p9.QID{}, nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, p9.QID{}, nil, err
+	}
+	return &file{fd: fd, mode: st.Mode & unix.S_IFMT}, qidOf(&st), &st, nil
+}
+
+func (f *file) walk(names []string) ([]p9.QID, *file, *unix.Stat_t, error) {
+	if len(names) == 0 {
+		fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return nil, nil, nil, err
+		}
+		return nil, &file{fd: fd, mode: f.mode}, &st, nil
+	}
+	qids := make([]p9.QID, 0, len(names))
+	cur := f
+	var st *unix.Stat_t
+	for _, name := range names {
+		next, qid, s, err := walkOne(cur.fd, name)
+		if cur != f {
+			cur.Close()
+		}
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		qids, cur, st = append(qids, qid), next, s
+	}
+	return qids, cur, st, nil
+}
+
+// Walk implements p9.File.Walk.
+func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
+	qids, nf, _, err := f.walk(names)
+	if err != nil {
+		return nil, nil, err
+	}
+	return qids, nf, nil
+}
+
+// WalkGetAttr implements p9.File.WalkGetAttr: one round trip for the
+// walk-then-stat every path lookup of the kernel client does.
+func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+	qids, nf, st, err := f.walk(names)
+	if err != nil {
+		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
+	}
+	mask, attr := attrOf(st)
+	return qids, nf, mask, attr, nil
+}
+
+func attrOf(st *unix.Stat_t) (p9.AttrMask, p9.Attr) {
+	return p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true, RDev: true, ATime: true, MTime: true, CTime: true, INo: true, Size: true, Blocks: true},
+		p9.Attr{
+			Mode: p9.FileMode(st.Mode), UID: p9.UID(st.Uid), GID: p9.GID(st.Gid),
+			NLink: p9.NLink(st.Nlink), RDev: p9.Dev(st.Rdev), Size: uint64(st.Size),
+			BlockSize: uint64(st.Blksize), Blocks: uint64(st.Blocks),
+			ATimeSeconds: uint64(st.Atim.Sec), ATimeNanoSeconds: uint64(st.Atim.Nsec),
+			MTimeSeconds: uint64(st.Mtim.Sec), MTimeNanoSeconds: uint64(st.Mtim.Nsec),
+			CTimeSeconds: uint64(st.Ctim.Sec), CTimeNanoSeconds: uint64(st.Ctim.Nsec),
+		}
+}
+
+// GetAttr implements p9.File.GetAttr.
+func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, err
+	}
+	mask, attr := attrOf(&st)
+	return qidOf(&st), mask, attr, nil
+}
+
+// SetAttr implements p9.File.SetAttr: chmod, chown, truncate, utimes.
+func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
+	if valid.UID || valid.GID {
+		uid, gid := -1, -1
+		if valid.UID {
+			uid = int(attr.UID)
+		}
+		if valid.GID {
+			gid = int(attr.GID)
+		}
+		if err := unix.Fchownat(f.fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return errno(err)
+		}
+	}
+	if f.isSymlink() {
+		// A symlink has no mode, size or times of its own worth setting.
+		return nil
+	}
+	if valid.Permissions {
+		if err := unix.Fchmodat(unix.AT_FDCWD, f.procPath(), uint32(attr.Permissions)&07777, 0); err != nil {
+			return errno(err)
+		}
+	}
+	if valid.Size {
+		if f.mode != unix.S_IFREG {
+			return linux.EINVAL
+		}
+		if err := unix.Truncate(f.procPath(), int64(attr.Size)); err != nil {
+			return err
+		}
+	}
+	if valid.ATime || valid.MTime {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if valid.ATime {
+			ts[0] = timeArg(valid.ATimeNotSystemTime, attr.ATimeSeconds, attr.ATimeNanoSeconds)
+		}
+		if valid.MTime {
+			ts[1] = timeArg(valid.MTimeNotSystemTime, attr.MTimeSeconds, attr.MTimeNanoSeconds)
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.procPath(), ts, 0); err != nil {
+			return errno(err)
+		}
+	}
+	return nil
+}
+
+func timeArg(given bool, sec, nsec uint64) unix.Timespec {
+	if !given {
+		return unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return unix.Timespec{Sec: int64(sec), Nsec: int64(nsec)}
+}
+
+// openFlags are the Linux open flags a client may pass on; the rest
+// (O_CREAT, O_NOFOLLOW, O_PATH, ...) are the server's business.
+const openFlags = unix.O_ACCMODE | unix.O_TRUNC | unix.O_APPEND | unix.O_SYNC | unix.O_DSYNC | unix.O_DIRECT | unix.O_NOATIME
+
+// Open implements p9.File.Open. Only regular files and directories
+// open: a device node or FIFO on the shared root is the client's own
+// (the kernel client never opens them here), never the server's.
+func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
+	if f.mode != unix.S_IFREG && f.mode != unix.S_IFDIR {
+		return p9.QID{}, 0, linux.EINVAL
+	}
+	fd, err := unix.Open(f.procPath(), int(uint32(flags)&openFlags)|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return p9.QID{}, 0, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return p9.QID{}, 0, err
+	}
+	f.mu.Lock()
+	f.io, f.opened = fd, true
+	f.mu.Unlock()
+	return qidOf(&st), 0, nil
+}
+
+func (f *file) ioFD() (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.opened {
+		return -1, linux.EBADF
+	}
+	return f.io, nil
+}
+
+// ReadAt implements p9.File.ReadAt. End of file is a short read, not an
+// error (the p9 server would turn io.EOF into EIO).
+func (f *file) ReadAt(p []byte, offset int64) (int, error) {
+	fd, err := f.ioFD()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pread(fd, p[n:], offset+int64(n))
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// WriteAt implements p9.File.WriteAt. A file opened with O_APPEND
+// appends wherever offset points, as pwrite(2) does on Linux: appends
+// from several nodes interleave whole, none overwrites another.
+func (f *file) WriteAt(p []byte, offset int64) (int, error) {
+	fd, err := f.ioFD()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pwrite(fd, p[n:], offset+int64(n))
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// FSync implements p9.File.FSync.
+func (f *file) FSync() error {
+	fd, err := f.ioFD()
+	if err != nil {
+		return err
+	}
+	return unix.Fsync(fd)
+}
+
+// Lock implements p9.File.Lock with open-file-description locks on the
+// server: a POSIX lock taken on one node excludes every other node's.
+func (f *file) Lock(pid int, locktype p9.LockType, flags p9.LockFlags, start, length uint64, client string) (p9.LockStatus, error) {
+	fd, err := f.ioFD()
+	if err != nil {
+		return p9.LockStatusError, err
+	}
+	lk := unix.Flock_t{Whence: 0, Start: int64(start), Len: int64(length)}
+	switch locktype {
+	case p9.ReadLock:
+		lk.Type = unix.F_RDLCK
+	case p9.WriteLock:
+		lk.Type = unix.F_WRLCK
+	case p9.Unlock:
+		lk.Type = unix.F_UNLCK
+	default:
+		return p9.LockStatusError, linux.EINVAL
+	}
+	// The kernel client retries a blocking request while the answer is
+	// "blocked", so the server never sleeps holding a request.
+	switch err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err {
+	case nil:
+		return p9.LockStatusOK, nil
+	case unix.EAGAIN, unix.EACCES:
+		return p9.LockStatusBlocked, nil
+	default:
+		return p9.LockStatusError, nil
+	}
+}
+
+// Close implements p9.File.Close: the fid was clunked.
+func (f *file) Close() error {
+	f.mu.Lock()
+	if f.opened {
+		unix.Close(f.io)
+		f.opened = false
+	}
+	f.dirents = nil
+	f.mu.Unlock()
+	return unix.Close(f.fd)
+}
+
+// created finishes a create: owner and group as the client asked (the
+// kernel client sends the creating process's group; its user is the
+// server's unless given), and a new file for the created inode.
+func (f *file) created(name string, uid p9.UID, gid p9.GID) (*file, p9.QID, error) {
+	u, g := -1, -1
+	if uid.Ok() {
+		u = int(uid)
+	}
+	if gid.Ok() {
+		g = int(gid)
+	}
+	if u != -1 || g != -1 {
+		if err := unix.Fchownat(f.fd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return nil, p9.QID{}, err
+		}
+	}
+	nf, qid, _, err := walkOne(f.fd, name)
+	return nf, qid, err
+}
+
+// Create implements p9.File.Create: a new regular file, opened.
+func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
+	fd, err := unix.Openat(f.fd, name, int(uint32(flags)&openFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Permissions()))
+	if err != nil {
+		return nil, p9.QID{}, 0, err
+	}
+	nf, qid, err := f.created(name, uid, gid)
+	if err != nil {
+		unix.Close(fd)
+		return nil, p9.QID{}, 0, err
+	}
+	nf.io, nf.opened = fd, true
+	return nf, qid, 0, nil
+}
+
+func (f *file) createdQID(name string, uid p9.UID, gid p9.GID) (p9.QID, error) {
+	nf, qid, err := f.created(name, uid, gid)
+	if err != nil {
+		return p9.QID{}, err
+	}
+	nf.Close()
+	return qid, nil
+}
+
+// Mkdir implements p9.File.Mkdir.
+func (f *file) Mkdir(name string, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.QID, error) {
+	if err := unix.Mkdirat(f.fd, name, uint32(perm.Permissions())); err != nil {
+		return p9.QID{}, err
+	}
+	return f.createdQID(name, uid, gid)
+}
+
+// Symlink implements p9.File.Symlink. The target is stored as given and
+// only ever read back by clients.
+func (f *file) Symlink(target, name string, uid p9.UID, gid p9.GID) (p9.QID, error) {
+	if err := unix.Symlinkat(target, f.fd, name); err != nil {
+		return p9.QID{}, err
+	}
+	return f.createdQID(name, uid, gid)
+}
+
+// Mknod implements p9.File.Mknod: device nodes, FIFOs and sockets on the
+// shared root, used by each client on its own.
+func (f *file) Mknod(name string, mode p9.FileMode, major, minor uint32, uid p9.UID, gid p9.GID) (p9.QID, error) {
+	if err := unix.Mknodat(f.fd, name, uint32(mode), int(unix.Mkdev(major, minor))); err != nil {
+		return p9.QID{}, err
+	}
+	return f.createdQID(name, uid, gid)
+}
+
+// Link implements p9.File.Link: a hard link to target named name here.
+func (f *file) Link(target p9.File, name string) error {
+	t, ok := target.(*file)
+	if !ok {
+		return linux.EXDEV
+	}
+	return errno(unix.Linkat(t.fd, "", f.fd, name, unix.AT_EMPTY_PATH))
+}
+
+// RenameAt implements p9.File.RenameAt.
+func (f *file) RenameAt(oldName string, newDir p9.File, newName string) error {
+	d, ok := newDir.(*file)
+	if !ok {
+		return linux.EXDEV
+	}
+	return errno(unix.Renameat(f.fd, oldName, d.fd, newName))
+}
+
+// Rename implements p9.File.Rename, the old fid-based rename; clients
+// use RenameAt (Trenameat), which names the old directory.
+func (f *file) Rename(p9.File, string) error { return linux.EOPNOTSUPP }
+
+// Renamed implements p9.File.Renamed: descriptors name inodes, not
+// paths, so there is nothing to update.
+func (f *file) Renamed(p9.File, string) {}
+
+// UnlinkAt implements p9.File.UnlinkAt (flags: AT_REMOVEDIR).
+func (f *file) UnlinkAt(name string, flags uint32) error {
+	return errno(unix.Unlinkat(f.fd, name, int(flags&unix.AT_REMOVEDIR)))
+}
+
+// errno keeps a system call's error number exact on the wire: the p9
+// server maps errors that match os.ErrExist or os.ErrPermission to EEXIST
+// and EACCES, which would turn ENOTEMPTY and EPERM into the wrong answer.
+func errno(err error) error {
+	if e, ok := err.(unix.Errno); ok {
+		return linux.Errno(e)
+	}
+	return err
+}
+
+// Readlink implements p9.File.Readlink.
+func (f *file) Readlink() (string, error) {
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(f.fd, "", buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// StatFS implements p9.File.StatFS.
+func (f *file) StatFS() (p9.FSStat, error) {
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(f.fd, &s); err != nil {
+		return p9.FSStat{}, err
+	}
+	return p9.FSStat{
+		Type: uint32(s.Type), BlockSize: uint32(s.Bsize), Blocks: s.Blocks, BlocksFree: s.Bfree,
+		BlocksAvailable: s.Bavail, Files: s.Files, FilesFree: s.Ffree,
+		FSID: uint64(uint32(s.Fsid.Val[0])) | uint64(uint32(s.Fsid.Val[1]))<<32, NameLength: uint32(s.Namelen),
+	}, nil
+}
+
+// Readdir implements p9.File.Readdir. The listing is read whole when a
+// client starts at offset 0 and served from there, so offsets stay
+// stable while the client pages through it; entry i has offset i+1.
+func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.opened {
+		return nil, linux.EBADF
+	}
+	if offset == 0 || f.dirents == nil {
+		ents, err := readDir(f.io)
+		if err != nil {
+			return nil, err
+		}
+		f.dirents = ents
+	}
+	if offset >= uint64(len(f.dirents)) {
+		return nil, nil
+	}
+	// count is bytes; the reply is cut to fit it, an entry takes 24
+	// bytes and its name at least.
+	n := uint64(count)/24 + 1
+	end := min(offset+n, uint64(len(f.dirents)))
+	return f.dirents[offset:end], nil
+}
+
+// readDir lists the directory open at fd with getdents64, keeping the
+// kernel's d_type, which the 9P2000.L client hands to readdir(3) as is.
+func readDir(fd int) ([]p9.Dirent, error) {
+	if _, err := unix.Seek(fd, 0, 0); err != nil {
+		return nil, err
+	}
+	var out []p9.Dirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, fmt.Errorf("cfs: getdents: bad record length %d", reclen)
+			}
+			ino := binary.NativeEndian.Uint64(b[0:8])
+			dt := b[18]
+			name := b[19:reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			out = append(out, p9.Dirent{
+				QID:    p9.QID{Type: dtQIDType(dt), Path: ino},
+				Offset: uint64(len(out) + 1),
+				Type:   p9.QIDType(dt),
+				Name:   string(name),
+			})
+			b = b[reclen:]
+		}
+	}
+}
+
+func dtQIDType(dt byte) p9.QIDType {
+	switch dt {
+	case unix.DT_DIR:
+		return p9.TypeDir
+	case unix.DT_LNK:
+		return p9.TypeSymlink
+	}
+	return p9.TypeRegular
+}
