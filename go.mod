@@ -107,3 +107,5 @@ require (
 	mvdan.cc/sh/v3 v3.11.0 // indirect
 	pack.ag/tftp v1.0.1-0.20181129014014-07909dfbde3c // indirect
 )
+
+replace github.com/hugelgupf/p9 => ./third_party/p9

@@ -121,10 +121,22 @@ type Kernel struct {
 
 // Root says where the nodes' root filesystem comes from.
 type Root struct {
-	// Source is "initramfs": each node runs from its initramfs, with
-	// node-private tmpfs for /tmp and /cluster/node<N>. Shared roots (cfs,
-	// nfs, a kernel filesystem) build on this.
+	// Source is where every node's / comes from: "initramfs" (each node
+	// runs from its own initramfs, nothing shared), "cfs" (the install
+	// disk's root partition, served by the init node to every other over
+	// 9P2000.L), "nfs" (a given NFS export) or "mount" (any kernel
+	// filesystem: device, type and options, the GFS2/Lustre slot).
 	Source string `yaml:"source" json:"source"`
+	// NFS is the export of an nfs root.
+	NFS NFSRoot `yaml:"nfs" json:"nfs,omitempty"`
+	// Device, FSType and Options are the mount(2) arguments of a mount
+	// root, e.g. /dev/sdb1, gfs2, "".
+	Device  string `yaml:"device" json:"device,omitempty"`
+	FSType  string `yaml:"fstype" json:"fstype,omitempty"`
+	Options string `yaml:"options" json:"options,omitempty"`
+	// Private lists the paths of a shared root that differ per node: node
+	// N sees /cluster/node<N>/<path> there (default: /etc/hostname).
+	Private []string `yaml:"private" json:"private,omitempty"`
 	// Content is what the shared root on the install disk holds:
 	// "minimal" (the initramfs' own tools), "debootstrap" (a Debian root
 	// made from Debian's packages) or "tarball" (a root filesystem tar, or
@@ -140,6 +152,19 @@ type Root struct {
 	// a tarball root; relative paths are from the spec's directory.
 	Tarball string `yaml:"tarball" json:"tarball,omitempty"`
 }
+
+// NFSRoot is an NFS export used as the shared root.
+type NFSRoot struct {
+	// Server is the NFS server's IP address.
+	Server string `yaml:"server" json:"server,omitempty"`
+	// Export is the exported path, e.g. /srv/locus-root.
+	Export string `yaml:"export" json:"export,omitempty"`
+	// Options are extra mount options (default vers=4.2).
+	Options string `yaml:"options" json:"options,omitempty"`
+}
+
+// Shared reports whether every node's / is one shared filesystem.
+func (r Root) Shared() bool { return r.Source != RootInitramfs }
 
 // Service is started by init on the way up to the cluster's run level.
 type Service struct {
@@ -163,6 +188,9 @@ const (
 	DefaultKernelPackage = "linux-image-amd64"
 	DefaultConsole       = "ttyS0"
 	RootInitramfs        = "initramfs"
+	RootCFS              = "cfs"
+	RootNFS              = "nfs"
+	RootMount            = "mount"
 	ContentMinimal       = "minimal"
 	ContentDebootstrap   = "debootstrap"
 	ContentTarball       = "tarball"
@@ -227,6 +255,12 @@ func (s *Spec) applyDefaults() {
 	}
 	if s.Root.Source == "" {
 		s.Root.Source = RootInitramfs
+	}
+	if s.Root.Shared() && len(s.Root.Private) == 0 {
+		s.Root.Private = []string{"/etc/hostname"}
+	}
+	if s.Root.Source == RootNFS && s.Root.NFS.Options == "" {
+		s.Root.NFS.Options = "vers=4.2"
 	}
 	if s.Root.Content == "" {
 		s.Root.Content = ContentMinimal
@@ -359,9 +393,7 @@ func (s *Spec) Validate() error {
 			bad(fmt.Sprintf("modules[%d]", i), "%q is not a module name", m)
 		}
 	}
-	if s.Root.Source != RootInitramfs {
-		bad("root.source", "%q is not supported; supported: %q", s.Root.Source, RootInitramfs)
-	}
+	s.validateSource(bad)
 	s.validateContent(bad)
 	if s.Fencing.SelfFenceSeconds < 0 || s.Fencing.SelfFenceSeconds > 3600 {
 		bad("fencing.self_fence_seconds", "%d must be between 0 (off) and 3600", s.Fencing.SelfFenceSeconds)
@@ -465,11 +497,18 @@ func (s *Spec) NodeByMAC(hw net.HardwareAddr) (Node, bool) {
 	return Node{}, false
 }
 
-// AllModules returns the base modules followed by the spec's extra ones,
-// without repeats.
+// AllModules returns the base modules, those the root source needs and
+// the spec's extra ones, without repeats.
 func (s *Spec) AllModules() []string {
 	out := BaseModules()
-	for _, m := range s.Modules {
+	extra := s.Modules
+	switch s.Root.Source {
+	case RootCFS:
+		extra = append([]string{"9p", "9pnet_fd"}, extra...)
+	case RootNFS:
+		extra = append([]string{"nfs", "nfsv3", "nfsv4"}, extra...)
+	}
+	for _, m := range extra {
 		m = strings.ReplaceAll(m, "-", "_")
 		if !slices.Contains(out, m) {
 			out = append(out, m)
@@ -560,6 +599,44 @@ func (s *Spec) validateContent(bad func(key, format string, args ...any)) {
 			bad("root.tarball", "is required with root.content: %s", ContentTarball)
 		} else {
 			bad("root.tarball", "applies only to root.content: %s", ContentTarball)
+		}
+	}
+}
+
+func (s *Spec) validateSource(bad func(key, format string, args ...any)) {
+	r := s.Root
+	switch r.Source {
+	case RootInitramfs, RootCFS:
+	case RootNFS:
+		if _, err := netip.ParseAddr(r.NFS.Server); err != nil {
+			bad("root.nfs.server", "%q is not an IP address", r.NFS.Server)
+		}
+		if !strings.HasPrefix(r.NFS.Export, "/") {
+			bad("root.nfs.export", "%q is not an absolute path", r.NFS.Export)
+		}
+	case RootMount:
+		if !strings.HasPrefix(r.Device, "/") && !strings.Contains(r.Device, ":") {
+			bad("root.device", "%q is not a device path or a server:path", r.Device)
+		}
+		if !moduleRE.MatchString(r.FSType) {
+			bad("root.fstype", "%q is not a filesystem type", r.FSType)
+		}
+	default:
+		bad("root.source", "%q must be %q, %q, %q or %q", r.Source, RootInitramfs, RootCFS, RootNFS, RootMount)
+		return
+	}
+	if r.Source != RootNFS && (r.NFS != NFSRoot{}) {
+		bad("root.nfs", "applies only to root.source: %s", RootNFS)
+	}
+	if r.Source != RootMount && (r.Device != "" || r.FSType != "" || r.Options != "") {
+		bad("root.device", "device, fstype and options apply only to root.source: %s", RootMount)
+	}
+	if !r.Shared() && len(r.Private) > 0 {
+		bad("root.private", "applies only to a shared root")
+	}
+	for i, p := range r.Private {
+		if !strings.HasPrefix(p, "/") || p == "/" || strings.Contains(p, "..") || strings.HasPrefix(p, "/cluster") {
+			bad(fmt.Sprintf("root.private[%d]", i), "%q must be an absolute path below / and outside /cluster", p)
 		}
 	}
 }

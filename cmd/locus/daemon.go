@@ -18,6 +18,7 @@ import (
 
 	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/initramfs"
+	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/fence"
 	"github.com/locus-ssi/locus/services/locusd"
@@ -100,6 +101,8 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&caDir, "ca-dir", "", "keep the cluster CA here and admit nodes (the init node)")
 	f.StringVar(&admitter, "admitter", "", "the init node's daemon, where the bootstrap secret ($LOCUS_SECRET) buys a certificate (default: node 1 of the spec)")
 	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, lan, emulated or default")
+	f.StringVar(&cfg.CFSExport, "cfs-export", "", "serve this directory to the cluster as its shared root (CFS, 9P2000.L)")
+	f.StringVar(&cfg.CFSListen, "cfs-listen", ":"+strconv.Itoa(cfs.DefaultPort), "address to serve CFS on")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd
 }

@@ -5,16 +5,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 )
@@ -24,12 +21,13 @@ func (n *Node) startLocusd(ctx context.Context) error {
 	listen := net.JoinHostPort("0.0.0.0", strconv.Itoa(locusd.DefaultPort))
 	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile}
 	argv = append(argv, n.membershipArgs()...)
+	argv = append(argv, n.cfsExportArgs()...)
 	env := Env()
 	if n.cmdline.Secret != "" {
 		// The secret goes in the environment, not argv (ps shows argv).
 		env = append(env, "LOCUS_SECRET="+n.cmdline.Secret)
 	}
-	go n.procs.Daemon(context.Background(), n.log, "locusd", argv, env)
+	go n.procs.Daemon(context.Background(), n.log, "locusd", "", argv, env)
 	deadline := time.Now().Add(15 * time.Second)
 	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort))
 	for {
@@ -117,21 +115,6 @@ func (n *Node) joinCluster(ctx context.Context) error {
 	}
 }
 
-// mountRoot sets up the node's root. With the initramfs root, every node
-// runs from its own copy of the image; /cluster/node<N> is this node's
-// private directory.
-func (n *Node) mountRoot(context.Context) error {
-	switch n.spec.Root.Source {
-	case images.RootInitramfs:
-		dir := filepath.Join("/cluster", fmt.Sprintf("node%d", n.Number()))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		return mountAll([]mount{{"tmpfs", dir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}})
-	}
-	return fmt.Errorf("root source %q is not supported by this init", n.spec.Root.Source)
-}
-
 // climbToRunLevel starts the services of each level in order up to the
 // cluster's run level: oneshots must finish with status 0, daemons are
 // started and kept running.
@@ -139,7 +122,7 @@ func (n *Node) climbToRunLevel(ctx context.Context) error {
 	for level := 1; level <= n.spec.RunLevel; level++ {
 		for _, sv := range n.spec.ServicesFor(n.Number(), level) {
 			if sv.Oneshot {
-				cmd := exec.CommandContext(ctx, sv.Command[0], sv.Command[1:]...)
+				cmd := commandIn(ctx, n.Root(), sv.Command)
 				cmd.Env = Env()
 				con := consoleFile()
 				cmd.Stdout, cmd.Stderr = con, con
@@ -151,7 +134,7 @@ func (n *Node) climbToRunLevel(ctx context.Context) error {
 				n.log.Info("service done", "service", sv.Name, "level", level)
 				continue
 			}
-			go n.procs.Daemon(context.Background(), n.log, sv.Name, sv.Command, Env())
+			go n.procs.Daemon(context.Background(), n.log, sv.Name, n.Root(), sv.Command, Env())
 			n.log.Info("service started", "service", sv.Name, "level", level)
 		}
 		n.mu.Lock()
@@ -185,11 +168,10 @@ func (n *Node) shellOnce(dev string) error {
 		}
 	}
 	defer tty.Close()
-	cmd := exec.Command("/bin/sh")
+	cmd := commandIn(context.Background(), n.Root(), []string{"/bin/sh"})
 	cmd.Env = Env()
-	cmd.Dir = "/"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 0
 	return n.procs.Run(cmd)
 }
 

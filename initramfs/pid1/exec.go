@@ -95,9 +95,8 @@ func (n *Node) runRequest(ctx context.Context, req *execwire.Request) execwire.R
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, req.Argv[0], req.Argv[1:]...)
+	cmd := commandIn(cctx, n.Root(), req.Argv)
 	cmd.Env = Env()
-	cmd.Dir = "/"
 	cmd.Stdin = bytes.NewReader(req.Stdin)
 	stdout := &limitedBuffer{max: execwire.MaxOutput}
 	stderr := &limitedBuffer{max: execwire.MaxOutput}

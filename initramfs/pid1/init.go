@@ -46,6 +46,7 @@ type Node struct {
 	state    string
 	rootDev  string
 	stateDev string
+	root     string // chroot of the node's processes; "" is the initramfs
 }
 
 // Main is PID 1's entry point. It never returns.

@@ -25,7 +25,8 @@ const (
 
 // mountInitDisk runs on the node that booted from the install disk
 // (locus.role=init): it mounts the root partition (read-only: the boot
-// tree and spec) and the state partition, found by their GPT names, before
+// tree and spec; read-write when it is the cluster's CFS root) and the
+// state partition, found by their GPT names, before
 // the join phase's services (membership, netboot) keep state there.
 func (n *Node) mountInitDisk(ctx context.Context) error {
 	if n.cmdline.Role != "init" {
@@ -40,7 +41,7 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 		return err
 	}
 	for _, m := range []mount{
-		{rootDev, diskRootMount, "ext4", unix.MS_RDONLY | unix.MS_NODEV | unix.MS_NOSUID, ""},
+		{rootDev, diskRootMount, "ext4", n.sharedRootFlags(), ""},
 		{stateDev, stateMount, "ext4", unix.MS_NODEV | unix.MS_NOSUID, ""},
 	} {
 		if err := mountAll([]mount{m}); err != nil {
@@ -65,7 +66,7 @@ func (n *Node) startInitNode(ctx context.Context) error {
 	n.mu.Unlock()
 	argv := []string{"/bin/locus", "netboot", "serve", "--interface", iface, "--root", tree,
 		"--spec", filepath.Join(tree, "locus.yaml"), "--state-dir", filepath.Join(stateMount, "netboot")}
-	go n.procs.Daemon(context.Background(), n.log, "netboot", argv, Env())
+	go n.procs.Daemon(context.Background(), n.log, "netboot", "", argv, Env())
 	n.log.Info("init node: serving netboot", "iface", iface, "root", rootDev, "state", stateDev)
 	n.uplinks(context.Background())
 	return nil

@@ -114,15 +114,18 @@ func (p *Procs) reapOnce() {
 
 // Daemon runs argv until ctx ends, restarting it (after a pause that grows
 // to 10 s) whenever it exits. Output goes to the console.
-func (p *Procs) Daemon(ctx context.Context, log *slog.Logger, name string, argv []string, env []string) {
+//
+// root, if set, is the directory the daemon runs chrooted in (the shared
+// root); argv[0] is looked up there.
+func (p *Procs) Daemon(ctx context.Context, log *slog.Logger, name, root string, argv []string, env []string) {
 	backoff := 500 * time.Millisecond
 	con := consoleFile()
 	defer con.Close()
 	for ctx.Err() == nil {
-		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd := commandIn(ctx, root, argv)
 		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = con, con
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		cmd.SysProcAttr.Setsid = true
 		started := time.Now()
 		if err := p.Start(cmd); err != nil {
 			log.Warn("service failed to start", "service", name, "err", err)
@@ -166,5 +169,36 @@ func consoleFile() *os.File {
 
 // Env is the environment of init's children.
 func Env() []string {
-	return []string{"PATH=/bin:/bbin:/sbin:/usr/bin:/usr/sbin", "HOME=/root", "TERM=linux"}
+	return []string{"PATH=/usr/local/sbin:/usr/local/bin:/bin:/bbin:/sbin:/usr/bin:/usr/sbin", "HOME=/root", "TERM=linux"}
+}
+
+// commandIn makes a command that runs chrooted in root ("" is init's own
+// root). os/exec looks argv[0] up in init's root, so in another root the
+// lookup is done again there.
+func commandIn(ctx context.Context, root string, argv []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	cmd.Dir = "/"
+	if root == "" {
+		return cmd
+	}
+	cmd.SysProcAttr.Chroot = root
+	cmd.Path, cmd.Err = lookPathIn(root, argv[0]), nil
+	return cmd
+}
+
+// lookPathIn finds file in the PATH of Env inside root and returns its
+// path as seen from inside root.
+func lookPathIn(root, file string) string {
+	if strings.Contains(file, "/") {
+		return file
+	}
+	path := strings.TrimPrefix(Env()[0], "PATH=")
+	for _, dir := range strings.Split(path, ":") {
+		p := dir + "/" + file
+		if fi, err := os.Stat(root + p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return file
 }

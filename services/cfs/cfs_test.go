@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -503,5 +504,42 @@ func TestLocks(t *testing.T) {
 	}
 	if st, err := f2.Lock(2, p9.WriteLock, 0, 0, 0, "node2"); err != nil || st != p9.LockStatusOK {
 		t.Errorf("lock after unlock: %v, %v", st, err)
+	}
+}
+
+// TestXattrs: on the export directly (the p9 module's client has no
+// xattr calls). A missing attribute is ENODATA, the answer the kernel
+// needs when it reads security.capability on every exec.
+func TestXattrs(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bin"), []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewExport(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	root, err := e.Attach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	f := walk(t, root, "bin")
+	defer f.Close()
+	if _, err := f.GetXattr("security.capability"); !errors.Is(err, linux.ENODATA) {
+		t.Errorf("GetXattr of a missing attribute: %v, want ENODATA", err)
+	}
+	if err := f.SetXattr("user.locus", []byte("v"), 0); err != nil {
+		t.Skipf("this filesystem takes no user xattrs: %v", err)
+	}
+	if b, err := f.GetXattr("user.locus"); err != nil || string(b) != "v" {
+		t.Errorf("GetXattr = %q, %v", b, err)
+	}
+	if names, err := f.ListXattrs(); err != nil || !slices.Contains(names, "user.locus") {
+		t.Errorf("ListXattrs = %v, %v", names, err)
+	}
+	if err := f.RemoveXattr("user.locus"); err != nil {
+		t.Errorf("RemoveXattr: %v", err)
 	}
 }

@@ -1,12 +1,12 @@
 package cfs
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"strconv"
 	"sync"
 
-	"github.com/hugelgupf/p9/fsimpl/templatefs"
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
@@ -47,8 +47,6 @@ func (e *Export) Attach() (p9.File, error) {
 // file is one fid's file: an O_PATH descriptor of its inode, plus the
 // descriptor opened for I/O once the client opens it.
 type file struct {
-	templatefs.XattrUnimplemented
-
 	fd   int    // O_PATH|O_NOFOLLOW: names the inode, cannot do I/O
 	mode uint32 // S_IFMT bits, fixed for the inode's life
 
@@ -553,4 +551,59 @@ func dtQIDType(dt byte) p9.QIDType {
 		return p9.TypeSymlink
 	}
 	return p9.TypeRegular
+}
+
+// GetXattr implements p9.File.GetXattr. The kernel reads
+// security.capability on every exec: "no such attribute" must be ENODATA.
+func (f *file) GetXattr(attr string) ([]byte, error) {
+	if f.isSymlink() {
+		return nil, linux.ENODATA
+	}
+	for size := 256; size <= 64<<10; size *= 4 {
+		buf := make([]byte, size)
+		n, err := unix.Getxattr(f.procPath(), attr, buf)
+		if err == unix.ERANGE {
+			continue
+		}
+		if err != nil {
+			return nil, errno(err)
+		}
+		return buf[:n], nil
+	}
+	return nil, linux.E2BIG
+}
+
+// SetXattr implements p9.File.SetXattr.
+func (f *file) SetXattr(attr string, data []byte, flags p9.XattrFlags) error {
+	if f.isSymlink() {
+		return linux.EPERM
+	}
+	return errno(unix.Setxattr(f.procPath(), attr, data, int(flags)))
+}
+
+// ListXattrs implements p9.File.ListXattrs.
+func (f *file) ListXattrs() ([]string, error) {
+	if f.isSymlink() {
+		return nil, nil
+	}
+	buf := make([]byte, 64<<10)
+	n, err := unix.Listxattr(f.procPath(), buf)
+	if err != nil {
+		return nil, errno(err)
+	}
+	var names []string
+	for _, name := range bytes.Split(buf[:n], []byte{0}) {
+		if len(name) > 0 {
+			names = append(names, string(name))
+		}
+	}
+	return names, nil
+}
+
+// RemoveXattr implements p9.File.RemoveXattr.
+func (f *file) RemoveXattr(attr string) error {
+	if f.isSymlink() {
+		return linux.ENODATA
+	}
+	return errno(unix.Removexattr(f.procPath(), attr))
 }

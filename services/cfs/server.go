@@ -16,7 +16,7 @@ import (
 )
 
 // DefaultPort is the CFS port on the interconnect.
-const DefaultPort = 7472
+const DefaultPort = 7475
 
 // Server serves an Export over TCP to the nodes Allow admits.
 type Server struct {

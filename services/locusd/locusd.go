@@ -16,12 +16,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
 )
@@ -60,7 +62,12 @@ type Config struct {
 	CLMS *clms.Config
 	// ICS, if set, gives this node its ICS identity and endpoint.
 	ICS *ICSConfig
-	Log *slog.Logger
+	// CFSExport, if set, is the directory this node serves to the cluster
+	// as its shared root (CFS, 9P2000.L) on CFSListen; only addresses of
+	// nodes the membership knows and has not taken Down may connect.
+	CFSExport string
+	CFSListen string
+	Log       *slog.Logger
 }
 
 // Run serves until ctx ends. It returns once the listener is closed.
@@ -108,6 +115,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			})
 		})
 	}
+	var member *clms.Member
 	if cfg.CLMS != nil {
 		m, err := clms.Start(*cfg.CLMS)
 		if err != nil {
@@ -115,6 +123,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			return fmt.Errorf("locusd: %w", err)
 		}
 		defer m.Close()
+		member = m
 		// Calls in flight to a node end the moment it is Down.
 		m.OnTransition(func(t clms.Transition) {
 			if n := icsNode.Load(); n != nil && t.State == clms.Down {
@@ -129,6 +138,12 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
 			streamTransitions(w, r, m)
 		})
+	}
+	if cfg.CFSExport != "" {
+		if err := startCFS(ctx, cfg, member); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	if cfg.NetbootAdmin != "" {
 		mux.Handle("GET /v1/netboot/{what}", netbootProxy(cfg.NetbootAdmin))
@@ -148,6 +163,55 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		return fmt.Errorf("locusd: serve: %w", err)
 	}
 	return nil
+}
+
+// startCFS serves cfg.CFSExport until ctx ends. A connection is admitted
+// when it comes from the address of a node in the membership table that
+// is not Down (without membership: from loopback only).
+func startCFS(ctx context.Context, cfg Config, m *clms.Member) error {
+	export, err := cfs.NewExport(cfg.CFSExport)
+	if err != nil {
+		return fmt.Errorf("locusd: %w", err)
+	}
+	listen := cfg.CFSListen
+	if listen == "" {
+		listen = ":" + strconv.Itoa(cfs.DefaultPort)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		export.Close()
+		return fmt.Errorf("locusd: cfs: listen on %s: %w", listen, err)
+	}
+	allow := func(a netip.Addr) bool {
+		if m == nil {
+			return a.IsLoopback()
+		}
+		return admittedAddr(m.Status(), a)
+	}
+	srv := cfs.NewServer(export, allow, cfg.Log.With("svc", "cfs"))
+	cfg.Log.Info("cfs: serving the shared root", "export", cfg.CFSExport, "addr", ln.Addr().String())
+	go func() {
+		defer export.Close()
+		if err := srv.Serve(ctx, ln); err != nil {
+			cfg.Log.Error("cfs stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// admittedAddr says whether a is the interconnect address of a node in
+// st that is not Down.
+func admittedAddr(st clms.Status, a netip.Addr) bool {
+	for _, n := range st.Nodes {
+		host, _, err := net.SplitHostPort(n.Addr)
+		if err != nil {
+			host = n.Addr
+		}
+		if na, err := netip.ParseAddr(host); err == nil && na == a && n.State != clms.Down && n.State != clms.NeverUp {
+			return true
+		}
+	}
+	return false
 }
 
 // ReadNodeInfo reads init's node file and adds uptime and load.

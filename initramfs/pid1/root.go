@@ -1,0 +1,248 @@
+package pid1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/services/cfs"
+)
+
+// sysroot is where a client node mounts the shared root before init
+// moves into it.
+const sysroot = "/sysroot"
+
+// cfsMountOptions are the kernel 9P client's options for the shared root:
+// no client cache, so a write returned on one node is what every other
+// node's next read sees (the server's page cache is the one copy).
+const cfsMountOptions = "trans=tcp,version=9p2000.L,msize=262144,cache=none"
+
+// mountRoot sets up the node's root. With the initramfs root, every node
+// runs from its own copy of the image; /cluster/node<N> is this node's
+// private directory. With a shared root, init mounts it, gives it the
+// node-private mounts and switches into it: from then on all that PID 1
+// starts (services, the console shell, the exec channel's commands) runs
+// chrooted in the shared root. PID 1 itself and the daemons of the join
+// phase (locusd, netboot) keep the initramfs as their root, so they are
+// restarted from it and never wait on the shared root's server.
+func (n *Node) mountRoot(ctx context.Context) error {
+	if !n.spec.Root.Shared() {
+		dir := filepath.Join("/cluster", fmt.Sprintf("node%d", n.Number()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		return mountAll([]mount{{"tmpfs", dir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}})
+	}
+	start := time.Now()
+	dir, what, err := n.mountShared(ctx)
+	if err != nil {
+		return err
+	}
+	if err := n.nodePrivate(dir); err != nil {
+		return fmt.Errorf("root: node-private mounts on %s: %w", dir, err)
+	}
+	n.mu.Lock()
+	n.root = dir
+	n.mu.Unlock()
+	n.log.Info("shared root", "source", n.spec.Root.Source, "from", what, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// mountShared mounts the shared root and returns where, and what it is.
+func (n *Node) mountShared(ctx context.Context) (string, string, error) {
+	r := n.spec.Root
+	switch r.Source {
+	case images.RootCFS:
+		if n.cmdline.Role == "init" {
+			// The CFS server's node uses the filesystem it serves
+			// directly: the same page cache the server reads and writes.
+			return diskRootMount, "local " + n.rootDevice(), nil
+		}
+		server, err := n.spec.NodeAddr(1)
+		if err != nil {
+			return "", "", err
+		}
+		opts := cfsMountOptions + ",port=" + strconv.Itoa(cfs.DefaultPort)
+		src := server.Addr().String()
+		// The server admits this node once the master has committed its
+		// join; until then it closes the connection and mount fails.
+		return sysroot, fmt.Sprintf("cfs %s:%d", src, cfs.DefaultPort), retryMount(ctx, n, mount{src, sysroot, "9p", 0, opts}, 3*time.Minute)
+	case images.RootNFS:
+		src := r.NFS.Server + ":" + r.NFS.Export
+		opts := "addr=" + r.NFS.Server
+		if r.NFS.Options != "" {
+			opts += "," + r.NFS.Options
+		}
+		return sysroot, "nfs " + src, retryMount(ctx, n, mount{src, sysroot, "nfs", 0, opts}, 2*time.Minute)
+	case images.RootMount:
+		return sysroot, r.FSType + " " + r.Device, retryMount(ctx, n, mount{r.Device, sysroot, r.FSType, 0, r.Options}, 2*time.Minute)
+	}
+	return "", "", fmt.Errorf("root source %q is not supported by this init", r.Source)
+}
+
+func (n *Node) rootDevice() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rootDev
+}
+
+// retryMount mounts m, trying again while the server is not there yet or
+// not admitting this node, until wait has passed.
+func retryMount(ctx context.Context, n *Node, m mount, wait time.Duration) error {
+	if err := os.MkdirAll(m.target, 0o755); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for attempt := 1; ; attempt++ {
+		err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("root: mount %s %s on %s: %w (tried %d times in %s)", m.fstype, m.source, m.target, err, attempt, wait)
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			n.log.Info("root: waiting for the shared root", "fstype", m.fstype, "source", m.source, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// nodePrivate gives the shared root at dir this node's own mounts: /proc,
+// /sys, /dev and /run (the same ones init has; /run holds what init tells
+// locusd), a fresh /tmp, and the spec's private paths, each bound from
+// /cluster/node<N>/<path> on the shared root.
+func (n *Node) nodePrivate(dir string) error {
+	for _, p := range []string{"/proc", "/sys", "/dev", "/run"} {
+		if err := bindMount(p, filepath.Join(dir, p), true); err != nil {
+			return err
+		}
+	}
+	if err := mountAll([]mount{{"tmpfs", filepath.Join(dir, "tmp"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"}}); err != nil {
+		return err
+	}
+	own := filepath.Join(dir, "cluster", fmt.Sprintf("node%d", n.Number()))
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		return err
+	}
+	for _, p := range n.spec.Root.Private {
+		src, dst := filepath.Join(own, p), filepath.Join(dir, p)
+		if err := n.privateCopy(p, src, dst); err != nil {
+			return fmt.Errorf("private %s: %w", p, err)
+		}
+		if err := bindMount(src, dst, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// privateCopy makes this node's copy of a private path if it has none:
+// the shared original's contents (a directory is made empty), or for
+// /etc/hostname the node's hostname, written every boot.
+func (n *Node) privateCopy(path, src, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+		return err
+	}
+	if path == "/etc/hostname" {
+		n.mu.Lock()
+		host := n.hostname
+		n.mu.Unlock()
+		if err := os.WriteFile(src, []byte(host+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	fi, err := os.Lstat(dst)
+	if errors.Is(err, os.ErrNotExist) {
+		// The shared root has no such path yet: make an empty file for
+		// the bind mount to cover.
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, nil, 0o644); err != nil {
+			return err
+		}
+		fi, err = os.Lstat(dst)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(src); err == nil {
+		return nil
+	}
+	if fi.IsDir() {
+		return os.Mkdir(src, fi.Mode().Perm())
+	}
+	in, err := os.Open(dst)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(src, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// bindMount binds src on dst (recursively for a tree of mounts), making
+// dst as a directory if it is missing.
+func bindMount(src, dst string, recursive bool) error {
+	if _, err := os.Lstat(dst); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+	}
+	flags := uintptr(unix.MS_BIND)
+	if recursive {
+		flags |= unix.MS_REC
+	}
+	if err := unix.Mount(src, dst, "", flags, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// cfsExportArgs are the daemon's flags that make the init node serve its
+// root partition as the cluster's shared root.
+func (n *Node) cfsExportArgs() []string {
+	if n.spec.Root.Source != images.RootCFS || n.cmdline.Role != "init" {
+		return nil
+	}
+	return []string{"--cfs-export", diskRootMount, "--cfs-listen", net.JoinHostPort("0.0.0.0", strconv.Itoa(cfs.DefaultPort))}
+}
+
+// sharedRootFlags are the init node's mount flags for its root partition:
+// read-write when it is the cluster's shared root, else read-only (only
+// the boot tree and spec are read from it).
+func (n *Node) sharedRootFlags() uintptr {
+	if n.spec.Root.Source == images.RootCFS {
+		return 0
+	}
+	return unix.MS_RDONLY | unix.MS_NODEV | unix.MS_NOSUID
+}
+
+// Root is the directory the node's processes run chrooted in: the shared
+// root once the root phase mounted it, else "" (the initramfs).
+func (n *Node) Root() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.root
+}
