@@ -6,11 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/locus-ssi/locus/services/clms"
 )
 
 func TestServeNodeInfoOnLoopback(t *testing.T) {
@@ -108,5 +111,26 @@ func TestNetbootRegistryThroughTheDaemon(t *testing.T) {
 			cancel()
 			<-done
 		})
+	}
+}
+
+func TestAdmittedAddr(t *testing.T) {
+	st := clms.Status{Nodes: []clms.NodeStatus{
+		{NodeRecord: clms.NodeRecord{Node: 1, State: clms.Up, Addr: "10.77.0.1"}},
+		{NodeRecord: clms.NodeRecord{Node: 2, State: clms.ComingUp, Addr: "10.77.0.2:7473"}},
+		{NodeRecord: clms.NodeRecord{Node: 3, State: clms.Down, Addr: "10.77.0.3"}},
+	}}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"10.77.0.1", true},
+		{"10.77.0.2", true},  // joining: it mounts the root before it is Up
+		{"10.77.0.3", false}, // Down: fenced, its connections refused
+		{"10.77.0.9", false}, // never admitted
+	} {
+		if got := admittedAddr(st, netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("admittedAddr(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
 	}
 }
