@@ -466,25 +466,32 @@ func TestClientVanishes(t *testing.T) {
 	}
 }
 
-// TestLocks: a POSIX lock taken through one fid excludes another's, as
-// it would between two nodes. (On the export directly: the p9 module's
-// client sends Tlock without its fid.)
-func TestLocks(t *testing.T) {
+// exportRoot attaches to an export of a temp directory holding one file,
+// name, without a connection: for the calls the p9 module's client cannot
+// make (Tlock without its fid upstream, no xattr calls).
+func exportRoot(t *testing.T, name string) p9.File {
+	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "lockfile"), []byte("x"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	e, err := NewExport(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	root, err := e.Attach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close(); e.Close() })
+	return root
+}
+
+// TestLocks: a POSIX lock taken through one fid excludes another's, as
+// it would between two nodes.
+func TestLocks(t *testing.T) {
+	root := exportRoot(t, "lockfile")
 	open := func() p9.File {
-		root, err := e.Attach()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer root.Close()
 		f := walk(t, root, "lockfile")
 		if _, _, err := f.Open(p9.ReadWrite); err != nil {
 			t.Fatal(err)
@@ -507,24 +514,10 @@ func TestLocks(t *testing.T) {
 	}
 }
 
-// TestXattrs: on the export directly (the p9 module's client has no
-// xattr calls). A missing attribute is ENODATA, the answer the kernel
+// TestXattrs: a missing attribute is ENODATA, the answer the kernel
 // needs when it reads security.capability on every exec.
 func TestXattrs(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bin"), []byte("x"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	e, err := NewExport(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	root, err := e.Attach()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
+	root := exportRoot(t, "bin")
 	f := walk(t, root, "bin")
 	defer f.Close()
 	if _, err := f.GetXattr("security.capability"); !errors.Is(err, linux.ENODATA) {
