@@ -9,7 +9,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2 binutils systemd-boot-efi debootstrap
 
-.PHONY: deps bench-deps build image demo netboot-demo test test-unit test-vm bench bench-netboot bench-membership clean
+.PHONY: deps bench-deps build image demo netboot-demo test test-unit test-vm bench bench-netboot bench-membership bench-cfs clean
 
 # deps installs the Debian packages the build and the tests need; it skips
 # what is already there.
@@ -49,7 +49,7 @@ test-vm: deps build
 
 # The peers the benchmarks compare against. Installed with services kept
 # from starting (policy-rc.d), since the benchmarks start them themselves.
-BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx
+BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod
 bench-deps: deps
 	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -59,12 +59,17 @@ bench-deps: deps
 		[ -n "$$made" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-bench: bench-netboot bench-membership
+bench: bench-netboot bench-membership bench-cfs
 
 # Failure detection and master failover on 5-node loopback clusters:
 # Locus's timing against memberlist's defaults (about 12 minutes).
 bench-membership: deps
 	$(GO) run ./bench/membership -results bench/RESULTS.md
+
+# The CFS server against diod (Debian's 9P2000.L server) on loopback, the
+# same Go 9P client against both (about a minute).
+bench-cfs: bench-deps build
+	$(GO) run ./bench/cfs -locus $(LOCUS) -results bench/RESULTS.md
 
 bench-netboot: bench-deps image
 	./scripts/bench-netboot.sh

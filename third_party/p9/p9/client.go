@@ -125,6 +125,17 @@ func WithMessageSize(m uint32) ClientOpt {
 	}
 }
 
+// WithPlain9P2000L makes the client ask for plain "9P2000.L", not the
+// "9P2000.L.Google.N" extensions, for servers (diod, the kernel's peers)
+// that answer nothing else. Locus: added for benchmarking against diod
+// with the same client.
+func WithPlain9P2000L() ClientOpt {
+	return func(c *Client) error {
+		c.version = lowestSupportedVersion
+		return nil
+	}
+}
+
 // WithClientLogger overrides the default logger for the client.
 func WithClientLogger(l ulog.Logger) ClientOpt {
 	return func(c *Client) error {

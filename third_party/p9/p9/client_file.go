@@ -17,6 +17,7 @@ package p9
 import (
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync/atomic"
 
@@ -33,7 +34,7 @@ func (c *Client) Attach(name string) (File, error) {
 	}
 
 	rattach := rattach{}
-	if err := c.sendRecv(&tattach{fid: fid(id), Auth: tauth{AttachName: name, Authenticationfid: noFID, UID: NoUID}}, &rattach); err != nil {
+	if err := c.sendRecv(&tattach{fid: fid(id), Auth: tauth{AttachName: name, Authenticationfid: noFID, UID: UID(os.Geteuid())}}, &rattach); err != nil {
 		c.fidPool.Put(id)
 		return nil, err
 	}
