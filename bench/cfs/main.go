@@ -35,7 +35,6 @@ func main() {
 	}
 }
 
-
 type options struct {
 	locus, diod, results string
 	sizeMiB, files       int
