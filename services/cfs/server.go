@@ -123,7 +123,10 @@ func remoteAddr(c net.Conn) netip.Addr {
 type slogPrintf struct{ log *slog.Logger }
 
 func (l slogPrintf) Printf(format string, v ...any) {
-	l.log.Debug("cfs: 9p: " + fmt.Sprintf(format, v...))
+	// The p9 server traces every message: format only when asked to.
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug("cfs: 9p: " + fmt.Sprintf(format, v...))
+	}
 }
 
 // maxMessage bounds one 9P message; the kernel client's msize is at most
