@@ -2,6 +2,7 @@ package clms
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ type cluster struct {
 	t              *testing.T
 	faults         *Faults
 	selfFenceAfter time.Duration
+	gateUp         bool
 	selfFenced     chan int
 	mu             sync.Mutex
 	members        map[int]*Member
@@ -38,6 +40,54 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRunLevelAndLeave: with GateUp a node stays ComingUp until it
+// reports the cluster's run level; the run level is cluster state that
+// only the master sets; a node that says it is leaving goes ShuttingDown,
+// then Down (unfenced) once it is gone.
+func TestRunLevelAndLeave(t *testing.T) {
+	c := newCluster(t)
+	c.gateUp = true
+	m1 := c.start(1, false)
+	c.waitAll("node 1 joins, ComingUp", 20*time.Second, states(ComingUp, 1))
+	m1.SetReached(3)
+	c.waitAll("node 1 Up at run level 3", 20*time.Second, states(Up, 1))
+	m2, m3 := c.start(2, false), c.start(3, false)
+	c.waitAll("nodes 2, 3 ComingUp", 20*time.Second, map[int]State{1: Up, 2: ComingUp, 3: ComingUp})
+	m2.SetReached(2)
+	m3.SetReached(3)
+	c.waitAll("node 3 Up, node 2 still climbing", 20*time.Second, map[int]State{1: Up, 2: ComingUp, 3: Up})
+	m2.SetReached(3)
+	c.waitAll("node 2 Up", 20*time.Second, states(Up, 1, 2, 3))
+
+	if err := m2.SetRunLevel(4); !errors.Is(err, ErrNotMaster) {
+		t.Errorf("SetRunLevel on a non-master: %v, want ErrNotMaster", err)
+	}
+	if err := m1.SetRunLevel(9); err == nil {
+		t.Errorf("SetRunLevel(9) succeeded")
+	}
+	if err := m1.SetRunLevel(4); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m2.Status().RunLevel == 4 && m3.Status().RunLevel == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run level 4 not applied everywhere: %d, %d", m2.Status().RunLevel, m3.Status().RunLevel)
+		}
+	}
+
+	m3.Leave()
+	c.waitAll("node 3 ShuttingDown", 20*time.Second, map[int]State{1: Up, 2: Up, 3: ShuttingDown})
+	c.kill(3)
+	c.waitAll("node 3 Down after it left", 20*time.Second, map[int]State{1: Up, 2: Up, 3: Down})
+	h := m2.History()
+	if last := h[len(h)-1]; last.Node != 3 || last.State != Down || last.Reason != "shut down" {
+		t.Errorf("last transition %+v, want node 3 Down, shut down", last)
+	}
+	c.checkHistories()
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -65,7 +115,8 @@ func (c *cluster) start(n int, durable bool) *Member {
 	// node that restarts has the same addresses.
 	cfg := Config{Node: n, Addr: fmt.Sprintf("127.0.78.%d", n), RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort,
 		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}, Faults: c.faults,
-		SelfFenceAfter: c.selfFenceAfter, SelfFence: func() { c.selfFenced <- n }}
+		SelfFenceAfter: c.selfFenceAfter, SelfFence: func() { c.selfFenced <- n },
+		GateUp: c.gateUp, RunLevel: 3}
 	if durable {
 		if c.dataDir[n] == "" {
 			c.dataDir[n] = c.t.TempDir()

@@ -73,6 +73,10 @@ type NodeRecord struct {
 // transition id the master saw for the node when it decided; a command
 // decided on stale information is refused when applied.
 type command struct {
+	// Kind is "" for a node transition, or kindRunLevel: the cluster's
+	// target run level becomes Level.
+	Kind   string    `json:"kind,omitempty"`
+	Level  int       `json:"level,omitempty"`
 	Node   int       `json:"node"`
 	State  State     `json:"state"`
 	Expect uint64    `json:"expect"`
@@ -83,6 +87,12 @@ type command struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
+// kindRunLevel is the command that sets the cluster's run level.
+const kindRunLevel = "runlevel"
+
+// RunLevelSet is what applying a run-level command returns.
+type RunLevelSet struct{ Level int }
+
 // errStale is what Apply returns for a refused command.
 var errStale = errors.New("stale or invalid transition")
 
@@ -91,6 +101,7 @@ type fsm struct {
 	mu      sync.Mutex
 	nodes   map[int]*NodeRecord
 	last    uint64
+	target  int // the cluster's run level; 0 until first set
 	history []Transition
 	// applied receives every transition in order (never blocks: the
 	// member drains it).
@@ -109,6 +120,18 @@ func (f *fsm) Apply(l *raft.Log) any {
 	var c command
 	if err := json.Unmarshal(l.Data, &c); err != nil {
 		return fmt.Errorf("clms: log entry %d: %w", l.Index, err)
+	}
+	if c.Kind == kindRunLevel {
+		if c.Level < 1 || c.Level > 5 {
+			return fmt.Errorf("%w: run level %d", errStale, c.Level)
+		}
+		f.mu.Lock()
+		f.target = c.Level
+		f.mu.Unlock()
+		return RunLevelSet{Level: c.Level}
+	}
+	if c.Kind != "" {
+		return fmt.Errorf("%w: unknown command kind %q", errStale, c.Kind)
 	}
 	f.mu.Lock()
 	t, err := f.applyLocked(c)
@@ -185,14 +208,21 @@ func (f *fsm) historyCopy() []Transition {
 }
 
 type fsmState struct {
-	Nodes []NodeRecord `json:"nodes"`
-	Last  uint64       `json:"last"`
+	Nodes  []NodeRecord `json:"nodes"`
+	Last   uint64       `json:"last"`
+	Target int          `json:"target,omitempty"`
+}
+
+func (f *fsm) runLevel() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.target
 }
 
 // Snapshot implements raft.FSM.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	nodes, last := f.snapshot()
-	b, err := json.Marshal(fsmState{Nodes: nodes, Last: last})
+	b, err := json.Marshal(fsmState{Nodes: nodes, Last: last, Target: f.runLevel()})
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +244,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.nodes[n.Node] = &n
 	}
 	f.last = st.Last
+	f.target = st.Target
 	f.history = nil
 	return nil
 }

@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -131,6 +132,13 @@ type Config struct {
 	SelfFence      func()
 	// Faults, in tests, cuts traffic between chosen nodes.
 	Faults *Faults
+	// RunLevel is the cluster's run level until one is committed with
+	// SetRunLevel (the spec's).
+	RunLevel int
+	// GateUp keeps this node ComingUp until it reports (SetReached) that
+	// it reached the cluster's run level: a node joining late stays
+	// hidden until it is ready. Off, a node is Up as soon as it joined.
+	GateUp bool
 	// Console receives a line for every transition applied.
 	Console io.Writer
 	Log     *slog.Logger
@@ -150,6 +158,9 @@ type Member struct {
 
 	queue *queue
 
+	reached atomic.Int32 // run level this node reached (gossiped)
+	leaving atomic.Bool  // this node is shutting down (gossiped)
+
 	mu       sync.Mutex
 	handlers []func(Transition)
 	subs     map[int]chan<- Transition
@@ -165,6 +176,13 @@ type meta struct {
 	Raft   string `json:"r"`
 	Boot   string `json:"b"`
 	Gossip string `json:"g"`
+	// Gate, Level: the node is Up only once Level reaches the cluster's
+	// run level (Config.GateUp).
+	Gate  bool `json:"gt,omitempty"`
+	Level int  `json:"l,omitempty"`
+	// Leaving: the node is shutting down; the master takes it
+	// ShuttingDown, then Down without fencing once it has left.
+	Leaving bool `json:"lv,omitempty"`
 }
 
 // Start joins (or founds) the cluster.
@@ -293,7 +311,8 @@ func (m *Member) startGossip(tm timing) error {
 	mc.AdvertisePort = cfg.GossipPort
 	mc.Events = m.events
 	mc.Delegate = &delegate{meta: func() []byte {
-		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID, Gossip: m.gossipAddr})
+		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID, Gossip: m.gossipAddr,
+			Gate: cfg.GateUp, Level: int(m.reached.Load()), Leaving: m.leaving.Load()})
 		return b
 	}}
 	mc.Logger = log.New(io.Discard, "", 0)
@@ -558,6 +577,23 @@ func (m *Member) reconcile() {
 		md, ok := alive[r.Node]
 		reason := ""
 		switch {
+		case !ok && r.State == ShuttingDown:
+			// It said it was going: nothing to fence.
+			if _, err := m.commit(r.Node, Down, r.Transition, "", "shut down"); err != nil {
+				m.cfg.Log.Warn("commit Down", "node", r.Node, "err", err)
+				continue
+			}
+			m.removeServer(r.Node)
+			delete(known, r.Node)
+			continue
+		case ok && md.Leaving && (r.State == Up || r.State == ComingUp):
+			if r.State == ComingUp {
+				continue // not Up yet: it goes Down once it has left
+			}
+			if _, err := m.commit(r.Node, ShuttingDown, r.Transition, "", "shutting down"); err != nil {
+				m.cfg.Log.Warn("commit ShuttingDown", "node", r.Node, "err", err)
+			}
+			continue
 		case !ok:
 			reason = "failure detected"
 		case r.Addr != "" && md.Boot != bootOf(r.Addr):
@@ -617,7 +653,13 @@ func (m *Member) reconcile() {
 			r.Transition = t.ID
 			fallthrough
 		case ComingUp:
-			if _, err := m.commit(n, Up, r.Transition, "", "joined"); err != nil {
+			if md.Leaving {
+				continue
+			}
+			if md.Gate && md.Level < m.RunLevel() {
+				continue // still climbing to the cluster's run level
+			}
+			if _, err := m.commit(n, Up, r.Transition, "", "reached the run level"); err != nil {
 				m.cfg.Log.Warn("commit Up", "node", n, "err", err)
 			}
 		}
@@ -632,6 +674,61 @@ func addrOf(md meta) string { return md.Raft + "#" + md.Boot }
 func bootOf(addr string) string {
 	_, b, _ := strings.Cut(addr, "#")
 	return b
+}
+
+// RunLevel is the cluster's run level: the last one committed, or the
+// configured one before any was.
+func (m *Member) RunLevel() int {
+	if l := m.fsm.runLevel(); l != 0 {
+		return l
+	}
+	return m.cfg.RunLevel
+}
+
+// ErrNotMaster is returned by calls that only the master can make.
+var ErrNotMaster = errors.New("clms: this node is not the master")
+
+// SetRunLevel commits the cluster's run level. Only the master can; on
+// another node it returns ErrNotMaster.
+func (m *Member) SetRunLevel(level int) error {
+	if level < 1 || level > 5 {
+		return fmt.Errorf("clms: run level %d: want 1-5", level)
+	}
+	if m.raft.State() != raft.Leader {
+		return ErrNotMaster
+	}
+	b, _ := json.Marshal(command{Kind: kindRunLevel, Level: level, At: time.Now().UTC(), Master: m.cfg.Node})
+	f := m.raft.Apply(b, 2*time.Second)
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("clms: set run level %d: %w", level, err)
+	}
+	if err, ok := f.Response().(error); ok {
+		return err
+	}
+	m.events.poke() // nodes waiting for the new level may now be Up
+	return nil
+}
+
+// SetReached tells the cluster (by gossip) which run level this node has
+// reached.
+func (m *Member) SetReached(level int) {
+	if int(m.reached.Swap(int32(level))) != level {
+		m.publish()
+	}
+}
+
+// Leave tells the cluster this node is shutting down: the master takes it
+// ShuttingDown, and Down without fencing once it has left.
+func (m *Member) Leave() {
+	if !m.leaving.Swap(true) {
+		m.publish()
+	}
+}
+
+func (m *Member) publish() {
+	if err := m.ml.UpdateNode(time.Second); err != nil {
+		m.cfg.Log.Warn("publish node state", "err", err)
+	}
 }
 
 func (m *Member) commit(node int, st State, expect uint64, addr, reason string) (Transition, error) {
@@ -733,10 +830,12 @@ type Status struct {
 	Master int `json:"master"`
 	// Quorum is false on a node that has no master it hears from: a
 	// minority side, which grants nothing.
-	Quorum         bool         `json:"quorum"`
-	Term           uint64       `json:"term"`
-	LastTransition uint64       `json:"last_transition"`
-	Nodes          []NodeStatus `json:"nodes"`
+	Quorum         bool   `json:"quorum"`
+	Term           uint64 `json:"term"`
+	LastTransition uint64 `json:"last_transition"`
+	// RunLevel is the cluster's run level.
+	RunLevel int          `json:"runlevel"`
+	Nodes    []NodeStatus `json:"nodes"`
 }
 
 // NodeStatus is one row of the status table.
@@ -748,7 +847,7 @@ type NodeStatus struct {
 // Status reports this node's view.
 func (m *Member) Status() Status {
 	recs, last := m.fsm.snapshot()
-	st := Status{Self: m.cfg.Node, LastTransition: last}
+	st := Status{Self: m.cfg.Node, LastTransition: last, RunLevel: m.RunLevel()}
 	_, id := m.raft.LeaderWithID()
 	if n, err := strconv.Atoi(string(id)); err == nil {
 		st.Master = n
