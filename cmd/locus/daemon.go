@@ -64,6 +64,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 				} else {
 					cfg.Log.Warn("no fence agent: a failed node is taken Down without being powered off (set fencing.agent in the spec)")
 				}
+				mc.RunLevel = spec.RunLevel
 				if spec.Fencing.SelfFenceSeconds > 0 {
 					mc.SelfFenceAfter = time.Duration(spec.Fencing.SelfFenceSeconds) * time.Second
 					mc.SelfFence = func() {
@@ -100,6 +101,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&mac, "mac", "", "this node's interconnect MAC (admission)")
 	f.StringVar(&caDir, "ca-dir", "", "keep the cluster CA here and admit nodes (the init node)")
 	f.StringVar(&admitter, "admitter", "", "the init node's daemon, where the bootstrap secret ($LOCUS_SECRET) buys a certificate (default: node 1 of the spec)")
+	f.BoolVar(&mc.GateUp, "gate-up", false, "stay ComingUp until init has reached the cluster's run level (init passes it)")
 	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, lan, emulated or default")
 	f.StringVar(&cfg.CFSExport, "cfs-export", "", "serve this directory to the cluster as its shared root (CFS, 9P2000.L)")
 	f.StringVar(&cfg.CFSListen, "cfs-listen", ":"+strconv.Itoa(cfs.DefaultPort), "address to serve CFS on")

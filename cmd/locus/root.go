@@ -37,7 +37,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&e.endpoint, "endpoint", "", "cluster to talk to: a node daemon's HOST[:PORT] (default: $LOCUS_ENDPOINT, else the one `locus qemu up` saved)")
-	root.AddCommand(newVersionCmd(e), newImageCmd(e), newQemuCmd(e), newNetbootCmd(e), newNodeCmd(e), newInstallCmd(e), newDaemonCmd(e), newProbeCmd(e), newClusterCmd(e), newFenceCmd(e))
+	root.AddCommand(newVersionCmd(e), newImageCmd(e), newQemuCmd(e), newNetbootCmd(e), newNodeCmd(e), newInstallCmd(e), newDaemonCmd(e), newProbeCmd(e), newClusterCmd(e), newFenceCmd(e), newRunLevelCmd(e), newShutdownCmd(e))
 	return root
 }
 

@@ -27,7 +27,15 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		// The secret goes in the environment, not argv (ps shows argv).
 		env = append(env, "LOCUS_SECRET="+n.cmdline.Secret)
 	}
-	go n.procs.Daemon(context.Background(), n.log, "locusd", "", argv, env)
+	dctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	n.mu.Lock()
+	n.locusdCancel, n.locusdDone = cancel, done
+	n.mu.Unlock()
+	go func() {
+		defer close(done)
+		n.procs.Daemon(dctx, n.log, "locusd", "", argv, env)
+	}()
 	deadline := time.Now().Add(15 * time.Second)
 	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort))
 	for {
@@ -58,7 +66,7 @@ func (n *Node) membershipArgs() []string {
 	if number == 0 || !addr.IsValid() {
 		return nil
 	}
-	args := []string{"--node", strconv.Itoa(number), "--cluster-addr", addr.Addr().String(), "--profile", n.spec.Membership.Profile}
+	args := []string{"--node", strconv.Itoa(number), "--cluster-addr", addr.Addr().String(), "--profile", n.spec.Membership.Profile, "--gate-up"}
 	if number == 1 {
 		args = append(args, "--bootstrap")
 	}
@@ -113,36 +121,6 @@ func (n *Node) joinCluster(ctx context.Context) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-// climbToRunLevel starts the services of each level in order up to the
-// cluster's run level: oneshots must finish with status 0, daemons are
-// started and kept running.
-func (n *Node) climbToRunLevel(ctx context.Context) error {
-	for level := 1; level <= n.spec.RunLevel; level++ {
-		for _, sv := range n.spec.ServicesFor(n.Number(), level) {
-			if sv.Oneshot {
-				cmd := commandIn(ctx, n.Root(), sv.Command)
-				cmd.Env = Env()
-				con := consoleFile()
-				cmd.Stdout, cmd.Stderr = con, con
-				err := n.procs.Run(cmd)
-				con.Close()
-				if err != nil {
-					return fmt.Errorf("run level %d: service %s: %w", level, sv.Name, err)
-				}
-				n.log.Info("service done", "service", sv.Name, "level", level)
-				continue
-			}
-			go n.procs.Daemon(context.Background(), n.log, sv.Name, n.Root(), sv.Command, Env())
-			n.log.Info("service started", "service", sv.Name, "level", level)
-		}
-		n.mu.Lock()
-		n.runLevel = level
-		n.mu.Unlock()
-		n.writeNodeFile()
-	}
-	return nil
 }
 
 // consoleShell keeps a shell on the console, restarting it when it exits.

@@ -47,6 +47,11 @@ type Node struct {
 	rootDev  string
 	stateDev string
 	root     string // chroot of the node's processes; "" is the initramfs
+	services []service
+	// locusdCancel stops the node daemon; locusdDone is closed once it
+	// has exited.
+	locusdCancel context.CancelFunc
+	locusdDone   chan struct{}
 }
 
 // Main is PID 1's entry point. It never returns.
@@ -105,6 +110,7 @@ func (n *Node) boot(ctx context.Context) error {
 	}
 	n.setState("Up")
 	fmt.Fprintf(n.console, "locus-init: node %d reached run level %d in %.1fs\n", n.Number(), n.RunLevel(), uptime())
+	go n.follow(ctx)
 	if n.cmdline.PowerOff {
 		n.powerOff()
 	}

@@ -21,10 +21,15 @@ import (
 // moves into it.
 const sysroot = "/sysroot"
 
-// cfsMountOptions are the kernel 9P client's options for the shared root:
-// no client cache, so a write returned on one node is what every other
-// node's next read sees (the server's page cache is the one copy).
-const cfsMountOptions = "trans=tcp,version=9p2000.L,msize=262144,cache=none"
+// cfsMountOptions are the kernel 9P client's options for the shared root.
+// cache=mmap: read(2) and write(2) go straight to the server, so a write
+// returned on one node is what every other node's next read sees (the
+// server's page cache is the one copy); only mmap'd pages are cached, with
+// a fid of their own. (With cache=none a mapping reads through the fid of
+// the file that made it: once that process exits, every other process
+// mapping the same binary faults with SIGBUS and the inode's exec fails
+// with EIO from then on.)
+const cfsMountOptions = "trans=tcp,version=9p2000.L,msize=262144,cache=mmap"
 
 // mountRoot sets up the node's root. With the initramfs root, every node
 // runs from its own copy of the image; /cluster/node<N> is this node's

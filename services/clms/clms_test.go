@@ -88,6 +88,19 @@ func TestRunLevelAndLeave(t *testing.T) {
 		t.Errorf("last transition %+v, want node 3 Down, shut down", last)
 	}
 	c.checkHistories()
+
+	// The rest of a whole-cluster shutdown: node 2 goes too. A leaving
+	// node no longer counts for quorum, so node 1 alone still commits
+	// its Down.
+	// The master is leaving too (it goes last, as the CFS server does).
+	m1.Leave()
+	m2.Leave()
+	c.waitAll("nodes 1, 2 ShuttingDown", 20*time.Second, map[int]State{1: ShuttingDown, 2: ShuttingDown, 3: Down})
+	c.kill(2)
+	c.waitAll("node 2 Down, node 1 left alone", 20*time.Second, map[int]State{1: ShuttingDown, 2: Down, 3: Down})
+	if st := m1.Status(); !st.Quorum {
+		t.Errorf("node 1, the last one, has no quorum: %+v", st)
+	}
 }
 
 func newCluster(t *testing.T) *cluster {

@@ -592,6 +592,17 @@ func (m *Member) reconcile() {
 			}
 			if _, err := m.commit(r.Node, ShuttingDown, r.Transition, "", "shutting down"); err != nil {
 				m.cfg.Log.Warn("commit ShuttingDown", "node", r.Node, "err", err)
+				continue
+			}
+			// It no longer counts for quorum: the nodes that stay can
+			// commit its Down, and each other's, to the last one (a
+			// whole-cluster shutdown). It still follows the log. The
+			// master keeps its vote: it leaves last, and if it leaves
+			// alone the others still have their majority.
+			if r.Node != m.cfg.Node {
+				if err := m.raft.DemoteVoter(raft.ServerID(strconv.Itoa(r.Node)), 0, 2*time.Second).Error(); err != nil {
+					m.cfg.Log.Warn("demote a leaving node", "node", r.Node, "err", err)
+				}
 			}
 			continue
 		case !ok:
@@ -811,11 +822,19 @@ func (m *Member) balanceVoters() {
 			voters++
 		}
 	}
+	records, _ := m.fsm.snapshot()
+	up := map[raft.ServerID]bool{}
+	for _, r := range records {
+		if r.State == Up || r.State == ComingUp {
+			up[raft.ServerID(strconv.Itoa(r.Node))] = true
+		}
+	}
 	for _, s := range servers {
 		if voters >= m.cfg.MaxVoters {
 			return
 		}
-		if s.Suffrage != raft.Nonvoter {
+		if s.Suffrage != raft.Nonvoter || !up[s.ID] {
+			// A node on its way out (ShuttingDown) is not made a voter.
 			continue
 		}
 		if err := m.raft.AddVoter(s.ID, s.Address, 0, 2*time.Second).Error(); err == nil {
@@ -888,6 +907,10 @@ func (m *Member) Close() error {
 	}
 	close(m.stop)
 	var errs []error
+	if m.ml != nil && m.leaving.Load() {
+		// Going on purpose: say so, so peers need not wait to detect it.
+		m.ml.Leave(2 * time.Second)
+	}
 	if m.ml != nil {
 		errs = append(errs, m.ml.Shutdown())
 	}

@@ -94,6 +94,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		json.NewEncoder(w).Encode(info)
 	})
 	var icsNode atomic.Pointer[ics.Node]
+	var memberRef atomic.Pointer[clms.Member]
 	if cfg.ICS != nil {
 		var ca *ics.CA
 		if cfg.ICS.CADir != "" {
@@ -106,6 +107,14 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		ictx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go startICS(ictx, *cfg.ICS, ca, &icsNode, cfg.Log, func(n *ics.Node) {
+			n.Handle("shutdown", shutdownCall(cfg.NodeFile, cfg.Log))
+			n.Handle("runlevel", func(ctx context.Context, from int, req []byte) ([]byte, error) {
+				m := memberRef.Load()
+				if m == nil {
+					return nil, errors.New("locusd: no membership on this node")
+				}
+				return runLevelCall(m)(ctx, from, req)
+			})
 			n.Handle("node", func(ctx context.Context, from int, req []byte) ([]byte, error) {
 				info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
 				if err != nil {
@@ -124,6 +133,23 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		}
 		defer m.Close()
 		member = m
+		memberRef.Store(m)
+		go followNode(ctx, cfg.NodeFile, cfg.ProcDir, m)
+		var interconnect netip.Prefix
+		if cfg.ICS != nil && cfg.ICS.Spec != nil {
+			interconnect = cfg.ICS.Spec.Prefix()
+		}
+		control := func(h http.HandlerFunc) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) {
+				if !controlAllowed(r.RemoteAddr, interconnect) {
+					http.Error(w, "locusd: control requests come from this node or the operator's network, not the interconnect", http.StatusForbidden)
+					return
+				}
+				h(w, r)
+			}
+		}
+		mux.HandleFunc("POST /v1/runlevel", control(runLevelHandler(m, icsNode.Load, cfg.Log)))
+		mux.HandleFunc("POST /v1/shutdown", control(shutdownHandler(cfg, m, icsNode.Load)))
 		// Calls in flight to a node end the moment it is Down.
 		m.OnTransition(func(t clms.Transition) {
 			if n := icsNode.Load(); n != nil && t.State == clms.Down {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/locus-ssi/locus/services/locusd"
+)
+
+func newRunLevelCmd(e *env) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "runlevel [LEVEL]",
+		Short: "Show the cluster's run level, or change it on every node",
+		Long: `The cluster's run level is cluster state, committed by the master. Every
+node climbs to it (starting each level's services in order) or comes down
+to it (stopping the services above it in reverse order). A node booting
+later is Up only once it has reached it.`,
+		Example: "  locus runlevel\n  locus runlevel 2\n  locus runlevel --output json",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ep, err := resolveEndpoint(e.endpoint)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if len(args) == 1 {
+				level, err := strconv.Atoi(args[0])
+				if err != nil || level < 1 || level > 5 {
+					return fmt.Errorf("run level %q: want a number from 1 to 5", args[0])
+				}
+				if err := locusd.Post(ctx, ep.API, "/v1/runlevel", locusd.RunLevelRequest{Level: level}, nil); err != nil {
+					return fmt.Errorf("set run level %d through %s (%s): %w", level, ep.API, ep.From, err)
+				}
+				if output != "json" {
+					fmt.Fprintf(e.stdout, "cluster run level set to %d; nodes follow within seconds\n", level)
+					return nil
+				}
+			}
+			var st locusd.ClusterView
+			if err := locusd.Get(ctx, ep.API, "/v1/cluster", &st); err != nil {
+				return fmt.Errorf("cluster from %s (%s): %w", ep.API, ep.From, err)
+			}
+			if output == "json" {
+				type row struct {
+					Node     int    `json:"node"`
+					State    string `json:"state"`
+					RunLevel int    `json:"runlevel"`
+				}
+				out := struct {
+					RunLevel int   `json:"runlevel"`
+					Nodes    []row `json:"nodes"`
+				}{RunLevel: st.RunLevel}
+				for _, n := range st.Nodes {
+					out.Nodes = append(out.Nodes, row{n.Node, string(n.State), n.RunLevel})
+				}
+				return jsonOut(e, out)
+			}
+			fmt.Fprintf(e.stdout, "cluster run level %d\n", st.RunLevel)
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NODE\tSTATE\tRUNLEVEL")
+			for _, n := range st.Nodes {
+				rl := "-"
+				if n.RunLevel > 0 {
+					rl = strconv.Itoa(n.RunLevel)
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\n", n.Node, n.State, rl)
+			}
+			return w.Flush()
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newShutdownCmd(e *env) *cobra.Command {
+	var node int
+	var reboot bool
+	var output string
+	cmd := &cobra.Command{
+		Use:   "shutdown",
+		Short: "Shut down (or reboot) the whole cluster, or one node",
+		Long: `Each node asked stops its services in reverse order, tells the cluster it
+is ShuttingDown, leaves its shared root, and powers off (or reboots); the
+master takes it Down without fencing. In a whole-cluster shutdown the node
+serving the shared root goes last, once the others are Down, so nothing
+written before is lost.`,
+		Example: "  locus shutdown\n  locus shutdown --node 3\n  locus shutdown --node 2 --reboot",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ep, err := resolveEndpoint(e.endpoint)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			var reply locusd.ShutdownReply
+			if err := locusd.Post(ctx, ep.API, "/v1/shutdown", locusd.ShutdownRequest{Node: node, Reboot: reboot}, &reply); err != nil {
+				return fmt.Errorf("shutdown through %s (%s): %w", ep.API, ep.From, err)
+			}
+			if output == "json" {
+				return jsonOut(e, reply)
+			}
+			verb := "shutting down"
+			if reboot {
+				verb = "rebooting"
+			}
+			fmt.Fprintf(e.stdout, "%s: nodes %v\n", verb, reply.Asked)
+			for n, why := range reply.Failed {
+				fmt.Fprintf(e.stdout, "node %s not asked: %s\n", n, why)
+			}
+			if len(reply.Failed) > 0 {
+				return fmt.Errorf("%d node(s) not asked", len(reply.Failed))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&node, "node", 0, "the node to shut down (default: the whole cluster)")
+	cmd.Flags().BoolVar(&reboot, "reboot", false, "reboot instead of powering off")
+	addOutputFlag(cmd, &output)
+	return cmd
+}

@@ -1,0 +1,257 @@
+package locusd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/ics"
+)
+
+// Request is what a node's daemon asks of its init, written to the
+// request file init watches: a shutdown or reboot of this node.
+type Request struct {
+	Action string    `json:"action"` // "poweroff" or "reboot"
+	At     time.Time `json:"at"`
+	From   int       `json:"from,omitempty"` // the node that asked
+}
+
+// Request actions.
+const (
+	ActionPowerOff = "poweroff"
+	ActionReboot   = "reboot"
+)
+
+// RequestFile is where the daemon leaves init its requests, beside the
+// node file.
+func RequestFile(nodeFile string) string {
+	return filepath.Join(filepath.Dir(nodeFile), "request.json")
+}
+
+// writeRequest hands init a request, atomically.
+func writeRequest(nodeFile string, r Request) error {
+	b, _ := json.Marshal(r)
+	p := RequestFile(nodeFile)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("locusd: request to init: %w", err)
+	}
+	return os.Rename(tmp, p)
+}
+
+// followNode tells the membership what init records in the node file: the
+// run level it reached (a node is Up only once that is the cluster's), and
+// that it is shutting down.
+func followNode(ctx context.Context, nodeFile, procDir string, m *clms.Member) {
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if info, err := ReadNodeInfo(nodeFile, procDir); err == nil {
+			m.SetReached(info.RunLevel)
+			if info.State == "ShuttingDown" {
+				m.Leave()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// RunLevelRequest is the body of POST /v1/runlevel.
+type RunLevelRequest struct {
+	Level int `json:"level"`
+}
+
+// ShutdownRequest is the body of POST /v1/shutdown.
+type ShutdownRequest struct {
+	// Node is the node to shut down; 0 is the whole cluster.
+	Node   int  `json:"node"`
+	Reboot bool `json:"reboot"`
+}
+
+// ShutdownReply says which nodes were asked.
+type ShutdownReply struct {
+	Asked  []int             `json:"asked"`
+	Failed map[string]string `json:"failed,omitempty"`
+}
+
+// runLevelHandler sets the cluster's run level: on the master directly,
+// elsewhere by asking the master over ICS.
+func runLevelHandler(m *clms.Member, icsNode func() *ics.Node, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req RunLevelRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+			http.Error(w, "locusd: run level: bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		err := m.SetRunLevel(req.Level)
+		if errors.Is(err, clms.ErrNotMaster) {
+			st := m.Status()
+			in := icsNode()
+			switch {
+			case st.Master == 0:
+				err = fmt.Errorf("locusd: no master to ask (this node has no quorum)")
+			case in == nil:
+				err = fmt.Errorf("locusd: not the master, and no interconnect call service to ask node %d", st.Master)
+			default:
+				b, _ := json.Marshal(req)
+				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+				_, err = in.Call(ctx, st.Master, "runlevel", b)
+				cancel()
+			}
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		log.Info("cluster run level set", "level", req.Level)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(RunLevelRequest{Level: req.Level})
+	}
+}
+
+// runLevelCall is the ICS handler of "runlevel": a node asks the master
+// to set the cluster's run level.
+func runLevelCall(m *clms.Member) func(ctx context.Context, from int, req []byte) ([]byte, error) {
+	return func(ctx context.Context, from int, req []byte) ([]byte, error) {
+		var r RunLevelRequest
+		if err := json.Unmarshal(req, &r); err != nil {
+			return nil, fmt.Errorf("locusd: run level from node %d: %w", from, err)
+		}
+		return nil, m.SetRunLevel(r.Level)
+	}
+}
+
+// controlAllowed says whether a control request (run level, shutdown)
+// may come from addr: from this node itself, or from outside the
+// interconnect (the operator's network, where the host's forwarded port
+// arrives); never from another node of the interconnect, which asks over
+// ICS with its certificate instead.
+func controlAllowed(remote string, interconnect netip.Prefix) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	return a.IsLoopback() || (interconnect.IsValid() && !interconnect.Contains(a))
+}
+
+// shutdownHandler asks one node, or every node that is not Down, to shut
+// down (or reboot): the others over ICS, this one last.
+func shutdownHandler(cfg Config, m *clms.Member, icsNode func() *ics.Node) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req ShutdownRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+			http.Error(w, "locusd: shutdown: bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		st := m.Status()
+		action := ActionPowerOff
+		if req.Reboot {
+			action = ActionReboot
+		}
+		var targets []int
+		for _, n := range st.Nodes {
+			if (req.Node == 0 || req.Node == n.Node) && n.State != clms.Down && n.State != clms.NeverUp {
+				targets = append(targets, n.Node)
+			}
+		}
+		if len(targets) == 0 {
+			http.Error(w, fmt.Sprintf("locusd: shutdown: node %d is not in the cluster", req.Node), http.StatusNotFound)
+			return
+		}
+		reply := ShutdownReply{Failed: map[string]string{}}
+		self := false
+		body, _ := json.Marshal(Request{Action: action, From: st.Self})
+		for _, n := range targets {
+			if n == st.Self {
+				self = true
+				continue
+			}
+			in := icsNode()
+			if in == nil {
+				reply.Failed[strconv.Itoa(n)] = "no interconnect call service on this node"
+				continue
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			_, err := in.Call(ctx, n, "shutdown", body)
+			cancel()
+			if err != nil {
+				reply.Failed[strconv.Itoa(n)] = err.Error()
+				continue
+			}
+			reply.Asked = append(reply.Asked, n)
+		}
+		if self {
+			if err := writeRequest(cfg.NodeFile, Request{Action: action, At: time.Now().UTC(), From: st.Self}); err != nil {
+				reply.Failed[strconv.Itoa(st.Self)] = err.Error()
+			} else {
+				reply.Asked = append(reply.Asked, st.Self)
+			}
+		}
+		cfg.Log.Info("shutdown requested", "action", action, "asked", reply.Asked, "failed", reply.Failed)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(reply)
+	}
+}
+
+// shutdownCall is the ICS handler of "shutdown": another node's daemon
+// asks this node to go down.
+func shutdownCall(nodeFile string, log *slog.Logger) func(ctx context.Context, from int, req []byte) ([]byte, error) {
+	return func(ctx context.Context, from int, req []byte) ([]byte, error) {
+		var r Request
+		if err := json.Unmarshal(req, &r); err != nil {
+			return nil, fmt.Errorf("locusd: shutdown from node %d: %w", from, err)
+		}
+		if r.Action != ActionPowerOff && r.Action != ActionReboot {
+			return nil, fmt.Errorf("locusd: shutdown from node %d: unknown action %q", from, r.Action)
+		}
+		r.At, r.From = time.Now().UTC(), from
+		log.Info("shutdown asked by another node", "from", from, "action", r.Action)
+		return nil, writeRequest(nodeFile, r)
+	}
+}
+
+// Post sends body as JSON to path on the locusd at addr and decodes the
+// answer into v (if not nil).
+func Post(ctx context.Context, addr, path string, body, v any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("locusd: %s: %w", addr, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("locusd: %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("locusd: %s%s: %s: %s", addr, path, resp.Status, bytes.TrimSpace(msg))
+	}
+	if v == nil {
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
+		return fmt.Errorf("locusd: %s%s: bad reply: %w", addr, path, err)
+	}
+	return nil
+}
