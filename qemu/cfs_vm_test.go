@@ -4,20 +4,25 @@ package qemu_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/locus-ssi/locus/internal/testutil"
+	"github.com/locus-ssi/locus/qemu"
 )
 
 // TestVMSharedRoot boots the installed cluster with a CFS root: node 1
 // serves its root partition, nodes 2-4 PXE-boot and mount it. Every
 // node's / is then the one shared root: a file written on one node is
 // read on the others, each node's level-2 service wrote into it, and
-// /etc/hostname is each node's own.
+// /etc/hostname is each node's own. Then the cluster's run level goes
+// down and up on every node, and the whole cluster shuts down cleanly:
+// the CFS server last, its filesystem clean, nothing written lost.
 func TestVMSharedRoot(t *testing.T) {
 	imageDir := filepath.Join(t.TempDir(), "out")
 	spec := []byte(`cluster: {name: vmcfs}
@@ -25,6 +30,7 @@ interconnect: {subnet: 10.87.0.0/24}
 root: {source: cfs}
 services:
   - {name: climbed, level: 2, oneshot: true, command: [/bin/sh, -c, "cat /etc/hostname >> /climbed"]}
+  - {name: level3-daemon, level: 3, command: [/bbin/sleep, "100000"]}
 `)
 	start := time.Now()
 	if _, err := testutil.BuildImage(context.Background(), shared.locus, imageDir, spec, os.Stderr); err != nil {
@@ -44,6 +50,22 @@ services:
 	up, _ := qemuUp(t, locus, "-n", "4", "--timeout", "8m", "--api-port", "17473")
 	for _, n := range up {
 		t.Logf("VM %d Up after %.1fs (guest %.1fs)", n.Number, time.Duration(n.UpAfter).Seconds(), n.GuestUp)
+	}
+	// Nodes 2-4 boot together once node 1 serves them, and climb in
+	// parallel: they reach the run level within seconds of each other.
+	var first, last time.Time
+	for _, n := range up[1:] {
+		at := n.Started.Add(time.Duration(n.UpAfter))
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	t.Logf("nodes 2-4 reached the run level within %.1fs of each other", last.Sub(first).Seconds())
+	if last.Sub(first) > 30*time.Second {
+		t.Errorf("nodes 2-4 reached the run level %.1fs apart: not in parallel", last.Sub(first).Seconds())
 	}
 	t.Logf("4 nodes on one CFS root Up in %.1fs", time.Since(start).Seconds())
 
@@ -91,5 +113,90 @@ services:
 	run("2", "echo private > /tmp/mine")
 	if got, _ := locus("qemu", "exec", "3", "--", "/bin/sh", "-c", "cat /tmp/mine 2>/dev/null || echo absent"); strings.TrimSpace(got) != "absent" {
 		t.Errorf("node 3 sees node 2's /tmp: %q", got)
+	}
+
+	// The cluster's run level, changed from a node: every node comes down
+	// to it (stopping its level-3 daemon) and goes back up.
+	host := hostCLI(state)
+	levels := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := host("runlevel", "--output", "json")
+			var rl struct {
+				RunLevel int `json:"runlevel"`
+				Nodes    []struct {
+					Node     int `json:"node"`
+					RunLevel int `json:"runlevel"`
+				} `json:"nodes"`
+			}
+			ok := err == nil && json.Unmarshal([]byte(out), &rl) == nil && rl.RunLevel == want && len(rl.Nodes) == 4
+			for _, n := range rl.Nodes {
+				ok = ok && n.RunLevel == want
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not every node at run level %d within 60s: %v\n%s", want, err, out)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	levels(3)
+	run("3", "locus runlevel 2")
+	levels(2)
+	if b, _ := os.ReadFile(qemu.SerialLog(state, 4)); !strings.Contains(string(b), "service stopped service=level3-daemon level=3") {
+		t.Errorf("node 4 did not stop its level-3 daemon going to run level 2")
+	}
+	if out, err := host("runlevel", "3"); err != nil {
+		t.Fatalf("runlevel 3 from the host: %v\n%s", err, out)
+	}
+	levels(3)
+
+	// Whole-cluster shutdown: every node ShuttingDown then Down (never
+	// fenced), the CFS server last; its filesystem is left clean.
+	if out, err := host("shutdown"); err != nil {
+		t.Fatalf("shutdown: %v\n%s", err, out)
+	}
+	stopped := time.Now()
+	for {
+		out, _ := locus("qemu", "status", "--output", "json")
+		if strings.Count(out, `"stage":"stopped"`) == 4 {
+			t.Logf("whole cluster powered off %.1fs after locus shutdown", time.Since(stopped).Seconds())
+			break
+		}
+		if time.Since(stopped) > 3*time.Minute {
+			t.Fatalf("not every VM powered off 3 min after locus shutdown:\n%s", out)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	b, _ := os.ReadFile(qemu.SerialLog(state, 1))
+	if !strings.Contains(string(b), "remounted read-only: clean") {
+		t.Errorf("node 1 did not leave its shared root clean")
+	}
+	for _, n := range []string{"2", "3", "4"} {
+		if !regexp.MustCompile(`locus-clms: transition \d+: node ` + n + ` ShuttingDown`).Match(b) {
+			t.Errorf("node 1 never saw node %s ShuttingDown", n)
+		}
+	}
+	if sup, _ := os.ReadFile(filepath.Join(state, "supervisor.log")); strings.Contains(string(sup), "fence request") {
+		t.Errorf("a node was fenced during a clean shutdown:\n%s", sup)
+	}
+	// Node 1 boots again from its disk: what was written is there.
+	if out, err := locus("qemu", "start", "1"); err != nil {
+		t.Fatalf("start 1: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Second) {
+		out, err := locus("qemu", "exec", "1", "--", "cat", "/renamed", "/appended")
+		if err == nil {
+			if out != "written-on-node-2\nfrom-3\nfrom-2\n" {
+				t.Errorf("after the shutdown, node 1 reads %q", out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1 not back within 2 min: %v\n%s", err, out)
+		}
 	}
 }
