@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,6 +102,41 @@ func TestRunLevelAndLeave(t *testing.T) {
 	if st := m1.Status(); !st.Quorum {
 		t.Errorf("node 1, the last one, has no quorum: %+v", st)
 	}
+}
+
+// TestRejoinAfterCleanup: a node that went Down comes back only once
+// every node has finished its nodedown handlers for it.
+func TestRejoinAfterCleanup(t *testing.T) {
+	c := newCluster(t)
+	c.start(1, false)
+	c.waitAll("node 1 Up", 20*time.Second, states(Up, 1))
+	m2 := c.start(2, false)
+	c.start(3, false)
+	c.waitAll("3 nodes Up", 20*time.Second, states(Up, 1, 2, 3))
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the members close
+	var sawDown atomic.Bool
+	m2.OnTransition(func(tr Transition) {
+		if tr.Node == 3 && tr.State == Down && !sawDown.Swap(true) {
+			<-release // a slow cleanup: locks to recover, calls to fail
+		}
+	})
+	c.kill(3)
+	c.waitAll("node 3 Down", 20*time.Second, map[int]State{1: Up, 2: Up, 3: Down})
+	c.start(3, false)
+	// Node 3 is back in gossip, but node 2 has not finished cleaning up.
+	time.Sleep(3 * time.Second)
+	for _, m := range c.running() {
+		for _, r := range m.Status().Nodes {
+			if r.Node == 3 && r.State != Down && m.cfg.Node != 3 {
+				t.Fatalf("node %d sees node 3 %s before node 2's nodedown handler finished", m.cfg.Node, r.State)
+			}
+		}
+	}
+	once.Do(func() { close(release) })
+	c.waitAll("node 3 back Up after the cleanup", 20*time.Second, states(Up, 1, 2, 3))
+	c.checkHistories()
 }
 
 func newCluster(t *testing.T) *cluster {

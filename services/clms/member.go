@@ -158,8 +158,10 @@ type Member struct {
 
 	queue *queue
 
-	reached atomic.Int32 // run level this node reached (gossiped)
-	leaving atomic.Bool  // this node is shutting down (gossiped)
+	reached atomic.Int32  // run level this node reached (gossiped)
+	handled atomic.Uint64 // last transition whose handlers ran here (gossiped)
+	blocked sync.Map      // node -> Down transition whose rejoin waits (logged once)
+	leaving atomic.Bool   // this node is shutting down (gossiped)
 
 	mu       sync.Mutex
 	handlers []func(Transition)
@@ -183,6 +185,10 @@ type meta struct {
 	// Leaving: the node is shutting down; the master takes it
 	// ShuttingDown, then Down without fencing once it has left.
 	Leaving bool `json:"lv,omitempty"`
+	// Handled is the last transition whose handlers have run on the node
+	// (they run in transition order): a node that went Down rejoins only
+	// once every node has run its nodedown handlers for it.
+	Handled uint64 `json:"h,omitempty"`
 }
 
 // Start joins (or founds) the cluster.
@@ -312,7 +318,7 @@ func (m *Member) startGossip(tm timing) error {
 	mc.Events = m.events
 	mc.Delegate = &delegate{meta: func() []byte {
 		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID, Gossip: m.gossipAddr,
-			Gate: cfg.GateUp, Level: int(m.reached.Load()), Leaving: m.leaving.Load()})
+			Gate: cfg.GateUp, Level: int(m.reached.Load()), Leaving: m.leaving.Load(), Handled: m.handled.Load()})
 		return b
 	}}
 	mc.Logger = log.New(io.Discard, "", 0)
@@ -469,7 +475,35 @@ func (m *Member) dispatch() {
 		for _, h := range hs {
 			h(t)
 		}
+		m.handled.Store(t.ID)
+		if t.State == Down {
+			// The master waits for this before it lets the node back.
+			m.publish()
+		}
 	}
+}
+
+// cleanedUp says whether every node that was in the cluster when node r
+// went Down has run its nodedown handlers for it (the paper's cleanup
+// before rejoin). Nodes that joined after that Down have nothing to
+// clean up.
+func (m *Member) cleanedUp(r NodeRecord, alive map[int]meta, known map[int]NodeRecord) bool {
+	for n, md := range alive {
+		k, ok := known[n]
+		if n == r.Node || !ok || k.Transition > r.Transition {
+			continue
+		}
+		if k.State != Up && k.State != ComingUp && k.State != ShuttingDown {
+			continue
+		}
+		if md.Handled < r.Transition {
+			if prev, _ := m.blocked.Swap(r.Node, r.Transition); prev != r.Transition {
+				m.cfg.Log.Info("rejoin waits for nodedown cleanup", "node", r.Node, "down", r.Transition, "on", n, "handled", md.Handled)
+			}
+			return false
+		}
+	}
+	return true
 }
 
 // reconnect contacts, every two seconds, the members of the table that
@@ -652,6 +686,9 @@ func (m *Member) reconcile() {
 		case Up, ShuttingDown, GoingDown:
 			continue
 		case NeverUp, Down:
+			if r.State == Down && !m.cleanedUp(r, alive, known) {
+				continue
+			}
 			if err := m.addServer(n, md.Raft); err != nil {
 				m.cfg.Log.Warn("add to raft", "node", n, "err", err)
 				continue
