@@ -34,17 +34,22 @@ type service struct {
 // localDaemon is this node's locusd API.
 func localDaemon() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort)) }
 
-// clusterRunLevel asks this node's daemon for the cluster's run level.
-func (n *Node) clusterRunLevel(ctx context.Context) (int, bool) {
+// localStatus asks this node's daemon for its membership view.
+func localStatus(ctx context.Context) (clms.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var v struct {
-		RunLevel int `json:"runlevel"`
-	}
-	if err := locusd.Get(ctx, localDaemon(), "/v1/cluster", &v); err != nil || v.RunLevel < 1 || v.RunLevel > 5 {
+	var st clms.Status
+	err := locusd.Get(ctx, localDaemon(), "/v1/cluster", &st)
+	return st, err
+}
+
+// clusterRunLevel asks this node's daemon for the cluster's run level.
+func (n *Node) clusterRunLevel(ctx context.Context) (int, bool) {
+	st, err := localStatus(ctx)
+	if err != nil || st.RunLevel < 1 || st.RunLevel > 5 {
 		return 0, false
 	}
-	return v.RunLevel, true
+	return st.RunLevel, true
 }
 
 // climbToRunLevel brings the node to the cluster's run level (the spec's
@@ -197,10 +202,7 @@ func (n *Node) shutdown(ctx context.Context, r locusd.Request) {
 // does not wait).
 func (n *Node) waitOwnState(ctx context.Context, state clms.State, wait time.Duration) {
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		var st clms.Status
-		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := locusd.Get(gctx, localDaemon(), "/v1/cluster", &st)
-		cancel()
+		st, err := localStatus(ctx)
 		if err != nil {
 			return
 		}
@@ -271,10 +273,7 @@ func (n *Node) releaseRoot(ctx context.Context) error {
 func (n *Node) waitOthersDown(ctx context.Context, wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	for last := ""; ; {
-		var st clms.Status
-		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := locusd.Get(gctx, localDaemon(), "/v1/cluster", &st)
-		cancel()
+		st, err := localStatus(ctx)
 		var up []string
 		for _, r := range st.Nodes {
 			if r.Node != n.Number() && r.State != clms.Down && r.State != clms.NeverUp {

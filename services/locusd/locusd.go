@@ -8,6 +8,7 @@
 package locusd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -274,9 +275,30 @@ func Fetch(ctx context.Context, addr string) (*NodeInfo, error) {
 
 // Get decodes the JSON answer of GET path on the locusd at addr into v.
 func Get(ctx context.Context, addr, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	return call(ctx, http.MethodGet, addr, path, nil, v)
+}
+
+// Post sends body as JSON to path on the locusd at addr and decodes the
+// answer into v (if not nil).
+func Post(ctx context.Context, addr, path string, body, v any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	return call(ctx, http.MethodPost, addr, path, b, v)
+}
+
+func call(ctx context.Context, method, addr, path string, body []byte, v any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
 	if err != nil {
 		return fmt.Errorf("locusd: %s: %w", addr, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -286,6 +308,9 @@ func Get(ctx context.Context, addr, path string, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 		return fmt.Errorf("locusd: %s%s: %s: %s", addr, path, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	if v == nil {
+		return nil
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 16<<20)).Decode(v); err != nil {
 		return fmt.Errorf("locusd: %s%s: bad reply: %w", addr, path, err)

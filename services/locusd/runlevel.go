@@ -1,12 +1,10 @@
 package locusd
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -224,34 +222,4 @@ func shutdownCall(nodeFile string, log *slog.Logger) func(ctx context.Context, f
 		log.Info("shutdown asked by another node", "from", from, "action", r.Action)
 		return nil, writeRequest(nodeFile, r)
 	}
-}
-
-// Post sends body as JSON to path on the locusd at addr and decodes the
-// answer into v (if not nil).
-func Post(ctx context.Context, addr, path string, body, v any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(b))
-	if err != nil {
-		return fmt.Errorf("locusd: %s: %w", addr, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("locusd: %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("locusd: %s%s: %s: %s", addr, path, resp.Status, bytes.TrimSpace(msg))
-	}
-	if v == nil {
-		return nil
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
-		return fmt.Errorf("locusd: %s%s: bad reply: %w", addr, path, err)
-	}
-	return nil
 }
