@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/images"
@@ -187,6 +188,14 @@ func (n *Node) shutdown(ctx context.Context, r locusd.Request) {
 		n.stopLocusd()
 	}
 	unix.Sync()
+	// Quiet the NICs before the kernel shuts its devices down: under QEMU
+	// TCG a virtio-net still handling traffic at power-off was seen to
+	// spin in its softirq (soft lockup) and never power off.
+	if links, err := netlink.LinkList(); err == nil {
+		for _, l := range links {
+			netlink.LinkSetDown(l)
+		}
+	}
 	fmt.Fprintf(n.console, "locus-init: node %d down in %.1fs: %s\n", n.Number(), time.Since(start).Seconds(), r.Action)
 	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
 	if r.Action == locusd.ActionReboot {
