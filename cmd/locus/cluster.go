@@ -31,12 +31,12 @@ also a command of its own (openSSI's).`,
 }
 
 // endpointCmd is a verb that talks to the cluster's endpoint and prints
-// a table or JSON.
-func endpointCmd(e *env, use, short, example string, run func(cmd *cobra.Command, ep *endpoint, output string) error) *cobra.Command {
+// a table or JSON. It takes no arguments unless the caller sets Args.
+func endpointCmd(e *env, use, short, example string, run func(cmd *cobra.Command, args []string, ep *endpoint, output string) error) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use: use, Short: short, Example: example, Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
@@ -44,7 +44,7 @@ func endpointCmd(e *env, use, short, example string, run func(cmd *cobra.Command
 			if err != nil {
 				return err
 			}
-			return run(cmd, ep, output)
+			return run(cmd, args, ep, output)
 		},
 	}
 	addOutputFlag(cmd, &output)
@@ -54,7 +54,7 @@ func endpointCmd(e *env, use, short, example string, run func(cmd *cobra.Command
 func newClusterStatusCmd(e *env) *cobra.Command {
 	return endpointCmd(e, "status", "Show every node's membership state, the master and the last transition",
 		"  locus cluster status\n  locus --endpoint 10.77.0.2 cluster status --output json",
-		func(cmd *cobra.Command, ep *endpoint, output string) error {
+		func(cmd *cobra.Command, _ []string, ep *endpoint, output string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
 			var st locusd.ClusterView
@@ -99,7 +99,7 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 func newClusterEventsCmd(e *env) *cobra.Command {
 	return endpointCmd(e, "events", "Stream membership transitions as they are committed (the past ones first)",
 		"  locus cluster events\n  locus cluster events --output json",
-		func(cmd *cobra.Command, ep *endpoint, output string) error {
+		func(cmd *cobra.Command, _ []string, ep *endpoint, output string) error {
 			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+ep.API+"/v1/cluster/events", nil)
 			if err != nil {
 				return err

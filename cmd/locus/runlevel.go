@@ -13,24 +13,9 @@ import (
 )
 
 func newRunLevelCmd(e *env) *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:   "runlevel [LEVEL]",
-		Short: "Show the cluster's run level, or change it on every node",
-		Long: `The cluster's run level is cluster state, committed by the master. Every
-node climbs to it (starting each level's services in order) or comes down
-to it (stopping the services above it in reverse order). A node booting
-later is Up only once it has reached it.`,
-		Example: "  locus runlevel\n  locus runlevel 2\n  locus runlevel --output json",
-		Args:    cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ep, err := resolveEndpoint(e.endpoint)
-			if err != nil {
-				return err
-			}
+	cmd := endpointCmd(e, "runlevel [LEVEL]", "Show the cluster's run level, or change it on every node",
+		"  locus runlevel\n  locus runlevel 2\n  locus runlevel --output json",
+		func(cmd *cobra.Command, args []string, ep *endpoint, output string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
 			if len(args) == 1 {
@@ -76,34 +61,21 @@ later is Up only once it has reached it.`,
 				fmt.Fprintf(w, "%d\t%s\t%s\n", n.Node, n.State, rl)
 			}
 			return w.Flush()
-		},
-	}
-	addOutputFlag(cmd, &output)
+		})
+	cmd.Long = `The cluster's run level is cluster state, committed by the master. Every
+node climbs to it (starting each level's services in order) or comes down
+to it (stopping the services above it in reverse order). A node booting
+later is Up only once it has reached it.`
+	cmd.Args = cobra.MaximumNArgs(1)
 	return cmd
 }
 
 func newShutdownCmd(e *env) *cobra.Command {
 	var node int
 	var reboot bool
-	var output string
-	cmd := &cobra.Command{
-		Use:   "shutdown",
-		Short: "Shut down (or reboot) the whole cluster, or one node",
-		Long: `Each node asked stops its services in reverse order, tells the cluster it
-is ShuttingDown, leaves its shared root, and powers off (or reboots); the
-master takes it Down without fencing. In a whole-cluster shutdown the node
-serving the shared root goes last, once the others are Down, so nothing
-written before is lost.`,
-		Example: "  locus shutdown\n  locus shutdown --node 3\n  locus shutdown --node 2 --reboot",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ep, err := resolveEndpoint(e.endpoint)
-			if err != nil {
-				return err
-			}
+	cmd := endpointCmd(e, "shutdown", "Shut down (or reboot) the whole cluster, or one node",
+		"  locus shutdown\n  locus shutdown --node 3\n  locus shutdown --node 2 --reboot",
+		func(cmd *cobra.Command, _ []string, ep *endpoint, output string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			var reply locusd.ShutdownReply
@@ -125,10 +97,13 @@ written before is lost.`,
 				return fmt.Errorf("%d node(s) not asked", len(reply.Failed))
 			}
 			return nil
-		},
-	}
+		})
+	cmd.Long = `Each node asked stops its services in reverse order, tells the cluster it
+is ShuttingDown, leaves its shared root, and powers off (or reboots); the
+master takes it Down without fencing. In a whole-cluster shutdown the node
+serving the shared root goes last, once the others are Down, so nothing
+written before is lost.`
 	cmd.Flags().IntVar(&node, "node", 0, "the node to shut down (default: the whole cluster)")
 	cmd.Flags().BoolVar(&reboot, "reboot", false, "reboot instead of powering off")
-	addOutputFlag(cmd, &output)
 	return cmd
 }
