@@ -127,6 +127,8 @@ type Root struct {
 	// 9P2000.L), "nfs" (a given NFS export) or "mount" (any kernel
 	// filesystem: device, type and options, the GFS2/Lustre slot).
 	Source string `yaml:"source" json:"source"`
+	// CFS is how a cfs root is served: its standby and service address.
+	CFS CFSRoot `yaml:"cfs" json:"cfs,omitempty"`
 	// NFS is the export of an nfs root.
 	NFS NFSRoot `yaml:"nfs" json:"nfs,omitempty"`
 	// Device, FSType and Options are the mount(2) arguments of a mount
@@ -151,6 +153,21 @@ type Root struct {
 	// Tarball is the tar (gzip, zstd, xz or bzip2 compressed, or not) of
 	// a tarball root; relative paths are from the spec's directory.
 	Tarball string `yaml:"tarball" json:"tarball,omitempty"`
+}
+
+// CFSRoot configures the CFS server of a cfs root, and its failover
+// (HA-CFS): node 1 serves its root partition; Standby, a node that sees
+// the same disk (shared storage), takes the service over when node 1 is
+// fenced and Down.
+type CFSRoot struct {
+	// Standby is the node that takes the CFS service over; 0 is none
+	// (the cluster's root is lost with node 1).
+	Standby int `yaml:"standby" json:"standby,omitempty"`
+	// Address is the service address the other nodes mount the root
+	// from; it moves to the standby with the service. Default, with a
+	// standby: the last address of the interconnect's lower half (below
+	// the netboot pool).
+	Address string `yaml:"address" json:"address,omitempty"`
 }
 
 // NFSRoot is an NFS export used as the shared root.
@@ -440,6 +457,26 @@ func (s *Spec) Validate() error {
 	return fmt.Errorf("%w: %w", errInvalid, errors.Join(errs...))
 }
 
+// CFSService returns the address the other nodes mount a cfs root from,
+// with the subnet's prefix length, and whether the service has a standby
+// (and so moves). Without one the service address is node 1's own.
+func (s *Spec) CFSService() (netip.Prefix, bool, error) {
+	if s.Root.CFS.Standby == 0 {
+		a, err := s.NodeAddr(1)
+		return a, false, err
+	}
+	p := s.Prefix()
+	if s.Root.CFS.Address != "" {
+		a, err := netip.ParseAddr(s.Root.CFS.Address)
+		if err != nil {
+			return netip.Prefix{}, true, fmt.Errorf("images: root.cfs.address: %w", err)
+		}
+		return netip.PrefixFrom(a, p.Bits()), true, nil
+	}
+	size := uint32(1) << (32 - p.Bits())
+	return netip.PrefixFrom(addrAdd(p.Addr(), size/2-1), p.Bits()), true, nil
+}
+
 // Prefix returns the interconnect subnet. The spec must be valid.
 func (s *Spec) Prefix() netip.Prefix {
 	return netip.MustParsePrefix(s.Interconnect.Subnet)
@@ -624,6 +661,25 @@ func (s *Spec) validateSource(bad func(key, format string, args ...any)) {
 	default:
 		bad("root.source", "%q must be %q, %q, %q or %q", r.Source, RootInitramfs, RootCFS, RootNFS, RootMount)
 		return
+	}
+	if r.Source != RootCFS && (r.CFS != CFSRoot{}) {
+		bad("root.cfs", "applies only to root.source: %s", RootCFS)
+	}
+	if r.CFS.Standby < 0 || r.CFS.Standby == 1 {
+		bad("root.cfs.standby", "%d must be another node than node 1, the server (or 0: no standby)", r.CFS.Standby)
+	}
+	if r.CFS.Address != "" {
+		a, err := netip.ParseAddr(r.CFS.Address)
+		switch {
+		case err != nil:
+			bad("root.cfs.address", "%q is not an IP address", r.CFS.Address)
+		case r.CFS.Standby == 0:
+			bad("root.cfs.address", "a service address needs a standby to move to (root.cfs.standby)")
+		default:
+			if p, err := netip.ParsePrefix(s.Interconnect.Subnet); err == nil && !p.Contains(a) {
+				bad("root.cfs.address", "%s is outside the interconnect subnet %s", a, p)
+			}
+		}
 	}
 	if r.Source != RootNFS && (r.NFS != NFSRoot{}) {
 		bad("root.nfs", "applies only to root.source: %s", RootNFS)

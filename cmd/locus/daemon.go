@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/initramfs"
+	"github.com/locus-ssi/locus/installer"
 	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/fence"
@@ -83,6 +85,9 @@ func newDaemonCmd(e *env) *cobra.Command {
 					}
 				}
 				cfg.ICS = ic
+				if err := haCFS(&cfg, spec, mc); err != nil {
+					return err
+				}
 			}
 			return locusd.Run(ctx, cfg, nil)
 		},
@@ -107,6 +112,58 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.CFSListen, "cfs-listen", ":"+strconv.Itoa(cfs.DefaultPort), "address to serve CFS on")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd
+}
+
+// haCFS gives the daemon its part in a CFS root that fails over
+// (root.cfs.standby): node 1 claims the service address with the
+// service, the standby watches for node 1's fencing to take the service
+// over, and every node but node 1 mounts the shared root through its
+// relay so that the mount outlives the server.
+func haCFS(cfg *locusd.Config, spec *images.Spec, mc clms.Config) error {
+	if spec.Root.Source != images.RootCFS {
+		return nil
+	}
+	svc, moves, err := spec.CFSService()
+	if err != nil || !moves {
+		return err
+	}
+	local, err := netip.ParseAddr(mc.Addr)
+	if err != nil {
+		return fmt.Errorf("daemon: --cluster-addr %q: %w", mc.Addr, err)
+	}
+	iface, err := ifaceWith(local)
+	if err != nil {
+		return err
+	}
+	cfg.CFSService, cfg.CFSIface, cfg.CFSServer = svc, iface, 1
+	if mc.Node != 1 {
+		cfg.CFSRelay, cfg.CFSLocal = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfs.RelayPort)), local
+	}
+	if mc.Node == spec.Root.CFS.Standby {
+		cfg.CFSTakeover, cfg.CFSTakeoverDir = installer.RootName, cfsTakeoverDir
+	}
+	return nil
+}
+
+// cfsTakeoverDir is where the standby mounts the shared root's partition
+// when it takes the service over: where node 1 has it.
+const cfsTakeoverDir = "/media/locus-root"
+
+// ifaceWith names the interface that has address a.
+func ifaceWith(a netip.Addr) (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, i := range ifs {
+		addrs, _ := i.Addrs()
+		for _, ad := range addrs {
+			if p, err := netip.ParsePrefix(ad.String()); err == nil && p.Addr() == a {
+				return i.Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("daemon: no interface has the interconnect address %s", a)
 }
 
 func newProbeCmd(e *env) *cobra.Command {

@@ -1,14 +1,10 @@
 package pid1
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -32,11 +28,11 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 	if n.cmdline.Role != "init" {
 		return nil
 	}
-	rootDev, err := waitPartition(ctx, installer.RootName, 20*time.Second)
+	rootDev, err := installer.WaitPartition(ctx, installer.RootName, 20*time.Second)
 	if err != nil {
 		return err
 	}
-	stateDev, err := waitPartition(ctx, installer.StateName, 20*time.Second)
+	stateDev, err := installer.WaitPartition(ctx, installer.StateName, 20*time.Second)
 	if err != nil {
 		return err
 	}
@@ -70,63 +66,6 @@ func (n *Node) startInitNode(ctx context.Context) error {
 	n.log.Info("init node: serving netboot", "iface", iface, "root", rootDev, "state", stateDev)
 	n.uplinks(context.Background())
 	return nil
-}
-
-// waitPartition finds the block device whose GPT partition name is name,
-// waiting for the disk's driver to probe it.
-func waitPartition(ctx context.Context, name string, wait time.Duration) (string, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		if dev := findPartition(name); dev != "" {
-			return dev, nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no partition named %q appeared within %s (booted from the install disk?)", name, wait)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func findPartition(name string) string {
-	uevents, _ := filepath.Glob("/sys/class/block/*/uevent")
-	for _, u := range uevents {
-		b, err := os.ReadFile(u)
-		if err != nil {
-			continue
-		}
-		var dev, part string
-		var major, minor uint32
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			k, v, _ := strings.Cut(sc.Text(), "=")
-			switch k {
-			case "DEVNAME":
-				dev = v
-			case "PARTNAME":
-				part = v
-			case "MAJOR":
-				fmt.Sscan(v, &major)
-			case "MINOR":
-				fmt.Sscan(v, &minor)
-			}
-		}
-		if part != name || dev == "" {
-			continue
-		}
-		path := "/dev/" + dev
-		if _, err := os.Stat(path); err != nil {
-			// devtmpfs has not made the node yet: make it.
-			if err := unix.Mknod(path, unix.S_IFBLK|0o600, int(unix.Mkdev(major, minor))); err != nil {
-				return ""
-			}
-		}
-		return path
-	}
-	return ""
 }
 
 // uplinks brings up the init node's other Ethernet interfaces with DHCP,

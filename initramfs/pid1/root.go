@@ -72,15 +72,23 @@ func (n *Node) mountShared(ctx context.Context) (string, string, error) {
 			// directly: the same page cache the server reads and writes.
 			return diskRootMount, "local " + n.rootDevice(), nil
 		}
-		server, err := n.spec.NodeAddr(1)
+		server, moves, err := n.spec.CFSService()
 		if err != nil {
 			return "", "", err
 		}
-		opts := cfsMountOptions + ",port=" + strconv.Itoa(cfs.DefaultPort)
-		src := server.Addr().String()
+		src, port := server.Addr().String(), cfs.DefaultPort
+		what := fmt.Sprintf("cfs %s:%d", src, port)
+		if moves {
+			// The service fails over to the standby: the kernel mounts
+			// through this node's relay (locusd), which dials the service
+			// address again when it moves. v9fs itself never reconnects.
+			src, port = "127.0.0.1", cfs.RelayPort
+			what = fmt.Sprintf("cfs %s:%d through the relay on %s:%d", server.Addr(), cfs.DefaultPort, src, port)
+		}
+		opts := cfsMountOptions + ",port=" + strconv.Itoa(port)
 		// The server admits this node once the master has committed its
 		// join; until then it closes the connection and mount fails.
-		return sysroot, fmt.Sprintf("cfs %s:%d", src, cfs.DefaultPort), retryMount(ctx, n, mount{src, sysroot, "9p", 0, opts}, 3*time.Minute)
+		return sysroot, what, retryMount(ctx, n, mount{src, sysroot, "9p", 0, opts}, 3*time.Minute)
 	case images.RootNFS:
 		src := r.NFS.Server + ":" + r.NFS.Export
 		opts := "addr=" + r.NFS.Server

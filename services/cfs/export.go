@@ -54,6 +54,7 @@ type file struct {
 	io      int // the descriptor opened for I/O, once opened
 	opened  bool
 	dirents []p9.Dirent // directory listing, read at offset 0
+	closed  bool        // fd was closed
 }
 
 var _ p9.File = (*file)(nil)
@@ -327,15 +328,21 @@ func (f *file) Lock(pid int, locktype p9.LockType, flags p9.LockFlags, start, le
 	}
 }
 
-// Close implements p9.File.Close: the fid was clunked.
+// Close implements p9.File.Close: the fid was clunked. A second Close
+// does nothing: closing a descriptor number twice would close whatever
+// the process opened under that number since.
 func (f *file) Close() error {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.opened {
 		unix.Close(f.io)
 		f.opened = false
 	}
 	f.dirents = nil
-	f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
 	return unix.Close(f.fd)
 }
 

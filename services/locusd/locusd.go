@@ -24,7 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
 )
@@ -68,6 +67,25 @@ type Config struct {
 	// nodes the membership knows and has not taken Down may connect.
 	CFSExport string
 	CFSListen string
+	// CFSService, for a CFS with a standby (HA-CFS), is the service
+	// address the other nodes reach the shared root at; it lives on
+	// CFSIface of whichever node serves. Its server claims it.
+	CFSService netip.Prefix
+	CFSIface   string
+	// CFSRelay, if set, is the loopback address of this node's CFS relay
+	// (the kernel mounts the shared root from it); the relay reaches the
+	// service at CFSService from this node's address CFSLocal, and dials
+	// again when the serving node goes Down.
+	CFSRelay string
+	CFSLocal netip.Addr
+	// CFSServer is the node that serves CFS at boot (node 1).
+	CFSServer int
+	// CFSTakeover, on the standby, is the GPT name of the shared root's
+	// partition on the disk it shares with CFSServer: when CFSServer is
+	// fenced and Down, this node mounts it on CFSTakeoverDir, serves it
+	// and claims the service address.
+	CFSTakeover    string
+	CFSTakeoverDir string
 	Log       *slog.Logger
 }
 
@@ -166,11 +184,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			streamTransitions(w, r, m)
 		})
 	}
-	if cfg.CFSExport != "" {
-		if err := startCFS(ctx, cfg, member); err != nil {
-			ln.Close()
-			return err
-		}
+	if err := startCFSRoles(ctx, cfg, member); err != nil {
+		ln.Close()
+		return err
 	}
 	if cfg.NetbootAdmin != "" {
 		mux.Handle("GET /v1/netboot/{what}", netbootProxy(cfg.NetbootAdmin))
@@ -189,40 +205,6 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("locusd: serve: %w", err)
 	}
-	return nil
-}
-
-// startCFS serves cfg.CFSExport until ctx ends. A connection is admitted
-// when it comes from the address of a node in the membership table that
-// is not Down (without membership: from loopback only).
-func startCFS(ctx context.Context, cfg Config, m *clms.Member) error {
-	export, err := cfs.NewExport(cfg.CFSExport)
-	if err != nil {
-		return fmt.Errorf("locusd: %w", err)
-	}
-	listen := cfg.CFSListen
-	if listen == "" {
-		listen = ":" + strconv.Itoa(cfs.DefaultPort)
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		export.Close()
-		return fmt.Errorf("locusd: cfs: listen on %s: %w", listen, err)
-	}
-	allow := func(a netip.Addr) bool {
-		if m == nil {
-			return a.IsLoopback()
-		}
-		return admittedAddr(m.Status(), a)
-	}
-	srv := cfs.NewServer(export, allow, cfg.Log.With("svc", "cfs"))
-	cfg.Log.Info("cfs: serving the shared root", "export", cfg.CFSExport, "addr", ln.Addr().String())
-	go func() {
-		defer export.Close()
-		if err := srv.Serve(ctx, ln); err != nil {
-			cfg.Log.Error("cfs stopped", "err", err)
-		}
-	}()
 	return nil
 }
 

@@ -1,0 +1,689 @@
+package cfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+	"golang.org/x/sys/unix"
+)
+
+// RelayPort is the loopback port of a node's CFS relay.
+const RelayPort = 7476
+
+// Relay stands between a node's kernel 9P client and the CFS server, so
+// that the shared root survives the server's failover: the kernel's v9fs
+// has no reconnect, a relay on loopback does.
+//
+// The relay serves 9P2000.L to the kernel (the p9 server does the
+// protocol) and forwards every operation to the current CFS server over
+// one upstream connection. Each of the kernel's fids is a relayFile that
+// knows its name and parent, and whether and how it was opened. When the
+// upstream connection breaks (the server's node went Down, or a reply did
+// not come in time), calls wait while the relay dials the service address
+// again; the first call on each fid after that walks the fid's path from
+// the new server's root and opens it again, and the call is retried. The
+// kernel sees a pause, not an error.
+//
+// What cannot come back: a file unlinked while open (its name is gone;
+// such a fid answers ESTALE after a failover), and POSIX locks (held by
+// the old server's open files). A write that was in flight when the
+// server died is sent again: at the same offset that changes nothing, but
+// on a file opened O_APPEND (appended where the server's end is) it may
+// land twice if the first one reached the disk.
+type Relay struct {
+	dial func(ctx context.Context) (net.Conn, error)
+	log  *slog.Logger
+	// Patience is how long a call waits for the server to come back
+	// before it fails with EIO.
+	patience time.Duration
+
+	mu     sync.Mutex
+	gen    uint64 // counts upstream connections made
+	client *p9.Client
+	conn   net.Conn
+	root   p9.File
+	// ready is closed when a new upstream is there (or dialing gave up).
+	ready   chan struct{}
+	dialing bool
+	closed  bool
+
+	// names guards every relayFile's parent and name: the p9 server
+	// renames under its own global lock and calls Renamed; paths are read
+	// when a fid is reopened.
+	names sync.RWMutex
+	files map[*relayFile]struct{}
+}
+
+// NewRelay returns a relay that reaches the CFS server through dial
+// (which dials the service address).
+func NewRelay(dial func(ctx context.Context) (net.Conn, error), log *slog.Logger) *Relay {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Relay{dial: dial, log: log, patience: 2 * time.Minute, files: map[*relayFile]struct{}{}}
+}
+
+// SetPatience sets how long a call waits for the server to come back.
+func (r *Relay) SetPatience(d time.Duration) { r.patience = d }
+
+// Serve serves the kernel's connections on ln (loopback) until ctx ends.
+func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
+	srv := p9.NewServer(relayAttacher{r}, p9.WithServerLogger(slogPrintf{r.log}))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]struct{}{}
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		r.mu.Lock()
+		r.closed = true
+		if r.conn != nil {
+			r.conn.Close()
+		}
+		r.mu.Unlock()
+	})
+	defer stop()
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("cfs relay: accept on %s: %w", ln.Addr(), err)
+		}
+		mu.Lock()
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srv.Handle(guard(c), c)
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}()
+	}
+}
+
+// Reconnect drops the upstream connection (the server's node went Down,
+// or the service moved): calls in flight fail over to the next one.
+func (r *Relay) Reconnect(why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn != nil {
+		r.log.Info("cfs relay: dropping the server connection", "why", why)
+		r.conn.Close()
+	}
+}
+
+// Generation is the number of upstream connections made so far.
+func (r *Relay) Generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+// upstream returns the current connection's root and generation,
+// dialing the server (again) if there is none.
+func (r *Relay) upstream() (p9.File, uint64, error) {
+	deadline := time.Now().Add(r.patience)
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, 0, linux.EIO
+		}
+		if r.client != nil {
+			root, gen := r.root, r.gen
+			r.mu.Unlock()
+			return root, gen, nil
+		}
+		if !r.dialing {
+			r.dialing = true
+			r.ready = make(chan struct{})
+			go r.connect(deadline)
+		}
+		ready := r.ready
+		r.mu.Unlock()
+		<-ready
+		r.mu.Lock()
+		ok := r.client != nil
+		r.mu.Unlock()
+		if !ok {
+			return nil, 0, linux.EIO
+		}
+	}
+}
+
+// connect dials until a server answers or the deadline passes.
+func (r *Relay) connect(deadline time.Time) {
+	start := time.Now()
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed || time.Now().After(deadline) {
+			r.log.Error("cfs relay: no CFS server", "tried", attempt-1, "for", time.Since(start).Round(time.Millisecond), "err", lastErr)
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := r.dial(ctx)
+		cancel()
+		if err == nil {
+			var client *p9.Client
+			var root p9.File
+			if client, err = p9.NewClient(c, p9.WithMessageSize(relayMsize)); err == nil {
+				if root, err = client.Attach(""); err != nil {
+					client.Close()
+				}
+			} else {
+				c.Close()
+			}
+			if err == nil {
+				r.mu.Lock()
+				r.gen++
+				r.client, r.conn, r.root = client, c, root
+				gen := r.gen
+				r.mu.Unlock()
+				r.log.Info("cfs relay: connected to the CFS server", "addr", c.RemoteAddr().String(), "generation", gen, "after", time.Since(start).Round(time.Millisecond), "attempts", attempt)
+				break
+			}
+		}
+		lastErr = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.mu.Lock()
+	r.dialing = false
+	close(r.ready)
+	r.mu.Unlock()
+}
+
+// relayMsize is the upstream connection's message size.
+const relayMsize = 256 << 10
+
+// broken ends upstream connection gen after a transport error on it.
+func (r *Relay) broken(gen uint64, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen || r.client == nil {
+		return
+	}
+	r.log.Warn("cfs relay: lost the CFS server; reconnecting", "generation", gen, "err", err)
+	r.client.Close()
+	r.client, r.conn, r.root = nil, nil, nil
+}
+
+// isTransport reports whether err came from the connection rather than
+// from the server (which answers with an errno).
+func isTransport(err error) bool {
+	// A short read's io.EOF is the client's own (unwrapped); so are
+	// running out of tags or fids.
+	if err == nil || err == io.EOF || errors.Is(err, p9.ErrOutOfTags) || errors.Is(err, p9.ErrOutOfFIDs) {
+		return false
+	}
+	var errno linux.Errno
+	return !errors.As(err, &errno)
+}
+
+type relayAttacher struct{ r *Relay }
+
+// Attach implements p9.Attacher: the kernel's mount attaches to the root.
+func (a relayAttacher) Attach() (p9.File, error) {
+	f := a.r.newFile(nil, "")
+	if _, err := f.current(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func (r *Relay) newFile(parent *relayFile, name string) *relayFile {
+	f := &relayFile{r: r, parent: parent, name: name}
+	r.names.Lock()
+	r.files[f] = struct{}{}
+	r.names.Unlock()
+	return f
+}
+
+// relayFile is one of the kernel's fids.
+type relayFile struct {
+	r *Relay
+
+	// parent and name (guarded by r.names) place the file; the root has
+	// no parent.
+	parent *relayFile
+	name   string
+
+	mu     sync.Mutex
+	gen    uint64  // the upstream connection f belongs to
+	f      p9.File // the upstream fid, nil when not yet walked
+	opened bool
+	flags  p9.OpenFlags
+	gone   bool // unlinked: it cannot be found again by name
+}
+
+// path is the file's names from the root.
+func (f *relayFile) path() []string {
+	f.r.names.RLock()
+	defer f.r.names.RUnlock()
+	var names []string
+	for p := f; p.parent != nil; p = p.parent {
+		names = append([]string{p.name}, names...)
+	}
+	return names
+}
+
+// current returns f's upstream fid on the current connection, walking
+// and opening it there first if it was made on an earlier one.
+func (f *relayFile) current() (p9.File, error) {
+	for {
+		root, gen, err := f.r.upstream()
+		if err != nil {
+			return nil, err
+		}
+		f.mu.Lock()
+		if f.f != nil && f.gen == gen {
+			uf := f.f
+			f.mu.Unlock()
+			return uf, nil
+		}
+		if f.gone {
+			f.mu.Unlock()
+			return nil, linux.ESTALE
+		}
+		_, uf, err := root.Walk(f.path())
+		if err == nil && f.opened {
+			// Never truncate again what was written since.
+			if _, _, err = uf.Open(f.flags &^ p9.OpenFlags(unix.O_TRUNC)); err != nil {
+				uf.Close()
+			}
+		}
+		if isTransport(err) {
+			f.mu.Unlock()
+			f.r.broken(gen, err)
+			continue
+		}
+		if err != nil {
+			f.mu.Unlock()
+			f.r.log.Warn("cfs relay: a file could not be found again on the new server", "path", "/"+joinPath(f.path()), "err", err)
+			return nil, linux.ESTALE
+		}
+		if f.gen != 0 {
+			f.r.log.Debug("cfs relay: reopened", "path", "/"+joinPath(f.path()), "generation", gen)
+		}
+		f.f, f.gen = uf, gen
+		f.mu.Unlock()
+		return uf, nil
+	}
+}
+
+func joinPath(names []string) string {
+	s := ""
+	for i, n := range names {
+		if i > 0 {
+			s += "/"
+		}
+		s += n
+	}
+	return s
+}
+
+// do runs op on f's upstream fid, again on the next connection if this
+// one breaks under it.
+func (f *relayFile) do(op func(uf p9.File) error) error {
+	for {
+		uf, err := f.current()
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		gen := f.gen
+		f.mu.Unlock()
+		err = op(uf)
+		if !isTransport(err) {
+			return err
+		}
+		f.r.broken(gen, err)
+	}
+}
+
+// do2 is do for operations on two files (link, rename): both upstream
+// fids must belong to one connection.
+func (f *relayFile) do2(other p9.File, op func(uf, uo p9.File) error) error {
+	o, ok := other.(*relayFile)
+	if !ok {
+		return linux.EXDEV
+	}
+	for {
+		uf, err := f.current()
+		if err != nil {
+			return err
+		}
+		uo, err := o.current()
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		gen := f.gen
+		f.mu.Unlock()
+		o.mu.Lock()
+		same := o.gen == gen
+		o.mu.Unlock()
+		if !same {
+			continue // a failover between the two lookups
+		}
+		err = op(uf, uo)
+		if !isTransport(err) {
+			return err
+		}
+		f.r.broken(gen, err)
+	}
+}
+
+// child makes the relayFile for upstream fid uf, walked from f.
+func (f *relayFile) child(name string, uf p9.File, gen uint64) *relayFile {
+	f.r.names.RLock()
+	parent, own := f, name
+	if name == "" { // a clone: same place as f
+		parent, own = f.parent, f.name
+	}
+	f.r.names.RUnlock()
+	c := f.r.newFile(parent, own)
+	c.f, c.gen = uf, gen
+	return c
+}
+
+// Walk implements p9.File.Walk. The p9 server walks one name at a time.
+func (f *relayFile) Walk(names []string) ([]p9.QID, p9.File, error) {
+	if len(names) > 1 {
+		return nil, nil, linux.EINVAL
+	}
+	var qids []p9.QID
+	var child *relayFile
+	err := f.do(func(uf p9.File) error {
+		q, nf, err := uf.Walk(names)
+		if err != nil {
+			return err
+		}
+		qids, child = q, f.child(first(names), nf, f.genOf())
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return qids, child, nil
+}
+
+func first(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
+}
+
+func (f *relayFile) genOf() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gen
+}
+
+// WalkGetAttr implements p9.File.WalkGetAttr.
+func (f *relayFile) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+	if len(names) > 1 {
+		return nil, nil, p9.AttrMask{}, p9.Attr{}, linux.EINVAL
+	}
+	var (
+		qids  []p9.QID
+		child *relayFile
+		mask  p9.AttrMask
+		attr  p9.Attr
+	)
+	err := f.do(func(uf p9.File) error {
+		q, nf, m, a, err := uf.WalkGetAttr(names)
+		if err != nil {
+			return err
+		}
+		qids, child, mask, attr = q, f.child(first(names), nf, f.genOf()), m, a
+		return nil
+	})
+	if err != nil {
+		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
+	}
+	return qids, child, mask, attr, nil
+}
+
+// StatFS implements p9.File.StatFS.
+func (f *relayFile) StatFS() (st p9.FSStat, err error) {
+	err = f.do(func(uf p9.File) (err error) { st, err = uf.StatFS(); return })
+	return
+}
+
+// GetAttr implements p9.File.GetAttr.
+func (f *relayFile) GetAttr(req p9.AttrMask) (q p9.QID, m p9.AttrMask, a p9.Attr, err error) {
+	err = f.do(func(uf p9.File) (err error) { q, m, a, err = uf.GetAttr(req); return })
+	return
+}
+
+// SetAttr implements p9.File.SetAttr.
+func (f *relayFile) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
+	return f.do(func(uf p9.File) error { return uf.SetAttr(valid, attr) })
+}
+
+// Close implements p9.File.Close: the upstream fid is clunked if its
+// connection is still the current one.
+func (f *relayFile) Close() error {
+	f.r.names.Lock()
+	delete(f.r.files, f)
+	f.r.names.Unlock()
+	f.mu.Lock()
+	uf, gen := f.f, f.gen
+	f.f = nil
+	f.mu.Unlock()
+	if uf == nil {
+		return nil
+	}
+	f.r.mu.Lock()
+	live := f.r.client != nil && f.r.gen == gen
+	f.r.mu.Unlock()
+	if live {
+		if err := uf.Close(); isTransport(err) {
+			f.r.broken(gen, err)
+		}
+	}
+	return nil
+}
+
+// Open implements p9.File.Open.
+func (f *relayFile) Open(flags p9.OpenFlags) (q p9.QID, iounit uint32, err error) {
+	err = f.do(func(uf p9.File) (err error) { q, iounit, err = uf.Open(flags); return })
+	if err == nil {
+		f.mu.Lock()
+		f.opened, f.flags = true, flags
+		f.mu.Unlock()
+	}
+	return
+}
+
+// ReadAt implements p9.File.ReadAt.
+func (f *relayFile) ReadAt(p []byte, offset int64) (n int, err error) {
+	err = f.do(func(uf p9.File) (err error) { n, err = uf.ReadAt(p, offset); return })
+	if err == io.EOF {
+		// End of file is a short read to the kernel, not an error.
+		err = nil
+	}
+	return
+}
+
+// WriteAt implements p9.File.WriteAt.
+func (f *relayFile) WriteAt(p []byte, offset int64) (n int, err error) {
+	err = f.do(func(uf p9.File) (err error) { n, err = uf.WriteAt(p, offset); return })
+	return
+}
+
+// SetXattr implements p9.File.SetXattr.
+func (f *relayFile) SetXattr(attr string, data []byte, flags p9.XattrFlags) error {
+	return f.do(func(uf p9.File) error { return uf.SetXattr(attr, data, flags) })
+}
+
+// GetXattr implements p9.File.GetXattr.
+func (f *relayFile) GetXattr(attr string) (b []byte, err error) {
+	err = f.do(func(uf p9.File) (err error) { b, err = uf.GetXattr(attr); return })
+	return
+}
+
+// ListXattrs implements p9.File.ListXattrs.
+func (f *relayFile) ListXattrs() (names []string, err error) {
+	err = f.do(func(uf p9.File) (err error) { names, err = uf.ListXattrs(); return })
+	return
+}
+
+// RemoveXattr implements p9.File.RemoveXattr.
+func (f *relayFile) RemoveXattr(attr string) error {
+	return f.do(func(uf p9.File) error { return uf.RemoveXattr(attr) })
+}
+
+// FSync implements p9.File.FSync.
+func (f *relayFile) FSync() error {
+	return f.do(func(uf p9.File) error { return uf.FSync() })
+}
+
+// Lock implements p9.File.Lock.
+func (f *relayFile) Lock(pid int, t p9.LockType, flags p9.LockFlags, start, length uint64, client string) (st p9.LockStatus, err error) {
+	err = f.do(func(uf p9.File) (err error) { st, err = uf.Lock(pid, t, flags, start, length, client); return })
+	return
+}
+
+// Create implements p9.File.Create.
+func (f *relayFile) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
+	var (
+		child  *relayFile
+		q      p9.QID
+		iounit uint32
+	)
+	err := f.do(func(uf p9.File) error {
+		// The client's Create turns its fid into the new file's: walk a
+		// fresh one first so f stays the directory.
+		_, dir, err := uf.Walk(nil)
+		if err != nil {
+			return err
+		}
+		nf, qid, io, err := dir.Create(name, flags, perm, uid, gid)
+		if err != nil {
+			dir.Close()
+			return err
+		}
+		child, q, iounit = f.child(name, nf, f.genOf()), qid, io
+		child.opened, child.flags = true, flags
+		return nil
+	})
+	if err != nil {
+		return nil, p9.QID{}, 0, err
+	}
+	return child, q, iounit, nil
+}
+
+// Mkdir implements p9.File.Mkdir.
+func (f *relayFile) Mkdir(name string, perm p9.FileMode, uid p9.UID, gid p9.GID) (q p9.QID, err error) {
+	err = f.do(func(uf p9.File) (err error) { q, err = uf.Mkdir(name, perm, uid, gid); return })
+	return
+}
+
+// Symlink implements p9.File.Symlink.
+func (f *relayFile) Symlink(oldName, newName string, uid p9.UID, gid p9.GID) (q p9.QID, err error) {
+	err = f.do(func(uf p9.File) (err error) { q, err = uf.Symlink(oldName, newName, uid, gid); return })
+	return
+}
+
+// Link implements p9.File.Link.
+func (f *relayFile) Link(target p9.File, newName string) error {
+	return f.do2(target, func(uf, ut p9.File) error { return uf.Link(ut, newName) })
+}
+
+// Mknod implements p9.File.Mknod.
+func (f *relayFile) Mknod(name string, mode p9.FileMode, major, minor uint32, uid p9.UID, gid p9.GID) (q p9.QID, err error) {
+	err = f.do(func(uf p9.File) (err error) { q, err = uf.Mknod(name, mode, major, minor, uid, gid); return })
+	return
+}
+
+// Rename implements p9.File.Rename.
+func (f *relayFile) Rename(newDir p9.File, newName string) error {
+	err := f.do2(newDir, func(uf, ud p9.File) error { return uf.Rename(ud, newName) })
+	if err == nil {
+		f.r.replaced(newDir.(*relayFile), newName, f)
+	}
+	return err
+}
+
+// RenameAt implements p9.File.RenameAt.
+func (f *relayFile) RenameAt(oldName string, newDir p9.File, newName string) error {
+	err := f.do2(newDir, func(uf, ud p9.File) error { return uf.RenameAt(oldName, ud, newName) })
+	if err == nil && !(newDir == p9.File(f) && oldName == newName) {
+		f.r.replaced(newDir.(*relayFile), newName, nil)
+	}
+	return err
+}
+
+// UnlinkAt implements p9.File.UnlinkAt.
+func (f *relayFile) UnlinkAt(name string, flags uint32) error {
+	err := f.do(func(uf p9.File) error { return uf.UnlinkAt(name, flags) })
+	if err == nil {
+		f.r.replaced(f, name, nil)
+	}
+	return err
+}
+
+// replaced marks the files named name in dir as gone: unlinked, or
+// replaced by a rename onto their name (except moved, the file renamed).
+// The p9 server then tells the renamed files their new place (Renamed).
+func (r *Relay) replaced(dir *relayFile, name string, moved *relayFile) {
+	r.names.RLock()
+	var gone []*relayFile
+	for f := range r.files {
+		if f.parent == dir && f.name == name && f != moved {
+			gone = append(gone, f)
+		}
+	}
+	r.names.RUnlock()
+	for _, f := range gone {
+		f.mu.Lock()
+		f.gone = true
+		f.mu.Unlock()
+	}
+}
+
+// Readdir implements p9.File.Readdir.
+func (f *relayFile) Readdir(offset uint64, count uint32) (d p9.Dirents, err error) {
+	err = f.do(func(uf p9.File) (err error) { d, err = uf.Readdir(offset, count); return })
+	return
+}
+
+// Readlink implements p9.File.Readlink.
+func (f *relayFile) Readlink() (s string, err error) {
+	err = f.do(func(uf p9.File) (err error) { s, err = uf.Readlink(); return })
+	return
+}
+
+// Renamed implements p9.File.Renamed: f now lives at newDir/newName.
+func (f *relayFile) Renamed(newDir p9.File, newName string) {
+	d, ok := newDir.(*relayFile)
+	if !ok {
+		return
+	}
+	f.r.names.Lock()
+	f.parent, f.name = d, newName
+	f.r.names.Unlock()
+}

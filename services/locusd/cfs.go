@@ -1,0 +1,213 @@
+package locusd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/locus-ssi/locus/installer"
+	"github.com/locus-ssi/locus/services/cfs"
+	"github.com/locus-ssi/locus/services/clms"
+)
+
+// startCFSRoles starts this node's parts of the cluster filesystem: the
+// server (node 1), the relay the kernel mounts through (the other nodes,
+// when the service can move), and the standby's takeover.
+func startCFSRoles(ctx context.Context, cfg Config, m *clms.Member) error {
+	if cfg.CFSExport != "" {
+		if err := startCFS(ctx, cfg, cfg.CFSExport, m); err != nil {
+			return err
+		}
+	}
+	var relay *cfs.Relay
+	if cfg.CFSRelay != "" {
+		var err error
+		if relay, err = startRelay(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	if m == nil {
+		return nil
+	}
+	var once sync.Once
+	m.OnTransition(func(t clms.Transition) {
+		if t.State != clms.Down || t.Node == cfg.Node() {
+			return
+		}
+		if relay != nil && (t.Node == cfg.CFSServer || t.Node == cfg.standby()) {
+			// The connection to a dead server would wait out TCP's
+			// timeouts: drop it and dial the service address again.
+			relay.Reconnect(fmt.Sprintf("node %d, which may serve CFS, is Down (transition %d)", t.Node, t.ID))
+		}
+		if cfg.CFSTakeover != "" && t.Node == cfg.CFSServer {
+			// Transitions replayed while this node joins are history:
+			// take over only if the server is Down now and this node Up.
+			go func() {
+				if !serverDownNow(m, cfg.CFSServer) {
+					cfg.Log.Info("cfs: the server's Down transition is history; not taking over", "transition", t.ID)
+					return
+				}
+				once.Do(func() { takeOver(ctx, cfg, m, t) })
+			}()
+		}
+	})
+	return nil
+}
+
+// Node is this node's number (0 without membership).
+func (cfg Config) Node() int {
+	if cfg.CLMS == nil {
+		return 0
+	}
+	return cfg.CLMS.Node
+}
+
+func (cfg Config) standby() int {
+	if cfg.CFSTakeover != "" {
+		return cfg.Node()
+	}
+	return -1
+}
+
+// serverDownNow reports whether node server is Down in m's current view
+// and this node is Up.
+func serverDownNow(m *clms.Member, server int) bool {
+	st := m.Status()
+	down, up := false, false
+	for _, n := range st.Nodes {
+		switch n.Node {
+		case server:
+			down = n.State == clms.Down
+		case st.Self:
+			up = n.State == clms.Up
+		}
+	}
+	return down && up
+}
+
+// takeOver makes this node, the standby, the CFS server after the
+// master fenced the server's node and committed it Down (t): mount the
+// shared disk's root partition (replaying its journal), serve it, and
+// claim the service address. Clients' relays, told of the same
+// transition, are dialing the address meanwhile.
+func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition) {
+	start := time.Now()
+	log := cfg.Log.With("svc", "cfs")
+	log.Info("cfs: the server is fenced and Down; taking the shared root over", "server", cfg.CFSServer, "transition", t.ID)
+	dev := installer.FindPartition(cfg.CFSTakeover)
+	if dev == "" {
+		log.Error("cfs: cannot take over: no partition named "+cfg.CFSTakeover+" on this node (is the server's disk attached here?)", "server", cfg.CFSServer)
+		return
+	}
+	if err := cfs.MountShared(dev, cfg.CFSTakeoverDir); err != nil {
+		log.Error("cfs: cannot take over", "err", err)
+		return
+	}
+	mounted := time.Since(start)
+	if err := startCFS(ctx, cfg, cfg.CFSTakeoverDir, m); err != nil {
+		log.Error("cfs: cannot take over", "err", err)
+		unix.Unmount(cfg.CFSTakeoverDir, 0)
+		return
+	}
+	if err := cfs.ClaimAddress(ctx, cfg.CFSIface, cfg.CFSService); err != nil {
+		log.Error("cfs: serving, but clients cannot reach the service address", "err", err)
+	}
+	log.Info("cfs: took the shared root over", "device", dev, "mount", cfg.CFSTakeoverDir, "service", cfg.CFSService.Addr().String(),
+		"mounted_in", mounted.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
+	context.AfterFunc(ctx, func() {
+		// The daemon stops (shutdown): what the standby mounted goes
+		// back to the disk clean.
+		unix.Sync()
+		if err := unix.Unmount(cfg.CFSTakeoverDir, 0); err != nil {
+			unix.Mount("", cfg.CFSTakeoverDir, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+		}
+	})
+}
+
+// startCFS serves dir until ctx ends. A connection is admitted when it
+// comes from the address of a node in the membership table that is not
+// Down (without membership: from loopback only). With a movable service
+// address, the server claims it.
+func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) error {
+	export, err := cfs.NewExport(dir)
+	if err != nil {
+		return fmt.Errorf("locusd: %w", err)
+	}
+	listen := cfg.CFSListen
+	if listen == "" {
+		listen = ":" + strconv.Itoa(cfs.DefaultPort)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		export.Close()
+		return fmt.Errorf("locusd: cfs: listen on %s: %w", listen, err)
+	}
+	allow := func(a netip.Addr) bool {
+		if m == nil {
+			return a.IsLoopback()
+		}
+		return admittedAddr(m.Status(), a)
+	}
+	srv := cfs.NewServer(export, allow, cfg.Log.With("svc", "cfs"))
+	cfg.Log.Info("cfs: serving the shared root", "export", dir, "addr", ln.Addr().String())
+	go func() {
+		defer export.Close()
+		if err := srv.Serve(ctx, ln); err != nil {
+			cfg.Log.Error("cfs stopped", "err", err)
+		}
+	}()
+	if cfg.CFSService.IsValid() && cfg.CFSExport == dir && cfg.CFSIface != "" {
+		if err := cfs.ClaimAddress(ctx, cfg.CFSIface, cfg.CFSService); err != nil {
+			return fmt.Errorf("locusd: %w", err)
+		}
+		cfg.Log.Info("cfs: service address claimed", "addr", cfg.CFSService.String(), "iface", cfg.CFSIface)
+	}
+	return nil
+}
+
+// startRelay serves the kernel's mount of the shared root on cfg.CFSRelay
+// (loopback) and relays it to the CFS service.
+func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
+	service := net.JoinHostPort(cfg.CFSService.Addr().String(), strconv.Itoa(cfs.DefaultPort))
+	dialer := net.Dialer{}
+	if cfg.CFSLocal.IsValid() {
+		// From this node's own address, the one the server admits: once
+		// the service address is this node's, the kernel would pick it.
+		dialer.LocalAddr = &net.TCPAddr{IP: cfg.CFSLocal.AsSlice()}
+	}
+	relay := cfs.NewRelay(func(ctx context.Context) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, "tcp", service)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+			// A server that stops answering mid-request is given up on
+			// in seconds, not TCP's quarter of an hour.
+			if raw, err := tc.SyscallConn(); err == nil {
+				raw.Control(func(fd uintptr) {
+					unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 5000)
+				})
+			}
+			tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: time.Second, Count: 3})
+		}
+		return c, nil
+	}, cfg.Log.With("svc", "cfs-relay"))
+	ln, err := net.Listen("tcp", cfg.CFSRelay)
+	if err != nil {
+		return nil, fmt.Errorf("locusd: cfs relay: listen on %s: %w", cfg.CFSRelay, err)
+	}
+	cfg.Log.Info("cfs: relay serving the shared root", "addr", ln.Addr().String(), "service", service)
+	go func() {
+		if err := relay.Serve(ctx, ln); err != nil {
+			cfg.Log.Error("cfs relay stopped", "err", err)
+		}
+	}()
+	return relay, nil
+}
