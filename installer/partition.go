@@ -71,4 +71,3 @@ func FindPartition(name string) string {
 	}
 	return ""
 }
-

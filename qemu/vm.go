@@ -33,6 +33,14 @@ type NodeConfig struct {
 	// Disk is a raw disk image the node boots from ("disk" boot). The VM
 	// writes to a qcow2 overlay in its directory; the image stays as built.
 	Disk string `json:"disk,omitempty"`
+	// DiskShared makes the node's disk a raw copy of the image in its
+	// directory rather than an overlay, without QEMU's image lock, so that
+	// another node can attach it too: shared storage, as a SAN LUN or a
+	// dual-ported SAS disk is to two servers.
+	DiskShared bool `json:"disk_shared,omitempty"`
+	// AttachDisk, if set, is the node whose (shared) disk this node sees
+	// too, as a second path to the same storage (HA-CFS's standby).
+	AttachDisk int `json:"attach_disk,omitempty"`
 	// APIPort, if set, adds a user-mode NIC that forwards 127.0.0.1:APIPort
 	// on the host to the node daemon's port.
 	APIPort int `json:"api_port,omitempty"`
@@ -266,19 +274,67 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 		args = append(args, "-netdev", fmt.Sprintf("user,id=n1,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:%d-:7470", n.APIPort),
 			"-device", "virtio-net-pci,netdev=n1")
 	}
+	if n.AttachDisk != 0 {
+		// The other node's raw disk, unlocked: both VMs write through
+		// the host's page cache, so each reads what the other wrote.
+		shared := filepath.Join(filepath.Dir(dir), fmt.Sprintf("node%d", n.AttachDisk), sharedDiskName)
+		args = append(args, "-drive", "file="+shared+",if=virtio,format=raw,file.locking=off")
+	}
 	switch {
+	case n.Disk != "" && n.DiskShared:
+		disk, err := diskCopy(dir, n)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-drive", "file="+disk+",if=virtio,format=raw,file.locking=off")
 	case n.Disk != "":
 		overlay, err := diskOverlay(dir, n)
 		if err != nil {
 			return nil, err
 		}
 		args = append(args, "-drive", "file="+overlay+",if=virtio,format=qcow2")
+	case n.Boot == "pxe" && n.AttachDisk != 0:
+		// Only the network: never the attached disk, whose boot loader
+		// would mount the other node's root.
+		args = append(args, "-boot", "order=n,strict=on")
 	case n.Boot == "pxe":
 		args = append(args, "-boot", "n")
 	case c.Kernel != "":
 		args = append(args, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", n.Append)
 	}
 	return args, nil
+}
+
+// sharedDiskName is a shared disk's file in its node's directory.
+const sharedDiskName = "disk.raw"
+
+// diskCopy returns the node's own raw copy of its disk image (sparse),
+// made anew when the image changed, as diskOverlay does for an overlay.
+func diskCopy(dir string, n NodeConfig) (string, error) {
+	abs, err := filepath.Abs(n.Disk)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("qemu: node %d: disk image: %w (run `locus image build`)", n.Number, err)
+	}
+	disk := filepath.Join(dir, sharedDiskName)
+	stampFile := filepath.Join(dir, "disk.raw.base")
+	stamp := fmt.Sprintf("%s %d %d\n", abs, st.Size(), st.ModTime().UnixNano())
+	if old, err := os.ReadFile(stampFile); err == nil && string(old) == stamp {
+		if _, err := os.Stat(disk); err == nil {
+			return disk, nil
+		}
+	}
+	os.Remove(disk)
+	if b, err := exec.Command("cp", "--sparse=always", abs, disk).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("qemu: node %d: copy the disk image: %v: %s", n.Number, err, b)
+	}
+	if err := os.WriteFile(stampFile, []byte(stamp), 0o644); err != nil {
+		return "", err
+	}
+	return disk, nil
 }
 
 // diskOverlay returns the node's copy-on-write overlay of its disk image.

@@ -236,9 +236,18 @@ func diskConfig(imageDir, dir string, n int, accel string, memory, apiPort int) 
 			}
 			mac = qemu.MACFor(dir, i)
 		}
+		// A CFS root with a standby: node 1's disk is shared storage that
+		// the standby sees too (it mounts it only when it takes over).
+		standby := 0
+		if spec.Root.Source == images.RootCFS && spec.Root.CFS.Standby <= n {
+			standby = spec.Root.CFS.Standby
+		}
 		nc := qemu.NodeConfig{Number: i, MAC: mac, Boot: "pxe", NIC: "virtio-net-pci"}
+		if i == standby {
+			nc.AttachDisk = 1
+		}
 		if i == 1 {
-			nc = qemu.NodeConfig{Number: 1, MAC: mac, Boot: "disk", Disk: disk, Firmware: "uefi", APIPort: apiPort}
+			nc = qemu.NodeConfig{Number: 1, MAC: mac, Boot: "disk", Disk: disk, Firmware: "uefi", APIPort: apiPort, DiskShared: standby != 0}
 		}
 		cfg.Nodes = append(cfg.Nodes, nc)
 	}

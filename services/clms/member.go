@@ -657,6 +657,9 @@ func (m *Member) reconcile() {
 				m.cfg.Log.Error("fencing failed; node stays in its state until fenced", "node", r.Node, "err", err)
 				continue
 			}
+			// Subsystems that take over a dead node's resources (its
+			// disk: HA-CFS) act only on a fenced node's Down.
+			reason += ", " + ReasonFenced
 		}
 		if _, err := m.commit(r.Node, Down, r.Transition, "", reason); err != nil {
 			m.cfg.Log.Warn("commit Down", "node", r.Node, "err", err)
@@ -899,6 +902,10 @@ type NodeStatus struct {
 	NodeRecord
 	Voter bool `json:"voter"`
 }
+
+// ReasonFenced ends the reason of a Down transition whose node the master
+// fenced (powered off through the fence agent) before committing it.
+const ReasonFenced = "fenced"
 
 // Status reports this node's view.
 func (m *Member) Status() Status {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,12 @@ func startCFSRoles(ctx context.Context, cfg Config, m *clms.Member) error {
 			// The connection to a dead server would wait out TCP's
 			// timeouts: drop it and dial the service address again.
 			relay.Reconnect(fmt.Sprintf("node %d, which may serve CFS, is Down (transition %d)", t.Node, t.ID))
+		}
+		if cfg.CFSTakeover != "" && t.Node == cfg.CFSServer && !strings.HasSuffix(t.Reason, clms.ReasonFenced) {
+			// Mounting a disk that a live node may still write would
+			// corrupt it: without a fence there is no takeover.
+			cfg.Log.Error("cfs: the server is Down but was not fenced (no fence agent?); the standby does not take over", "server", t.Node, "reason", t.Reason)
+			return
 		}
 		if cfg.CFSTakeover != "" && t.Node == cfg.CFSServer {
 			// Transitions replayed while this node joins are history:

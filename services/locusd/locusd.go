@@ -86,7 +86,7 @@ type Config struct {
 	// and claims the service address.
 	CFSTakeover    string
 	CFSTakeoverDir string
-	Log       *slog.Logger
+	Log            *slog.Logger
 }
 
 // Run serves until ctx ends. It returns once the listener is closed.

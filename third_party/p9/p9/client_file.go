@@ -15,10 +15,12 @@
 package p9
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 
 	"github.com/hugelgupf/p9/linux"
@@ -69,24 +71,85 @@ type clientFile struct {
 	closed uint32
 }
 
-// SetXattr implements p9.File.SetXattr.
+// SetXattr implements p9.File.SetXattr: Txattrcreate on a clone of the
+// fid, the value written to it, and the clunk that commits it.
 func (c *clientFile) SetXattr(attr string, data []byte, flags XattrFlags) error {
-	return linux.ENOSYS
+	return c.xattrCreate(attr, data, flags)
 }
 
-// RemoveXattr implements p9.File.RemoveXattr.
+// RemoveXattr implements p9.File.RemoveXattr: as Linux's client does, an
+// empty Txattrcreate with XATTR_REPLACE.
 func (c *clientFile) RemoveXattr(attr string) error {
-	return linux.ENOSYS
+	return c.xattrCreate(attr, nil, XattrReplace)
 }
 
-// GetXattr implements p9.File.GetXattr.
+func (c *clientFile) xattrCreate(attr string, data []byte, flags XattrFlags) error {
+	_, f, err := c.Walk(nil)
+	if err != nil {
+		return err
+	}
+	xf := f.(*clientFile)
+	if err := c.client.sendRecv(&txattrcreate{fid: xf.fid, Name: attr, AttrSize: uint64(len(data)), Flags: uint32(flags)}, &rxattrcreate{}); err != nil {
+		xf.Close()
+		return err
+	}
+	if len(data) > 0 {
+		if _, err := xf.WriteAt(data, 0); err != nil {
+			xf.Close()
+			return err
+		}
+	}
+	return xf.Close()
+}
+
+// GetXattr implements p9.File.GetXattr: Txattrwalk, then the value read
+// from the new fid.
 func (c *clientFile) GetXattr(attr string) ([]byte, error) {
-	return nil, linux.ENOSYS
+	return c.xattrRead(attr)
 }
 
-// ListXattrs implements p9.File.ListXattrs.
+// ListXattrs implements p9.File.ListXattrs: Txattrwalk with no name.
 func (c *clientFile) ListXattrs() ([]string, error) {
-	return nil, linux.ENOSYS
+	b, err := c.xattrRead("")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, n := range strings.Split(string(b), "\000") {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+func (c *clientFile) xattrRead(name string) ([]byte, error) {
+	if atomic.LoadUint32(&c.closed) != 0 {
+		return nil, linux.EBADF
+	}
+	id, ok := c.client.fidPool.Get()
+	if !ok {
+		return nil, ErrOutOfFIDs
+	}
+	r := rxattrwalk{}
+	if err := c.client.sendRecv(&txattrwalk{fid: c.fid, newFID: fid(id), Name: name}, &r); err != nil {
+		c.client.fidPool.Put(id)
+		return nil, err
+	}
+	xf := c.client.newFile(fid(id))
+	defer xf.Close()
+	if r.Size > uint64(maximumLength) {
+		return nil, linux.E2BIG
+	}
+	buf := make([]byte, r.Size)
+	if r.Size == 0 {
+		return buf, nil
+	}
+	n, err := xf.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 // Walk implements File.Walk.

@@ -993,9 +993,13 @@ func (t *txattrwalk) handle(cs *connState) message {
 			return linux.E2BIG
 		}
 		size = len(buf)
+		// Locus: the new fid holds the value read, not the file:
+		// sharing ref.file (and ref.parent, without a reference) made
+		// its clunk close the file under the fid it was walked from and
+		// drop a reference of the parent that was never taken.
 		newRef := &fidRef{
 			server: cs.server,
-			file:   ref.file,
+			file:   xattrFile{},
 			pendingXattr: pendingXattr{
 				op:   xattrWalk,
 				name: t.Name,
@@ -1003,7 +1007,6 @@ func (t *txattrwalk) handle(cs *connState) message {
 				buf:  buf,
 			},
 			pathNode: ref.pathNode,
-			parent:   ref.parent,
 		}
 		cs.InsertFID(t.newFID, newRef)
 		return nil
