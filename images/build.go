@@ -57,7 +57,7 @@ func netbootTree(dir, kernel, initrd string, progress io.Writer) error {
 
 // BuildOptions say what to build and where.
 type BuildOptions struct {
-	// SpecPath is the cluster spec; "" means all defaults.
+	// SpecPath is the cluster spec; "" means DefaultClusterSpec.
 	SpecPath string
 	// Out is the output directory.
 	Out string
@@ -115,6 +115,10 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 		return nil, fmt.Errorf("images: --format %q: want raw or qcow2", o.DiskFormat)
 	}
 	spec, specYAML, err := Load(o.SpecPath)
+	if o.SpecPath == "" {
+		spec, err = Parse("the default cluster spec", []byte(DefaultClusterSpec))
+		specYAML = []byte(DefaultClusterSpec)
+	}
 	if err != nil {
 		return nil, err
 	}

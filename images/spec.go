@@ -226,6 +226,18 @@ func BaseModules() []string {
 	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e", "crc32c_generic", "ext4"}
 }
 
+// DefaultClusterSpec is the cluster `locus image build` makes without a
+// spec: every key at its default but the root, which is the install
+// disk's, served by node 1 (CFS) with node 2 as its standby. Under
+// `locus qemu up` node 2 sees node 1's disk, so the failover can be
+// shown without writing a spec.
+const DefaultClusterSpec = `# The default cluster: one shared root served by node 1 (CFS); node 2,
+# which sees node 1's disk, takes it over if node 1 fails (HA-CFS).
+root:
+  source: cfs
+  cfs: {standby: 2}
+`
+
 // Load reads and validates the spec at path. An empty path means an empty
 // spec (all defaults).
 func Load(path string) (*Spec, []byte, error) {

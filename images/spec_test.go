@@ -78,6 +78,10 @@ func TestParseErrors(t *testing.T) {
 		{"mount root without fstype", "root: {source: mount, device: /dev/sdb1}\n", []string{"root.fstype"}},
 		{"nfs keys on a cfs root", "root: {source: cfs, nfs: {server: 10.0.0.1}}\n", []string{"root.nfs", "applies only"}},
 		{"private path leaving the root", "root: {source: cfs, private: [etc/x, /../x, /cluster/node1]}\n", []string{"root.private[0]", "root.private[1]", "root.private[2]"}},
+		{"cfs keys on an nfs root", "root: {source: nfs, nfs: {server: 10.0.0.1, export: /srv}, cfs: {standby: 2}}\n", []string{"root.cfs", "applies only"}},
+		{"cfs standby is the server", "root: {source: cfs, cfs: {standby: 1}}\n", []string{"root.cfs.standby", "node 1"}},
+		{"cfs address without standby", "root: {source: cfs, cfs: {address: 10.77.0.100}}\n", []string{"root.cfs.address", "standby"}},
+		{"cfs address outside subnet", "root: {source: cfs, cfs: {standby: 2, address: 10.1.0.100}}\n", []string{"root.cfs.address", "outside"}},
 		{"private on an initramfs root", "root: {private: [/etc/hostname]}\n", []string{"root.private", "shared root"}},
 		{"image without modules", "kernel: {package: '', image: /boot/vmlinuz}\n", []string{"kernel.modules"}},
 		{"bad admission", "netboot: {admission: maybe}\n", []string{"netboot.admission"}},
@@ -106,6 +110,29 @@ func TestSyntaxErrorsAreTyped(t *testing.T) {
 	_, err := Parse("x.yaml", []byte("bogus: 1\n"))
 	if !errors.Is(err, ErrSpecSyntax) {
 		t.Errorf("Parse = %v, want errors.Is ErrSpecSyntax", err)
+	}
+}
+
+// TestCFSService: without a standby the service is node 1's own
+// address; with one it is a floating address below the netboot pool, or
+// the one the spec gives.
+func TestCFSService(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, want string
+		moves      bool
+	}{
+		{"root: {source: cfs}\n", "10.77.0.1/24", false},
+		{"root: {source: cfs, cfs: {standby: 2}}\n", "10.77.0.127/24", true},
+		{"root: {source: cfs, cfs: {standby: 3, address: 10.77.0.99}}\n", "10.77.0.99/24", true},
+	} {
+		s, err := Parse("locus.yaml", []byte(tc.yaml))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.yaml, err)
+		}
+		got, moves, err := s.CFSService()
+		if err != nil || got.String() != tc.want || moves != tc.moves {
+			t.Errorf("%s: CFSService = %s, %v, %v; want %s, %v", tc.yaml, got, moves, err, tc.want, tc.moves)
+		}
 	}
 }
 

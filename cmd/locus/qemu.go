@@ -186,6 +186,9 @@ func directConfig(imageDir, dir string, n int, accel string, memory int) (qemu.C
 	if err != nil {
 		return qemu.ClusterConfig{}, err
 	}
+	if spec.Root.Source == images.RootCFS {
+		return qemu.ClusterConfig{}, fmt.Errorf("the image in %s has a CFS root (root.source: cfs), which node 1 serves from the install disk: boot it without --direct (or build with root.source: initramfs)", imageDir)
+	}
 	kernel, _ := filepath.Abs(filepath.Join(imageDir, m.Kernel))
 	initrd, _ := filepath.Abs(filepath.Join(imageDir, m.Initramfs))
 	cfg := qemu.ClusterConfig{Name: spec.Cluster.Name, Dir: dir, Kernel: kernel, Initrd: initrd, Accel: accel, MemoryMB: memory}

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/installer"
+	"github.com/locus-ssi/locus/services/cfs"
 )
 
 // Where the init node mounts the install disk's partitions.
@@ -32,6 +35,9 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := n.checkNotFailedOver(ctx); err != nil {
+		return err
+	}
 	stateDev, err := installer.WaitPartition(ctx, installer.StateName, 20*time.Second)
 	if err != nil {
 		return err
@@ -48,6 +54,45 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 	n.rootDev, n.stateDev = rootDev, stateDev
 	n.mu.Unlock()
 	return nil
+}
+
+// checkNotFailedOver keeps node 1 off its disk after an HA-CFS failover:
+// while the standby serves the shared root from that disk (it answers at
+// the service address), a second mount would corrupt it. Node 1 then
+// fails its boot with the reason, until the cluster is brought down and
+// node 1 boots first again.
+func (n *Node) checkNotFailedOver(ctx context.Context) error {
+	if n.spec.Root.Source != images.RootCFS || n.spec.Root.CFS.Standby == 0 {
+		return nil
+	}
+	svc, _, err := n.spec.CFSService()
+	if err != nil {
+		return err
+	}
+	// The interconnect comes up beside this task.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		n.mu.Lock()
+		up := n.addr.IsValid()
+		n.mu.Unlock()
+		if up {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("init node: the interconnect is not up after 30s: cannot check whether node %d serves the shared root", n.spec.Root.CFS.Standby)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	target := net.JoinHostPort(svc.Addr().String(), strconv.Itoa(cfs.DefaultPort))
+	c, err := net.DialTimeout("tcp", target, 2*time.Second)
+	if err != nil {
+		return nil // nobody serves it: this node is the server
+	}
+	c.Close()
+	return fmt.Errorf("init node: the shared root is served at %s by another node (node %d took it over after a failover); this node must not mount the disk they share while it does: shut the cluster down (locus shutdown) and boot this node first", target, n.spec.Root.CFS.Standby)
 }
 
 // startInitNode starts the netboot service of the init node on the

@@ -41,6 +41,7 @@ const RelayPort = 7476
 type Relay struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	log  *slog.Logger
+	p9   *p9.Server // serves the kernel's connections
 	// Patience is how long a call waits for the server to come back
 	// before it fails with EIO.
 	patience time.Duration
@@ -68,7 +69,9 @@ func NewRelay(dial func(ctx context.Context) (net.Conn, error), log *slog.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Relay{dial: dial, log: log, patience: 2 * time.Minute, files: map[*relayFile]struct{}{}}
+	r := &Relay{dial: dial, log: log, patience: 2 * time.Minute, files: map[*relayFile]struct{}{}}
+	r.p9 = p9.NewServer(relayAttacher{r}, p9.WithServerLogger(slogPrintf{log}))
+	return r
 }
 
 // SetPatience sets how long a call waits for the server to come back.
@@ -76,7 +79,6 @@ func (r *Relay) SetPatience(d time.Duration) { r.patience = d }
 
 // Serve serves the kernel's connections on ln (loopback) until ctx ends.
 func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
-	srv := p9.NewServer(relayAttacher{r}, p9.WithServerLogger(slogPrintf{r.log}))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]struct{}{}
@@ -110,7 +112,7 @@ func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			srv.Handle(guard(c), c)
+			r.p9.Handle(guard(c), c)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
