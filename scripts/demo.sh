@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: the product's main job in QEMU. Node 1 boots the install disk
-# under UEFI and serves netboot; nodes 2..N PXE-boot from it. Then show
-# the nodes are one network of Up nodes, and stop the cluster.
+# under UEFI and serves netboot and the shared root; nodes 2..N PXE-boot
+# from it and mount that root. Then show the nodes are one network of Up
+# nodes on one root, lose a node, lose the root's server (node 2, its
+# standby, takes over), and stop the cluster.
 set -euo pipefail
 LOCUS=${1:-bin/locus}
 OUT=${2:-out}
@@ -34,4 +36,21 @@ done
 set -x
 "$LOCUS" cluster status
 "$LOCUS" qemu "${flags[@]}" logs 2 | grep 'locus-clms:' | tail -3
+# One root: a file written on node 2 is read on node 4.
+"$LOCUS" qemu "${flags[@]}" exec 2 -- sh -c 'echo written-on-node-2 > /demo.txt'
+"$LOCUS" qemu "${flags[@]}" exec "$N" -- cat /demo.txt
+# A fault on the root's server: node 1 (the CFS server and the master)
+# loses power. The new master fences it; node 2, which sees node 1's
+# disk, mounts it and serves the root at the service address; the other
+# nodes' relays reconnect and carry on.
+"$LOCUS" qemu "${flags[@]}" kill 1
+set +x
+for _ in $(seq 120); do
+	"$LOCUS" qemu "${flags[@]}" logs 2 | grep -q 'cfs: took the shared root over' && break
+	sleep 1
+done
+set -x
+"$LOCUS" qemu "${flags[@]}" logs 2 | grep -E 'locus-clms: transition|cfs: t' | tail -3
+"$LOCUS" qemu "${flags[@]}" exec "$N" -- cat /demo.txt
+"$LOCUS" qemu "${flags[@]}" exec 2 -- locus cluster status
 "$LOCUS" qemu "${flags[@]}" down

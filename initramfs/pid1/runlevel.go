@@ -243,6 +243,11 @@ func (n *Node) stopLocusd() {
 func (n *Node) releaseRoot(ctx context.Context) error {
 	dir := n.Root()
 	server := n.spec.Root.Source == images.RootCFS && n.cmdline.Role == "init"
+	// A node whose daemon took the root over from node 1 (HA-CFS) leaves
+	// the root as a client, then keeps serving it until every other node
+	// is Down; the daemon leaves the partition clean when it stops.
+	_, err := os.Stat(locusd.ServingFile(NodeFile))
+	serving := err == nil && !server
 	if server {
 		// Clients first: once they are Down none writes any more; then
 		// stop serving.
@@ -251,7 +256,13 @@ func (n *Node) releaseRoot(ctx context.Context) error {
 	} else {
 		// Leave the membership only once unmounted: when the server sees
 		// this node Down, nothing of it is in flight.
-		defer n.stopLocusd()
+		defer func() {
+			if serving {
+				n.waitOthersDown(ctx, 90*time.Second)
+				fmt.Fprintf(n.console, "locus-init: this node serves the shared root since a failover; every other node is Down: stopping\n")
+			}
+			n.stopLocusd()
+		}()
 	}
 	killIn(dir)
 	mounts := mountsUnder(dir)

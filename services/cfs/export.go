@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
@@ -53,6 +54,7 @@ type file struct {
 	mu      sync.Mutex
 	io      int // the descriptor opened for I/O, once opened
 	opened  bool
+	written atomic.Bool // written through this fid since it was opened
 	dirents []p9.Dirent // directory listing, read at offset 0
 	closed  bool        // fd was closed
 }
@@ -275,6 +277,7 @@ func (f *file) WriteAt(p []byte, offset int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	f.written.Store(true)
 	n := 0
 	for n < len(p) {
 		m, err := unix.Pwrite(fd, p[n:], offset+int64(n))
@@ -328,22 +331,32 @@ func (f *file) Lock(pid int, locktype p9.LockType, flags p9.LockFlags, start, le
 	}
 }
 
-// Close implements p9.File.Close: the fid was clunked. A second Close
-// does nothing: closing a descriptor number twice would close whatever
-// the process opened under that number since.
+// Close implements p9.File.Close: the fid was clunked. A file written
+// through it is synced first, so that what a client wrote and closed is
+// on disk when its close returns, as NFS commits on close: a crash of
+// the server (and a failover) loses nothing closed. A second Close does
+// nothing: closing a descriptor number twice would close whatever the
+// process opened under that number since.
 func (f *file) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var err error
 	if f.opened {
+		if f.written.Load() {
+			err = unix.Fdatasync(f.io)
+		}
 		unix.Close(f.io)
 		f.opened = false
 	}
 	f.dirents = nil
 	if f.closed {
-		return nil
+		return err
 	}
 	f.closed = true
-	return unix.Close(f.fd)
+	if cerr := unix.Close(f.fd); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // created finishes a create: owner and group as the client asked (the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,16 +127,35 @@ func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition
 	if err := cfs.ClaimAddress(ctx, cfg.CFSIface, cfg.CFSService); err != nil {
 		log.Error("cfs: serving, but clients cannot reach the service address", "err", err)
 	}
+	if cfg.NodeFile != "" {
+		// Init reads it at shutdown: this node now serves the root, so
+		// it goes last, as node 1 would have.
+		if err := os.WriteFile(ServingFile(cfg.NodeFile), []byte(dev+"\n"), 0o644); err != nil {
+			log.Warn("cfs: cannot tell init this node serves the root", "err", err)
+		}
+	}
 	log.Info("cfs: took the shared root over", "device", dev, "mount", cfg.CFSTakeoverDir, "service", cfg.CFSService.Addr().String(),
 		"mounted_in", mounted.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	context.AfterFunc(ctx, func() {
 		// The daemon stops (shutdown): what the standby mounted goes
 		// back to the disk clean.
 		unix.Sync()
+		how := "unmounted"
 		if err := unix.Unmount(cfg.CFSTakeoverDir, 0); err != nil {
-			unix.Mount("", cfg.CFSTakeoverDir, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+			how = "remounted read-only"
+			if err := unix.Mount("", cfg.CFSTakeoverDir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				log.Error("cfs: the shared root is still mounted read-write", "err", err)
+				return
+			}
 		}
+		log.Info("cfs: shared root "+how+": clean", "device", dev)
 	})
+}
+
+// ServingFile is where the daemon records, beside init's node file, that
+// this node took the CFS service over (its content: the device).
+func ServingFile(nodeFile string) string {
+	return filepath.Join(filepath.Dir(nodeFile), "cfs-serving")
 }
 
 // startCFS serves dir until ctx ends. A connection is admitted when it
