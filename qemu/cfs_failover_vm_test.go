@@ -66,7 +66,13 @@ root: {source: cfs, cfs: {standby: 2}}
 		t.Helper()
 		out, err := locus("qemu", "exec", node, "--", "/bin/sh", "-c", script)
 		if err != nil {
-			t.Fatalf("node %s: %s: %v\n%s", node, script, err, out)
+			// Say what the node's processes wait on (from init's own
+			// root, which does not depend on the shared one), and try
+			// once more: a second failure fails.
+			t.Logf("node %s: %s: %v (%q); its processes:\n%s", node, script, err, out, stacks(locus, node))
+			if out, err = locus("qemu", "exec", node, "--", "/bin/sh", "-c", script); err != nil {
+				t.Fatalf("node %s: %s: %v\n%s", node, script, err, out)
+			}
 		}
 		return out
 	}
@@ -159,6 +165,7 @@ root: {source: cfs, cfs: {standby: 2}}
 	// longest gap between two records' times is the writer's pause.
 	data := run("4", "cat /w3")
 	var maxGap, prevUp float64
+	gapAfter := 0 // the last record before the longest pause: the crash
 	for i := 1; i <= last; i++ {
 		if len(data) < 16*i+16 {
 			t.Fatalf("/w3 is %d bytes: record %d of %d missing", len(data), i, last)
@@ -169,7 +176,7 @@ root: {source: cfs, cfs: {standby: 2}}
 			t.Fatalf("/w3 record %d is %q", i, data[16*i:16*i+16])
 		}
 		if prevUp > 0 && up-prevUp > maxGap {
-			maxGap = up - prevUp
+			maxGap, gapAfter = up-prevUp, i-1
 		}
 		prevUp = up
 	}
@@ -201,8 +208,9 @@ root: {source: cfs, cfs: {standby: 2}}
 			t.Fatalf("/w3open: record %d where %d was due:\n%s", i, want, open)
 		}
 	}
-	if first > before+1 || want-1 != last || dups > 1 {
-		t.Errorf("/w3open has records %d..%d with %d repeated; the writer wrote 1..%d, %d before the crash", first, want-1, dups, last, before)
+	// Only records from before the crash (before the pause) may be lost.
+	if first-1 > gapAfter || want-1 != last || dups > 1 {
+		t.Errorf("/w3open has records %d..%d with %d repeated; the writer wrote 1..%d, %d before the crash", first, want-1, dups, last, gapAfter)
 	}
 	t.Logf("/w3open, held open through the failover: records %d..%d (unsynced ones before the crash lost with node 1: %d)", first, want-1, first-1)
 
@@ -270,6 +278,17 @@ func checkAfterFailover(t *testing.T, disk string, last int) {
 			t.Fatalf("on disk, /w3 record %d is %q", i, b[16*i:16*i+16])
 		}
 	}
+}
+
+// stacks lists a node's processes with their wait channels and kernel
+// stacks, read in init's own root (exec --initramfs).
+func stacks(locus func(...string) (string, error), node string) string {
+	out, err := locus("qemu", "exec", "--initramfs", node, "--", "/bin/sh", "-c",
+		`for p in /proc/[0-9]*; do echo "== $p $(cat $p/comm) $(cat $p/wchan)"; cat $p/stack; done`)
+	if err != nil {
+		return fmt.Sprintf("(exec --initramfs: %v) %s", err, out)
+	}
+	return out
 }
 
 func tail(s string, n int) string {

@@ -27,6 +27,13 @@ var ErrExecUnavailable = errors.New("exec channel unavailable")
 // output and exit code. The command runs under the node's init with the
 // deadline of ctx (10 minutes when ctx has none).
 func Exec(ctx context.Context, sock string, argv []string, stdin []byte) (*ExecResult, error) {
+	return ExecIn(ctx, sock, argv, stdin, false)
+}
+
+// ExecIn is Exec, in init's own root (the initramfs) when initramfs is
+// set rather than the node's shared root: what a rescue needs when the
+// shared root's server does not answer.
+func ExecIn(ctx context.Context, sock string, argv []string, stdin []byte, initramfs bool) (*ExecResult, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("qemu: exec: no command")
 	}
@@ -45,7 +52,7 @@ func Exec(ctx context.Context, sock string, argv []string, stdin []byte) (*ExecR
 	defer stop()
 	var idb [8]byte
 	rand.Read(idb[:])
-	req := execwire.Request{ID: binary.LittleEndian.Uint64(idb[:]), Argv: argv, Stdin: stdin, TimeoutMS: time.Until(deadline).Milliseconds()}
+	req := execwire.Request{ID: binary.LittleEndian.Uint64(idb[:]), Argv: argv, Stdin: stdin, TimeoutMS: time.Until(deadline).Milliseconds(), Initramfs: initramfs}
 	if err := execwire.Write(conn, req); err != nil {
 		return nil, fmt.Errorf("qemu: exec: send: %w", err)
 	}

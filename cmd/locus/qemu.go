@@ -422,13 +422,14 @@ func (e exitCodeError) Error() string { return fmt.Sprintf("command exited with 
 
 func newQemuExecCmd(e *env, q *qemuFlags) *cobra.Command {
 	var timeout time.Duration
+	var initramfs bool
 	cmd := &cobra.Command{
 		Use:   "exec NODE -- COMMAND [ARG...]",
 		Short: "Run a command on a node through its exec channel",
 		Long: `Exec runs a command on a node under its init, through the VM's virtio-serial
 exec channel (QEMU clusters only; for tests and rescue), and prints its
 output. locus exits with the command's exit status.`,
-		Example: "  locus qemu exec 2 -- uname -n\n  locus qemu exec 1 -- cat /proc/cmdline",
+		Example: "  locus qemu exec 2 -- uname -n\n  locus qemu exec 1 -- cat /proc/cmdline\n  locus qemu exec --initramfs 3 -- cat /proc/1/stack",
 		Args:    cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, dir, err := q.node(args[0])
@@ -437,7 +438,7 @@ output. locus exits with the command's exit status.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := qemu.Exec(ctx, qemu.ExecPath(dir, n), args[1:], nil)
+			res, err := qemu.ExecIn(ctx, qemu.ExecPath(dir, n), args[1:], nil, initramfs)
 			if err != nil {
 				return err
 			}
@@ -450,6 +451,7 @@ output. locus exits with the command's exit status.`,
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&initramfs, "initramfs", false, "run in init's own root, not the shared root (rescue: the shared root does not answer)")
 	return cmd
 }
 

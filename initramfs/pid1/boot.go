@@ -130,10 +130,25 @@ func (n *Node) consoleShell(ctx context.Context) {
 		dev = "/dev/" + n.cmdline.Console
 	}
 	for {
-		if err := n.shellOnce(dev); err != nil {
+		err := n.shellOnce(dev)
+		n.mu.Lock()
+		leaving := n.state == "ShuttingDown"
+		n.mu.Unlock()
+		if leaving {
+			// The node is going down (its root may be gone already):
+			// no shell to come back to. PID 1 must not return; the
+			// shutdown powers the node off.
+			<-ctx.Done()
+			return
+		}
+		if err != nil {
 			fmt.Fprintf(n.console, "locus-init: console shell: %v\n", err)
 		}
-		time.Sleep(time.Second)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 }
 

@@ -95,7 +95,11 @@ func (n *Node) runRequest(ctx context.Context, req *execwire.Request) execwire.R
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := commandIn(cctx, n.Root(), req.Argv)
+	root := n.Root()
+	if req.Initramfs {
+		root = ""
+	}
+	cmd := commandIn(cctx, root, req.Argv)
 	cmd.Env = Env()
 	cmd.Stdin = bytes.NewReader(req.Stdin)
 	stdout := &limitedBuffer{max: execwire.MaxOutput}

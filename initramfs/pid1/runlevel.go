@@ -296,7 +296,10 @@ func (n *Node) waitOthersDown(ctx context.Context, wait time.Duration) {
 		st, err := localStatus(ctx)
 		var up []string
 		for _, r := range st.Nodes {
-			if r.Node != n.Number() && r.State != clms.Down && r.State != clms.NeverUp {
+			// A node that left while shutting down is gone even when this
+			// side can no longer commit its Down (the master went first).
+			left := r.State == clms.ShuttingDown && r.Gone
+			if r.Node != n.Number() && r.State != clms.Down && r.State != clms.NeverUp && !left {
 				up = append(up, strconv.Itoa(r.Node))
 			}
 		}

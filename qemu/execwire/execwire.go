@@ -32,6 +32,9 @@ type Request struct {
 	Argv      []string `json:"argv"`
 	Stdin     []byte   `json:"stdin,omitempty"`
 	TimeoutMS int64    `json:"timeout_ms,omitempty"`
+	// Initramfs runs the command in init's own root rather than the
+	// node's shared root: for rescue when the shared root hangs.
+	Initramfs bool `json:"initramfs,omitempty"`
 }
 
 // Response is the outcome of a Request.

@@ -901,6 +901,10 @@ type Status struct {
 type NodeStatus struct {
 	NodeRecord
 	Voter bool `json:"voter"`
+	// Gone: the node left gossip or gossip lost it. The table may still
+	// show it as it was when this side can no longer commit (no master:
+	// the master itself went), so shutdown waits on this too.
+	Gone bool `json:"gone,omitempty"`
 }
 
 // ReasonFenced ends the reason of a Down transition whose node the master
@@ -922,6 +926,15 @@ func (m *Member) Status() Status {
 	case raft.Follower:
 		st.Quorum = st.Master != 0 && time.Since(m.raft.LastContact()) < time.Second
 	}
+	gossiping := map[int]bool{}
+	if m.ml != nil {
+		for _, n := range m.ml.Members() {
+			var md meta
+			if json.Unmarshal(n.Meta, &md) == nil && (n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect) {
+				gossiping[md.Node] = true
+			}
+		}
+	}
 	voters := map[int]bool{}
 	if servers, err := m.raftConfig(); err == nil {
 		for _, s := range servers {
@@ -932,7 +945,7 @@ func (m *Member) Status() Status {
 	}
 	for _, r := range recs {
 		r.Addr, _, _ = strings.Cut(r.Addr, "#")
-		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node]})
+		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node], Gone: m.ml != nil && !gossiping[r.Node]})
 	}
 	return st
 }

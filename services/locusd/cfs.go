@@ -22,9 +22,10 @@ import (
 // startCFSRoles starts this node's parts of the cluster filesystem: the
 // server (node 1), the relay the kernel mounts through (the other nodes,
 // when the service can move), and the standby's takeover.
-func startCFSRoles(ctx context.Context, cfg Config, m *clms.Member) error {
+// done counts the cleanups that must finish before the daemon exits.
+func startCFSRoles(ctx context.Context, cfg Config, m *clms.Member, done *sync.WaitGroup) error {
 	if cfg.CFSExport != "" {
-		if err := startCFS(ctx, cfg, cfg.CFSExport, m); err != nil {
+		if _, err := startCFS(ctx, cfg, cfg.CFSExport, m); err != nil {
 			return err
 		}
 	}
@@ -62,7 +63,7 @@ func startCFSRoles(ctx context.Context, cfg Config, m *clms.Member) error {
 					cfg.Log.Info("cfs: the server's Down transition is history; not taking over", "transition", t.ID)
 					return
 				}
-				once.Do(func() { takeOver(ctx, cfg, m, t) })
+				once.Do(func() { takeOver(ctx, cfg, m, t, done) })
 			}()
 		}
 	})
@@ -105,7 +106,7 @@ func serverDownNow(m *clms.Member, server int) bool {
 // shared disk's root partition (replaying its journal), serve it, and
 // claim the service address. Clients' relays, told of the same
 // transition, are dialing the address meanwhile.
-func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition) {
+func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition, done *sync.WaitGroup) {
 	start := time.Now()
 	log := cfg.Log.With("svc", "cfs")
 	log.Info("cfs: the server is fenced and Down; taking the shared root over", "server", cfg.CFSServer, "transition", t.ID)
@@ -119,7 +120,8 @@ func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition
 		return
 	}
 	mounted := time.Since(start)
-	if err := startCFS(ctx, cfg, cfg.CFSTakeoverDir, m); err != nil {
+	served, err := startCFS(ctx, cfg, cfg.CFSTakeoverDir, m)
+	if err != nil {
 		log.Error("cfs: cannot take over", "err", err)
 		unix.Unmount(cfg.CFSTakeoverDir, 0)
 		return
@@ -136,9 +138,15 @@ func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition
 	}
 	log.Info("cfs: took the shared root over", "device", dev, "mount", cfg.CFSTakeoverDir, "service", cfg.CFSService.Addr().String(),
 		"mounted_in", mounted.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
+	done.Add(1)
 	context.AfterFunc(ctx, func() {
+		defer done.Done()
 		// The daemon stops (shutdown): what the standby mounted goes
-		// back to the disk clean.
+		// back to the disk clean, once the server has let go of it.
+		select {
+		case <-served: // every client gone, the export's descriptors closed
+		case <-time.After(10 * time.Second):
+		}
 		unix.Sync()
 		how := "unmounted"
 		if err := unix.Unmount(cfg.CFSTakeoverDir, 0); err != nil {
@@ -161,11 +169,12 @@ func ServingFile(nodeFile string) string {
 // startCFS serves dir until ctx ends. A connection is admitted when it
 // comes from the address of a node in the membership table that is not
 // Down (without membership: from loopback only). With a movable service
-// address, the server claims it.
-func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) error {
+// address, the server claims it. The channel is closed once serving has
+// stopped and the export let go of dir.
+func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-chan struct{}, error) {
 	export, err := cfs.NewExport(dir)
 	if err != nil {
-		return fmt.Errorf("locusd: %w", err)
+		return nil, fmt.Errorf("locusd: %w", err)
 	}
 	listen := cfg.CFSListen
 	if listen == "" {
@@ -174,7 +183,7 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) error
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		export.Close()
-		return fmt.Errorf("locusd: cfs: listen on %s: %w", listen, err)
+		return nil, fmt.Errorf("locusd: cfs: listen on %s: %w", listen, err)
 	}
 	allow := func(a netip.Addr) bool {
 		if m == nil {
@@ -184,7 +193,9 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) error
 	}
 	srv := cfs.NewServer(export, allow, cfg.Log.With("svc", "cfs"))
 	cfg.Log.Info("cfs: serving the shared root", "export", dir, "addr", ln.Addr().String())
+	served := make(chan struct{})
 	go func() {
+		defer close(served)
 		defer export.Close()
 		if err := srv.Serve(ctx, ln); err != nil {
 			cfg.Log.Error("cfs stopped", "err", err)
@@ -192,11 +203,11 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) error
 	}()
 	if cfg.CFSService.IsValid() && cfg.CFSExport == dir && cfg.CFSIface != "" {
 		if err := cfs.ClaimAddress(ctx, cfg.CFSIface, cfg.CFSService); err != nil {
-			return fmt.Errorf("locusd: %w", err)
+			return served, fmt.Errorf("locusd: %w", err)
 		}
 		cfg.Log.Info("cfs: service address claimed", "addr", cfg.CFSService.String(), "iface", cfg.CFSIface)
 	}
-	return nil
+	return served, nil
 }
 
 // startRelay serves the kernel's mount of the shared root on cfg.CFSRelay

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -182,4 +183,66 @@ func TestFiveDaemonProcesses(t *testing.T) {
 			t.Errorf("node %d applied another sequence:\n%v\nnode 2:\n%v", n, got, ref)
 		}
 	}
+}
+
+// TestNoFlapUnderCPUSaturation: with every core saturated for 10 s by
+// busy processes (twice as many as cores, competing with the daemons),
+// no node is suspected into Down: Lifeguard's awareness stretches the
+// timeouts of a member that is itself slow, so the `lan` profile's
+// sub-second detection does not turn a busy machine into a failed one.
+func TestNoFlapUnderCPUSaturation(t *testing.T) {
+	bin, err := testutil.LocusBinary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemons{t: t, bin: bin, dir: t.TempDir(), procs: map[int]*exec.Cmd{}}
+	t.Cleanup(func() {
+		for n := range d.procs {
+			d.kill(n)
+		}
+	})
+	for n := 1; n <= 5; n++ {
+		d.start(n)
+	}
+	up := map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up, 4: clms.Up, 5: clms.Up}
+	d.wait("five daemons Up", up)
+	before, err := d.status(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var hogs []*exec.Cmd
+	for range 2 * runtime.NumCPU() {
+		c := exec.Command("/bin/sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		hogs = append(hogs, c)
+	}
+	stopHogs := func() {
+		for _, c := range hogs {
+			c.Process.Kill()
+			c.Wait()
+		}
+		hogs = nil
+	}
+	t.Cleanup(stopHogs)
+	time.Sleep(10 * time.Second)
+	stopHogs()
+	// Let anything suspected during the load be decided.
+	time.Sleep(3 * time.Second)
+
+	after, err := d.status(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.LastTransition != before.LastTransition {
+		t.Errorf("transitions %d..%d happened under CPU load, none should have:\n%v", before.LastTransition+1, after.LastTransition, d.events(1, after.LastTransition))
+	}
+	for _, n := range after.Nodes {
+		if n.State != clms.Up {
+			t.Errorf("node %d is %s after 10 s of CPU saturation", n.Node, n.State)
+		}
+	}
+	t.Logf("10 s with %d busy processes on %d cores: still transition %d, all five Up", 2*runtime.NumCPU(), runtime.NumCPU(), after.LastTransition)
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -184,7 +185,15 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			streamTransitions(w, r, m)
 		})
 	}
-	if err := startCFSRoles(ctx, cfg, member); err != nil {
+	// The CFS roles end with the daemon: Run returns only once a
+	// taken-over root is unmounted.
+	cfsCtx, stopCFS := context.WithCancel(ctx)
+	var cfsDone sync.WaitGroup
+	defer func() {
+		stopCFS()
+		cfsDone.Wait()
+	}()
+	if err := startCFSRoles(cfsCtx, cfg, member, &cfsDone); err != nil {
 		ln.Close()
 		return err
 	}
