@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,7 +78,7 @@ root: {source: cfs, cfs: {standby: 2}}
 		return out
 	}
 	// Clients mount through their relay; the service address is node 1's.
-	if got := run("3", "cat /proc/self/mountinfo"); !strings.Contains(got, " 9p 127.0.0.1 ") {
+	if got := run("3", "cat /proc/self/mountinfo"); !strings.Contains(got, " 9p /run/locus/cfs/relay.sock ") {
 		t.Fatalf("node 3 does not mount the shared root through its relay:\n%s", got)
 	}
 	if got := run("1", "ip addr"); !strings.Contains(got, "10.89.0.127/24") {
@@ -237,7 +238,7 @@ root: {source: cfs, cfs: {standby: 2}}
 		}
 		time.Sleep(2 * time.Second)
 	}
-	if b, _ := os.ReadFile(qemu.SerialLog(state, 2)); !strings.Contains(string(b), "cfs: shared root unmounted: clean") {
+	if b, _ := os.ReadFile(qemu.SerialLog(state, 2)); !regexp.MustCompile(`locus-init: the shared root's partition (is )?unmounted: clean`).Match(b) {
 		t.Errorf("node 2 did not leave the shared root clean:\n%s", tail(string(b), 30))
 	}
 	checkAfterFailover(t, filepath.Join(state, "node1", "disk.raw"), last)

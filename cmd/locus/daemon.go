@@ -137,7 +137,7 @@ func haCFS(cfg *locusd.Config, spec *images.Spec, mc clms.Config) error {
 	}
 	cfg.CFSService, cfg.CFSIface, cfg.CFSServer = svc, iface, 1
 	if mc.Node != 1 {
-		cfg.CFSRelay, cfg.CFSLocal = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfs.RelayPort)), local
+		cfg.CFSRelay, cfg.CFSLocal = cfs.RelaySocket, local
 	}
 	if mc.Node == spec.Root.CFS.Standby {
 		cfg.CFSTakeover, cfg.CFSTakeoverDir = installer.RootName, cfsTakeoverDir

@@ -29,7 +29,7 @@ const sysroot = "/sysroot"
 // the file that made it: once that process exits, every other process
 // mapping the same binary faults with SIGBUS and the inode's exec fails
 // with EIO from then on.)
-const cfsMountOptions = "trans=tcp,version=9p2000.L,msize=262144,cache=mmap"
+const cfsMountOptions = "version=9p2000.L,msize=262144,cache=mmap"
 
 // mountRoot sets up the node's root. With the initramfs root, every node
 // runs from its own copy of the image; /cluster/node<N> is this node's
@@ -76,16 +76,18 @@ func (n *Node) mountShared(ctx context.Context) (string, string, error) {
 		if err != nil {
 			return "", "", err
 		}
-		src, port := server.Addr().String(), cfs.DefaultPort
-		what := fmt.Sprintf("cfs %s:%d", src, port)
+		// privport: the server serves only reserved source ports (root's).
+		src := server.Addr().String()
+		opts := cfsMountOptions + ",trans=tcp,privport,port=" + strconv.Itoa(cfs.DefaultPort)
+		what := fmt.Sprintf("cfs %s:%d", src, cfs.DefaultPort)
 		if moves {
 			// The service fails over to the standby: the kernel mounts
-			// through this node's relay (locusd), which dials the service
-			// address again when it moves. v9fs itself never reconnects.
-			src, port = "127.0.0.1", cfs.RelayPort
-			what = fmt.Sprintf("cfs %s:%d through the relay on %s:%d", server.Addr(), cfs.DefaultPort, src, port)
+			// through this node's relay (locusd, on a unix socket only
+			// root reaches), which dials the service address again when
+			// it moves. v9fs itself never reconnects.
+			src, opts = cfs.RelaySocket, cfsMountOptions+",trans=unix"
+			what = fmt.Sprintf("cfs %s:%d through the relay on %s", server.Addr(), cfs.DefaultPort, src)
 		}
-		opts := cfsMountOptions + ",port=" + strconv.Itoa(port)
 		// The server admits this node once the master has committed its
 		// join; until then it closes the connection and mount fails.
 		return sysroot, what, retryMount(ctx, n, mount{src, sysroot, "9p", 0, opts}, 3*time.Minute)

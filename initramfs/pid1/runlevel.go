@@ -262,6 +262,9 @@ func (n *Node) releaseRoot(ctx context.Context) error {
 				fmt.Fprintf(n.console, "locus-init: this node serves the shared root since a failover; every other node is Down: stopping\n")
 			}
 			n.stopLocusd()
+			if serving {
+				n.releaseTakenOver()
+			}
 		}()
 	}
 	killIn(dir)
@@ -286,6 +289,26 @@ func (n *Node) releaseRoot(ctx context.Context) error {
 	}
 	fmt.Fprintf(n.console, "locus-init: shared root %s unmounted\n", dir)
 	return nil
+}
+
+// releaseTakenOver leaves the partition this node's daemon took over
+// clean. The daemon unmounts it when it stops; if it could not (or was
+// killed first), init does.
+func (n *Node) releaseTakenOver() {
+	unix.Sync()
+	if !mounted(diskRootMount) {
+		fmt.Fprintf(n.console, "locus-init: the shared root's partition is unmounted: clean\n")
+		return
+	}
+	how := "unmounted"
+	if err := unix.Unmount(diskRootMount, 0); err != nil {
+		how = "remounted read-only"
+		if err := unix.Mount("", diskRootMount, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			fmt.Fprintf(n.console, "locus-init: the shared root's partition is still mounted read-write: %v\n", err)
+			return
+		}
+	}
+	fmt.Fprintf(n.console, "locus-init: the shared root's partition %s: clean\n", how)
 }
 
 // waitOthersDown waits until every other node in the membership table is

@@ -536,3 +536,53 @@ func TestXattrs(t *testing.T) {
 		t.Errorf("RemoveXattr: %v", err)
 	}
 }
+
+// TestPrivilegedPort: with RequirePrivilegedPort, a connection from an
+// ordinary port is closed unread; one from a reserved port (root's) is
+// served.
+func TestPrivilegedPort(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("binding a privileged port needs root")
+	}
+	dir := t.TempDir()
+	e, err := NewExport(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(e, nil, slog.New(slog.DiscardHandler))
+	s.RequirePrivilegedPort()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p9.NewClient(c); err == nil {
+		t.Error("a client on an unprivileged port was served")
+	}
+	c.Close()
+
+	pc, err := DialPrivileged(context.Background(), netip.MustParseAddr("127.0.0.1"), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if port := pc.LocalAddr().(*net.TCPAddr).Port; port >= 1024 {
+		t.Errorf("DialPrivileged used port %d", port)
+	}
+	cl, err := p9.NewClient(pc)
+	if err != nil {
+		t.Fatalf("a client on a privileged port was refused: %v", err)
+	}
+	if _, err := cl.Attach("/"); err != nil {
+		t.Errorf("attach from a privileged port: %v", err)
+	}
+	cl.Close()
+}

@@ -15,8 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RelayPort is the loopback port of a node's CFS relay.
-const RelayPort = 7476
+// RelaySocket is where a node's CFS relay listens for the kernel's
+// mount (trans=unix), in a directory only root may enter: no other user
+// of the node reaches the shared root through it.
+const RelaySocket = "/run/locus/cfs/relay.sock"
 
 // Relay stands between a node's kernel 9P client and the CFS server, so
 // that the shared root survives the server's failover: the kernel's v9fs

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hugelgupf/p9/p9"
@@ -25,9 +26,20 @@ type Server struct {
 	allow  func(netip.Addr) bool
 	log    *slog.Logger
 
+	// privPort: only connections from a privileged source port (below
+	// 1024, which only root can bind) are served, as NFS's "secure"
+	// export: a local user on an admitted node cannot reach the root.
+	privPort bool
+
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 }
+
+// RequirePrivilegedPort makes the server refuse connections whose source
+// port is 1024 or above: only root on an admitted node (the kernel client
+// mounting with privport, or a node's relay) reaches the shared root, not
+// any process there. Call before Serve.
+func (s *Server) RequirePrivilegedPort() { s.privPort = true }
 
 // NewServer serves export. allow is asked about every connection's
 // source address before anything is read from it; nil admits all (tests,
@@ -71,9 +83,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("cfs: accept on %s: %w", ln.Addr(), err)
 		}
-		from := remoteAddr(c)
-		if s.allow != nil && !s.allow(from) {
+		from := remoteAddrPort(c)
+		if s.allow != nil && !s.allow(from.Addr()) {
 			s.log.Warn("cfs: refused a connection from a node not in the cluster", "from", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		if s.privPort && from.Port() >= 1024 {
+			s.log.Warn("cfs: refused a connection from an unprivileged port (not the node's root)", "from", c.RemoteAddr().String())
 			c.Close()
 			continue
 		}
@@ -111,11 +128,11 @@ func (s *Server) Clients() int {
 	return len(s.conns)
 }
 
-func remoteAddr(c net.Conn) netip.Addr {
+func remoteAddrPort(c net.Conn) netip.AddrPort {
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		return ap.Addr().Unmap()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	return netip.Addr{}
+	return netip.AddrPort{}
 }
 
 // slogPrintf carries the p9 server's messages (a handler that panicked, a
@@ -196,3 +213,33 @@ func (g *frameGuard) Close() error { return g.c.Close() }
 
 // msgTflush is the 9P message type of Tflush.
 const msgTflush = 108
+
+// Reserved ports a privileged client binds, as the kernel's 9P client does
+// with privport (and NFS's with resvport).
+const (
+	minPrivPort = 665
+	maxPrivPort = 1023
+)
+
+// DialPrivileged dials addr over TCP from local (if valid) and a
+// privileged source port, trying the reserved ports from the top until
+// one is free. Only root may bind them.
+func DialPrivileged(ctx context.Context, local netip.Addr, addr string) (net.Conn, error) {
+	var lastErr error
+	for port := maxPrivPort; port >= minPrivPort; port-- {
+		la := &net.TCPAddr{Port: port}
+		if local.IsValid() {
+			la.IP = local.AsSlice()
+		}
+		d := net.Dialer{LocalAddr: la}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+		if !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("cfs: no free privileged port to dial %s from: %w", addr, lastErr)
+}

@@ -192,6 +192,11 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 		return admittedAddr(m.Status(), a)
 	}
 	srv := cfs.NewServer(export, allow, cfg.Log.With("svc", "cfs"))
+	if m != nil {
+		// Only root on an admitted node: the kernel client mounts with
+		// privport, relays dial from a reserved port.
+		srv.RequirePrivilegedPort()
+	}
 	cfg.Log.Info("cfs: serving the shared root", "export", dir, "addr", ln.Addr().String())
 	served := make(chan struct{})
 	go func() {
@@ -214,14 +219,11 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 // (loopback) and relays it to the CFS service.
 func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 	service := net.JoinHostPort(cfg.CFSService.Addr().String(), strconv.Itoa(cfs.DefaultPort))
-	dialer := net.Dialer{}
-	if cfg.CFSLocal.IsValid() {
-		// From this node's own address, the one the server admits: once
-		// the service address is this node's, the kernel would pick it.
-		dialer.LocalAddr = &net.TCPAddr{IP: cfg.CFSLocal.AsSlice()}
-	}
 	relay := cfs.NewRelay(func(ctx context.Context) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, "tcp", service)
+		// From this node's own address, the one the server admits (once
+		// the service address is this node's, the kernel would pick
+		// that), and a privileged port: the server serves only root.
+		c, err := cfs.DialPrivileged(ctx, cfg.CFSLocal, service)
 		if err != nil {
 			return nil, err
 		}
@@ -238,7 +240,16 @@ func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 		}
 		return c, nil
 	}, cfg.Log.With("svc", "cfs-relay"))
-	ln, err := net.Listen("tcp", cfg.CFSRelay)
+	// The socket's directory is root's alone: only root on this node
+	// reaches the shared root through the relay.
+	if err := os.MkdirAll(filepath.Dir(cfg.CFSRelay), 0o700); err != nil {
+		return nil, fmt.Errorf("locusd: cfs relay: %w", err)
+	}
+	if err := os.Chmod(filepath.Dir(cfg.CFSRelay), 0o700); err != nil {
+		return nil, fmt.Errorf("locusd: cfs relay: %w", err)
+	}
+	os.Remove(cfg.CFSRelay) // a socket left by an earlier daemon
+	ln, err := net.Listen("unix", cfg.CFSRelay)
 	if err != nil {
 		return nil, fmt.Errorf("locusd: cfs relay: listen on %s: %w", cfg.CFSRelay, err)
 	}

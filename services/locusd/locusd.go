@@ -73,7 +73,7 @@ type Config struct {
 	// CFSIface of whichever node serves. Its server claims it.
 	CFSService netip.Prefix
 	CFSIface   string
-	// CFSRelay, if set, is the loopback address of this node's CFS relay
+	// CFSRelay, if set, is the unix socket of this node's CFS relay
 	// (the kernel mounts the shared root from it); the relay reaches the
 	// service at CFSService from this node's address CFSLocal, and dials
 	// again when the serving node goes Down.
