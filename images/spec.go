@@ -61,6 +61,24 @@ type Membership struct {
 	// "emulated" (timeouts five to ten times longer, for QEMU without
 	// KVM) or "default" (memberlist's own defaults).
 	Profile string `yaml:"profile" json:"profile"`
+	// WaitForAll is corosync votequorum's wait_for_all: at first start no
+	// node is taken Up until ExpectedNodes nodes have been alive at once.
+	WaitForAll bool `yaml:"wait_for_all" json:"wait_for_all,omitempty"`
+	// ExpectedNodes is how many nodes wait_for_all waits for (default:
+	// the rows of the node table).
+	ExpectedNodes int `yaml:"expected_nodes" json:"expected_nodes,omitempty"`
+}
+
+// WaitForAll returns how many nodes the cluster waits for at first start
+// (0: none).
+func (s *Spec) WaitForAll() int {
+	if !s.Membership.WaitForAll {
+		return 0
+	}
+	if s.Membership.ExpectedNodes > 0 {
+		return s.Membership.ExpectedNodes
+	}
+	return len(s.Nodes)
 }
 
 // Netboot configures how new nodes boot from the network.
@@ -429,6 +447,12 @@ func (s *Spec) Validate() error {
 	}
 	if s.Fencing.TimeoutSeconds < 1 || s.Fencing.TimeoutSeconds > 600 {
 		bad("fencing.timeout_seconds", "%d must be between 1 and 600", s.Fencing.TimeoutSeconds)
+	}
+	if s.Membership.ExpectedNodes < 0 {
+		bad("membership.expected_nodes", "%d must be positive", s.Membership.ExpectedNodes)
+	}
+	if s.Membership.WaitForAll && s.Membership.ExpectedNodes == 0 && len(s.Nodes) == 0 {
+		bad("membership.wait_for_all", "needs membership.expected_nodes or a node table to know how many nodes to wait for")
 	}
 	switch s.Membership.Profile {
 	case "auto", "lan", "emulated", "default":

@@ -68,6 +68,9 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 			if !st.Quorum {
 				quorum = "NO: this node is on a minority side or has no master; it grants nothing"
 			}
+			if st.Waiting != "" {
+				quorum += "; " + st.Waiting + ", no node is taken Up"
+			}
 			fmt.Fprintf(e.stdout, "seen from node %d: master node %d, term %d, last transition %d, quorum %s\n", st.Self, st.Master, st.Term, st.LastTransition, quorum)
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NODE\tHOSTNAME\tSTATE\tTRANSITION\tROLE\tADDR\tRUNLEVEL\tUPTIME\tSINCE")

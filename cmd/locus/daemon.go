@@ -67,6 +67,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 					cfg.Log.Warn("no fence agent: a failed node is taken Down without being powered off (set fencing.agent in the spec)")
 				}
 				mc.RunLevel = spec.RunLevel
+				mc.WaitForAll = spec.WaitForAll()
 				if spec.Fencing.SelfFenceSeconds > 0 {
 					mc.SelfFenceAfter = time.Duration(spec.Fencing.SelfFenceSeconds) * time.Second
 					mc.SelfFence = func() {

@@ -19,6 +19,7 @@ type cluster struct {
 	faults         *Faults
 	selfFenceAfter time.Duration
 	gateUp         bool
+	waitForAll     int
 	selfFenced     chan int
 	mu             sync.Mutex
 	members        map[int]*Member
@@ -165,7 +166,7 @@ func (c *cluster) start(n int, durable bool) *Member {
 	cfg := Config{Node: n, Addr: fmt.Sprintf("127.0.78.%d", n), RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort,
 		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}, Faults: c.faults,
 		SelfFenceAfter: c.selfFenceAfter, SelfFence: func() { c.selfFenced <- n },
-		GateUp: c.gateUp, RunLevel: 3}
+		GateUp: c.gateUp, RunLevel: 3, WaitForAll: c.waitForAll}
 	if durable {
 		if c.dataDir[n] == "" {
 			c.dataDir[n] = c.t.TempDir()
@@ -323,6 +324,42 @@ func TestFiveNodesJoinFailAndRejoin(t *testing.T) {
 			t.Errorf("node %d says it has no quorum: %+v", m.cfg.Node, st)
 		}
 	}
+}
+
+// TestWaitForAll: with wait_for_all for three nodes, two nodes join
+// (ComingUp, so they can boot) but none is taken Up, and status says why;
+// the third makes the cluster form and all go Up. Once formed, a node
+// that fails and returns does not make the cluster wait again.
+func TestWaitForAll(t *testing.T) {
+	c := newCluster(t)
+	c.waitForAll = 3
+	c.start(1, true)
+	c.start(2, false)
+	c.waitAll("two nodes joined, held ComingUp", 15*time.Second, states(ComingUp, 1, 2))
+	time.Sleep(2 * time.Second)
+	for _, m := range c.running() {
+		st := m.Status()
+		for _, r := range st.Nodes {
+			if r.State == Up {
+				t.Fatalf("node %d sees node %d Up before all three were seen", m.cfg.Node, r.Node)
+			}
+		}
+		if st.Waiting == "" {
+			t.Errorf("node %d's status does not say it waits: %+v", m.cfg.Node, st)
+		}
+	}
+	c.start(3, false)
+	c.waitAll("all three Up", 15*time.Second, states(Up, 1, 2, 3))
+	for _, m := range c.running() {
+		if w := m.Status().Waiting; w != "" {
+			t.Errorf("node %d still says %q", m.cfg.Node, w)
+		}
+	}
+	c.kill(3)
+	c.waitAll("node 3 Down", 15*time.Second, map[int]State{1: Up, 2: Up, 3: Down})
+	c.start(3, false)
+	c.waitAll("node 3 back without waiting for all", 20*time.Second, states(Up, 1, 2, 3))
+	c.checkHistories()
 }
 
 func TestStaleTransitionRefused(t *testing.T) {

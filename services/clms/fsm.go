@@ -90,6 +90,10 @@ type command struct {
 // kindRunLevel is the command that sets the cluster's run level.
 const kindRunLevel = "runlevel"
 
+// kindFormed records that every expected node has been seen at once
+// (wait_for_all): from then on the cluster grants Up as usual.
+const kindFormed = "formed"
+
 // RunLevelSet is what applying a run-level command returns.
 type RunLevelSet struct{ Level int }
 
@@ -102,6 +106,7 @@ type fsm struct {
 	nodes   map[int]*NodeRecord
 	last    uint64
 	target  int // the cluster's run level; 0 until first set
+	formed  bool
 	history []Transition
 	// applied receives every transition in order (never blocks: the
 	// member drains it).
@@ -129,6 +134,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 		f.target = c.Level
 		f.mu.Unlock()
 		return RunLevelSet{Level: c.Level}
+	}
+	if c.Kind == kindFormed {
+		f.mu.Lock()
+		f.formed = true
+		f.mu.Unlock()
+		return nil
 	}
 	if c.Kind != "" {
 		return fmt.Errorf("%w: unknown command kind %q", errStale, c.Kind)
@@ -211,6 +222,13 @@ type fsmState struct {
 	Nodes  []NodeRecord `json:"nodes"`
 	Last   uint64       `json:"last"`
 	Target int          `json:"target,omitempty"`
+	Formed bool         `json:"formed,omitempty"`
+}
+
+func (f *fsm) isFormed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.formed
 }
 
 func (f *fsm) runLevel() int {
@@ -222,7 +240,10 @@ func (f *fsm) runLevel() int {
 // Snapshot implements raft.FSM.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	nodes, last := f.snapshot()
-	b, err := json.Marshal(fsmState{Nodes: nodes, Last: last, Target: f.runLevel()})
+	f.mu.Lock()
+	formed := f.formed
+	f.mu.Unlock()
+	b, err := json.Marshal(fsmState{Nodes: nodes, Last: last, Target: f.runLevel(), Formed: formed})
 	if err != nil {
 		return nil, err
 	}
@@ -245,6 +266,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.last = st.Last
 	f.target = st.Target
+	f.formed = st.Formed
 	f.history = nil
 	return nil
 }

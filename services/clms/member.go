@@ -119,6 +119,12 @@ type Config struct {
 	DataDir string
 	// MaxVoters bounds the Raft voters (default 5).
 	MaxVoters int
+	// WaitForAll, if above 0, is corosync votequorum's wait_for_all: at
+	// first start no node is taken Up until this many nodes have been
+	// alive at once (joins are committed meanwhile, so nodes can boot
+	// their root); from then on the cluster runs as usual, a restart
+	// of some nodes does not wait again.
+	WaitForAll int
 	// Profile is a timing profile: ProfileAuto (default), ProfileLAN,
 	// ProfileEmulated or ProfileDefault.
 	Profile string
@@ -158,10 +164,11 @@ type Member struct {
 
 	queue *queue
 
-	reached atomic.Int32  // run level this node reached (gossiped)
-	handled atomic.Uint64 // last transition whose handlers ran here (gossiped)
-	blocked sync.Map      // node -> Down transition whose rejoin waits (logged once)
-	leaving atomic.Bool   // this node is shutting down (gossiped)
+	reached    atomic.Int32  // run level this node reached (gossiped)
+	handled    atomic.Uint64 // last transition whose handlers ran here (gossiped)
+	blocked    sync.Map      // node -> Down transition whose rejoin waits (logged once)
+	leaving    atomic.Bool   // this node is shutting down (gossiped)
+	waitLogged atomic.Bool   // wait_for_all: said once that it waits
 
 	mu       sync.Mutex
 	handlers []func(Transition)
@@ -707,6 +714,9 @@ func (m *Member) reconcile() {
 			if md.Leaving {
 				continue
 			}
+			if !m.formed(alive) {
+				continue // wait_for_all: not every node seen yet
+			}
 			if md.Gate && md.Level < m.RunLevel() {
 				continue // still climbing to the cluster's run level
 			}
@@ -893,8 +903,11 @@ type Status struct {
 	Term           uint64 `json:"term"`
 	LastTransition uint64 `json:"last_transition"`
 	// RunLevel is the cluster's run level.
-	RunLevel int          `json:"runlevel"`
-	Nodes    []NodeStatus `json:"nodes"`
+	RunLevel int `json:"runlevel"`
+	// Waiting, with wait_for_all, says the cluster has not yet seen every
+	// node at once: it takes no node Up.
+	Waiting string       `json:"waiting,omitempty"`
+	Nodes   []NodeStatus `json:"nodes"`
 }
 
 // NodeStatus is one row of the status table.
@@ -907,6 +920,28 @@ type NodeStatus struct {
 	Gone bool `json:"gone,omitempty"`
 }
 
+// formed reports whether the cluster may take nodes Up: always, unless
+// WaitForAll is set and not yet met; the first time alive holds every
+// expected node, the master commits that the cluster formed.
+func (m *Member) formed(alive map[int]meta) bool {
+	if m.cfg.WaitForAll <= 0 || m.fsm.isFormed() {
+		return true
+	}
+	if len(alive) < m.cfg.WaitForAll {
+		if m.waitLogged.Swap(true) == false {
+			m.cfg.Log.Info("wait_for_all: holding nodes ComingUp until every node has been seen", "seen", len(alive), "expected", m.cfg.WaitForAll)
+		}
+		return false
+	}
+	b, _ := json.Marshal(command{Kind: kindFormed, At: time.Now().UTC(), Master: m.cfg.Node})
+	if err := m.raft.Apply(b, 5*time.Second).Error(); err != nil {
+		m.cfg.Log.Warn("wait_for_all: commit", "err", err)
+		return false
+	}
+	m.cfg.Log.Info("wait_for_all: every node seen at once; the cluster formed", "nodes", len(alive))
+	return true
+}
+
 // ReasonFenced ends the reason of a Down transition whose node the master
 // fenced (powered off through the fence agent) before committing it.
 const ReasonFenced = "fenced"
@@ -915,6 +950,9 @@ const ReasonFenced = "fenced"
 func (m *Member) Status() Status {
 	recs, last := m.fsm.snapshot()
 	st := Status{Self: m.cfg.Node, LastTransition: last, RunLevel: m.RunLevel()}
+	if m.cfg.WaitForAll > 0 && !m.fsm.isFormed() {
+		st.Waiting = fmt.Sprintf("wait_for_all: not yet %d nodes seen at once", m.cfg.WaitForAll)
+	}
 	_, id := m.raft.LeaderWithID()
 	if n, err := strconv.Atoi(string(id)); err == nil {
 		st.Master = n
