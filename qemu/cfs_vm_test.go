@@ -172,18 +172,7 @@ services:
 	if out, err := host("shutdown"); err != nil {
 		t.Fatalf("shutdown: %v\n%s", err, out)
 	}
-	stopped := time.Now()
-	for {
-		out, _ := locus("qemu", "status", "--output", "json")
-		if strings.Count(out, `"stage":"stopped"`) == 4 {
-			t.Logf("whole cluster powered off %.1fs after locus shutdown", time.Since(stopped).Seconds())
-			break
-		}
-		if time.Since(stopped) > 3*time.Minute {
-			t.Fatalf("not every VM powered off 3 min after locus shutdown:\n%s", out)
-		}
-		time.Sleep(2 * time.Second)
-	}
+	waitPoweredOff(t, locus, 4, 3*time.Minute)
 	b, _ := os.ReadFile(qemu.SerialLog(state, 1))
 	if !strings.Contains(string(b), "remounted read-only: clean") {
 		t.Errorf("node 1 did not leave its shared root clean")
@@ -215,6 +204,24 @@ services:
 		if time.Now().After(deadline) {
 			t.Fatalf("node 1 not back within 2 min: %v\n%s", err, out)
 		}
+	}
+}
+
+// waitPoweredOff waits until all n VMs of the cluster are off after a
+// locus shutdown.
+func waitPoweredOff(t *testing.T, locus func(...string) (string, error), n int, within time.Duration) {
+	t.Helper()
+	stopped := time.Now()
+	for {
+		out, _ := locus("qemu", "status", "--output", "json")
+		if strings.Count(out, `"stage":"stopped"`) == n {
+			t.Logf("the cluster powered off %.1fs after locus shutdown", time.Since(stopped).Seconds())
+			return
+		}
+		if time.Since(stopped) > within {
+			t.Fatalf("not every VM powered off %s after locus shutdown:\n%s", within, out)
+		}
+		time.Sleep(2 * time.Second)
 	}
 }
 

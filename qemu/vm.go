@@ -311,30 +311,9 @@ const sharedDiskName = "disk.raw"
 // diskCopy returns the node's own raw copy of its disk image (sparse),
 // made anew when the image changed, as diskOverlay does for an overlay.
 func diskCopy(dir string, n NodeConfig) (string, error) {
-	abs, err := filepath.Abs(n.Disk)
-	if err != nil {
-		return "", err
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return "", fmt.Errorf("qemu: node %d: disk image: %w (run `locus image build`)", n.Number, err)
-	}
-	disk := filepath.Join(dir, sharedDiskName)
-	stampFile := filepath.Join(dir, "disk.raw.base")
-	stamp := fmt.Sprintf("%s %d %d\n", abs, st.Size(), st.ModTime().UnixNano())
-	if old, err := os.ReadFile(stampFile); err == nil && string(old) == stamp {
-		if _, err := os.Stat(disk); err == nil {
-			return disk, nil
-		}
-	}
-	os.Remove(disk)
-	if b, err := exec.Command("cp", "--sparse=always", abs, disk).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("qemu: node %d: copy the disk image: %v: %s", n.Number, err, b)
-	}
-	if err := os.WriteFile(stampFile, []byte(stamp), 0o644); err != nil {
-		return "", err
-	}
-	return disk, nil
+	return nodeDisk(dir, n, sharedDiskName, "disk.raw.base", func(image, disk string) ([]byte, error) {
+		return exec.Command("cp", "--sparse=always", image, disk).CombinedOutput()
+	})
 }
 
 // diskOverlay returns the node's copy-on-write overlay of its disk image.
@@ -343,6 +322,19 @@ func diskCopy(dir string, n NodeConfig) (string, error) {
 // rebuilt image (another size or time) gets a fresh overlay, since old
 // writes on top of new contents would be garbage.
 func diskOverlay(dir string, n NodeConfig) (string, error) {
+	return nodeDisk(dir, n, "disk.qcow2", "disk.base", func(image, disk string) ([]byte, error) {
+		out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", image, "-F", "raw", disk).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("qemu-img create overlay: %w (make deps installs qemu-utils)", err)
+		}
+		return out, err
+	})
+}
+
+// nodeDisk returns the node's disk file name in dir, made from its image
+// by make, again only when the image changed since (its path, size and
+// time are kept in the stamp file).
+func nodeDisk(dir string, n NodeConfig, name, stampName string, make func(image, disk string) ([]byte, error)) (string, error) {
 	abs, err := filepath.Abs(n.Disk)
 	if err != nil {
 		return "", err
@@ -351,22 +343,22 @@ func diskOverlay(dir string, n NodeConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("qemu: node %d: disk image: %w (run `locus image build`)", n.Number, err)
 	}
-	overlay := filepath.Join(dir, "disk.qcow2")
-	stampFile := filepath.Join(dir, "disk.base")
+	disk := filepath.Join(dir, name)
+	stampFile := filepath.Join(dir, stampName)
 	stamp := fmt.Sprintf("%s %d %d\n", abs, st.Size(), st.ModTime().UnixNano())
 	if old, err := os.ReadFile(stampFile); err == nil && string(old) == stamp {
-		if _, err := os.Stat(overlay); err == nil {
-			return overlay, nil
+		if _, err := os.Stat(disk); err == nil {
+			return disk, nil
 		}
 	}
-	os.Remove(overlay)
-	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", abs, "-F", "raw", overlay).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("qemu: node %d: qemu-img create overlay: %v: %s (make deps installs qemu-utils)", n.Number, err, b)
+	os.Remove(disk)
+	if b, err := make(abs, disk); err != nil {
+		return "", fmt.Errorf("qemu: node %d: %s: %v: %s", n.Number, name, err, b)
 	}
 	if err := os.WriteFile(stampFile, []byte(stamp), 0o644); err != nil {
 		return "", err
 	}
-	return overlay, nil
+	return disk, nil
 }
 
 // observe updates the node's stage from a console line.

@@ -53,6 +53,27 @@ func recordSession(t testing.TB, session func(root p9.File)) []byte {
 	return bytes.Clone(rec.out.Bytes())
 }
 
+// feed writes stream to srv as one client's connection, closes it, and
+// fails t unless srv is done with it within wait.
+func feed(t *testing.T, srv *p9.Server, stream []byte, wait time.Duration) {
+	t.Helper()
+	client, server := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		srv.Handle(guard(server), server)
+		close(done)
+	}()
+	go io.Copy(io.Discard, client)
+	client.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	client.Write(stream)
+	client.Close()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("the server did not finish with a closed connection")
+	}
+}
+
 // FuzzServer feeds a byte stream to the 9P server as one client's
 // connection: it must answer or hang up, never crash or hang, and nothing
 // outside the export may change.
@@ -88,21 +109,7 @@ func FuzzServer(f *testing.F) {
 		}
 		defer e.Close()
 		s := NewServer(e, nil, slog.New(slog.DiscardHandler))
-		client, server := net.Pipe()
-		done := make(chan struct{})
-		go func() {
-			s.p9.Handle(guard(server), server)
-			close(done)
-		}()
-		go io.Copy(io.Discard, client)
-		client.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		client.Write(stream)
-		client.Close()
-		select {
-		case <-done:
-		case <-time.After(4 * time.Second):
-			t.Fatal("the server did not finish with a closed connection")
-		}
+		feed(t, s.p9, stream, 4*time.Second)
 		entries, _ := os.ReadDir(dir)
 		if len(entries) != 2 {
 			t.Errorf("something was made beside the export: %v", entries)
@@ -137,21 +144,7 @@ func FuzzRelay(f *testing.F) {
 			return d.DialContext(ctx, "tcp", addr)
 		}, slog.New(slog.DiscardHandler))
 		relay.SetPatience(200 * time.Millisecond)
-		client, server := net.Pipe()
-		done := make(chan struct{})
-		go func() {
-			relay.p9.Handle(guard(server), server)
-			close(done)
-		}()
-		go io.Copy(io.Discard, client)
-		client.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		client.Write(stream)
-		client.Close()
-		select {
-		case <-done:
-		case <-time.After(6 * time.Second):
-			t.Fatal("the relay did not finish with a closed connection")
-		}
+		feed(t, relay.p9, stream, 6*time.Second)
 		if b, _ := os.ReadFile(filepath.Join(dir, "secret")); string(b) != "outside" {
 			t.Errorf("the file outside the export changed: %q", b)
 		}

@@ -135,7 +135,10 @@ func (d *daemons) events(n int, upTo uint64) []clms.Transition {
 	return out
 }
 
-func TestFiveDaemonProcesses(t *testing.T) {
+// fiveDaemons starts nodes 1-5 as separate daemon processes (killed when
+// the test ends) and waits until all are Up.
+func fiveDaemons(t *testing.T) (*daemons, map[int]clms.State) {
+	t.Helper()
 	bin, err := testutil.LocusBinary(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +154,11 @@ func TestFiveDaemonProcesses(t *testing.T) {
 	}
 	up := map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up, 4: clms.Up, 5: clms.Up}
 	d.wait("five daemons Up", up)
+	return d, up
+}
+
+func TestFiveDaemonProcesses(t *testing.T) {
+	d, up := fiveDaemons(t)
 
 	start := time.Now()
 	d.kill(3)
@@ -191,21 +199,7 @@ func TestFiveDaemonProcesses(t *testing.T) {
 // timeouts of a member that is itself slow, so the `lan` profile's
 // sub-second detection does not turn a busy machine into a failed one.
 func TestNoFlapUnderCPUSaturation(t *testing.T) {
-	bin, err := testutil.LocusBinary(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &daemons{t: t, bin: bin, dir: t.TempDir(), procs: map[int]*exec.Cmd{}}
-	t.Cleanup(func() {
-		for n := range d.procs {
-			d.kill(n)
-		}
-	})
-	for n := 1; n <= 5; n++ {
-		d.start(n)
-	}
-	up := map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up, 4: clms.Up, 5: clms.Up}
-	d.wait("five daemons Up", up)
+	d, _ := fiveDaemons(t)
 	before, err := d.status(1)
 	if err != nil {
 		t.Fatal(err)
