@@ -52,6 +52,10 @@ func startCFSRoles(ctx context.Context, cfg Config, m *clms.Member, done *sync.W
 		if cfg.CFSTakeover != "" && t.Node == cfg.CFSServer && !strings.HasSuffix(t.Reason, clms.ReasonFenced) {
 			// Mounting a disk that a live node may still write would
 			// corrupt it: without a fence there is no takeover.
+			if strings.HasPrefix(t.Reason, "shut down") {
+				cfg.Log.Info("cfs: the server shut down; a standby takes over only a failed, fenced server", "server", t.Node)
+				return
+			}
 			cfg.Log.Error("cfs: the server is Down but was not fenced (no fence agent?); the standby does not take over", "server", t.Node, "reason", t.Reason)
 			return
 		}
