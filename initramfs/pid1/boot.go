@@ -162,7 +162,10 @@ func (n *Node) shellOnce(dev string) error {
 	}
 	defer tty.Close()
 	cmd := commandIn(context.Background(), n.Root(), []string{"/bin/sh"})
-	cmd.Env = Env()
+	// A serial console answers no terminal queries: TERM=dumb keeps the
+	// shell's line editor from asking (and waiting for answers that
+	// never come, swallowing what is typed meanwhile).
+	cmd.Env = append(Env(), "TERM=dumb")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 0
 	return n.procs.Run(cmd)
