@@ -43,14 +43,16 @@ set -x
 # loses power. The new master fences it; node 2, which sees node 1's
 # disk, mounts it and serves the root at the service address; the other
 # nodes' relays reconnect and carry on.
+# (A node's serial log keeps earlier boots: look only past this point.)
+seen=$("$LOCUS" qemu "${flags[@]}" logs 2 | wc -l)
 "$LOCUS" qemu "${flags[@]}" kill 1
 set +x
 for _ in $(seq 120); do
-	"$LOCUS" qemu "${flags[@]}" logs 2 | grep -q 'cfs: took the shared root over' && break
+	[ "$("$LOCUS" qemu "${flags[@]}" logs 2 | tail -n +"$seen" | grep -c 'cfs: took the shared root over')" -gt 0 ] && break
 	sleep 1
 done
 set -x
-"$LOCUS" qemu "${flags[@]}" logs 2 | grep -E 'locus-clms: transition|cfs: t' | tail -3
+"$LOCUS" qemu "${flags[@]}" logs 2 | tail -n +"$seen" | grep -E 'locus-clms: transition|cfs: t' | tail -3
 "$LOCUS" qemu "${flags[@]}" exec "$N" -- cat /demo.txt
 "$LOCUS" qemu "${flags[@]}" exec 2 -- locus cluster status
 "$LOCUS" qemu "${flags[@]}" down
