@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/diskfs/go-diskfs"
-
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 )
@@ -248,21 +246,7 @@ root: {source: cfs, cfs: {standby: 2}}
 // back.
 func checkAfterFailover(t *testing.T, disk string, last int) {
 	t.Helper()
-	d, err := diskfs.Open(disk, diskfs.WithOpenMode(diskfs.ReadOnly))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	part := filepath.Join(t.TempDir(), "root.img")
-	w, err := os.Create(part)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = d.ReadPartitionContents(2, w)
-	w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	part := rootPartition(t, disk)
 	if out, err := exec.Command("e2fsck", "-fn", part).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck of the shared root after the failover and shutdown: %v\n%s", err, out)
 	} else {

@@ -225,21 +225,16 @@ func waitPoweredOff(t *testing.T, locus func(...string) (string, error), n int, 
 	}
 }
 
-// checkRootPartition copies the locus-root partition out of a node's disk
-// overlay and checks it with e2fsck and debugfs.
-func checkRootPartition(t *testing.T, overlay string) {
+// rootPartition copies the locus-root partition (the second) out of a
+// raw disk image into a file of its own and returns its path.
+func rootPartition(t *testing.T, disk string) string {
 	t.Helper()
-	dir := t.TempDir()
-	raw := filepath.Join(dir, "disk.raw")
-	if b, err := exec.Command("qemu-img", "convert", "-O", "raw", overlay, raw).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert %s: %v\n%s", overlay, err, b)
-	}
-	d, err := diskfs.Open(raw, diskfs.WithOpenMode(diskfs.ReadOnly))
+	d, err := diskfs.Open(disk, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	part := filepath.Join(dir, "root.img")
+	part := filepath.Join(t.TempDir(), "root.img")
 	w, err := os.Create(part)
 	if err != nil {
 		t.Fatal(err)
@@ -249,6 +244,19 @@ func checkRootPartition(t *testing.T, overlay string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return part
+}
+
+// checkRootPartition copies the locus-root partition out of a node's disk
+// overlay and checks it with e2fsck and debugfs.
+func checkRootPartition(t *testing.T, overlay string) {
+	t.Helper()
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	if b, err := exec.Command("qemu-img", "convert", "-O", "raw", overlay, raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert %s: %v\n%s", overlay, err, b)
+	}
+	part := rootPartition(t, raw)
 	if b, err := exec.Command("e2fsck", "-fn", part).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck of the shared root after the shutdown: %v\n%s", err, b)
 	} else {
