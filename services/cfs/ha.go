@@ -45,20 +45,6 @@ func ClaimAddress(ctx context.Context, iface string, addr netip.Prefix) error {
 	return nil
 }
 
-// ReleaseAddress takes the service address off iface (a server that
-// stops serving, so that it does not answer for the service).
-func ReleaseAddress(iface string, addr netip.Prefix) error {
-	link, err := netlink.LinkByName(iface)
-	if err != nil {
-		return fmt.Errorf("cfs: service address %s: interface %s: %w", addr, iface, err)
-	}
-	nl := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}
-	if err := netlink.AddrDel(link, nl); err != nil {
-		return fmt.Errorf("cfs: remove service address %s from %s: %w", addr, iface, err)
-	}
-	return nil
-}
-
 // garpFrame is a gratuitous ARP request for ip from mac: an Ethernet
 // broadcast ARP request whose sender and target address are both ip.
 func garpFrame(mac net.HardwareAddr, ip netip.Addr) []byte {
