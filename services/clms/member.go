@@ -166,6 +166,8 @@ type Member struct {
 
 	reached    atomic.Int32  // run level this node reached (gossiped)
 	handled    atomic.Uint64 // last transition whose handlers ran here (gossiped)
+	joined     atomic.Uint64 // this boot's ComingUp transition, once dispatched
+	unsent     atomic.Bool   // the last state update may not have gone out
 	blocked    sync.Map      // node -> Down transition whose rejoin waits (logged once)
 	leaving    atomic.Bool   // this node is shutting down (gossiped)
 	waitLogged atomic.Bool   // wait_for_all: said once that it waits
@@ -234,11 +236,12 @@ func Start(cfg Config) (*Member, error) {
 		m.Close()
 		return nil, err
 	}
-	m.wg.Add(4)
+	m.wg.Add(5)
 	go m.dispatch()
 	go m.masterLoop()
 	go m.reconnect()
 	go m.watchQuorum()
+	go m.republish(max(500*time.Millisecond, 10*tm.gossip.GossipInterval))
 	return m, nil
 }
 
@@ -468,6 +471,16 @@ func (m *Member) Subscribe(ch chan<- Transition) (cancel func()) {
 	}
 }
 
+// Live reports whether t was committed after this boot of this node
+// joined (its ComingUp), rather than replayed from the log as history
+// while it caught up. Handlers that act on a transition (take over a dead
+// node's resources) act only on live ones. It is exact inside a handler,
+// which runs in transition order.
+func (m *Member) Live(t Transition) bool {
+	j := m.joined.Load()
+	return j != 0 && t.ID > j
+}
+
 func (m *Member) dispatch() {
 	defer m.wg.Done()
 	for {
@@ -484,6 +497,9 @@ func (m *Member) dispatch() {
 			}
 		}
 		m.mu.Unlock()
+		if t.Node == m.cfg.Node && t.State == ComingUp && bootOf(t.Addr) == m.bootID {
+			m.joined.Store(t.ID)
+		}
 		for _, h := range hs {
 			h(t)
 		}
@@ -793,8 +809,58 @@ func (m *Member) Leave() {
 
 func (m *Member) publish() {
 	if err := m.ml.UpdateNode(time.Second); err != nil {
-		m.cfg.Log.Warn("publish node state", "err", err)
+		// Queued, not yet sent as often as memberlist sends an update:
+		// republish sends it again.
+		m.unsent.Store(true)
+		m.cfg.Log.Debug("publish node state", "err", err)
+		return
 	}
+	m.unsent.Store(false)
+}
+
+// republish gossips this node's state again, every interval, while the
+// last update may not have reached the master (memberlist's broadcast of
+// it had not gone out when publish gave up waiting, which happens on a
+// busy, emulated CPU) or while the master has not acted on it: this
+// node reached the cluster's run level but is still ComingUp, or it is
+// leaving but still Up. A lost update otherwise waits for the next full
+// state exchange (push-pull: 10-30 s).
+func (m *Member) republish(interval time.Duration) {
+	defer m.wg.Done()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		if m.unsent.Load() || m.waitsOnMaster() {
+			m.publish()
+		}
+	}
+}
+
+// waitsOnMaster reports whether this node said something in its gossiped
+// state that the master has not acted on yet.
+func (m *Member) waitsOnMaster() bool {
+	recs, _ := m.fsm.snapshot()
+	for _, r := range recs {
+		if r.Node != m.cfg.Node {
+			continue
+		}
+		switch {
+		case m.leaving.Load():
+			return r.State == Up
+		case r.State == ComingUp:
+			if m.cfg.WaitForAll > 0 && !m.fsm.isFormed() {
+				return false // the master waits for other nodes
+			}
+			// Without GateUp being alive is all it says.
+			return m.cfg.GateUp && int(m.reached.Load()) >= m.RunLevel()
+		}
+	}
+	return false
 }
 
 func (m *Member) commit(node int, st State, expect uint64, addr, reason string) (Transition, error) {

@@ -60,15 +60,15 @@ func startCFSRoles(ctx context.Context, cfg Config, m *clms.Member, done *sync.W
 			return
 		}
 		if cfg.CFSTakeover != "" && t.Node == cfg.CFSServer {
-			// Transitions replayed while this node joins are history:
-			// take over only if the server is Down now and this node Up.
-			go func() {
-				if !serverDownNow(m, cfg.CFSServer) {
-					cfg.Log.Info("cfs: the server's Down transition is history; not taking over", "transition", t.ID)
-					return
-				}
-				once.Do(func() { takeOver(ctx, cfg, m, t, done) })
-			}()
+			// Transitions replayed while this node catches up are
+			// history: take over only on a Down committed since this
+			// boot joined (ComingUp is enough: the master may not have
+			// taken this node Up yet when the server died).
+			if !m.Live(t) {
+				cfg.Log.Info("cfs: the server's Down transition is history; not taking over", "transition", t.ID)
+				return
+			}
+			go once.Do(func() { takeOver(ctx, cfg, m, t, done) })
 		}
 	})
 	return nil
@@ -87,22 +87,6 @@ func (cfg Config) standby() int {
 		return cfg.Node()
 	}
 	return -1
-}
-
-// serverDownNow reports whether node server is Down in m's current view
-// and this node is Up.
-func serverDownNow(m *clms.Member, server int) bool {
-	st := m.Status()
-	down, up := false, false
-	for _, n := range st.Nodes {
-		switch n.Node {
-		case server:
-			down = n.State == clms.Down
-		case st.Self:
-			up = n.State == clms.Up
-		}
-	}
-	return down && up
 }
 
 // takeOver makes this node, the standby, the CFS server after the
