@@ -2,6 +2,7 @@ package clms
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -20,6 +21,9 @@ type cluster struct {
 	selfFenceAfter time.Duration
 	gateUp         bool
 	waitForAll     int
+	twoNode        bool
+	fence          bool // a fence agent that stops the node (as a power-off would)
+	fenced         []int
 	selfFenced     chan int
 	mu             sync.Mutex
 	members        map[int]*Member
@@ -168,9 +172,22 @@ func (c *cluster) start(n int, durable bool) *Member {
 	// Node N on 127.0.78.N with the real ports, as on an interconnect: a
 	// node that restarts has the same addresses.
 	cfg := Config{Node: n, Addr: fmt.Sprintf("127.0.78.%d", n), RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort,
-		Bootstrap: len(join) == 0, Join: join, Console: &syncBuffer{}, Faults: c.faults,
+		Bootstrap: len(join) == 0 || (c.twoNode && n == 1), TwoNode: c.twoNode, Join: join, Console: &syncBuffer{}, Faults: c.faults,
 		SelfFenceAfter: c.selfFenceAfter, SelfFence: func() { c.selfFenced <- n },
 		GateUp: c.gateUp, RunLevel: 3, WaitForAll: c.waitForAll}
+	if c.fence {
+		cfg.Fence = func(ctx context.Context, node int) error {
+			c.mu.Lock()
+			c.fenced = append(c.fenced, node)
+			m := c.members[node]
+			delete(c.members, node)
+			c.mu.Unlock()
+			if m != nil {
+				m.Close()
+			}
+			return nil
+		}
+	}
 	if durable {
 		if c.dataDir[n] == "" {
 			c.dataDir[n] = c.t.TempDir()
@@ -570,4 +587,96 @@ func TestPartition(t *testing.T) {
 	c.faults.Heal()
 	c.waitAll("healed", 60*time.Second, states(Up, 1, 2, 3, 4, 5))
 	c.checkHistories()
+}
+
+// TestTwoNode: corosync's two_node on Raft. Node 1 founds the cluster
+// and votes; node 2 follows. When node 1 dies, node 2 fences it and goes
+// on alone as master; node 1 comes back and joins under node 2 (it does
+// not found a second cluster); then node 2 dies and node 1 goes on alone.
+// Through a split, the master fences the follower first and only one
+// side goes on.
+func TestTwoNode(t *testing.T) {
+	c := newCluster(t)
+	c.twoNode, c.fence = true, true
+	c.faults = NewFaults()
+	c.start(1, false)
+	c.waitAll("node 1 founds the cluster", 20*time.Second, states(Up, 1))
+	c.start(2, false)
+	if master := c.waitAll("2 nodes Up", 20*time.Second, states(Up, 1, 2)); master != 1 {
+		t.Fatalf("master is node %d, want 1", master)
+	}
+	voters := func(m *Member) (v []int) {
+		for _, r := range m.Status().Nodes {
+			if r.Voter {
+				v = append(v, r.Node)
+			}
+		}
+		return v
+	}
+	if v := voters(c.members[2]); len(v) != 1 || v[0] != 1 {
+		t.Errorf("voters %v, want only the master, node 1", v)
+	}
+
+	start := time.Now()
+	c.kill(1)
+	master := c.waitAll("node 2 alone", 20*time.Second, map[int]State{1: Down, 2: Up})
+	t.Logf("node 1 (master) killed: node 2 is master %v later", time.Since(start).Round(time.Millisecond))
+	if master != 2 {
+		t.Fatalf("master %d, want 2", master)
+	}
+	m2 := c.running()[0]
+	if st := m2.Status(); !st.Quorum {
+		t.Errorf("node 2 alone has no quorum: %+v", st)
+	}
+	h := m2.History()
+	if last := h[len(h)-1]; last.Node != 1 || last.State != Down || !bytes.HasSuffix([]byte(last.Reason), []byte(ReasonFenced)) {
+		t.Errorf("last transition %+v, want node 1 Down, fenced", last)
+	}
+
+	start = time.Now()
+	c.start(1, false) // the founding node, back: it must join, not found
+	if master := c.waitAll("node 1 back under node 2", 30*time.Second, states(Up, 1, 2)); master != 2 {
+		t.Fatalf("master %d after node 1 came back, want 2", master)
+	}
+	t.Logf("node 1 back Up under node 2 in %v", time.Since(start).Round(time.Millisecond))
+	c.checkHistories()
+
+	c.kill(2)
+	if master := c.waitAll("node 1 alone", 20*time.Second, map[int]State{1: Up, 2: Down}); master != 1 {
+		t.Fatalf("master %d, want 1", master)
+	}
+	c.start(2, false)
+	c.waitAll("node 2 back", 30*time.Second, states(Up, 1, 2))
+
+	// A split: both lose each other. The master fences at once; the
+	// follower waits, so it is the one powered off.
+	c.mu.Lock()
+	c.fenced = nil
+	c.mu.Unlock()
+	c.faults.Partition([]string{"127.0.78.1"}, []string{"127.0.78.2"})
+	c.waitAll("the master alone after the split", 20*time.Second, map[int]State{1: Up, 2: Down})
+	time.Sleep(3 * time.Second) // the follower's fence delay, and more
+	c.mu.Lock()
+	fenced := append([]int(nil), c.fenced...)
+	_, alive1 := c.members[1]
+	c.mu.Unlock()
+	if len(fenced) == 0 || fenced[0] != 2 || !alive1 {
+		t.Errorf("after the split: fenced %v, node 1 running %v; want node 2 fenced first and node 1 running", fenced, alive1)
+	}
+}
+
+// TestTwoNodeWithoutFence: without a fence agent the follower cannot
+// know the master is off, so it does not take over, and says why.
+func TestTwoNodeWithoutFence(t *testing.T) {
+	c := newCluster(t)
+	c.twoNode = true
+	c.start(1, false)
+	c.waitAll("node 1 founds the cluster", 20*time.Second, states(Up, 1))
+	m2 := c.start(2, false)
+	c.waitAll("2 nodes Up", 20*time.Second, states(Up, 1, 2))
+	c.kill(1)
+	time.Sleep(5 * time.Second)
+	if st := m2.Status(); st.Master != 0 || st.Quorum {
+		t.Errorf("node 2 without a fence agent: master %d, quorum %v; want neither", st.Master, st.Quorum)
+	}
 }

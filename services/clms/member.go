@@ -119,6 +119,17 @@ type Config struct {
 	DataDir string
 	// MaxVoters bounds the Raft voters (default 5).
 	MaxVoters int
+	// TwoNode is corosync votequorum's two_node, for a cluster of two
+	// nodes: either survives the other's failure alone. Raft cannot
+	// commit with one of two voters, so one node votes (the master) and
+	// the other follows; when the master is lost, the survivor fences it
+	// and, once the fence agent confirmed it off, recovers Raft's
+	// configuration with itself as the only voter (RecoverCluster) and
+	// goes on as master. Without Fence there is no such recovery. The
+	// Raft log is kept in memory (DataDir unused): a node that comes back
+	// rejoins empty under the survivor. Self-fencing is off: each side
+	// counts as quorate alone, as under corosync.
+	TwoNode bool
 	// WaitForAll, if above 0, is corosync votequorum's wait_for_all: at
 	// first start no node is taken Up until this many nodes have been
 	// alive at once (joins are committed meanwhile, so nodes can boot
@@ -156,10 +167,16 @@ type Member struct {
 	bootID     string
 	gossipAddr string
 	fsm        *fsm
-	raft       *raft.Raft
-	trans      *raft.NetworkTransport
+	rft        atomic.Pointer[raft.Raft]
+	trans      atomic.Pointer[raft.NetworkTransport]
+	rc         *raft.Config
+	raftAddr   string
+	logs       raft.LogStore
+	stable     raft.StableStore
+	snaps      raft.SnapshotStore
 	ml         *memberlist.Memberlist
 	events     kick
+	gossip     *gossipTable
 	closer     []io.Closer
 
 	queue *queue
@@ -172,6 +189,7 @@ type Member struct {
 	leaving    atomic.Bool   // this node is shutting down (gossiped)
 	waitLogged atomic.Bool   // wait_for_all: said once that it waits
 
+	raftMu   sync.Mutex // held while the Raft instance is replaced or shut down
 	mu       sync.Mutex
 	handlers []func(Transition)
 	subs     map[int]chan<- Transition
@@ -198,6 +216,9 @@ type meta struct {
 	// (they run in transition order): a node that went Down rejoins only
 	// once every node has run its nodedown handlers for it.
 	Handled uint64 `json:"h,omitempty"`
+	// Cluster: the node follows a master or is one (two_node: a founding
+	// node that comes back joins rather than founds).
+	Cluster bool `json:"c,omitempty"`
 }
 
 // Start joins (or founds) the cluster.
@@ -207,6 +228,9 @@ func Start(cfg Config) (*Member, error) {
 	}
 	if cfg.MaxVoters == 0 {
 		cfg.MaxVoters = 5
+	}
+	if cfg.TwoNode {
+		cfg.MaxVoters = 1 // the master; the other node follows
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -242,6 +266,10 @@ func Start(cfg Config) (*Member, error) {
 	go m.reconnect()
 	go m.watchQuorum()
 	go m.republish(max(500*time.Millisecond, 10*tm.gossip.GossipInterval))
+	if cfg.TwoNode {
+		m.wg.Add(1)
+		go m.twoNode(tm)
+	}
 	return m, nil
 }
 
@@ -254,26 +282,15 @@ func (m *Member) startRaft(tm timing) error {
 	rc.LeaderLeaseTimeout = tm.lease
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: io.Discard})
-	addr := net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.RaftPort))
-	var trans *raft.NetworkTransport
-	if cfg.Faults != nil {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("clms: raft transport on %s: %w", addr, err)
-		}
-		trans = raft.NewNetworkTransport(&raftStream{Listener: ln, self: cfg.Addr, f: cfg.Faults}, 4, 2*time.Second, io.Discard)
-	} else {
-		t, err := raft.NewTCPTransport(addr, nil, 4, 2*time.Second, io.Discard)
-		if err != nil {
-			return fmt.Errorf("clms: raft transport on %s: %w", addr, err)
-		}
-		trans = t
+	m.rc = rc
+	m.raftAddr = net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.RaftPort))
+	trans, err := m.newTransport()
+	if err != nil {
+		return err
 	}
-	m.trans = trans
-	var logs raft.LogStore
-	var stable raft.StableStore
-	var snaps raft.SnapshotStore
-	if cfg.DataDir != "" {
+	m.trans.Store(trans)
+	m.raftAddr = string(trans.LocalAddr()) // the port, if 0 picked one
+	if cfg.DataDir != "" && !cfg.TwoNode {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, "wal"), 0o700); err != nil {
 			return fmt.Errorf("clms: data dir: %w", err)
 		}
@@ -286,33 +303,63 @@ func (m *Member) startRaft(tm timing) error {
 			return fmt.Errorf("clms: raft log %s: %w", cfg.DataDir, err)
 		}
 		m.closer = append(m.closer, bs, meta)
-		logs, stable = bs, bs
+		m.logs, m.stable = bs, bs
 		fs, err := raft.NewFileSnapshotStore(cfg.DataDir, 2, io.Discard)
 		if err != nil {
 			return fmt.Errorf("clms: snapshots %s: %w", cfg.DataDir, err)
 		}
-		snaps = fs
+		m.snaps = fs
 	} else {
+		// Diskless, or two_node: there a node that comes back with its
+		// old log would find itself the only voter and elect itself
+		// beside the peer that took over; it must rejoin empty.
 		ims := raft.NewInmemStore()
-		logs, stable, snaps = ims, ims, raft.NewInmemSnapshotStore()
+		m.logs, m.stable, m.snaps = ims, ims, raft.NewInmemSnapshotStore()
 	}
-	existing, err := raft.HasExistingState(logs, stable, snaps)
+	existing, err := raft.HasExistingState(m.logs, m.stable, m.snaps)
 	if err != nil {
 		return fmt.Errorf("clms: raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, m.fsm, logs, stable, snaps, trans)
+	r, err := raft.NewRaft(rc, m.fsm, m.logs, m.stable, m.snaps, trans)
 	if err != nil {
 		return fmt.Errorf("clms: raft: %w", err)
 	}
-	m.raft = r
-	if cfg.Bootstrap && !existing {
-		err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}).Error()
-		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			return fmt.Errorf("clms: bootstrap: %w", err)
+	m.rft.Store(r)
+	if cfg.Bootstrap && !existing && !cfg.TwoNode {
+		if err := m.bootstrap(); err != nil {
+			return err
 		}
 	}
 	return nil
 }
+
+// bootstrap founds the cluster with this node as its only voter.
+func (m *Member) bootstrap() error {
+	err := m.rn().BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: m.rc.LocalID, Address: raft.ServerAddress(m.raftAddr)}}}).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("clms: bootstrap: %w", err)
+	}
+	return nil
+}
+
+// newTransport listens for Raft on this node's address.
+func (m *Member) newTransport() (*raft.NetworkTransport, error) {
+	if m.cfg.Faults != nil {
+		ln, err := net.Listen("tcp", m.raftAddr)
+		if err != nil {
+			return nil, fmt.Errorf("clms: raft transport on %s: %w", m.raftAddr, err)
+		}
+		return raft.NewNetworkTransport(&raftStream{Listener: ln, self: m.cfg.Addr, f: m.cfg.Faults}, 4, 2*time.Second, io.Discard), nil
+	}
+	t, err := raft.NewTCPTransport(m.raftAddr, nil, 4, 2*time.Second, io.Discard)
+	if err != nil {
+		return nil, fmt.Errorf("clms: raft transport on %s: %w", m.raftAddr, err)
+	}
+	return t, nil
+}
+
+// rn is this node's Raft instance (two_node recovery replaces it).
+func (m *Member) rn() *raft.Raft { return m.rft.Load() }
 
 func (m *Member) startGossip(tm timing) error {
 	cfg := m.cfg
@@ -325,10 +372,12 @@ func (m *Member) startGossip(tm timing) error {
 	mc.BindPort = cfg.GossipPort
 	mc.AdvertiseAddr = cfg.Addr
 	mc.AdvertisePort = cfg.GossipPort
-	mc.Events = m.events
+	m.gossip = newGossipTable(m.events)
+	mc.Events = m.gossip
 	mc.Delegate = &delegate{meta: func() []byte {
-		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: string(m.trans.LocalAddr()), Boot: m.bootID, Gossip: m.gossipAddr,
-			Gate: cfg.GateUp, Level: int(m.reached.Load()), Leaving: m.leaving.Load(), Handled: m.handled.Load()})
+		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: m.raftAddr, Boot: m.bootID, Gossip: m.gossipAddr,
+			Gate: cfg.GateUp, Level: int(m.reached.Load()), Leaving: m.leaving.Load(), Handled: m.handled.Load(),
+			Cluster: m.rn() != nil && m.rn().Leader() != ""})
 		return b
 	}}
 	mc.Logger = log.New(io.Discard, "", 0)
@@ -417,10 +466,6 @@ func (k kick) poke() {
 	default:
 	}
 }
-
-func (k kick) NotifyJoin(*memberlist.Node)   { k.poke() }
-func (k kick) NotifyLeave(*memberlist.Node)  { k.poke() }
-func (k kick) NotifyUpdate(*memberlist.Node) { k.poke() }
 
 type delegate struct{ meta func() []byte }
 
@@ -548,8 +593,8 @@ func (m *Member) reconnect() {
 		case <-tick.C:
 		}
 		alive := map[string]bool{}
-		for _, n := range m.ml.Members() {
-			alive[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		for _, n := range m.gossip.members() {
+			alive[n.Addr] = true
 		}
 		recs, _ := m.fsm.snapshot()
 		var lost []string
@@ -567,8 +612,8 @@ func (m *Member) reconnect() {
 // watchQuorum self-fences a node that lost quorum for SelfFenceAfter.
 func (m *Member) watchQuorum() {
 	defer m.wg.Done()
-	if m.cfg.SelfFenceAfter <= 0 || m.cfg.SelfFence == nil {
-		return
+	if m.cfg.SelfFenceAfter <= 0 || m.cfg.SelfFence == nil || m.cfg.TwoNode {
+		return // two_node: either side is quorate alone
 	}
 	tick := time.NewTicker(m.cfg.SelfFenceAfter / 10)
 	defer tick.Stop()
@@ -606,7 +651,7 @@ func (m *Member) masterLoop() {
 		case <-m.events:
 		case <-tick.C:
 		}
-		if m.raft.State() == raft.Leader {
+		if m.rn().State() == raft.Leader {
 			m.reconcile()
 		}
 	}
@@ -615,16 +660,7 @@ func (m *Member) masterLoop() {
 // reconcile makes the table match gossip: alive nodes not Up are brought
 // in, Up nodes gossip has lost (or that rebooted) are taken Down.
 func (m *Member) reconcile() {
-	alive := map[int]meta{}
-	for _, n := range m.ml.Members() {
-		var md meta
-		if json.Unmarshal(n.Meta, &md) != nil || md.Node < 1 || md.Raft == "" {
-			continue
-		}
-		if n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect {
-			alive[md.Node] = md
-		}
-	}
+	alive := m.gossip.nodes()
 	records, _ := m.fsm.snapshot()
 	known := map[int]NodeRecord{}
 	for _, r := range records {
@@ -662,7 +698,7 @@ func (m *Member) reconcile() {
 			// master keeps its vote: it leaves last, and if it leaves
 			// alone the others still have their majority.
 			if r.Node != m.cfg.Node {
-				if err := m.raft.DemoteVoter(raft.ServerID(strconv.Itoa(r.Node)), 0, 2*time.Second).Error(); err != nil {
+				if err := m.rn().DemoteVoter(raft.ServerID(strconv.Itoa(r.Node)), 0, 2*time.Second).Error(); err != nil {
 					m.cfg.Log.Warn("demote a leaving node", "node", r.Node, "err", err)
 				}
 			}
@@ -776,11 +812,11 @@ func (m *Member) SetRunLevel(level int) error {
 	if level < 1 || level > 5 {
 		return fmt.Errorf("clms: run level %d: want 1-5", level)
 	}
-	if m.raft.State() != raft.Leader {
+	if m.rn().State() != raft.Leader {
 		return ErrNotMaster
 	}
 	b, _ := json.Marshal(command{Kind: kindRunLevel, Level: level, At: time.Now().UTC(), Master: m.cfg.Node})
-	f := m.raft.Apply(b, 2*time.Second)
+	f := m.rn().Apply(b, 2*time.Second)
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("clms: set run level %d: %w", level, err)
 	}
@@ -873,7 +909,7 @@ func (m *Member) commitJoin(node int, expect uint64, md meta) (Transition, error
 
 func (m *Member) apply(c command) (Transition, error) {
 	b, _ := json.Marshal(c)
-	f := m.raft.Apply(b, 2*time.Second)
+	f := m.rn().Apply(b, 2*time.Second)
 	if err := f.Error(); err != nil {
 		return Transition{}, err
 	}
@@ -887,7 +923,7 @@ func (m *Member) apply(c command) (Transition, error) {
 }
 
 func (m *Member) raftConfig() ([]raft.Server, error) {
-	f := m.raft.GetConfiguration()
+	f := m.rn().GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, err
 	}
@@ -908,7 +944,7 @@ func (m *Member) addServer(n int, addr string) error {
 			if s.Address == raft.ServerAddress(addr) {
 				return nil
 			}
-			if err := m.raft.RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
+			if err := m.rn().RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
 				return err
 			}
 			continue
@@ -918,14 +954,14 @@ func (m *Member) addServer(n int, addr string) error {
 		}
 	}
 	if voters < m.cfg.MaxVoters {
-		return m.raft.AddVoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
+		return m.rn().AddVoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
 	}
-	return m.raft.AddNonvoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
+	return m.rn().AddNonvoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
 }
 
 func (m *Member) removeServer(n int) {
 	id := raft.ServerID(strconv.Itoa(n))
-	if err := m.raft.RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
+	if err := m.rn().RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
 		m.cfg.Log.Warn("remove from raft", "node", n, "err", err)
 	}
 }
@@ -958,7 +994,7 @@ func (m *Member) balanceVoters() {
 			// A node on its way out (ShuttingDown) is not made a voter.
 			continue
 		}
-		if err := m.raft.AddVoter(s.ID, s.Address, 0, 2*time.Second).Error(); err == nil {
+		if err := m.rn().AddVoter(s.ID, s.Address, 0, 2*time.Second).Error(); err == nil {
 			voters++
 		}
 	}
@@ -1005,7 +1041,7 @@ func (m *Member) formed(alive map[int]meta) bool {
 		return false
 	}
 	b, _ := json.Marshal(command{Kind: kindFormed, At: time.Now().UTC(), Master: m.cfg.Node})
-	if err := m.raft.Apply(b, 5*time.Second).Error(); err != nil {
+	if err := m.rn().Apply(b, 5*time.Second).Error(); err != nil {
 		m.cfg.Log.Warn("wait_for_all: commit", "err", err)
 		return false
 	}
@@ -1024,25 +1060,20 @@ func (m *Member) Status() Status {
 	if m.cfg.WaitForAll > 0 && !m.fsm.isFormed() {
 		st.Waiting = fmt.Sprintf("wait_for_all: not yet %d nodes seen at once", m.cfg.WaitForAll)
 	}
-	_, id := m.raft.LeaderWithID()
+	_, id := m.rn().LeaderWithID()
 	if n, err := strconv.Atoi(string(id)); err == nil {
 		st.Master = n
 	}
-	st.Term = m.raft.CurrentTerm()
-	switch m.raft.State() {
+	st.Term = m.rn().CurrentTerm()
+	switch m.rn().State() {
 	case raft.Leader:
 		st.Quorum = true
 	case raft.Follower:
-		st.Quorum = st.Master != 0 && time.Since(m.raft.LastContact()) < time.Second
+		st.Quorum = st.Master != 0 && time.Since(m.rn().LastContact()) < time.Second
 	}
-	gossiping := map[int]bool{}
-	if m.ml != nil {
-		for _, n := range m.ml.Members() {
-			var md meta
-			if json.Unmarshal(n.Meta, &md) == nil && (n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect) {
-				gossiping[md.Node] = true
-			}
-		}
+	var gossiping map[int]meta
+	if m.gossip != nil {
+		gossiping = m.gossip.nodes()
 	}
 	voters := map[int]bool{}
 	if servers, err := m.raftConfig(); err == nil {
@@ -1054,9 +1085,14 @@ func (m *Member) Status() Status {
 	}
 	for _, r := range recs {
 		r.Addr, _, _ = strings.Cut(r.Addr, "#")
-		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node], Gone: m.ml != nil && !gossiping[r.Node]})
+		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node], Gone: m.gossip != nil && !has(gossiping, r.Node)})
 	}
 	return st
+}
+
+func has(m map[int]meta, n int) bool {
+	_, ok := m[n]
+	return ok
 }
 
 // History returns the transitions this node applied (the most recent
@@ -1080,12 +1116,14 @@ func (m *Member) Close() error {
 	if m.ml != nil {
 		errs = append(errs, m.ml.Shutdown())
 	}
-	if m.raft != nil {
-		errs = append(errs, m.raft.Shutdown().Error())
+	m.raftMu.Lock() // not while two_node recovery swaps the instance
+	if r := m.rn(); r != nil {
+		errs = append(errs, r.Shutdown().Error())
 	}
-	if m.trans != nil {
-		errs = append(errs, m.trans.Close())
+	if t := m.trans.Load(); t != nil {
+		errs = append(errs, t.Close())
 	}
+	m.raftMu.Unlock()
 	for _, c := range m.closer {
 		errs = append(errs, c.Close())
 	}
