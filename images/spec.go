@@ -67,11 +67,19 @@ type Membership struct {
 	// ExpectedNodes is how many nodes wait_for_all waits for (default:
 	// the rows of the node table).
 	ExpectedNodes int `yaml:"expected_nodes" json:"expected_nodes,omitempty"`
+	// TwoNode is corosync votequorum's two_node, for a cluster of exactly
+	// two nodes: either goes on alone when the other fails, once the
+	// fence agent has powered the other off. As in corosync, it turns
+	// wait_for_all on: the first start waits for both nodes.
+	TwoNode bool `yaml:"two_node" json:"two_node,omitempty"`
 }
 
 // WaitForAll returns how many nodes the cluster waits for at first start
 // (0: none).
 func (s *Spec) WaitForAll() int {
+	if s.Membership.TwoNode {
+		return 2
+	}
 	if !s.Membership.WaitForAll {
 		return 0
 	}
@@ -453,6 +461,14 @@ func (s *Spec) Validate() error {
 	}
 	if s.Membership.WaitForAll && s.Membership.ExpectedNodes == 0 && len(s.Nodes) == 0 {
 		bad("membership.wait_for_all", "needs membership.expected_nodes or a node table to know how many nodes to wait for")
+	}
+	if s.Membership.TwoNode {
+		switch {
+		case len(s.Nodes) != 0 && len(s.Nodes) != 2:
+			bad("membership.two_node", "is for a cluster of two nodes; the node table has %d", len(s.Nodes))
+		case s.Membership.ExpectedNodes != 0 && s.Membership.ExpectedNodes != 2:
+			bad("membership.two_node", "is for a cluster of two nodes; membership.expected_nodes is %d", s.Membership.ExpectedNodes)
+		}
 	}
 	switch s.Membership.Profile {
 	case "auto", "lan", "emulated", "default":

@@ -78,6 +78,8 @@ func TestParseErrors(t *testing.T) {
 		{"mount root without fstype", "root: {source: mount, device: /dev/sdb1}\n", []string{"root.fstype"}},
 		{"nfs keys on a cfs root", "root: {source: cfs, nfs: {server: 10.0.0.1}}\n", []string{"root.nfs", "applies only"}},
 		{"private path leaving the root", "root: {source: cfs, private: [etc/x, /../x, /cluster/node1]}\n", []string{"root.private[0]", "root.private[1]", "root.private[2]"}},
+		{"two_node with three nodes", "membership: {two_node: true}\nnodes:\n  - {number: 1}\n  - {number: 2}\n  - {number: 3}\n", []string{"membership.two_node", "has 3"}},
+		{"two_node expecting three", "membership: {two_node: true, expected_nodes: 3}\n", []string{"membership.two_node", "expected_nodes is 3"}},
 		{"wait_for_all without a count", "membership: {wait_for_all: true}\n", []string{"membership.wait_for_all", "expected_nodes"}},
 		{"cfs keys on an nfs root", "root: {source: nfs, nfs: {server: 10.0.0.1, export: /srv}, cfs: {standby: 2}}\n", []string{"root.cfs", "applies only"}},
 		{"cfs standby is the server", "root: {source: cfs, cfs: {standby: 1}}\n", []string{"root.cfs.standby", "node 1"}},

@@ -68,6 +68,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 				}
 				mc.RunLevel = spec.RunLevel
 				mc.WaitForAll = spec.WaitForAll()
+				mc.TwoNode = spec.Membership.TwoNode
 				if spec.Fencing.SelfFenceSeconds > 0 {
 					mc.SelfFenceAfter = time.Duration(spec.Fencing.SelfFenceSeconds) * time.Second
 					mc.SelfFence = func() {

@@ -1,0 +1,106 @@
+//go:build vm
+
+package qemu_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/locus-ssi/locus/internal/testutil"
+	"github.com/locus-ssi/locus/qemu"
+	"github.com/locus-ssi/locus/services/clms"
+)
+
+// TestVMTwoNode: a two-node cluster with membership.two_node. Node 1
+// (the master, the only voter) is killed; node 2 fences it through the
+// virtual BMC and goes on alone as master, and commits node 1 Down.
+func TestVMTwoNode(t *testing.T) {
+	imageDir := filepath.Join(t.TempDir(), "out")
+	spec := []byte(`cluster: {name: vmtwo}
+interconnect: {subnet: 10.86.0.0/24}
+membership: {two_node: true}
+`)
+	if _, err := testutil.BuildImage(context.Background(), shared.locus, imageDir, spec, os.Stderr); err != nil {
+		t.Fatalf("build the two_node image: %v", err)
+	}
+	state := t.TempDir()
+	locus := func(args ...string) (string, error) {
+		full := append([]string{args[0], "--image-dir", imageDir, "--state-dir", state}, args[1:]...)
+		return hostCLI(state)(full...)
+	}
+	t.Cleanup(func() {
+		locus("qemu", "down")
+		keepLogsOnFailure(t, state)
+	})
+	start := time.Now()
+	qemuUp(t, locus, "-n", "2", "--timeout", "6m", "--api-port", "17475")
+	t.Logf("2 nodes Up in %.1fs", time.Since(start).Seconds())
+	status := func(node string) (clms.Status, error) {
+		var st clms.Status
+		out, err := locus("qemu", "exec", node, "--", "locus", "cluster", "status", "--output", "json")
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &st)
+		}
+		return st, err
+	}
+	stateOf := func(st clms.Status, n int) clms.State {
+		for _, r := range st.Nodes {
+			if r.Node == n {
+				return r.State
+			}
+		}
+		return clms.NeverUp
+	}
+	wait := func(what string, within time.Duration, ok func(clms.Status) bool) clms.Status {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			st, err := status("2")
+			if err == nil && ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s: %+v %v", what, within, st, err)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	st := wait("both Up, node 1 master", 2*time.Minute, func(st clms.Status) bool {
+		return st.Master == 1 && stateOf(st, 1) == clms.Up && stateOf(st, 2) == clms.Up
+	})
+	for _, r := range st.Nodes {
+		if r.Voter != (r.Node == 1) {
+			t.Errorf("node %d voter=%v; two_node wants only the master voting", r.Node, r.Voter)
+		}
+	}
+
+	killed := time.Now()
+	if out, err := locus("qemu", "kill", "1"); err != nil {
+		t.Fatalf("kill 1: %v\n%s", err, out)
+	}
+	st = wait("node 2 alone as master", 2*time.Minute, func(st clms.Status) bool {
+		return st.Quorum && st.Master == 2 && stateOf(st, 1) == clms.Down && stateOf(st, 2) == clms.Up
+	})
+	t.Logf("node 1 killed: node 2 master, node 1 Down, %.1fs later", time.Since(killed).Seconds())
+	log, _ := os.ReadFile(qemu.SerialLog(state, 2))
+	if !strings.Contains(string(log), "two_node: fenced the master; this node holds the cluster alone") {
+		t.Errorf("node 2's console does not say it took the cluster over:\n%s", tail(string(log), 30))
+	}
+	var said []string
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, "two_node") || strings.Contains(l, "locus-clms: transition") {
+			said = append(said, l)
+		}
+	}
+	t.Logf("node 2's console:\n%s", strings.Join(said, "\n"))
+	// The fence went through the virtual BMC.
+	sup, _ := os.ReadFile(filepath.Join(state, "supervisor.log"))
+	if !strings.Contains(string(sup), "request=\"off 1\"") {
+		t.Errorf("node 1 was never fenced through the virtual BMC:\n%s", tail(string(sup), 20))
+	}
+}
