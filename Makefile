@@ -49,7 +49,7 @@ test-vm: deps build
 
 # The peers the benchmarks compare against. Installed with services kept
 # from starting (policy-rc.d), since the benchmarks start them themselves.
-BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod
+BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod corosync
 bench-deps: deps
 	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -63,7 +63,7 @@ bench: bench-netboot bench-membership bench-cfs
 
 # Failure detection and master failover on 5-node loopback clusters:
 # Locus's timing against memberlist's defaults (about 12 minutes).
-bench-membership: deps
+bench-membership: bench-deps
 	$(GO) run ./bench/membership -results bench/RESULTS.md
 
 # The CFS server against diod (Debian's 9P2000.L server) on loopback, the

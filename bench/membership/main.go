@@ -15,8 +15,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"sort"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/locus-ssi/locus/internal/benchresults"
@@ -36,8 +40,41 @@ func run(args []string, stdout io.Writer) error {
 	peerKills := fs.Int("peer-kills", 30, "node kills with memberlist's defaults (each costs seconds)")
 	nodes := fs.Int("nodes", 5, "cluster size")
 	results := fs.String("results", "", "bench/RESULTS.md to update (empty: print only)")
+	csKills := fs.Int("corosync-kills", 12, "node kills of Debian's corosync, in network namespaces (0: skip; each costs about 10 s)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	// corosync side by side, if it runs here: its processes and network
+	// namespaces go at the end, also on an interrupt.
+	var cs *corosyncCluster
+	csWhy := corosyncMissing()
+	if *csKills <= 0 {
+		csWhy = "skipped (-corosync-kills 0)"
+	}
+	if csWhy == "" {
+		fmt.Fprintf(stdout, "starting %d corosync nodes in network namespaces\n", *nodes)
+		var err error
+		if cs, err = newCorosync(*nodes); err != nil {
+			csWhy = err.Error()
+		} else {
+			defer cs.close()
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				select {
+				case <-sigs:
+					cs.close()
+					os.Exit(1)
+				case <-done:
+					signal.Stop(sigs)
+				}
+			}()
+		}
+	}
+	if csWhy != "" {
+		fmt.Fprintf(stdout, "corosync: not run: %s\n", csWhy)
 	}
 	profiles := []string{clms.ProfileLAN, clms.ProfileDefault}
 	clusters := map[string]*cluster{}
@@ -49,11 +86,12 @@ func run(args []string, stdout io.Writer) error {
 		defer c.close()
 		clusters[p] = c
 	}
-	samples := map[string]*measure{}
+	samples := map[string]*measure{"corosync": {}}
 	for _, p := range profiles {
 		samples[p] = &measure{}
 	}
 	every := max(1, *kills/max(1, *peerKills))
+	csEvery := max(1, *kills/max(1, *csKills))
 	for i := 1; i <= *kills; i++ {
 		for _, p := range profiles {
 			if p == clms.ProfileDefault && i%every != 0 {
@@ -70,11 +108,20 @@ func run(args []string, stdout io.Writer) error {
 				samples[p].detect = append(samples[p].detect, d)
 			}
 		}
+		if cs != nil && i%csEvery == 0 && len(samples["corosync"].detect) < *csKills {
+			victim := len(samples["corosync"].detect)%*nodes + 1
+			d, err := cs.killOne(victim)
+			if err != nil {
+				return fmt.Errorf("corosync, kill %d: %w", i, err)
+			}
+			samples["corosync"].detect = append(samples["corosync"].detect, d)
+		}
 		if i%10 == 0 {
-			fmt.Fprintf(stdout, "%d/%d kills: lan p50 %v, default p50 %v\n", i, *kills, pct(samples[clms.ProfileLAN].detect, 50), pct(samples[clms.ProfileDefault].detect, 50))
+			fmt.Fprintf(stdout, "%d/%d kills: lan p50 %v, default p50 %v, corosync p50 %v\n", i, *kills,
+				pct(samples[clms.ProfileLAN].detect, 50), pct(samples[clms.ProfileDefault].detect, 50), pct(samples["corosync"].detect, 50))
 		}
 	}
-	report := format(samples, *nodes)
+	report := format(samples, *nodes, csWhy)
 	fmt.Fprint(stdout, report)
 	if *results != "" {
 		return benchresults.WriteSection(*results, "membership", report)
@@ -94,7 +141,7 @@ func pct(ds []time.Duration, p int) time.Duration {
 	return s[max(0, min(len(s)-1, i-1))]
 }
 
-func format(ms map[string]*measure, nodes int) string {
+func format(ms map[string]*measure, nodes int, csWhy string) string {
 	var b bytes.Buffer
 	lan, def := ms[clms.ProfileLAN], ms[clms.ProfileDefault]
 	fmt.Fprintf(&b, "## Membership (make bench-membership)\n\n")
@@ -108,6 +155,15 @@ func format(ms map[string]*measure, nodes int) string {
 	row("node Down everywhere, p99", lan.detect, def.detect, 99)
 	row("master failover + Down, p50", lan.failover, def.failover, 50)
 	row("master failover + Down, max", lan.failover, def.failover, 100)
+	cs := ms["corosync"]
+	if len(cs.detect) > 0 {
+		fmt.Fprintf(&b, "\nDebian's corosync %s in the same run, with its defaults (knet; token 3 s + 650 ms per node beyond two, consensus 1.2 x token), %d processes each in a network namespace of its own on one bridge: a kill is SIGKILL; the time is until every survivor logged the smaller membership (`[QUORUM] Members[%d]`, read from its log every 5 ms). corosync has no master: the victim rotates. Ratio: corosync / lan.\n\n", corosyncVersion(), nodes, nodes-1)
+		fmt.Fprintf(&b, "| what | Locus `lan` | corosync | ratio |\n|---|---|---|---|\n")
+		row("node gone everywhere, p50", lan.detect, cs.detect, 50)
+		row("node gone everywhere, max", lan.detect, cs.detect, 100)
+	} else {
+		fmt.Fprintf(&b, "\ncorosync was not run: %s.\n", csWhy)
+	}
 	fmt.Fprintf(&b, "\nGoal: Down on every survivor within 500 ms p99 of a node going silent (corosync's default token timeout is 3 s, keepalived's ~3.5 s).\n")
 	return b.String()
 }
@@ -242,4 +298,14 @@ func (c *cluster) close() {
 		m.Close()
 	}
 	c.members = map[int]*clms.Member{}
+}
+
+// corosyncVersion is what `corosync -v` says of itself.
+func corosyncVersion() string {
+	out, _ := exec.Command("corosync", "-v").Output()
+	line, _, _ := strings.Cut(string(out), "\n")
+	if _, v, ok := strings.Cut(line, "version "); ok {
+		return strings.Trim(v, "'")
+	}
+	return "(version unknown)"
 }
