@@ -78,8 +78,8 @@ func run(args []string, stdout io.Writer) error {
 	}
 	profiles := []string{clms.ProfileLAN, clms.ProfileDefault}
 	clusters := map[string]*cluster{}
-	for _, p := range profiles {
-		c, err := newCluster(p, *nodes)
+	for i, p := range profiles {
+		c, err := newCluster(p, fmt.Sprintf("127.0.%d", 81+i), *nodes)
 		if err != nil {
 			return err
 		}
@@ -171,6 +171,7 @@ func format(ms map[string]*measure, nodes int, csWhy string) string {
 // cluster is a loopback cluster whose members can be killed and started.
 type cluster struct {
 	profile string
+	net     string // node N is <net>.N
 	mu      sync.Mutex
 	members map[int]*clms.Member
 	// downs receives every Down each member applies, with when.
@@ -182,8 +183,8 @@ type down struct {
 	at       time.Time
 }
 
-func newCluster(profile string, n int) (*cluster, error) {
-	c := &cluster{profile: profile, members: map[int]*clms.Member{}, downs: make(chan down, 1024)}
+func newCluster(profile, net string, n int) (*cluster, error) {
+	c := &cluster{profile: profile, net: net, members: map[int]*clms.Member{}, downs: make(chan down, 1024)}
 	for i := 1; i <= n; i++ {
 		if err := c.start(i, i == 1); err != nil {
 			c.close()
@@ -200,7 +201,11 @@ func (c *cluster) start(n int, bootstrap bool) error {
 		join = append(join, m.GossipAddr())
 	}
 	c.mu.Unlock()
-	m, err := clms.Start(clms.Config{Node: n, Bootstrap: bootstrap, Join: join, Profile: c.profile})
+	// Node N keeps its address and ports across restarts, as a machine
+	// that reboots does (a new port for the same node name would be an
+	// address conflict to gossip until the old one is declared dead).
+	m, err := clms.Start(clms.Config{Node: n, Addr: fmt.Sprintf("%s.%d", c.net, n), RaftPort: clms.DefaultRaftPort, GossipPort: clms.DefaultGossipPort,
+		Bootstrap: bootstrap, Join: join, Profile: c.profile})
 	if err != nil {
 		return err
 	}

@@ -3,14 +3,19 @@ package clms
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // cluster is a loopback cluster of members in this process, each with its
@@ -24,6 +29,7 @@ type cluster struct {
 	twoNode        bool
 	fence          bool // a fence agent that stops the node (as a power-off would)
 	fenced         []int
+	secure         func(n int) (*TLS, []byte) // Raft TLS and gossip key for node n
 	selfFenced     chan int
 	mu             sync.Mutex
 	members        map[int]*Member
@@ -175,6 +181,9 @@ func (c *cluster) start(n int, durable bool) *Member {
 		Bootstrap: len(join) == 0 || (c.twoNode && n == 1), TwoNode: c.twoNode, Join: join, Console: &syncBuffer{}, Faults: c.faults,
 		SelfFenceAfter: c.selfFenceAfter, SelfFence: func() { c.selfFenced <- n },
 		GateUp: c.gateUp, RunLevel: 3, WaitForAll: c.waitForAll}
+	if c.secure != nil {
+		cfg.TLS, cfg.GossipKey = c.secure(n)
+	}
 	if c.fence {
 		cfg.Fence = func(ctx context.Context, node int) error {
 			c.mu.Lock()
@@ -679,4 +688,86 @@ func TestTwoNodeWithoutFence(t *testing.T) {
 	if st := m2.Status(); st.Master != 0 || st.Quorum {
 		t.Errorf("node 2 without a fence agent: master %d, quorum %v; want neither", st.Master, st.Quorum)
 	}
+}
+
+// TestTLSAndGossipKey: with Raft over mutual TLS and sealed gossip, the
+// cluster forms as usual; a node without the gossip key is never seen;
+// a Raft connection with a certificate from another CA, or with a node's
+// certificate used from another address, is refused at its handshake.
+func TestTLSAndGossipKey(t *testing.T) {
+	ca, err := ics.LoadOrCreateCA(t.TempDir(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ics.LoadOrCreateCA(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := func(ca *ics.CA, n int, ip string) *TLS {
+		t.Helper()
+		key, csr, err := ics.NewKey(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := ca.Issue(csr, n, net.ParseIP(ip), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, client, err := ics.Identity{Node: n, CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}.MutualTLS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &TLS{Server: server, Client: client}
+	}
+	key := bytes.Repeat([]byte{7}, 32)
+	c := newCluster(t)
+	c.secure = func(n int) (*TLS, []byte) { return identity(ca, n, fmt.Sprintf("127.0.78.%d", n)), key }
+	for n := 1; n <= 3; n++ {
+		c.start(n, false)
+	}
+	c.waitAll("3 nodes Up over TLS", 20*time.Second, states(Up, 1, 2, 3))
+
+	// Node 4 has a certificate but not the gossip key: no member hears it.
+	c.secure = func(n int) (*TLS, []byte) { return identity(ca, n, "127.0.78.4"), bytes.Repeat([]byte{8}, 32) }
+	c.start(4, false)
+	time.Sleep(3 * time.Second)
+	for _, m := range c.running() {
+		if m.cfg.Node == 4 {
+			continue
+		}
+		for _, r := range m.Status().Nodes {
+			if r.Node == 4 {
+				t.Errorf("node %d lists node 4 (%s), which lacks the gossip key", m.cfg.Node, r.State)
+			}
+		}
+	}
+	c.kill(4)
+
+	dial := func(id *TLS, from string) error {
+		d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		cfg := id.Client.Clone()
+		cfg.ServerName = "127.0.78.1"
+		conn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.78.1:%d", DefaultRaftPort), cfg)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		// TLS 1.3: the server judges the client's certificate after the
+		// client's handshake is done; its verdict arrives on the read.
+		_, err = conn.Read(make([]byte, 1))
+		return err
+	}
+	if err := dial(identity(ca, 2, "127.0.78.2"), "127.0.78.9"); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("node 2's certificate used from 127.0.78.9: %v, want refused", err)
+	}
+	if err := dial(identity(other, 5, "127.0.78.5"), "127.0.78.5"); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a certificate from another CA: %v, want refused", err)
+	}
+	// A certificate from the cluster CA at its own address is accepted
+	// (the connection waits for Raft's first message).
+	if err := dial(identity(ca, 5, "127.0.78.5"), "127.0.78.5"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("node 5's own certificate: %v, want an open connection", err)
+	}
+	c.waitAll("the cluster unchanged", 5*time.Second, states(Up, 1, 2, 3))
 }

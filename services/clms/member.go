@@ -149,6 +149,14 @@ type Config struct {
 	SelfFence      func()
 	// Faults, in tests, cuts traffic between chosen nodes.
 	Faults *Faults
+	// TLS, if set, carries Raft over mutual TLS with certificates from
+	// the cluster CA: a peer without one, or with one naming another
+	// address, cannot connect.
+	TLS *TLS
+	// GossipKey, if set (16, 24 or 32 bytes), encrypts and authenticates
+	// gossip (AES-GCM, memberlist's keyring): a packet not sealed with it
+	// is dropped, so only nodes given the key take part.
+	GossipKey []byte
 	// RunLevel is the cluster's run level until one is committed with
 	// SetRunLevel (the spec's).
 	RunLevel int
@@ -344,6 +352,13 @@ func (m *Member) bootstrap() error {
 
 // newTransport listens for Raft on this node's address.
 func (m *Member) newTransport() (*raft.NetworkTransport, error) {
+	if m.cfg.TLS != nil {
+		ln, err := net.Listen("tcp", m.raftAddr)
+		if err != nil {
+			return nil, fmt.Errorf("clms: raft transport on %s: %w", m.raftAddr, err)
+		}
+		return raft.NewNetworkTransport(&tlsStream{Listener: ln, local: m.cfg.Addr, cfg: m.cfg.TLS, log: m.cfg.Log.Warn}, 4, 2*time.Second, io.Discard), nil
+	}
 	if m.cfg.Faults != nil {
 		ln, err := net.Listen("tcp", m.raftAddr)
 		if err != nil {
@@ -381,6 +396,9 @@ func (m *Member) startGossip(tm timing) error {
 		return b
 	}}
 	mc.Logger = log.New(io.Discard, "", 0)
+	if len(cfg.GossipKey) > 0 {
+		mc.SecretKey = cfg.GossipKey
+	}
 	if cfg.Faults != nil {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{cfg.Addr}, BindPort: cfg.GossipPort, Logger: mc.Logger})
 		if err != nil {
@@ -528,7 +546,13 @@ func (m *Member) Live(t Transition) bool {
 
 func (m *Member) dispatch() {
 	defer m.wg.Done()
+	unpublished := false
 	for {
+		select {
+		case <-m.stop:
+			return // a stopped node runs no more handlers
+		default:
+		}
 		t, ok := m.queue.pop(m.stop)
 		if !ok {
 			return
@@ -549,9 +573,14 @@ func (m *Member) dispatch() {
 			h(t)
 		}
 		m.handled.Store(t.ID)
-		if t.State == Down {
-			// The master waits for this before it lets the node back.
+		// The master waits for the handled mark of a Down before it lets
+		// the node back: gossip it once the queue is drained. (A node
+		// replaying a long history would otherwise wait for one gossip
+		// broadcast per Down in it.)
+		unpublished = unpublished || t.State == Down
+		if unpublished && m.queue.empty() {
 			m.publish()
+			unpublished = false
 		}
 	}
 }
@@ -1149,6 +1178,12 @@ func (q *queue) push(t Transition) {
 	case q.ready <- struct{}{}:
 	default:
 	}
+}
+
+func (q *queue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) == 0
 }
 
 func (q *queue) pop(stop <-chan struct{}) (Transition, bool) {

@@ -174,3 +174,34 @@ func NodeOf(cert *x509.Certificate) (int, error) {
 	}
 	return n, nil
 }
+
+// gossipKeyFile holds the key that seals the cluster's gossip.
+const gossipKeyFile = "gossip.key"
+
+// LoadOrCreateGossipKey returns the cluster's gossip key (32 bytes, for
+// memberlist's AES-GCM), kept beside the CA in dir and made at first
+// boot. Admitted nodes fetch it over ICS; a node without it cannot take
+// part in gossip.
+func LoadOrCreateGossipKey(dir string) ([]byte, error) {
+	path := filepath.Join(dir, gossipKeyFile)
+	key, err := os.ReadFile(path)
+	switch {
+	case err == nil && len(key) == 32:
+		return key, nil
+	case err == nil:
+		return nil, fmt.Errorf("ics: gossip key %s has %d bytes, want 32", path, len(key))
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("ics: gossip key: %w", err)
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("ics: CA dir: %w", err)
+	}
+	if err := atomicfile.Write(path, key, 0o600, true); err != nil {
+		return nil, err
+	}
+	return key, nil
+}

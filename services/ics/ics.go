@@ -84,6 +84,21 @@ func (id Identity) tlsConfig() (*tls.Config, *x509.CertPool, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, pool, nil
 }
 
+// MutualTLS returns TLS configurations for other node-to-node channels
+// (Raft) under the same trust as ICS: server requires and verifies a
+// client certificate from the cluster CA; client presents this node's
+// and trusts only the CA (its caller sets ServerName).
+func (id Identity) MutualTLS() (server, client *tls.Config, err error) {
+	tc, pool, err := id.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	server, client = tc.Clone(), tc.Clone()
+	server.ClientAuth, server.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	client.RootCAs = pool
+	return server, client, nil
+}
+
 // Config configures a node's ICS endpoint.
 type Config struct {
 	Identity Identity

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/locus-ssi/locus/images"
@@ -139,44 +138,44 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 	return ics.Identity{Node: c.Node, CertPEM: rep.Cert, KeyPEM: key, CAPEM: rep.CA}, nil
 }
 
-// startICS obtains this node's identity (retrying while the init node is
-// unreachable) and serves ICS with it, until ctx ends.
-func startICS(ctx context.Context, c ICSConfig, ca *ics.CA, icsNode *atomic.Pointer[ics.Node], log *slog.Logger, setup func(*ics.Node)) {
-	var id ics.Identity
+// errNoSecret: this node was not netbooted by a Locus init node, so it
+// has no way to an identity.
+var errNoSecret = errors.New("no bootstrap secret (not netbooted by a Locus init node): no ICS identity")
+
+// identity returns this node's ICS identity: issued by its own CA on the
+// init node; elsewhere redeemed at admission, retrying while the init
+// node is unreachable, until ctx ends. Refusal is final (errRefused).
+func identity(ctx context.Context, c ICSConfig, ca *ics.CA, log *slog.Logger) (ics.Identity, error) {
 	switch {
 	case ca != nil:
 		key, csr, err := ics.NewKey(c.Node)
-		if err == nil {
-			var cert []byte
-			cert, err = ca.Issue(csr, c.Node, net.ParseIP(c.Addr), certTTL)
-			id = ics.Identity{Node: c.Node, CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}
-		}
 		if err != nil {
-			log.Error("ICS: own certificate", "err", err)
-			return
+			return ics.Identity{}, fmt.Errorf("ICS: own certificate: %w", err)
 		}
+		cert, err := ca.Issue(csr, c.Node, net.ParseIP(c.Addr), certTTL)
+		if err != nil {
+			return ics.Identity{}, fmt.Errorf("ICS: own certificate: %w", err)
+		}
+		return ics.Identity{Node: c.Node, CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}, nil
 	case c.Secret != "" && c.Admitter != "":
 		for {
-			var err error
-			id, err = requestIdentity(ctx, c)
-			if err == nil {
-				break
-			}
-			if errors.Is(err, errRefused) {
-				log.Error("ICS: this node was refused admission; it runs without ICS", "err", err)
-				return
+			id, err := requestIdentity(ctx, c)
+			if err == nil || errors.Is(err, errRefused) {
+				return id, err
 			}
 			log.Info("ICS: admission pending", "admitter", c.Admitter, "err", err)
 			select {
 			case <-ctx.Done():
-				return
+				return ics.Identity{}, ctx.Err()
 			case <-time.After(time.Second):
 			}
 		}
-	default:
-		log.Warn("ICS: no bootstrap secret (not netbooted by a Locus init node): no ICS identity")
-		return
 	}
+	return ics.Identity{}, errNoSecret
+}
+
+// serveICS serves ICS with id; setup registers the handlers.
+func serveICS(c ICSConfig, id ics.Identity, log *slog.Logger, setup func(*ics.Node)) (*ics.Node, error) {
 	n, err := ics.Start(ics.Config{Identity: id, Listen: net.JoinHostPort(c.Addr, strconv.Itoa(ics.DefaultPort)), Log: log,
 		Addr: func(to int) (string, error) {
 			p, err := c.Spec.NodeAddr(to)
@@ -186,12 +185,36 @@ func startICS(ctx context.Context, c ICSConfig, ca *ics.CA, icsNode *atomic.Poin
 			return ics.PortAddr(p.Addr().String()), nil
 		}})
 	if err != nil {
-		log.Error("ICS: start", "err", err)
-		return
+		return nil, fmt.Errorf("ICS: start: %w", err)
 	}
 	setup(n)
 	log.Info("ICS serving with a certificate from the cluster CA", "addr", n.Addr())
-	icsNode.Store(n)
-	<-ctx.Done()
-	n.Close()
+	return n, nil
+}
+
+// gossipKeyMethod is the ICS call by which an admitted node gets the
+// cluster's gossip key from the init node.
+const gossipKeyMethod = "gossip-key"
+
+// fetchGossipKey asks the init node for the cluster's gossip key over
+// ICS (so only a node with a certificate from the CA gets it), retrying
+// until ctx ends.
+func fetchGossipKey(ctx context.Context, n *ics.Node, log *slog.Logger) ([]byte, error) {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		b, err := n.Call(cctx, 1, gossipKeyMethod, nil)
+		cancel()
+		if err == nil && len(b) == 32 {
+			return b, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("a key of %d bytes, want 32", len(b))
+		}
+		log.Info("membership: waiting for the cluster's gossip key from node 1", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -115,18 +115,25 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	})
 	var icsNode atomic.Pointer[ics.Node]
 	var memberRef atomic.Pointer[clms.Member]
+	var mc clms.Config
+	if cfg.CLMS != nil {
+		mc = *cfg.CLMS
+	}
 	if cfg.ICS != nil {
 		var ca *ics.CA
+		var gossipKey []byte
 		if cfg.ICS.CADir != "" {
 			if ca, err = ics.LoadOrCreateCA(cfg.ICS.CADir, cfg.ICS.Spec.Cluster.Name); err != nil {
 				ln.Close()
 				return fmt.Errorf("locusd: %w", err)
 			}
+			if gossipKey, err = ics.LoadOrCreateGossipKey(cfg.ICS.CADir); err != nil {
+				ln.Close()
+				return fmt.Errorf("locusd: %w", err)
+			}
 			mux.Handle("POST /v1/admission", admissionHandler(ca, *cfg.ICS, cfg.Log))
 		}
-		ictx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go startICS(ictx, *cfg.ICS, ca, &icsNode, cfg.Log, func(n *ics.Node) {
+		setup := func(n *ics.Node) {
 			n.Handle("shutdown", shutdownCall(cfg.NodeFile, cfg.Log))
 			n.Handle("runlevel", func(ctx context.Context, from int, req []byte) ([]byte, error) {
 				m := memberRef.Load()
@@ -142,11 +149,66 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 				}
 				return json.Marshal(info)
 			})
-		})
+			if gossipKey != nil {
+				// Only to a caller with a certificate from the CA.
+				n.Handle(gossipKeyMethod, func(context.Context, int, []byte) ([]byte, error) { return gossipKey, nil })
+			}
+		}
+		if cfg.CLMS != nil {
+			// Membership runs on this node's identity: Raft over mutual
+			// TLS with its certificate, gossip sealed with the key that
+			// only admitted nodes get. So it waits for admission.
+			id, err := identity(ctx, *cfg.ICS, ca, cfg.Log)
+			switch {
+			case errors.Is(err, errNoSecret):
+				cfg.Log.Warn("ICS: " + err.Error() + "; membership runs without TLS and an unsealed gossip, and cannot join a cluster that has them")
+			case err != nil:
+				ln.Close()
+				return fmt.Errorf("locusd: this node cannot join the cluster: %w", err)
+			default:
+				n, err := serveICS(*cfg.ICS, id, cfg.Log, setup)
+				if err != nil {
+					ln.Close()
+					return fmt.Errorf("locusd: %w", err)
+				}
+				defer n.Close()
+				icsNode.Store(n)
+				if gossipKey == nil {
+					if gossipKey, err = fetchGossipKey(ctx, n, cfg.Log); err != nil {
+						ln.Close()
+						return fmt.Errorf("locusd: %w", err)
+					}
+				}
+				server, client, err := id.MutualTLS()
+				if err != nil {
+					ln.Close()
+					return fmt.Errorf("locusd: %w", err)
+				}
+				mc.TLS, mc.GossipKey = &clms.TLS{Server: server, Client: client}, gossipKey
+			}
+		} else {
+			ictx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				id, err := identity(ictx, *cfg.ICS, ca, cfg.Log)
+				if err != nil {
+					cfg.Log.Error("ICS: this node runs without ICS", "err", err)
+					return
+				}
+				n, err := serveICS(*cfg.ICS, id, cfg.Log, setup)
+				if err != nil {
+					cfg.Log.Error("ICS", "err", err)
+					return
+				}
+				icsNode.Store(n)
+				<-ictx.Done()
+				n.Close()
+			}()
+		}
 	}
 	var member *clms.Member
 	if cfg.CLMS != nil {
-		m, err := clms.Start(*cfg.CLMS)
+		m, err := clms.Start(mc)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("locusd: %w", err)
@@ -176,7 +238,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 				n.NodeDown(t.Node)
 			}
 		})
-		cfg.Log.Info("membership started", "node", cfg.CLMS.Node, "gossip", m.GossipAddr(), "bootstrap", cfg.CLMS.Bootstrap)
+		cfg.Log.Info("membership started", "node", cfg.CLMS.Node, "gossip", m.GossipAddr(), "bootstrap", cfg.CLMS.Bootstrap, "tls", mc.TLS != nil)
 		mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(clusterView(r.Context(), m.Status(), cfg.Listen, icsNode.Load()))
