@@ -407,6 +407,14 @@ func TestVMInstalledCluster(t *testing.T) {
 		return st.Quorum && stateOf(st, 1) == clms.Up && stateOf(st, 2) == clms.Up && stateOf(st, 3) == clms.Up && stateOf(st, 4) == clms.Up
 	}
 	waitCluster("4 nodes Up in cluster status", nil, allUp)
+	// Membership runs on the nodes' identities: Raft over mutual TLS,
+	// gossip sealed with the cluster's key.
+	for n := 1; n <= 4; n++ {
+		b, _ := os.ReadFile(qemu.SerialLog(state, n))
+		if !regexp.MustCompile(`msg="membership started".* tls=true`).Match(b) {
+			t.Errorf("node %d did not start membership over TLS:\n%s", n, tail(string(b), 20))
+		}
+	}
 	// Nodes 2-4 redeemed their boot scripts' secrets for certificates:
 	// node 1 reaches every node over ICS (mutual TLS).
 	for deadline := time.Now().Add(60 * time.Second); ; {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
 	"github.com/locus-ssi/locus/services/ics"
@@ -770,4 +771,32 @@ func TestTLSAndGossipKey(t *testing.T) {
 		t.Errorf("node 5's own certificate: %v, want an open connection", err)
 	}
 	c.waitAll("the cluster unchanged", 5*time.Second, states(Up, 1, 2, 3))
+}
+
+// FuzzGossipMeta feeds the gossip table arbitrary metadata from a peer:
+// whatever it is, the table keeps the member (it is alive) but lists it
+// as a Locus node only with a node number and a Raft address, and
+// nothing crashes.
+func FuzzGossipMeta(f *testing.F) {
+	f.Add([]byte(`{"n":2,"r":"10.77.0.2:7472","b":"ab12","g":"10.77.0.2:7473","l":3,"h":7,"c":true}`))
+	f.Add([]byte(`{"n":0,"r":"x"}`))
+	f.Add([]byte(`{"n":2}`))
+	f.Add([]byte(`{"n":"2","r":5}`))
+	f.Add([]byte{0xff, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g := newGossipTable(make(kick, 1))
+		g.NotifyJoin(&memberlist.Node{Name: "node2", Addr: net.IPv4(10, 77, 0, 2), Port: 7473, Meta: data})
+		if got := len(g.members()); got != 1 {
+			t.Fatalf("%d members after one join", got)
+		}
+		for n, md := range g.nodes() {
+			if n < 1 || md.Raft == "" || n != md.Node {
+				t.Fatalf("listed node %d with %+v", n, md)
+			}
+		}
+		g.NotifyLeave(&memberlist.Node{Name: "node2"})
+		if len(g.members()) != 0 {
+			t.Fatal("a member left but is still listed")
+		}
+	})
 }
