@@ -62,7 +62,8 @@ bench-deps: deps
 bench: bench-netboot bench-membership bench-cfs
 
 # Failure detection and master failover on 5-node loopback clusters:
-# Locus's timing against memberlist's defaults (about 12 minutes).
+# Locus's timing against memberlist's defaults and Debian's corosync in
+# network namespaces (about 8 minutes).
 bench-membership: bench-deps
 	$(GO) run ./bench/membership -results bench/RESULTS.md
 
