@@ -3,7 +3,6 @@
 package qemu_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 )
 
@@ -41,23 +39,10 @@ echo "last $i"`
 // writer pauses but never fails, and every record it wrote is there.
 // Then the cluster shuts down from node 2, which leaves the disk clean.
 func TestVMCFSFailover(t *testing.T) {
-	imageDir := filepath.Join(t.TempDir(), "out")
-	spec := []byte(`cluster: {name: vmha}
+	locus, state := specCluster(t, "HA-CFS", []byte(`cluster: {name: vmha}
 interconnect: {subnet: 10.89.0.0/24}
 root: {source: cfs, cfs: {standby: 2}}
-`)
-	if _, err := testutil.BuildImage(context.Background(), shared.locus, imageDir, spec, os.Stderr); err != nil {
-		t.Fatalf("build the HA-CFS image: %v", err)
-	}
-	state := t.TempDir()
-	locus := func(args ...string) (string, error) {
-		full := append([]string{args[0], "--image-dir", imageDir, "--state-dir", state}, args[1:]...)
-		return hostCLI(state)(full...)
-	}
-	t.Cleanup(func() {
-		locus("qemu", "down")
-		keepLogsOnFailure(t, state)
-	})
+`))
 	start := time.Now()
 	qemuUp(t, locus, "-n", "4", "--timeout", "8m", "--api-port", "17474")
 	t.Logf("4 nodes on a CFS root with a standby Up in %.1fs", time.Since(start).Seconds())

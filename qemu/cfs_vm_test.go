@@ -3,7 +3,6 @@
 package qemu_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/diskfs/go-diskfs"
 
-	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 )
 
@@ -27,29 +25,14 @@ import (
 // down and up on every node, and the whole cluster shuts down cleanly:
 // the CFS server last, its filesystem clean, nothing written lost.
 func TestVMSharedRoot(t *testing.T) {
-	imageDir := filepath.Join(t.TempDir(), "out")
-	spec := []byte(`cluster: {name: vmcfs}
+	locus, state := specCluster(t, "CFS", []byte(`cluster: {name: vmcfs}
 interconnect: {subnet: 10.87.0.0/24}
 root: {source: cfs}
 services:
   - {name: climbed, level: 2, oneshot: true, command: [/bin/sh, -c, "cat /etc/hostname >> /climbed"]}
   - {name: level3-daemon, level: 3, command: [/bbin/sleep, "100000"]}
-`)
+`))
 	start := time.Now()
-	if _, err := testutil.BuildImage(context.Background(), shared.locus, imageDir, spec, os.Stderr); err != nil {
-		t.Fatalf("build the CFS image: %v", err)
-	}
-	t.Logf("CFS image built in %.1fs", time.Since(start).Seconds())
-	state := t.TempDir()
-	locus := func(args ...string) (string, error) {
-		full := append([]string{args[0], "--image-dir", imageDir, "--state-dir", state}, args[1:]...)
-		return hostCLI(state)(full...)
-	}
-	t.Cleanup(func() {
-		locus("qemu", "down")
-		keepLogsOnFailure(t, state)
-	})
-	start = time.Now()
 	up, _ := qemuUp(t, locus, "-n", "4", "--timeout", "8m", "--api-port", "17473")
 	for _, n := range up {
 		t.Logf("VM %d Up after %.1fs (guest %.1fs)", n.Number, time.Duration(n.UpAfter).Seconds(), n.GuestUp)

@@ -3,7 +3,6 @@
 package qemu_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 	"github.com/locus-ssi/locus/services/clms"
 )
@@ -20,23 +18,10 @@ import (
 // (the master, the only voter) is killed; node 2 fences it through the
 // virtual BMC and goes on alone as master, and commits node 1 Down.
 func TestVMTwoNode(t *testing.T) {
-	imageDir := filepath.Join(t.TempDir(), "out")
-	spec := []byte(`cluster: {name: vmtwo}
+	locus, state := specCluster(t, "two_node", []byte(`cluster: {name: vmtwo}
 interconnect: {subnet: 10.86.0.0/24}
 membership: {two_node: true}
-`)
-	if _, err := testutil.BuildImage(context.Background(), shared.locus, imageDir, spec, os.Stderr); err != nil {
-		t.Fatalf("build the two_node image: %v", err)
-	}
-	state := t.TempDir()
-	locus := func(args ...string) (string, error) {
-		full := append([]string{args[0], "--image-dir", imageDir, "--state-dir", state}, args[1:]...)
-		return hostCLI(state)(full...)
-	}
-	t.Cleanup(func() {
-		locus("qemu", "down")
-		keepLogsOnFailure(t, state)
-	})
+`))
 	start := time.Now()
 	qemuUp(t, locus, "-n", "2", "--timeout", "6m", "--api-port", "17475")
 	t.Logf("2 nodes Up in %.1fs", time.Since(start).Seconds())

@@ -250,6 +250,29 @@ func qemuUp(t *testing.T, locus func(...string) (string, error), args ...string)
 	return up.Nodes, out
 }
 
+// specCluster builds an image from spec for this test and returns the
+// CLI bound to it and to a state directory of the test's own; the
+// cluster is taken down (its logs kept on failure) when the test ends.
+func specCluster(t *testing.T, what string, spec []byte) (locus func(...string) (string, error), state string) {
+	t.Helper()
+	imageDir := filepath.Join(t.TempDir(), "out")
+	start := time.Now()
+	if _, err := testutil.BuildImage(context.Background(), shared.locus, imageDir, spec, os.Stderr); err != nil {
+		t.Fatalf("build the %s image: %v", what, err)
+	}
+	t.Logf("%s image built in %.1fs", what, time.Since(start).Seconds())
+	state = t.TempDir()
+	locus = func(args ...string) (string, error) {
+		full := append([]string{args[0], "--image-dir", imageDir, "--state-dir", state}, args[1:]...)
+		return hostCLI(state)(full...)
+	}
+	t.Cleanup(func() {
+		locus("qemu", "down")
+		keepLogsOnFailure(t, state)
+	})
+	return locus, state
+}
+
 func cli(state string) func(args ...string) (string, error) {
 	return func(args ...string) (string, error) {
 		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)

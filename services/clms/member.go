@@ -271,12 +271,12 @@ func Start(cfg Config) (*Member, error) {
 	m.wg.Add(5)
 	go m.dispatch()
 	go m.masterLoop()
-	go m.reconnect()
+	go m.every(2*time.Second, m.reconnect)
 	go m.watchQuorum()
-	go m.republish(max(500*time.Millisecond, 10*tm.gossip.GossipInterval))
+	go m.every(max(500*time.Millisecond, 10*tm.gossip.GossipInterval), m.republish)
 	if cfg.TwoNode {
 		m.wg.Add(1)
-		go m.twoNode(tm)
+		go m.every(100*time.Millisecond, m.twoNode(tm))
 	}
 	return m, nil
 }
@@ -612,29 +612,19 @@ func (m *Member) cleanedUp(r NodeRecord, alive map[int]meta, known map[int]NodeR
 // gossip has lost (as Serf does): a node that died stays silent, but the
 // two sides of a healed partition find each other again.
 func (m *Member) reconnect() {
-	defer m.wg.Done()
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-tick.C:
+	alive := map[string]bool{}
+	for _, n := range m.gossip.members() {
+		alive[n.Addr] = true
+	}
+	recs, _ := m.fsm.snapshot()
+	var lost []string
+	for _, r := range recs {
+		if r.Node != m.cfg.Node && r.Gossip != "" && !alive[r.Gossip] {
+			lost = append(lost, r.Gossip)
 		}
-		alive := map[string]bool{}
-		for _, n := range m.gossip.members() {
-			alive[n.Addr] = true
-		}
-		recs, _ := m.fsm.snapshot()
-		var lost []string
-		for _, r := range recs {
-			if r.Node != m.cfg.Node && r.Gossip != "" && !alive[r.Gossip] {
-				lost = append(lost, r.Gossip)
-			}
-		}
-		if len(lost) > 0 {
-			m.ml.Join(lost)
-		}
+	}
+	if len(lost) > 0 {
+		m.ml.Join(lost)
 	}
 }
 
@@ -883,26 +873,16 @@ func (m *Member) publish() {
 	m.unsent.Store(false)
 }
 
-// republish gossips this node's state again, every interval, while the
+// republish gossips this node's state again (every few gossip rounds) while the
 // last update may not have reached the master (memberlist's broadcast of
 // it had not gone out when publish gave up waiting, which happens on a
 // busy, emulated CPU) or while the master has not acted on it: this
 // node reached the cluster's run level but is still ComingUp, or it is
 // leaving but still Up. A lost update otherwise waits for the next full
 // state exchange (push-pull: 10-30 s).
-func (m *Member) republish(interval time.Duration) {
-	defer m.wg.Done()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-tick.C:
-		}
-		if m.unsent.Load() || m.waitsOnMaster() {
-			m.publish()
-		}
+func (m *Member) republish() {
+	if m.unsent.Load() || m.waitsOnMaster() {
+		m.publish()
 	}
 }
 
@@ -1158,6 +1138,21 @@ func (m *Member) Close() error {
 	}
 	m.wg.Wait()
 	return errors.Join(errs...)
+}
+
+// every runs f every d until the member stops.
+func (m *Member) every(d time.Duration, f func()) {
+	defer m.wg.Done()
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		f()
+	}
 }
 
 // queue is an unbounded FIFO of transitions, so the Raft apply path never

@@ -15,23 +15,16 @@ import (
 // the peer took over). When the master is lost, the follower waits
 // fenceDelay (in a split, the master fences first and wins the race, as
 // Pacemaker's fencing delay arranges), fences it, and recovers Raft's
-// configuration with itself as the only voter.
-func (m *Member) twoNode(tm timing) {
-	defer m.wg.Done()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
+// configuration with itself as the only voter. It returns the check run
+// every 100 ms.
+func (m *Member) twoNode(tm timing) func() {
 	fenceDelay := 2 * tm.election
 	foundWait := 5 * tm.election
 	founded := !m.cfg.Bootstrap
 	start := time.Now()
 	inCluster := false
 	var lostAt time.Time
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-tick.C:
-		}
+	return func() {
 		if in := m.rn().Leader() != ""; in != inCluster {
 			inCluster = in
 			m.publish() // a founding node that comes back looks for this
@@ -47,7 +40,7 @@ func (m *Member) twoNode(tm timing) {
 				}
 				founded = true
 			}
-			continue
+			return
 		}
 		master := m.lostMaster(tm)
 		switch {
