@@ -184,7 +184,10 @@ func (r *Relay) connect(deadline time.Time) {
 			r.log.Error("cfs relay: no CFS server", "tried", attempt-1, "for", time.Since(start).Round(time.Millisecond), "err", lastErr)
 			break
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// Short attempts: right after a takeover the first SYN may go
+		// to the dead server's MAC (until the standby's gratuitous ARP),
+		// and TCP would resend it only after a second.
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 		c, err := r.dial(ctx)
 		cancel()
 		if err == nil {
@@ -208,7 +211,7 @@ func (r *Relay) connect(deadline time.Time) {
 			}
 		}
 		lastErr = err
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	r.mu.Lock()
 	r.dialing = false
