@@ -3,7 +3,6 @@
 package qemu_test
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,35 +24,13 @@ membership: {two_node: true}
 	start := time.Now()
 	qemuUp(t, locus, "-n", "2", "--timeout", "6m", "--api-port", "17475")
 	t.Logf("2 nodes Up in %.1fs", time.Since(start).Seconds())
-	status := func(node string) (clms.Status, error) {
-		var st clms.Status
-		out, err := locus("qemu", "exec", node, "--", "locus", "cluster", "status", "--output", "json")
-		if err == nil {
-			err = json.Unmarshal([]byte(out), &st)
-		}
-		return st, err
-	}
-	stateOf := func(st clms.Status, n int) clms.State {
-		for _, r := range st.Nodes {
-			if r.Node == n {
-				return r.State
-			}
-		}
-		return clms.NeverUp
+	// Asked on node 2, which outlives node 1.
+	onNode2 := func(args ...string) (string, error) {
+		return locus(append([]string{"qemu", "exec", "2", "--", "locus"}, args...)...)
 	}
 	wait := func(what string, within time.Duration, ok func(clms.Status) bool) clms.Status {
 		t.Helper()
-		deadline := time.Now().Add(within)
-		for {
-			st, err := status("2")
-			if err == nil && ok(st) {
-				return st
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %s: %+v %v", what, within, st, err)
-			}
-			time.Sleep(time.Second)
-		}
+		return waitStatus(t, what, within, onNode2, ok)
 	}
 	st := wait("both Up, node 1 master", 2*time.Minute, func(st clms.Status) bool {
 		return st.Master == 1 && stateOf(st, 1) == clms.Up && stateOf(st, 2) == clms.Up

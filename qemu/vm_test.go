@@ -273,6 +273,43 @@ func specCluster(t *testing.T, what string, spec []byte) (locus func(...string) 
 	return locus, state
 }
 
+// clusterStatus runs `cluster status --output json` through cli.
+func clusterStatus(cli func(...string) (string, error)) (clms.Status, error) {
+	var st clms.Status
+	out, err := cli("cluster", "status", "--output", "json")
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &st)
+	}
+	return st, err
+}
+
+// waitStatus polls the cluster status through cli until ok holds, and
+// fails the test if it does not within the given time.
+func waitStatus(t *testing.T, what string, within time.Duration, cli func(...string) (string, error), ok func(clms.Status) bool) clms.Status {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := clusterStatus(cli)
+		if err == nil && ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %+v %v", what, within, st, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// stateOf is node n's state in st (NeverUp if it has no row).
+func stateOf(st clms.Status, n int) clms.State {
+	for _, r := range st.Nodes {
+		if r.Node == n {
+			return r.State
+		}
+	}
+	return clms.NeverUp
+}
+
 func cli(state string) func(args ...string) (string, error) {
 	return func(args ...string) (string, error) {
 		full := append([]string{args[0], "--image-dir", shared.imageDir, "--state-dir", state}, args[1:]...)
@@ -390,41 +427,15 @@ func TestVMInstalledCluster(t *testing.T) {
 		t.Errorf("node 1's daemon through the forwarded port: %+v, %v", info, err)
 	}
 	// Membership: all four Up in the cluster's own view, from the host.
-	clusterStatus := func(via ...string) (clms.Status, error) {
-		var st clms.Status
-		var out string
-		var err error
-		if len(via) == 0 {
-			out, err = host("cluster", "status", "--output", "json")
-		} else {
-			out, err = locus(append(via, "locus", "cluster", "status", "--output", "json")...)
-		}
-		if err == nil {
-			err = json.Unmarshal([]byte(out), &st)
-		}
-		return st, err
-	}
 	waitCluster := func(what string, via []string, ok func(clms.Status) bool) clms.Status {
 		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			st, err := clusterStatus(via...)
-			if err == nil && ok(st) {
-				return st
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 90s: %+v %v", what, st, err)
-			}
-			time.Sleep(time.Second)
-		}
-	}
-	stateOf := func(st clms.Status, n int) clms.State {
-		for _, r := range st.Nodes {
-			if r.Node == n {
-				return r.State
+		cli := host
+		if len(via) > 0 {
+			cli = func(args ...string) (string, error) {
+				return locus(append(via, append([]string{"locus"}, args...)...)...)
 			}
 		}
-		return clms.NeverUp
+		return waitStatus(t, what, 90*time.Second, cli, ok)
 	}
 	allUp := func(st clms.Status) bool {
 		return st.Quorum && stateOf(st, 1) == clms.Up && stateOf(st, 2) == clms.Up && stateOf(st, 3) == clms.Up && stateOf(st, 4) == clms.Up

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -224,7 +223,7 @@ func (t *logTail) next() []string {
 	}
 	var buf bytes.Buffer
 	n, err := buf.ReadFrom(f)
-	if err != nil && !errors.Is(err, os.ErrClosed) {
+	if err != nil {
 		return nil
 	}
 	t.off += n
