@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOCUS_BIN="$PWD/bin/locus"
+echo "== tree: no binaries or oversized files"
+./scripts/check-tree.sh
 echo "== unit and loopback tests"
 go test -count=1 -timeout 15m ./...
 echo "== VM tests (QEMU; TCG unless KVM works here)"
