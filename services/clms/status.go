@@ -1,0 +1,100 @@
+package clms
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// RunLevel is the cluster's run level: the last one committed, or the
+// configured one before any was.
+func (m *Member) RunLevel() int {
+	if l := m.fsm.runLevel(); l != 0 {
+		return l
+	}
+	return m.cfg.RunLevel
+}
+
+// SetReached tells the cluster (by gossip) which run level this node has
+// reached.
+func (m *Member) SetReached(level int) {
+	if int(m.reached.Swap(int32(level))) != level {
+		m.publish()
+	}
+}
+
+// Status is this node's view of the cluster.
+type Status struct {
+	Self   int `json:"self"`
+	Master int `json:"master"`
+	// Quorum is false on a node that has no master it hears from: a
+	// minority side, which grants nothing.
+	Quorum         bool   `json:"quorum"`
+	Term           uint64 `json:"term"`
+	LastTransition uint64 `json:"last_transition"`
+	// RunLevel is the cluster's run level.
+	RunLevel int `json:"runlevel"`
+	// Waiting, with wait_for_all, says the cluster has not yet seen every
+	// node at once: it takes no node Up.
+	Waiting string       `json:"waiting,omitempty"`
+	Nodes   []NodeStatus `json:"nodes"`
+}
+
+// NodeStatus is one row of the status table.
+type NodeStatus struct {
+	NodeRecord
+	Voter bool `json:"voter"`
+	// Gone: the node left gossip or gossip lost it. The table may still
+	// show it as it was when this side can no longer commit (no master:
+	// the master itself went), so shutdown waits on this too.
+	Gone bool `json:"gone,omitempty"`
+}
+
+// Status reports this node's view.
+func (m *Member) Status() Status {
+	recs, last := m.fsm.snapshot()
+	st := Status{Self: m.cfg.Node, LastTransition: last, RunLevel: m.RunLevel()}
+	if m.cfg.WaitForAll > 0 && !m.fsm.isFormed() {
+		st.Waiting = fmt.Sprintf("wait_for_all: not yet %d nodes seen at once", m.cfg.WaitForAll)
+	}
+	_, id := m.rn().LeaderWithID()
+	if n, err := strconv.Atoi(string(id)); err == nil {
+		st.Master = n
+	}
+	st.Term = m.rn().CurrentTerm()
+	switch m.rn().State() {
+	case raft.Leader:
+		st.Quorum = true
+	case raft.Follower:
+		st.Quorum = st.Master != 0 && time.Since(m.rn().LastContact()) < time.Second
+	}
+	var gossiping map[int]meta
+	if m.gossip != nil {
+		gossiping = m.gossip.nodes()
+	}
+	voters := map[int]bool{}
+	if servers, err := m.raftConfig(); err == nil {
+		for _, s := range servers {
+			if n, err := strconv.Atoi(string(s.ID)); err == nil && s.Suffrage == raft.Voter {
+				voters[n] = true
+			}
+		}
+	}
+	for _, r := range recs {
+		r.Addr, _, _ = strings.Cut(r.Addr, "#")
+		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node], Gone: m.gossip != nil && !has(gossiping, r.Node)})
+	}
+	return st
+}
+
+func has(m map[int]meta, n int) bool {
+	_, ok := m[n]
+	return ok
+}
+
+// History returns the transitions this node applied (the most recent
+// ones, since it joined or restored a snapshot).
+func (m *Member) History() []Transition { return m.fsm.historyCopy() }
