@@ -11,21 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/installer"
-)
-
-// Names of the artefacts in an output directory.
-const (
-	KernelFile    = "vmlinuz"
-	InitramfsFile = "initramfs.cpio"
-	SpecFile      = "locus.yaml"
-	ManifestFile  = "manifest.json"
-	// NetbootDir is the tree `locus netboot serve` serves.
-	NetbootDir = "netboot"
-	// DiskFile is the install disk (raw): node 1 boots it under UEFI.
-	DiskFile = "disk.img"
-	// DiskQCOW2File is the install disk as qcow2 (--format qcow2).
-	DiskQCOW2File = "disk.qcow2"
 )
 
 // IPXEDir is where Debian's ipxe package puts its binaries.
@@ -51,7 +39,7 @@ func netbootTree(dir, kernel, initrd string, progress io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintf(progress, "netboot: boot tree in %s\n", NetbootDir)
+	fmt.Fprintf(progress, "netboot: boot tree in %s\n", layout.NetbootDir)
 	return nil
 }
 
@@ -76,7 +64,7 @@ type BuildOptions struct {
 
 // InitramfsInput is what the initramfs builder is given.
 type InitramfsInput struct {
-	Spec     *Spec
+	Spec     *clusterspec.Spec
 	SpecYAML []byte
 	Kernel   *KernelFiles
 	Locus    string
@@ -89,35 +77,21 @@ type InitramfsInput struct {
 // and the file name extension of its compression.
 type InitramfsFunc func(ctx context.Context, in InitramfsInput, out string) (modules []string, ext string, err error)
 
-// Manifest records what a build put in the output directory.
-type Manifest struct {
-	Cluster         string   `json:"cluster"`
-	KernelVersion   string   `json:"kernel_version"`
-	KernelOrigin    string   `json:"kernel_origin"`
-	Kernel          string   `json:"kernel"`
-	Initramfs       string   `json:"initramfs"`
-	InitramfsSize   int64    `json:"initramfs_size"`
-	InitramfsSHA256 string   `json:"initramfs_sha256"`
-	Modules         []string `json:"modules"`
-	Spec            string   `json:"spec"`
-	Disk            string   `json:"disk"`
-}
-
 // Build turns a spec into boot artefacts in o.Out: the kernel, the
 // initramfs (made by mkInitramfs), the spec and a manifest. Everything is
 // written to a staging directory first and moved in at the end, so a
 // failed build leaves nothing half-written in o.Out.
-func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Manifest, error) {
+func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*layout.Manifest, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
 	if o.DiskFormat != "" && o.DiskFormat != "raw" && o.DiskFormat != "qcow2" {
 		return nil, fmt.Errorf("images: --format %q: want raw or qcow2", o.DiskFormat)
 	}
-	spec, specYAML, err := Load(o.SpecPath)
+	spec, specYAML, err := clusterspec.Load(o.SpecPath)
 	if o.SpecPath == "" {
-		spec, err = Parse("the default cluster spec", []byte(DefaultClusterSpec))
-		specYAML = []byte(DefaultClusterSpec)
+		spec, err = clusterspec.Parse("the default cluster spec", []byte(clusterspec.DefaultClusterSpec))
+		specYAML = []byte(clusterspec.DefaultClusterSpec)
 	}
 	if err != nil {
 		return nil, err
@@ -150,7 +124,7 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 	}
 	defer os.RemoveAll(stage)
 
-	if err := copyFile(kf.Image, filepath.Join(stage, KernelFile)); err != nil {
+	if err := copyFile(kf.Image, filepath.Join(stage, layout.KernelFile)); err != nil {
 		return nil, err
 	}
 	in := InitramfsInput{Spec: spec, SpecYAML: specYAML, Kernel: kf, Locus: o.Locus, CacheDir: cache, Compress: o.Compress, Progress: o.Progress}
@@ -159,32 +133,32 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 	if err != nil {
 		return nil, err
 	}
-	initrdName := InitramfsFile + ext
+	initrdName := layout.InitramfsFile + ext
 	if err := os.Rename(tmpInitrd, filepath.Join(stage, initrdName)); err != nil {
 		return nil, err
 	}
 	if len(specYAML) == 0 {
 		specYAML = []byte("# empty spec: every key takes its default (locus image spec --example)\n")
 	}
-	if err := os.WriteFile(filepath.Join(stage, SpecFile), specYAML, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(stage, layout.SpecFile), specYAML, 0o644); err != nil {
 		return nil, err
 	}
 	sum, size, err := fileSHA256(filepath.Join(stage, initrdName))
 	if err != nil {
 		return nil, err
 	}
-	m := &Manifest{
-		Cluster: spec.Cluster.Name, KernelVersion: kf.Version, KernelOrigin: kf.Origin, Kernel: KernelFile,
-		Initramfs: initrdName, InitramfsSize: size, InitramfsSHA256: sum, Modules: mods, Spec: SpecFile, Disk: DiskFile,
+	m := &layout.Manifest{
+		Cluster: spec.Cluster.Name, KernelVersion: kf.Version, KernelOrigin: kf.Origin, Kernel: layout.KernelFile,
+		Initramfs: initrdName, InitramfsSize: size, InitramfsSHA256: sum, Modules: mods, Spec: layout.SpecFile, Disk: layout.DiskFile,
 	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.WriteFile(filepath.Join(stage, ManifestFile), append(mb, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(stage, layout.ManifestFile), append(mb, '\n'), 0o644); err != nil {
 		return nil, err
 	}
-	if err := netbootTree(filepath.Join(stage, NetbootDir), filepath.Join(stage, KernelFile), filepath.Join(stage, initrdName), o.Progress); err != nil {
+	if err := netbootTree(filepath.Join(stage, layout.NetbootDir), filepath.Join(stage, layout.KernelFile), filepath.Join(stage, initrdName), o.Progress); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(stage, NetbootDir, SpecFile), specYAML, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(stage, layout.NetbootDir, layout.SpecFile), specYAML, 0o644); err != nil {
 		return nil, err
 	}
 	addr, err := spec.NodeAddr(1)
@@ -210,46 +184,33 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*Man
 		return nil, err
 	}
 	err = installer.Build(ctx, installer.Options{
-		Kernel: filepath.Join(stage, KernelFile), Initramfs: filepath.Join(stage, initrdName), Cmdline: cmdline,
-		RootTree: rootTree, Netboot: filepath.Join(stage, NetbootDir), Spec: specYAML, Progress: o.Progress,
-	}, filepath.Join(stage, DiskFile))
+		Kernel: filepath.Join(stage, layout.KernelFile), Initramfs: filepath.Join(stage, initrdName), Cmdline: cmdline,
+		RootTree: rootTree, Netboot: filepath.Join(stage, layout.NetbootDir), Spec: specYAML, Progress: o.Progress,
+	}, filepath.Join(stage, layout.DiskFile))
 	if err != nil {
 		return nil, err
 	}
-	files := []string{KernelFile, initrdName, SpecFile, NetbootDir, DiskFile}
+	files := []string{layout.KernelFile, initrdName, layout.SpecFile, layout.NetbootDir, layout.DiskFile}
 	switch o.DiskFormat {
 	case "", "raw":
-		os.Remove(filepath.Join(o.Out, DiskQCOW2File)) // not stale from an earlier build
+		os.Remove(filepath.Join(o.Out, layout.DiskQCOW2File)) // not stale from an earlier build
 	case "qcow2":
-		if b, err := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", filepath.Join(stage, DiskFile), filepath.Join(stage, DiskQCOW2File)).CombinedOutput(); err != nil {
+		if b, err := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", filepath.Join(stage, layout.DiskFile), filepath.Join(stage, layout.DiskQCOW2File)).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("images: qemu-img convert: %v: %s (make deps installs qemu-utils)", err, b)
 		}
-		files = append(files, DiskQCOW2File)
+		files = append(files, layout.DiskQCOW2File)
 	default:
 		return nil, fmt.Errorf("images: --format %q: want raw or qcow2", o.DiskFormat)
 	}
 	// Move into place; the manifest last, so a reader that finds it finds
 	// everything it names.
-	os.RemoveAll(filepath.Join(o.Out, NetbootDir))
-	for _, name := range append(files, ManifestFile) {
+	os.RemoveAll(filepath.Join(o.Out, layout.NetbootDir))
+	for _, name := range append(files, layout.ManifestFile) {
 		if err := os.Rename(filepath.Join(stage, name), filepath.Join(o.Out, name)); err != nil {
 			return nil, fmt.Errorf("images: move %s into %s: %w", name, o.Out, err)
 		}
 	}
 	return m, nil
-}
-
-// ReadManifest reads the manifest of a built output directory.
-func ReadManifest(dir string) (*Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
-	if err != nil {
-		return nil, fmt.Errorf("images: no image in %s (run `locus image build` first): %w", dir, err)
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("images: %s/%s: %w", dir, ManifestFile, err)
-	}
-	return &m, nil
 }
 
 func copyFile(src, dst string) error {

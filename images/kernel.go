@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/locus-ssi/locus/images/clusterspec"
 )
 
 // KernelFiles is a kernel image with its module tree.
@@ -32,7 +34,7 @@ var ErrNoKernel = errors.New("no usable kernel")
 // FetchKernel returns the kernel the spec asks for: the user's own image
 // and module tree, or Debian's package fetched with apt into cacheDir
 // (reused when already there). Progress of a download goes to progress.
-func FetchKernel(ctx context.Context, k Kernel, cacheDir string, progress io.Writer) (*KernelFiles, error) {
+func FetchKernel(ctx context.Context, k clusterspec.Kernel, cacheDir string, progress io.Writer) (*KernelFiles, error) {
 	if k.Image != "" {
 		return OwnKernel(k.Image, k.Modules)
 	}

@@ -3,7 +3,6 @@ package images
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -14,8 +13,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
+	"github.com/locus-ssi/locus/images/layout"
+	"github.com/locus-ssi/locus/internal/suggest"
 )
 
 // Module is a kernel module file in a module tree.
@@ -30,21 +29,6 @@ type Module struct {
 
 // ErrNoModule is returned (wrapped) for a module that is not in the tree.
 var ErrNoModule = errors.New("module not found")
-
-// moduleSuffixes are the module file endings the kernel's tools know.
-func moduleSuffixes() []string { return []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} }
-
-// ModuleName returns the module name of a module file name, or "" if the
-// name is not a module file.
-func ModuleName(file string) string {
-	base := filepath.Base(file)
-	for _, s := range moduleSuffixes() {
-		if n, ok := strings.CutSuffix(base, s); ok {
-			return strings.ReplaceAll(n, "-", "_")
-		}
-	}
-	return ""
-}
 
 // ModuleTree indexes the modules of one kernel.
 type ModuleTree struct {
@@ -64,7 +48,7 @@ func OpenModuleTree(dir string) (*ModuleTree, error) {
 		if d.IsDir() || d.Type()&fs.ModeSymlink != 0 {
 			return nil
 		}
-		if name := ModuleName(p); name != "" {
+		if name := layout.ModuleName(p); name != "" {
 			rel, _ := filepath.Rel(dir, p)
 			t.files[name] = rel
 		}
@@ -78,7 +62,7 @@ func OpenModuleTree(dir string) (*ModuleTree, error) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
 		for _, line := range strings.Fields(string(b)) {
-			if n := ModuleName(line); n != "" {
+			if n := layout.ModuleName(line); n != "" {
 				t.builtin[n] = true
 			}
 		}
@@ -108,13 +92,13 @@ func ParseModulesDep(r io.Reader) (map[string][]string, error) {
 			continue
 		}
 		mod, deps, ok := strings.Cut(text, ":")
-		name := ModuleName(mod)
+		name := layout.ModuleName(mod)
 		if !ok || name == "" {
 			return nil, fmt.Errorf("line %d: want \"module.ko: deps\", got %q", line, text)
 		}
 		var names []string
 		for _, d := range strings.Fields(deps) {
-			dn := ModuleName(d)
+			dn := layout.ModuleName(d)
 			if dn == "" {
 				return nil, fmt.Errorf("line %d: %q is not a module file", line, d)
 			}
@@ -146,7 +130,7 @@ func (t *ModuleTree) Resolve(names []string) ([]Module, error) {
 				return nil
 			}
 			hint := ""
-			if c := closest(name, t.names()); c != "" {
+			if c := suggest.Closest(name, t.names()); c != "" {
 				hint = fmt.Sprintf(" (did you mean %q?)", c)
 			}
 			if from != "" {
@@ -204,55 +188,10 @@ func (t *ModuleTree) depsOf(name, rel string) ([]string, error) {
 	return deps, nil
 }
 
-// ReadModule returns a module file's contents, decompressed.
-func ReadModule(path string) ([]byte, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("images: read module: %w", err)
-	}
-	return DecompressModule(path, raw)
-}
-
-// DecompressModule undoes .xz, .zst and .gz module compression, chosen by
-// the file name; a plain .ko comes back as is.
-func DecompressModule(name string, raw []byte) ([]byte, error) {
-	var r io.Reader
-	switch {
-	case strings.HasSuffix(name, ".ko"):
-		return raw, nil
-	case strings.HasSuffix(name, ".ko.xz"):
-		xr, err := xz.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("images: module %s: %w", name, err)
-		}
-		r = xr
-	case strings.HasSuffix(name, ".ko.zst"):
-		zr, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, fmt.Errorf("images: module %s: %w", name, err)
-		}
-		defer zr.Close()
-		r = zr
-	case strings.HasSuffix(name, ".ko.gz"):
-		gr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("images: module %s: %w", name, err)
-		}
-		r = gr
-	default:
-		return nil, fmt.Errorf("images: %s is not a module file", name)
-	}
-	out, err := io.ReadAll(io.LimitReader(r, 256<<20))
-	if err != nil {
-		return nil, fmt.Errorf("images: module %s: decompress: %w", name, err)
-	}
-	return out, nil
-}
-
 // ReadModinfo returns the key=value pairs of a module's .modinfo section.
 // Repeated keys (alias, ...) keep their last value.
 func ReadModinfo(path string) (map[string]string, error) {
-	data, err := ReadModule(path)
+	data, err := layout.ReadModule(path)
 	if err != nil {
 		return nil, err
 	}

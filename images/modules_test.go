@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/zstd"
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/ulikunitz/xz"
 )
 
@@ -107,7 +108,7 @@ func debianKernel(t *testing.T) *KernelFiles {
 			return
 		}
 		var log bytes.Buffer
-		debianKF, debianErr = FetchKernel(context.Background(), Kernel{Package: DefaultKernelPackage}, cache, &log)
+		debianKF, debianErr = FetchKernel(context.Background(), clusterspec.Kernel{Package: clusterspec.DefaultKernelPackage}, cache, &log)
 	})
 	if debianErr != nil {
 		t.Fatalf("fetch Debian kernel: %v", debianErr)
@@ -130,7 +131,7 @@ func TestDebianKernelModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mods, err := tree.Resolve(BaseModules())
+	mods, err := tree.Resolve(clusterspec.BaseModules())
 	if err != nil {
 		t.Fatal(err)
 	}

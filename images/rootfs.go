@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/internal/unpack"
 )
 
@@ -24,7 +25,7 @@ const maxRootBytes = 64 << 30
 
 // RootInput is what the shared root's content is made from.
 type RootInput struct {
-	Spec *Spec
+	Spec *clusterspec.Spec
 	// SpecDir is the directory relative paths in the spec start from.
 	SpecDir string
 	// Initramfs is the built initramfs (the minimal root's content).
@@ -44,7 +45,7 @@ func PrepareRoot(ctx context.Context, in RootInput, dir string) error {
 	}
 	r := in.Spec.Root
 	switch r.Content {
-	case ContentMinimal, "":
+	case clusterspec.ContentMinimal, "":
 		f, err := os.Open(in.Initramfs)
 		if err != nil {
 			return fmt.Errorf("images: root: %w", err)
@@ -60,7 +61,7 @@ func PrepareRoot(ctx context.Context, in RootInput, dir string) error {
 		}
 		fmt.Fprintf(in.Progress, "root: minimal (the initramfs' tools)\n")
 		return nil
-	case ContentTarball:
+	case clusterspec.ContentTarball:
 		p := r.Tarball
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(in.SpecDir, p)
@@ -68,7 +69,7 @@ func PrepareRoot(ctx context.Context, in RootInput, dir string) error {
 		if err := unpackTarball(p, dir, in.Progress); err != nil {
 			return err
 		}
-	case ContentDebootstrap:
+	case clusterspec.ContentDebootstrap:
 		cached, err := debootstrap(ctx, r, in.CacheDir, in.Progress)
 		if err != nil {
 			return err
@@ -294,7 +295,7 @@ func applyLayer(src *os.Root, l layer, dst *os.Root) error {
 // debootstrap returns a cached Debian root for r, making it if needed.
 // The cache is keyed by suite, mirror and package list; a root being made
 // is invisible to other builds until it is complete.
-func debootstrap(ctx context.Context, r Root, cacheDir string, progress io.Writer) (string, error) {
+func debootstrap(ctx context.Context, r clusterspec.Root, cacheDir string, progress io.Writer) (string, error) {
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return "", errors.New("images: root.content debootstrap: debootstrap not found (make deps installs it)")
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -49,7 +50,7 @@ func gz(b []byte) []byte {
 	return out.Bytes()
 }
 
-func prepare(t *testing.T, root Root, files map[string][]byte) (string, error) {
+func prepare(t *testing.T, root clusterspec.Root, files map[string][]byte) (string, error) {
 	t.Helper()
 	dir := t.TempDir()
 	for name, b := range files {
@@ -61,7 +62,7 @@ func prepare(t *testing.T, root Root, files map[string][]byte) (string, error) {
 	os.WriteFile(locus, []byte("#!locus"), 0o755)
 	out := filepath.Join(dir, "rootfs")
 	os.Mkdir(out, 0o755)
-	spec := &Spec{Root: root}
+	spec := &clusterspec.Spec{Root: root}
 	err := PrepareRoot(context.Background(), RootInput{Spec: spec, SpecDir: dir, Initramfs: filepath.Join(dir, "initramfs"), Locus: locus, CacheDir: filepath.Join(dir, "cache")}, out)
 	return out, err
 }
@@ -86,7 +87,7 @@ func TestMinimalRootIsTheInitramfs(t *testing.T) {
 	zw, _ := zstd.NewWriter(&z)
 	zw.Write(c.Bytes())
 	zw.Close()
-	dir, err := prepare(t, Root{Content: ContentMinimal}, map[string][]byte{"initramfs": z.Bytes()})
+	dir, err := prepare(t, clusterspec.Root{Content: clusterspec.ContentMinimal}, map[string][]byte{"initramfs": z.Bytes()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestMinimalRootIsTheInitramfs(t *testing.T) {
 
 func TestTarballRoot(t *testing.T) {
 	data := gz(makeTar(t, tarFile{name: "./etc/", dir: true}, tarFile{name: "./etc/os-release", body: "ID=test\n"}))
-	dir, err := prepare(t, Root{Content: ContentTarball, Tarball: "root.tar.gz"}, map[string][]byte{"root.tar.gz": data})
+	dir, err := prepare(t, clusterspec.Root{Content: clusterspec.ContentTarball, Tarball: "root.tar.gz"}, map[string][]byte{"root.tar.gz": data})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func ociArchive(t *testing.T, layers [][]byte, corrupt bool) []byte {
 func TestOCIImageRoot(t *testing.T) {
 	lower := gz(makeTar(t, tarFile{name: "etc/a", body: "lower"}, tarFile{name: "etc/gone", body: "x"}))
 	upper := gz(makeTar(t, tarFile{name: "etc/a", body: "upper"}, tarFile{name: "etc/.wh.gone"}))
-	dir, err := prepare(t, Root{Content: ContentTarball, Tarball: "img.tar"}, map[string][]byte{"img.tar": ociArchive(t, [][]byte{lower, upper}, false)})
+	dir, err := prepare(t, clusterspec.Root{Content: clusterspec.ContentTarball, Tarball: "img.tar"}, map[string][]byte{"img.tar": ociArchive(t, [][]byte{lower, upper}, false)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestOCIImageRoot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err == nil {
 		t.Error("the layout files ended up in the root")
 	}
-	_, err = prepare(t, Root{Content: ContentTarball, Tarball: "img.tar"}, map[string][]byte{"img.tar": ociArchive(t, [][]byte{makeTar(t, tarFile{name: "a", body: "a"})}, true)})
+	_, err = prepare(t, clusterspec.Root{Content: clusterspec.ContentTarball, Tarball: "img.tar"}, map[string][]byte{"img.tar": ociArchive(t, [][]byte{makeTar(t, tarFile{name: "a", body: "a"})}, true)})
 	if err == nil || !strings.Contains(err.Error(), "digest mismatch") || !strings.Contains(err.Error(), "layer 1 of 1") {
 		t.Errorf("a corrupt layer: %v", err)
 	}
@@ -168,7 +169,7 @@ func TestOCIImageRoot(t *testing.T) {
 func TestDockerSaveRoot(t *testing.T) {
 	l := makeTar(t, tarFile{name: "bin/sh", body: "sh"})
 	archive := makeTar(t, tarFile{name: "abc/layer.tar", body: string(l)}, tarFile{name: "manifest.json", body: `[{"Config":"c.json","Layers":["abc/layer.tar"]}]`})
-	dir, err := prepare(t, Root{Content: ContentTarball, Tarball: "img.tar"}, map[string][]byte{"img.tar": archive})
+	dir, err := prepare(t, clusterspec.Root{Content: clusterspec.ContentTarball, Tarball: "img.tar"}, map[string][]byte{"img.tar": archive})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,10 +179,10 @@ func TestDockerSaveRoot(t *testing.T) {
 }
 
 func TestTarballErrors(t *testing.T) {
-	if _, err := prepare(t, Root{Content: ContentTarball, Tarball: "missing.tar"}, nil); err == nil || !strings.Contains(err.Error(), "missing.tar") {
+	if _, err := prepare(t, clusterspec.Root{Content: clusterspec.ContentTarball, Tarball: "missing.tar"}, nil); err == nil || !strings.Contains(err.Error(), "missing.tar") {
 		t.Errorf("missing tarball: %v", err)
 	}
-	if _, err := prepare(t, Root{Content: ContentTarball, Tarball: "bad.tar"}, map[string][]byte{"bad.tar": []byte("not a tar at all")}); err == nil {
+	if _, err := prepare(t, clusterspec.Root{Content: clusterspec.ContentTarball, Tarball: "bad.tar"}, map[string][]byte{"bad.tar": []byte("not a tar at all")}); err == nil {
 		t.Error("a non-tar was accepted")
 	} else {
 		t.Log(err)
@@ -196,7 +197,7 @@ func TestRootContentSpecErrors(t *testing.T) {
 		"root: {content: debootstrap, packages: [Bad_Name]}":     "root.packages[0]",
 		"root: {content: debootstrap, mirror: 'ftp://x/debian'}": "root.mirror",
 	} {
-		_, err := Parse("locus.yaml", []byte(yaml))
+		_, err := clusterspec.Parse("locus.yaml", []byte(yaml))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want one naming %q", yaml, err, want)
 		}
@@ -224,7 +225,7 @@ func TestDebootstrapRoot(t *testing.T) {
 	os.Mkdir(out, 0o755)
 	locus := filepath.Join(dir, "locus")
 	os.WriteFile(locus, []byte("#!locus"), 0o755)
-	spec, err := Parse("locus.yaml", []byte("root: {content: debootstrap, packages: [iproute2]}"))
+	spec, err := clusterspec.Parse("locus.yaml", []byte("root: {content: debootstrap, packages: [iproute2]}"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,15 +18,14 @@ import (
 	"github.com/u-root/mkuimage/cpio"
 
 	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/internal/atomicfile"
 )
 
 // Paths inside the image that init and locusd read.
 const (
-	SpecPath       = "etc/locus/locus.yaml"
-	ModuleListPath = "etc/locus/modules"
-	KernelVerPath  = "etc/locus/kernel-release"
-	LocusPath      = "bin/locus"
+	LocusPath = "bin/locus"
 )
 
 // Compression of the archive segments.
@@ -87,7 +86,7 @@ func (c Compression) Compress(b []byte) ([]byte, error) {
 
 // Options say what goes into an image.
 type Options struct {
-	Spec *images.Spec
+	Spec *clusterspec.Spec
 	// SpecYAML is the spec as the user wrote it; empty for defaults.
 	SpecYAML []byte
 	Kernel   *images.KernelFiles
@@ -211,13 +210,13 @@ func Overlay(o Options) ([]byte, []images.Module, error) {
 		order.WriteString(filepath.ToSlash(m.Path) + "\n")
 	}
 	file(path.Join(modRoot, "modules.dep"), images.ModulesDep(mods), 0o644)
-	file(ModuleListPath, order.Bytes(), 0o644)
-	file(KernelVerPath, []byte(o.Kernel.Version+"\n"), 0o644)
+	file(layout.ModuleListPath, order.Bytes(), 0o644)
+	file(layout.KernelVerPath, []byte(o.Kernel.Version+"\n"), 0o644)
 	spec := o.SpecYAML
 	if len(spec) == 0 {
 		spec = []byte("# empty spec: every key takes its default (locus image spec --example)\n")
 	}
-	file(SpecPath, spec, 0o644)
+	file(layout.SpecPath, spec, 0o644)
 	file("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	file("etc/group", []byte("root:x:0:\n"), 0o644)
 	file("etc/resolv.conf", []byte(resolvConf(o.Spec)), 0o644)
@@ -237,7 +236,7 @@ func Overlay(o Options) ([]byte, []images.Module, error) {
 	return buf.Bytes(), mods, nil
 }
 
-func resolvConf(s *images.Spec) string {
+func resolvConf(s *clusterspec.Spec) string {
 	var b strings.Builder
 	for _, d := range s.Interconnect.DNS {
 		fmt.Fprintf(&b, "nameserver %s\n", d)

@@ -13,7 +13,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/mkuimage/cpio"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/initramfs"
 	"github.com/locus-ssi/locus/internal/testutil"
 )
@@ -78,7 +78,7 @@ func listArchive(t *testing.T, path string) map[string]cpio.Record {
 	return recs
 }
 
-func buildImage(t *testing.T, out string) *images.Manifest {
+func buildImage(t *testing.T, out string) *layout.Manifest {
 	t.Helper()
 	locus, err := testutil.LocusBinary(t.TempDir())
 	if err != nil {
@@ -102,7 +102,7 @@ func TestImageContents(t *testing.T) {
 	if !ok || init.Mode&cpio.S_IFMT != cpio.S_IFLNK {
 		t.Fatalf("image has no /init symlink")
 	}
-	for _, want := range []string{"bin/locus", "bin/sh", "bbin/bb", "bbin/ls", "bbin/ip", initramfs.SpecPath, initramfs.ModuleListPath, initramfs.KernelVerPath,
+	for _, want := range []string{"bin/locus", "bin/sh", "bbin/bb", "bbin/ls", "bbin/ip", layout.SpecPath, layout.ModuleListPath, layout.KernelVerPath,
 		"lib/modules/" + m.KernelVersion + "/modules.dep"} {
 		if _, ok := recs[want]; !ok {
 			t.Errorf("image lacks %s", want)
@@ -110,8 +110,8 @@ func TestImageContents(t *testing.T) {
 	}
 	var modFiles []string
 	for name := range recs {
-		if images.ModuleName(name) != "" {
-			modFiles = append(modFiles, images.ModuleName(name))
+		if layout.ModuleName(name) != "" {
+			modFiles = append(modFiles, layout.ModuleName(name))
 		}
 	}
 	joined := " " + strings.Join(modFiles, " ") + " "
@@ -121,12 +121,12 @@ func TestImageContents(t *testing.T) {
 		}
 	}
 	// The module list init loads holds each dependency before its user.
-	lr := recs[initramfs.ModuleListPath]
+	lr := recs[layout.ModuleListPath]
 	list := make([]byte, lr.FileSize)
 	lr.ReadAt(list, 0)
 	pos := map[string]int{}
 	for i, l := range strings.Fields(string(list)) {
-		pos[images.ModuleName(l)] = i
+		pos[layout.ModuleName(l)] = i
 	}
 	if pos["failover"] > pos["net_failover"] || pos["net_failover"] > pos["virtio_net"] || pos["9pnet"] > pos["9p"] {
 		t.Errorf("module list out of dependency order: %s", list)
@@ -141,7 +141,7 @@ func TestImageReproducible(t *testing.T) {
 	if ma.InitramfsSHA256 != mb.InitramfsSHA256 {
 		t.Errorf("two builds from the same inputs differ: %s vs %s", ma.InitramfsSHA256, mb.InitramfsSHA256)
 	}
-	for _, f := range []string{images.KernelFile, ma.Initramfs, images.SpecFile, images.ManifestFile} {
+	for _, f := range []string{layout.KernelFile, ma.Initramfs, layout.SpecFile, layout.ManifestFile} {
 		x, _ := os.ReadFile(filepath.Join(a, f))
 		y, _ := os.ReadFile(filepath.Join(b, f))
 		if !bytes.Equal(x, y) {

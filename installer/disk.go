@@ -28,17 +28,7 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
-)
-
-// GPT partition names the init node looks for.
-const (
-	ESPName   = "locus-esp"
-	RootName  = "locus-root"
-	StateName = "locus-state"
-	// BootPath is the UEFI default boot file on the ESP.
-	BootPath = "/EFI/BOOT/BOOTX64.EFI"
-	// NetbootDir is where the boot tree lives on the root partition.
-	NetbootDir = "boot/netboot"
+	"github.com/locus-ssi/locus/images/layout"
 )
 
 // EFIStub is systemd's EFI stub (Debian's systemd-boot-efi).
@@ -97,7 +87,7 @@ func Build(ctx context.Context, o Options, out string) error {
 	if tree == "" {
 		tree = filepath.Join(work, "root")
 	}
-	if err := copyTree(o.Netboot, filepath.Join(tree, NetbootDir)); err != nil {
+	if err := copyTree(o.Netboot, filepath.Join(tree, layout.DiskNetbootDir)); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(tree, "etc/locus"), 0o755); err != nil {
@@ -115,11 +105,11 @@ func Build(ctx context.Context, o Options, out string) error {
 	rootMiB := max(128, treeSize*4/3/mib+64)
 	rootImg := filepath.Join(work, "root.ext4")
 	fmt.Fprintf(o.Progress, "disk: root filesystem: %d files, %d MiB\n", files, treeSize/mib)
-	if err := mkfsExt4(ctx, rootImg, RootName, tree, rootMiB, max(16384, 2*files)); err != nil {
+	if err := mkfsExt4(ctx, rootImg, layout.RootName, tree, rootMiB, max(16384, 2*files)); err != nil {
 		return err
 	}
 	stateImg := filepath.Join(work, "state.ext4")
-	if err := mkfsExt4(ctx, stateImg, StateName, "", o.StateMiB, 0); err != nil {
+	if err := mkfsExt4(ctx, stateImg, layout.StateName, "", o.StateMiB, 0); err != nil {
 		return err
 	}
 	ukiSt, err := os.Stat(uki)
@@ -149,7 +139,7 @@ func Build(ctx context.Context, o Options, out string) error {
 		name string
 		typ  gpt.Type
 		mib  int64
-	}{{ESPName, gpt.EFISystemPartition, espMiB}, {RootName, gpt.LinuxFilesystem, rootMiB}, {StateName, gpt.LinuxFilesystem, o.StateMiB}} {
+	}{{layout.ESPName, gpt.EFISystemPartition, espMiB}, {layout.RootName, gpt.LinuxFilesystem, rootMiB}, {layout.StateName, gpt.LinuxFilesystem, o.StateMiB}} {
 		size := uint64(p.mib * mib)
 		parts = append(parts, &gpt.Partition{Index: i + 1, Start: start, End: start + size/sector - 1, Size: size, Type: p.typ, Name: p.name})
 		start += size / sector
@@ -164,7 +154,7 @@ func Build(ctx context.Context, o Options, out string) error {
 	if err := esp.Mkdir("/EFI/BOOT"); err != nil {
 		return fmt.Errorf("installer: ESP: %w", err)
 	}
-	if err := copyIntoFS(esp, uki, BootPath); err != nil {
+	if err := copyIntoFS(esp, uki, layout.BootPath); err != nil {
 		return err
 	}
 	for i, img := range []string{rootImg, stateImg} {

@@ -12,6 +12,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/installer"
 )
 
@@ -54,7 +55,7 @@ func TestDiskStructure(t *testing.T) {
 	want := []struct {
 		name string
 		typ  gpt.Type
-	}{{installer.ESPName, gpt.EFISystemPartition}, {installer.RootName, gpt.LinuxFilesystem}, {installer.StateName, gpt.LinuxFilesystem}}
+	}{{layout.ESPName, gpt.EFISystemPartition}, {layout.RootName, gpt.LinuxFilesystem}, {layout.StateName, gpt.LinuxFilesystem}}
 	if len(table.Partitions) < len(want) {
 		t.Fatalf("%d partitions, want %d", len(table.Partitions), len(want))
 	}
@@ -68,9 +69,9 @@ func TestDiskStructure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := esp.OpenFile(installer.BootPath, os.O_RDONLY)
+	f, err := esp.OpenFile(layout.BootPath, os.O_RDONLY)
 	if err != nil {
-		t.Fatalf("ESP lacks %s: %v", installer.BootPath, err)
+		t.Fatalf("ESP lacks %s: %v", layout.BootPath, err)
 	}
 	uki, _ := io.ReadAll(f)
 	if len(uki) < 3<<20 || string(uki[:2]) != "MZ" || !bytes.Contains(uki, []byte(".linux")) || !bytes.Contains(uki, []byte("locus.role=init")) {

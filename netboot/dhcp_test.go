@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
-
-	"github.com/locus-ssi/locus/images"
 )
 
 const testSpec = `
@@ -26,7 +26,7 @@ netboot: {admission: discover, pool: 10.77.0.100-10.77.0.102}
 
 func newTestDHCP(t testing.TB, specYAML string, proxy bool) (*DHCP, *Leases, *Registry) {
 	t.Helper()
-	spec, err := images.Parse("t.yaml", []byte(specYAML))
+	spec, err := clusterspec.Parse("t.yaml", []byte(specYAML))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
 )
 
 // ScriptData is what a node's iPXE script is rendered from.
@@ -50,7 +50,7 @@ chain {{.HTTPBase}}/ipxe/{{.MACPath}}.ipxe
 
 // HTTPConfig configures the HTTP service.
 type HTTPConfig struct {
-	Spec      *images.Spec
+	Spec      *clusterspec.Spec
 	Root      *os.Root
 	HTTPBase  string
 	Kernel    string

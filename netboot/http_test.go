@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
 )
 
 func testHTTP(t testing.TB) (http.Handler, string) {
@@ -26,7 +26,7 @@ func testHTTP(t testing.TB) (http.Handler, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	spec, _ := images.Parse("t", []byte(testSpec))
+	spec, _ := clusterspec.Parse("t", []byte(testSpec))
 	reg, _ := OpenRegistry(spec, "", nil)
 	return HTTPHandler(HTTPConfig{Spec: spec, Root: r, HTTPBase: "http://10.77.0.1:8080", Kernel: "vmlinuz", Initramfs: "initramfs.cpio.zst",
 		Registry: reg, Log: slog.New(slog.DiscardHandler)}), dir

@@ -16,11 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/pin/tftp/v3"
-
-	"github.com/locus-ssi/locus/images"
 )
 
 // The loopback test runs the real service and real clients (nclient4,
@@ -70,14 +71,14 @@ func loopbackChild(t *testing.T) {
 	os.MkdirAll(root, 0o755)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
 	for name, data := range map[string][]byte{
-		BIOSBootFile: []byte("undionly"), EFIBootFile: []byte("ipxe.efi"), EFISNPBootFile: []byte("snponly"), images.KernelFile: []byte("kernel"),
-		images.InitramfsFile + ".zst": big,
+		BIOSBootFile: []byte("undionly"), EFIBootFile: []byte("ipxe.efi"), EFISNPBootFile: []byte("snponly"), layout.KernelFile: []byte("kernel"),
+		layout.InitramfsFile + ".zst": big,
 	} {
 		os.WriteFile(filepath.Join(root, name), data, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "secret"), []byte("secret"), 0o644)
 	os.Symlink(filepath.Join(dir, "secret"), filepath.Join(root, "escape"))
-	spec, err := images.Parse("t.yaml", []byte(testSpec))
+	spec, err := clusterspec.Parse("t.yaml", []byte(testSpec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func loopbackChild(t *testing.T) {
 	}
 	tc.SetBlockSize(1468)
 	tc.RequestTSize(true)
-	wt, err := tc.Receive(images.InitramfsFile+".zst", "octet")
+	wt, err := tc.Receive(layout.InitramfsFile+".zst", "octet")
 	if err != nil {
 		t.Fatalf("tftp get: %v", err)
 	}

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/netboot"
 	"github.com/locus-ssi/locus/qemu"
@@ -99,7 +100,7 @@ func pxeBoot(t *testing.T, node int, nic, firmware string) {
 	srvLog, _ := os.Create(filepath.Join(state, "netboot.log"))
 	defer srvLog.Close()
 	srv := exec.Command("ip", "netns", "exec", ns, env.locus, "netboot", "serve", "--interface", "tap0",
-		"--root", filepath.Join(env.out, images.NetbootDir), "--state-dir", filepath.Join(state, "nb"))
+		"--root", filepath.Join(env.out, layout.NetbootDir), "--state-dir", filepath.Join(state, "nb"))
 	if dir := os.Getenv("LOCUS_CAPTURE_DIR"); dir != "" {
 		// Keep the real firmware's DHCP packets (netboot/testdata/packets).
 		sub := filepath.Join(dir, strings.TrimSuffix(nic, ",romfile=")+"-"+firmware)

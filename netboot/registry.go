@@ -14,7 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
+
 	"github.com/locus-ssi/locus/internal/atomicfile"
 )
 
@@ -45,7 +46,7 @@ type Contact struct {
 // others are ignored, kept waiting, or accepted, as the spec's admission
 // policy says. Accepted MACs are persisted.
 type Registry struct {
-	spec *images.Spec
+	spec *clusterspec.Spec
 	file string
 	now  func() time.Time
 
@@ -112,7 +113,7 @@ type registryFile struct {
 }
 
 // OpenRegistry loads the registry file (missing is fine).
-func OpenRegistry(spec *images.Spec, file string, now func() time.Time) (*Registry, error) {
+func OpenRegistry(spec *clusterspec.Spec, file string, now func() time.Time) (*Registry, error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -159,13 +160,13 @@ func (r *Registry) Admit(mac net.HardwareAddr, kind ClientKind) (Admission, erro
 		return r.admitted(c, n, row.Hostname, "accepted")
 	}
 	switch r.spec.Netboot.Admission {
-	case images.AdmitAccept:
+	case clusterspec.AdmitAccept:
 		n := r.nextNumberLocked()
 		r.accepted[mac.String()] = n
 		row, _ := r.spec.NodeByNumber(n)
 		r.saveLocked()
 		return r.admitted(c, n, row.Hostname, "accepted")
-	case images.AdmitDiscover:
+	case clusterspec.AdmitDiscover:
 		c.Status = "pending"
 		return Admission{Wait: true}, nil
 	}

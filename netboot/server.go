@@ -17,16 +17,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/pin/tftp/v3"
-
-	"github.com/locus-ssi/locus/images"
 )
 
 // Config configures the netboot service.
 type Config struct {
-	Spec *images.Spec
+	Spec *clusterspec.Spec
 	// Iface is the interface to serve on; its first IPv4 address in the
 	// interconnect subnet is the server address.
 	Iface string
@@ -87,7 +88,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netboot: boot tree %s: %w (run `locus image build`)", cfg.Root, err)
 	}
-	for _, f := range []string{BIOSBootFile, EFIBootFile, EFISNPBootFile, images.KernelFile} {
+	for _, f := range []string{BIOSBootFile, EFIBootFile, EFISNPBootFile, layout.KernelFile} {
 		if _, err := root.Stat(f); err != nil {
 			root.Close()
 			return nil, fmt.Errorf("netboot: boot tree %s lacks %s (run `locus image build`)", cfg.Root, f)
@@ -216,7 +217,7 @@ func (s *Service) Serve(ctx context.Context) error {
 		return fmt.Errorf("netboot: http on port %d: %w", s.cfg.HTTPPort, err)
 	}
 	hsrv := &http.Server{Handler: HTTPHandler(HTTPConfig{
-		Spec: s.cfg.Spec, Root: s.root, HTTPBase: s.httpBase, Kernel: images.KernelFile, Initramfs: s.initramfsName(),
+		Spec: s.cfg.Spec, Root: s.root, HTTPBase: s.httpBase, Kernel: layout.KernelFile, Initramfs: s.initramfsName(),
 		Join: s.cfg.Join, Registry: s.registry, Leases: s.leases, Log: log,
 	}), ReadHeaderTimeout: 10 * time.Second}
 	closers = append(closers, func() { hsrv.Close() })
@@ -269,12 +270,12 @@ func (s *Service) Serve(ctx context.Context) error {
 
 // initramfsName finds the initramfs in the boot tree.
 func (s *Service) initramfsName() string {
-	for _, n := range []string{images.InitramfsFile + ".zst", images.InitramfsFile + ".gz"} {
+	for _, n := range []string{layout.InitramfsFile + ".zst", layout.InitramfsFile + ".gz"} {
 		if _, err := s.root.Stat(n); err == nil {
 			return n
 		}
 	}
-	return images.InitramfsFile + ".zst"
+	return layout.InitramfsFile + ".zst"
 }
 
 // serveDHCP answers DHCP packets on conn until it is closed. Packets are

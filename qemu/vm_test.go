@@ -16,7 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 	"github.com/locus-ssi/locus/services/clms"
@@ -28,7 +29,7 @@ import (
 type vmEnv struct {
 	locus    string
 	imageDir string
-	manifest *images.Manifest
+	manifest *layout.Manifest
 }
 
 var shared vmEnv
@@ -78,7 +79,7 @@ func bootOne(t *testing.T, mac, cmdline string) (*qemu.Cluster, *qemu.VM) {
 	dir := t.TempDir()
 	c, err := qemu.NewCluster(qemu.ClusterConfig{
 		Name: "vmtest", Dir: dir,
-		Kernel: filepath.Join(shared.imageDir, images.KernelFile), Initrd: filepath.Join(shared.imageDir, shared.manifest.Initramfs),
+		Kernel: filepath.Join(shared.imageDir, layout.KernelFile), Initrd: filepath.Join(shared.imageDir, shared.manifest.Initramfs),
 		Nodes: []qemu.NodeConfig{{Number: 1, MAC: mac, Append: cmdline}},
 	})
 	if err != nil {

@@ -14,12 +14,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/locus-ssi/locus/images"
-	"github.com/locus-ssi/locus/initramfs"
-	"github.com/locus-ssi/locus/installer"
 	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/fence"
@@ -29,8 +29,8 @@ import (
 // nodeSpecPath is the spec the image carries when running on a node, else
 // ./locus.yaml when present.
 func nodeSpecPath() string {
-	if _, err := os.Stat("/" + initramfs.SpecPath); err == nil {
-		return "/" + initramfs.SpecPath
+	if _, err := os.Stat("/" + layout.SpecPath); err == nil {
+		return "/" + layout.SpecPath
 	}
 	return defaultSpec()
 }
@@ -53,7 +53,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 				if join != "" {
 					mc.Join = strings.Split(join, ",")
 				}
-				spec, _, err := images.Load(specPath)
+				spec, _, err := clusterspec.Load(specPath)
 				if err != nil {
 					return err
 				}
@@ -121,8 +121,8 @@ func newDaemonCmd(e *env) *cobra.Command {
 // service, the standby watches for node 1's fencing to take the service
 // over, and every node but node 1 mounts the shared root through its
 // relay so that the mount outlives the server.
-func haCFS(cfg *locusd.Config, spec *images.Spec, mc clms.Config) error {
-	if spec.Root.Source != images.RootCFS {
+func haCFS(cfg *locusd.Config, spec *clusterspec.Spec, mc clms.Config) error {
+	if spec.Root.Source != clusterspec.RootCFS {
 		return nil
 	}
 	svc, moves, err := spec.CFSService()
@@ -142,7 +142,7 @@ func haCFS(cfg *locusd.Config, spec *images.Spec, mc clms.Config) error {
 		cfg.CFSRelay, cfg.CFSLocal = cfs.RelaySocket, local
 	}
 	if mc.Node == spec.Root.CFS.Standby {
-		cfg.CFSTakeover, cfg.CFSTakeoverDir = installer.RootName, cfsTakeoverDir
+		cfg.CFSTakeover, cfg.CFSTakeoverDir = layout.RootName, cfsTakeoverDir
 	}
 	return nil
 }
@@ -201,12 +201,12 @@ answer.`,
 			}
 			var rows []row
 			failed := 0
-			var spec *images.Spec
+			var spec *clusterspec.Spec
 			for _, a := range args {
 				if n, err := strconv.Atoi(a); err == nil {
 					// A node number: its address comes from the spec.
 					if spec == nil {
-						if spec, _, err = images.Load(specPath); err != nil {
+						if spec, _, err = clusterspec.Load(specPath); err != nil {
 							return err
 						}
 					}

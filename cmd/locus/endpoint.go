@@ -10,7 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/locus-ssi/locus/initramfs"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/locus-ssi/locus/internal/atomicfile"
 	"github.com/locus-ssi/locus/services/locusd"
 )
@@ -103,7 +104,7 @@ func resolveEndpoint(flag string) (*endpoint, error) {
 			return nil, err
 		}
 	}
-	if _, err := os.Stat("/" + initramfs.SpecPath); err == nil {
+	if _, err := os.Stat("/" + layout.SpecPath); err == nil {
 		return &endpoint{API: net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort)), From: "this node"}, nil
 	}
 	return nil, errors.New("no cluster endpoint: run `locus qemu up`, or give --endpoint HOST[:PORT] (or LOCUS_ENDPOINT)")

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
@@ -103,7 +105,7 @@ func newImageSpecCmd(e *env) *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if example {
-				_, err := e.stdout.Write(images.ExampleSpec())
+				_, err := e.stdout.Write(clusterspec.ExampleSpec())
 				return err
 			}
 			if err := checkOutput(output); err != nil {
@@ -113,7 +115,7 @@ func newImageSpecCmd(e *env) *cobra.Command {
 			if len(args) == 1 {
 				path = args[0]
 			}
-			s, _, err := images.Load(path)
+			s, _, err := clusterspec.Load(path)
 			if err != nil {
 				return err
 			}

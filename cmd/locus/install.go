@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/spf13/cobra"
 
-	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/installer"
 )
 
@@ -32,7 +33,7 @@ too.`,
 			if !yes {
 				return fmt.Errorf("this erases %s: add --yes to go on", o.Target)
 			}
-			m, err := images.ReadManifest(imageDir)
+			m, err := layout.ReadManifest(imageDir)
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
 )
 
 func runLocus(t *testing.T, args ...string) (string, string, error) {
@@ -43,7 +43,7 @@ func TestSpecExampleRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the example spec does not check: %v", err)
 	}
-	var s images.Spec
+	var s clusterspec.Spec
 	if err := json.Unmarshal([]byte(got), &s); err != nil || s.Cluster.Name != "demo" || len(s.Nodes) != 3 {
 		t.Errorf("spec --output json = %+v, %v", s, err)
 	}

@@ -17,9 +17,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/spf13/cobra"
 
-	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/netboot"
 	"github.com/locus-ssi/locus/services/locusd"
 )
@@ -53,9 +55,9 @@ spec's node table boot; others as the spec's netboot.admission says.`,
 				return fmt.Errorf("--interface is required (the interconnect interface)")
 			}
 			if specPath == "" {
-				specPath = filepath.Join(filepath.Dir(cfg.Root), images.SpecFile)
+				specPath = filepath.Join(filepath.Dir(cfg.Root), layout.SpecFile)
 			}
-			spec, _, err := images.Load(specPath)
+			spec, _, err := clusterspec.Load(specPath)
 			if err != nil {
 				return err
 			}

@@ -14,10 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/locus-ssi/locus/images"
 	"github.com/locus-ssi/locus/qemu"
 )
 
@@ -37,8 +39,8 @@ func (q *qemuFlags) dir() (string, error) {
 	if q.stateDir != "" {
 		return filepath.Abs(q.stateDir)
 	}
-	name := images.DefaultClusterName
-	if m, err := images.ReadManifest(q.imageDir); err == nil && m.Cluster != "" {
+	name := clusterspec.DefaultClusterName
+	if m, err := layout.ReadManifest(q.imageDir); err == nil && m.Cluster != "" {
 		name = m.Cluster
 	}
 	base := os.Getenv("XDG_STATE_HOME")
@@ -178,15 +180,15 @@ func savedEndpointFor(cfg qemu.ClusterConfig) (*endpoint, bool) {
 // directConfig describes a direct-boot cluster of n nodes from the image in
 // imageDir, with the addresses and MACs of the image's spec.
 func directConfig(imageDir, dir string, n int, accel string, memory int) (qemu.ClusterConfig, error) {
-	m, err := images.ReadManifest(imageDir)
+	m, err := layout.ReadManifest(imageDir)
 	if err != nil {
 		return qemu.ClusterConfig{}, err
 	}
-	spec, _, err := images.Load(filepath.Join(imageDir, m.Spec))
+	spec, _, err := clusterspec.Load(filepath.Join(imageDir, m.Spec))
 	if err != nil {
 		return qemu.ClusterConfig{}, err
 	}
-	if spec.Root.Source == images.RootCFS {
+	if spec.Root.Source == clusterspec.RootCFS {
 		return qemu.ClusterConfig{}, fmt.Errorf("the image in %s has a CFS root (root.source: cfs), which node 1 serves from the install disk: boot it without --direct (or build with root.source: initramfs)", imageDir)
 	}
 	kernel, _ := filepath.Abs(filepath.Join(imageDir, m.Kernel))
@@ -214,14 +216,14 @@ func directConfig(imageDir, dir string, n int, accel string, memory int) (qemu.C
 // diskConfig describes the cluster as it is installed: node 1 boots the
 // install disk under UEFI and serves netboot; nodes 2..n PXE-boot from it.
 func diskConfig(imageDir, dir string, n int, accel string, memory, apiPort int) (qemu.ClusterConfig, error) {
-	m, err := images.ReadManifest(imageDir)
+	m, err := layout.ReadManifest(imageDir)
 	if err != nil {
 		return qemu.ClusterConfig{}, err
 	}
 	if m.Disk == "" {
 		return qemu.ClusterConfig{}, fmt.Errorf("the image in %s has no install disk; rebuild it (locus image build)", imageDir)
 	}
-	spec, _, err := images.Load(filepath.Join(imageDir, m.Spec))
+	spec, _, err := clusterspec.Load(filepath.Join(imageDir, m.Spec))
 	if err != nil {
 		return qemu.ClusterConfig{}, err
 	}
@@ -234,7 +236,7 @@ func diskConfig(imageDir, dir string, n int, accel string, memory, apiPort int) 
 		row, _ := spec.NodeByNumber(i)
 		mac := row.MAC
 		if mac == "" {
-			if i > 1 && spec.Netboot.Admission == images.AdmitDeny {
+			if i > 1 && spec.Netboot.Admission == clusterspec.AdmitDeny {
 				return cfg, fmt.Errorf("node %d has no MAC in the spec's node table and netboot.admission is deny, so node 1 would not boot it: add it to the table, or set netboot.admission to accept", i)
 			}
 			mac = qemu.MACFor(dir, i)
@@ -242,7 +244,7 @@ func diskConfig(imageDir, dir string, n int, accel string, memory, apiPort int) 
 		// A CFS root with a standby: node 1's disk is shared storage that
 		// the standby sees too (it mounts it only when it takes over).
 		standby := 0
-		if spec.Root.Source == images.RootCFS && spec.Root.CFS.Standby <= n {
+		if spec.Root.Source == clusterspec.RootCFS && spec.Root.CFS.Standby <= n {
 			standby = spec.Root.CFS.Standby
 		}
 		nc := qemu.NodeConfig{Number: i, MAC: mac, Boot: "pxe", NIC: "virtio-net-pci"}

@@ -11,10 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/locus-ssi/locus/images/layout"
 	"golang.org/x/sys/unix"
-
-	"github.com/locus-ssi/locus/images"
-	"github.com/locus-ssi/locus/initramfs"
 )
 
 type mount struct {
@@ -76,12 +74,12 @@ func mounted(target string) bool {
 // loadModules loads /etc/locus/modules in order (dependencies first, as the
 // image builder wrote it). Compressed modules are decompressed here.
 func (n *Node) loadModules(context.Context) error {
-	release, err := os.ReadFile("/" + initramfs.KernelVerPath)
+	release, err := os.ReadFile("/" + layout.KernelVerPath)
 	if err != nil {
 		return fmt.Errorf("kernel release: %w", err)
 	}
 	dir := filepath.Join("/lib/modules", strings.TrimSpace(string(release)))
-	list, err := os.ReadFile("/" + initramfs.ModuleListPath)
+	list, err := os.ReadFile("/" + layout.ModuleListPath)
 	if err != nil {
 		return fmt.Errorf("module list: %w", err)
 	}
@@ -91,7 +89,7 @@ func (n *Node) loadModules(context.Context) error {
 		if err := loadModule(path); err != nil {
 			// A module for hardware this machine lacks still loads; a
 			// failure here is real (bad file, wrong kernel): say which.
-			return fmt.Errorf("load %s: %w", images.ModuleName(rel), err)
+			return fmt.Errorf("load %s: %w", layout.ModuleName(rel), err)
 		}
 		loaded++
 	}
@@ -112,7 +110,7 @@ func loadModule(path string) error {
 		}
 		return err
 	}
-	data, err := images.ReadModule(path)
+	data, err := layout.ReadModule(path)
 	if err != nil {
 		return err
 	}

@@ -25,8 +25,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/locus-ssi/locus/images"
-	"github.com/locus-ssi/locus/initramfs"
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
 )
 
 // Node is the state of this node's init.
@@ -34,7 +34,7 @@ type Node struct {
 	console io.Writer
 	log     *slog.Logger
 	cmdline Cmdline
-	spec    *images.Spec
+	spec    *clusterspec.Spec
 	procs   *Procs
 
 	mu       sync.Mutex
@@ -97,11 +97,11 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 	n.cmdline = c
-	specYAML, err := os.ReadFile("/" + initramfs.SpecPath)
+	specYAML, err := os.ReadFile("/" + layout.SpecPath)
 	if err != nil {
 		return fmt.Errorf("read spec: %w", err)
 	}
-	if n.spec, err = images.Parse("/"+initramfs.SpecPath, specYAML); err != nil {
+	if n.spec, err = clusterspec.Parse("/"+layout.SpecPath, specYAML); err != nil {
 		return err
 	}
 	go n.serveExec(ctx)

@@ -11,8 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/locus-ssi/locus/images"
-	"github.com/locus-ssi/locus/installer"
+	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/services/cfs"
 )
 
@@ -31,14 +31,14 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 	if n.cmdline.Role != "init" {
 		return nil
 	}
-	rootDev, err := installer.WaitPartition(ctx, installer.RootName, 20*time.Second)
+	rootDev, err := layout.WaitPartition(ctx, layout.RootName, 20*time.Second)
 	if err != nil {
 		return err
 	}
 	if err := n.checkNotFailedOver(ctx); err != nil {
 		return err
 	}
-	stateDev, err := installer.WaitPartition(ctx, installer.StateName, 20*time.Second)
+	stateDev, err := layout.WaitPartition(ctx, layout.StateName, 20*time.Second)
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 // fails its boot with the reason, until the cluster is brought down and
 // node 1 boots first again.
 func (n *Node) checkNotFailedOver(ctx context.Context) error {
-	if n.spec.Root.Source != images.RootCFS || n.spec.Root.CFS.Standby == 0 {
+	if n.spec.Root.Source != clusterspec.RootCFS || n.spec.Root.CFS.Standby == 0 {
 		return nil
 	}
 	svc, _, err := n.spec.CFSService()
@@ -101,7 +101,7 @@ func (n *Node) startInitNode(ctx context.Context) error {
 	if n.cmdline.Role != "init" {
 		return nil
 	}
-	tree := filepath.Join(diskRootMount, installer.NetbootDir)
+	tree := filepath.Join(diskRootMount, layout.DiskNetbootDir)
 	n.mu.Lock()
 	iface, rootDev, stateDev := n.iface, n.rootDev, n.stateDev
 	n.mu.Unlock()

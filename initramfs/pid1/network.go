@@ -10,10 +10,9 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/locus-ssi/locus/images"
 )
 
 // DHCP limits: each attempt waits this long, this many times.
@@ -47,7 +46,7 @@ func (n *Node) interconnectUp(ctx context.Context) error {
 	switch {
 	case n.cmdline.Addr.IsValid():
 		addr = n.cmdline.Addr
-	case n.cmdline.DHCP || n.spec.Interconnect.Addressing == images.AddressingDHCP:
+	case n.cmdline.DHCP || n.spec.Interconnect.Addressing == clusterspec.AddressingDHCP:
 		lease, err := dhcpLease(ctx, link.Attrs().Name, n.log)
 		if err != nil {
 			return err
@@ -101,12 +100,12 @@ func linkUp(name string) error {
 // probe in the background after their modules load): the one named by
 // locus.if=, else the one whose MAC is in the node table, else the first
 // Ethernet interface.
-func (n *Node) findInterconnect(ctx context.Context) (netlink.Link, images.Node, error) {
+func (n *Node) findInterconnect(ctx context.Context) (netlink.Link, clusterspec.Node, error) {
 	deadline := time.Now().Add(linkWait)
 	for {
 		links, err := netlink.LinkList()
 		if err != nil {
-			return nil, images.Node{}, fmt.Errorf("list links: %w", err)
+			return nil, clusterspec.Node{}, fmt.Errorf("list links: %w", err)
 		}
 		var first netlink.Link
 		for _, l := range links {
@@ -129,17 +128,17 @@ func (n *Node) findInterconnect(ctx context.Context) (netlink.Link, images.Node,
 			}
 		}
 		if first != nil && n.cmdline.Iface == "" && (len(n.spec.Nodes) == 0 || n.cmdline.Node != 0 || time.Now().After(deadline.Add(-linkWait/2))) {
-			return first, images.Node{}, nil
+			return first, clusterspec.Node{}, nil
 		}
 		if time.Now().After(deadline) {
 			if n.cmdline.Iface != "" {
-				return nil, images.Node{}, fmt.Errorf("interface %s (locus.if=) did not appear within %s", n.cmdline.Iface, linkWait)
+				return nil, clusterspec.Node{}, fmt.Errorf("interface %s (locus.if=) did not appear within %s", n.cmdline.Iface, linkWait)
 			}
-			return nil, images.Node{}, fmt.Errorf("no Ethernet interface appeared within %s (is the NIC's driver in the spec's modules?)", linkWait)
+			return nil, clusterspec.Node{}, fmt.Errorf("no Ethernet interface appeared within %s (is the NIC's driver in the spec's modules?)", linkWait)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, images.Node{}, ctx.Err()
+			return nil, clusterspec.Node{}, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/services/cfs"
 )
 
@@ -66,7 +66,7 @@ func (n *Node) mountRoot(ctx context.Context) error {
 func (n *Node) mountShared(ctx context.Context) (string, string, error) {
 	r := n.spec.Root
 	switch r.Source {
-	case images.RootCFS:
+	case clusterspec.RootCFS:
 		if n.cmdline.Role == "init" {
 			// The CFS server's node uses the filesystem it serves
 			// directly: the same page cache the server reads and writes.
@@ -91,14 +91,14 @@ func (n *Node) mountShared(ctx context.Context) (string, string, error) {
 		// The server admits this node once the master has committed its
 		// join; until then it closes the connection and mount fails.
 		return sysroot, what, retryMount(ctx, n, mount{src, sysroot, "9p", 0, opts}, 3*time.Minute)
-	case images.RootNFS:
+	case clusterspec.RootNFS:
 		src := r.NFS.Server + ":" + r.NFS.Export
 		opts := "addr=" + r.NFS.Server
 		if r.NFS.Options != "" {
 			opts += "," + r.NFS.Options
 		}
 		return sysroot, "nfs " + src, retryMount(ctx, n, mount{src, sysroot, "nfs", 0, opts}, 2*time.Minute)
-	case images.RootMount:
+	case clusterspec.RootMount:
 		return sysroot, r.FSType + " " + r.Device, retryMount(ctx, n, mount{r.Device, sysroot, r.FSType, 0, r.Options}, 2*time.Minute)
 	}
 	return "", "", fmt.Errorf("root source %q is not supported by this init", r.Source)
@@ -238,7 +238,7 @@ func bindMount(src, dst string, recursive bool) error {
 // cfsExportArgs are the daemon's flags that make the init node serve its
 // root partition as the cluster's shared root.
 func (n *Node) cfsExportArgs() []string {
-	if n.spec.Root.Source != images.RootCFS || n.cmdline.Role != "init" {
+	if n.spec.Root.Source != clusterspec.RootCFS || n.cmdline.Role != "init" {
 		return nil
 	}
 	return []string{"--cfs-export", diskRootMount, "--cfs-listen", net.JoinHostPort("0.0.0.0", strconv.Itoa(cfs.DefaultPort))}
@@ -248,7 +248,7 @@ func (n *Node) cfsExportArgs() []string {
 // read-write when it is the cluster's shared root, else read-only (only
 // the boot tree and spec are read from it).
 func (n *Node) sharedRootFlags() uintptr {
-	if n.spec.Root.Source == images.RootCFS {
+	if n.spec.Root.Source == clusterspec.RootCFS {
 		return 0
 	}
 	return unix.MS_RDONLY | unix.MS_NODEV | unix.MS_NOSUID

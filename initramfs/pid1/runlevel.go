@@ -18,7 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 )
@@ -83,7 +83,7 @@ func (n *Node) changeLevel(ctx context.Context, target int) error {
 	return nil
 }
 
-func (n *Node) startService(ctx context.Context, level int, sv images.Service) error {
+func (n *Node) startService(ctx context.Context, level int, sv clusterspec.Service) error {
 	if sv.Oneshot {
 		cmd := commandIn(ctx, n.Root(), sv.Command)
 		cmd.Env = Env()
@@ -242,7 +242,7 @@ func (n *Node) stopLocusd() {
 // is clean. A client kills what still runs in it and unmounts it.
 func (n *Node) releaseRoot(ctx context.Context) error {
 	dir := n.Root()
-	server := n.spec.Root.Source == images.RootCFS && n.cmdline.Role == "init"
+	server := n.spec.Root.Source == clusterspec.RootCFS && n.cmdline.Role == "init"
 	// A node whose daemon took the root over from node 1 (HA-CFS) leaves
 	// the root as a client, then keeps serving it until every other node
 	// is Down; the daemon leaves the partition clean when it stops.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/initramfs"
 )
 
@@ -30,7 +31,7 @@ func LocusBinary(dir string) (string, error) {
 }
 
 // BuildImage builds an image from specYAML into out with the locus binary.
-func BuildImage(ctx context.Context, locus, out string, specYAML []byte, progress io.Writer) (*images.Manifest, error) {
+func BuildImage(ctx context.Context, locus, out string, specYAML []byte, progress io.Writer) (*layout.Manifest, error) {
 	spec := ""
 	if specYAML != nil {
 		spec = filepath.Join(out, "..", filepath.Base(out)+"-spec.yaml")

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/services/ics"
 )
 
@@ -34,7 +34,7 @@ type ICSConfig struct {
 	Admitter string
 	// NetbootAdmin redeems secrets (init node only).
 	NetbootAdmin string
-	Spec         *images.Spec
+	Spec         *clusterspec.Spec
 }
 
 // admissionRequest is POST /v1/admission.

@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locus-ssi/locus/images"
+	"github.com/locus-ssi/locus/images/clusterspec"
+
 	"github.com/locus-ssi/locus/netboot"
 	"github.com/locus-ssi/locus/services/clms"
 )
@@ -25,7 +26,7 @@ import (
 // cluster view is then gathered over ICS (mutual TLS). A wrong secret, a
 // reused one, and a secret for another node number are refused.
 func TestAdmissionAndICS(t *testing.T) {
-	spec, err := images.Parse("locus.yaml", []byte("cluster: {name: adm}\ninterconnect: {subnet: 127.0.80.0/24}\n"))
+	spec, err := clusterspec.Parse("locus.yaml", []byte("cluster: {name: adm}\ninterconnect: {subnet: 127.0.80.0/24}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/locus-ssi/locus/installer"
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 )
@@ -98,7 +98,7 @@ func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition
 	start := time.Now()
 	log := cfg.Log.With("svc", "cfs")
 	log.Info("cfs: the server is fenced and Down; taking the shared root over", "server", cfg.CFSServer, "transition", t.ID)
-	dev := installer.FindPartition(cfg.CFSTakeover)
+	dev := layout.FindPartition(cfg.CFSTakeover)
 	if dev == "" {
 		log.Error("cfs: cannot take over: no partition named "+cfg.CFSTakeover+" on this node (is the server's disk attached here?)", "server", cfg.CFSServer)
 		return

@@ -1,4 +1,4 @@
-package images
+package clusterspec
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/locus-ssi/locus/internal/suggest"
 	"gopkg.in/yaml.v3"
 )
 
@@ -74,7 +75,7 @@ func checkNode(file, key string, n *yaml.Node, t reflect.Type) error {
 			f, ok := fields[name]
 			if !ok {
 				hint := ""
-				if s := closest(name, fieldNames(fields)); s != "" {
+				if s := suggest.Closest(name, fieldNames(fields)); s != "" {
 					hint = fmt.Sprintf(" (did you mean %q?)", s)
 				}
 				return fmt.Errorf("images: %s:%d: unknown key %q%s: %w", file, k.Line, full, hint, ErrSpecSyntax)
@@ -149,37 +150,4 @@ func fieldNames(m map[string]reflect.StructField) []string {
 		out = append(out, k)
 	}
 	return out
-}
-
-// closest returns the candidate within edit distance 2 of s, if any; the
-// nearest wins, ties by name.
-func closest(s string, candidates []string) string {
-	best, bestD := "", 3
-	for _, c := range candidates {
-		d := editDistance(strings.ToLower(s), c)
-		if d < bestD || (d == bestD && best != "" && c < best) {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

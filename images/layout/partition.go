@@ -1,4 +1,4 @@
-package installer
+package layout
 
 import (
 	"bufio"

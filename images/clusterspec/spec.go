@@ -1,4 +1,4 @@
-package images
+package clusterspec
 
 import (
 	"errors"
