@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/locus-ssi/locus/services/fence"
 )
 
 // FencePortName is the virtio-serial port through which a VM asks the
 // host to power VMs of its cluster off or on: the cluster's virtual BMC,
 // what IPMI is to a rack. Only the VM itself can write to its port, so a
 // request's origin is known.
-const FencePortName = "org.locus.fence"
+const FencePortName = fence.QEMUPortName
 
 func fencePath(dir string) string { return filepath.Join(dir, "fence.sock") }
 

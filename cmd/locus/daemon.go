@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -18,11 +15,9 @@ import (
 	"github.com/locus-ssi/locus/images/layout"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
-	"github.com/locus-ssi/locus/services/fence"
 	"github.com/locus-ssi/locus/services/locusd"
 )
 
@@ -57,37 +52,8 @@ func newDaemonCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if agent := fenceAgent(spec.Fencing.Agent, time.Duration(spec.Fencing.TimeoutSeconds)*time.Second); agent != nil {
-					mc.Fence = func(ctx context.Context, node int) error {
-						_, err := agent.Run(ctx, fence.ActionOff, node)
-						return err
-					}
-					cfg.Log.Info("fencing", "agent", strings.Join(agent.Argv, " "))
-				} else {
-					cfg.Log.Warn("no fence agent: a failed node is taken Down without being powered off (set fencing.agent in the spec)")
-				}
-				mc.RunLevel = spec.RunLevel
-				mc.WaitForAll = spec.WaitForAll()
-				mc.TwoNode = spec.Membership.TwoNode
-				if spec.Fencing.SelfFenceSeconds > 0 {
-					mc.SelfFenceAfter = time.Duration(spec.Fencing.SelfFenceSeconds) * time.Second
-					mc.SelfFence = func() {
-						// Cut off from the majority: stop now, before the
-						// majority's fence does, so nothing more is written.
-						unix.Sync()
-						unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-					}
-				}
-				cfg.CLMS = &mc
-				ic := &locusd.ICSConfig{Node: mc.Node, Addr: mc.Addr, MAC: mac, Secret: os.Getenv("LOCUS_SECRET"),
-					CADir: caDir, Admitter: admitter, NetbootAdmin: cfg.NetbootAdmin, Spec: spec}
-				if ic.Admitter == "" && caDir == "" {
-					if p, err := spec.NodeAddr(1); err == nil {
-						ic.Admitter = net.JoinHostPort(p.Addr().String(), strconv.Itoa(locusd.DefaultPort))
-					}
-				}
-				cfg.ICS = ic
-				if err := haCFS(&cfg, spec, mc); err != nil {
+				o := locusd.NodeOptions{MAC: mac, Secret: os.Getenv("LOCUS_SECRET"), CADir: caDir, Admitter: admitter}
+				if err := locusd.ConfigureNode(&cfg, &mc, spec, o, cfg.Log); err != nil {
 					return err
 				}
 			}
@@ -116,58 +82,6 @@ func newDaemonCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-// haCFS gives the daemon its part in a CFS root that fails over
-// (root.cfs.standby): node 1 claims the service address with the
-// service, the standby watches for node 1's fencing to take the service
-// over, and every node but node 1 mounts the shared root through its
-// relay so that the mount outlives the server.
-func haCFS(cfg *locusd.Config, spec *clusterspec.Spec, mc clms.Config) error {
-	if spec.Root.Source != clusterspec.RootCFS {
-		return nil
-	}
-	svc, moves, err := spec.CFSService()
-	if err != nil || !moves {
-		return err
-	}
-	local, err := netip.ParseAddr(mc.Addr)
-	if err != nil {
-		return fmt.Errorf("daemon: --cluster-addr %q: %w", mc.Addr, err)
-	}
-	iface, err := ifaceWith(local)
-	if err != nil {
-		return err
-	}
-	cfg.CFSService, cfg.CFSIface, cfg.CFSServer = svc, iface, 1
-	if mc.Node != 1 {
-		cfg.CFSRelay, cfg.CFSLocal = cfs.RelaySocket, local
-	}
-	if mc.Node == spec.Root.CFS.Standby {
-		cfg.CFSTakeover, cfg.CFSTakeoverDir = layout.RootName, cfsTakeoverDir
-	}
-	return nil
-}
-
-// cfsTakeoverDir is where the standby mounts the shared root's partition
-// when it takes the service over: where node 1 has it.
-const cfsTakeoverDir = "/media/locus-root"
-
-// ifaceWith names the interface that has address a.
-func ifaceWith(a netip.Addr) (string, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return "", err
-	}
-	for _, i := range ifs {
-		addrs, _ := i.Addrs()
-		for _, ad := range addrs {
-			if p, err := netip.ParsePrefix(ad.String()); err == nil && p.Addr() == a {
-				return i.Name, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("daemon: no interface has the interconnect address %s", a)
-}
-
 func newProbeCmd(e *env) *cobra.Command {
 	var output, specPath string
 	var timeout time.Duration
@@ -193,43 +107,22 @@ answer.`,
 				}
 				args = []string{ep.API}
 			}
-			type row struct {
-				Addr  string           `json:"addr"`
-				Info  *locusd.NodeInfo `json:"info,omitempty"`
-				RTTms float64          `json:"rtt_ms"`
-				Error string           `json:"error,omitempty"`
-			}
-			var rows []row
-			failed := 0
 			var spec *clusterspec.Spec
-			for _, a := range args {
-				if n, err := strconv.Atoi(a); err == nil {
-					// A node number: its address comes from the spec.
-					if spec == nil {
-						if spec, _, err = clusterspec.Load(specPath); err != nil {
-							return err
-						}
-					}
-					p, err := spec.NodeAddr(n)
-					if err != nil {
-						return err
-					}
-					a = p.Addr().String()
+			loadSpec := func() (*clusterspec.Spec, error) {
+				var err error
+				if spec == nil {
+					spec, _, err = clusterspec.Load(specPath)
 				}
-				if _, _, err := net.SplitHostPort(a); err != nil {
-					a = net.JoinHostPort(a, strconv.Itoa(locusd.DefaultPort))
-				}
-				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-				start := time.Now()
-				info, err := locusd.Fetch(ctx, a)
-				cancel()
-				r := row{Addr: a, Info: info, RTTms: float64(time.Since(start).Microseconds()) / 1000}
-				if err != nil {
-					r.Error = err.Error()
-					failed++
-				}
-				rows = append(rows, r)
+				return spec, err
 			}
+			addrs := make([]string, len(args))
+			for i, a := range args {
+				var err error
+				if addrs[i], err = locusd.ProbeTarget(a, loadSpec); err != nil {
+					return err
+				}
+			}
+			rows, failed := locusd.Probe(cmd.Context(), addrs, timeout)
 			if output == "json" {
 				if err := jsonOut(e, rows); err != nil {
 					return err
@@ -246,10 +139,7 @@ answer.`,
 				}
 				w.Flush()
 			}
-			if failed > 0 {
-				return fmt.Errorf("%d of %d node(s) did not answer", failed, len(args))
-			}
-			return nil
+			return locusd.ProbeError(failed, len(args))
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "per-node timeout")

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/locus-ssi/locus/internal/virtioport"
-	"github.com/locus-ssi/locus/qemu"
 	"github.com/locus-ssi/locus/services/fence"
 )
 
@@ -52,8 +50,8 @@ Down, when the spec names no other agent and the node has the port.`,
 				return fmt.Errorf("fence: action %q: want off, on, reboot or status", o.Action)
 			}
 			if device == "" {
-				if device = virtioport.Find(qemu.FencePortName); device == "" {
-					return fmt.Errorf("fence: this machine has no %s port (not a Locus QEMU VM)", qemu.FencePortName)
+				if device = virtioport.Find(fence.QEMUPortName); device == "" {
+					return fmt.Errorf("fence: this machine has no %s port (not a Locus QEMU VM)", fence.QEMUPortName)
 				}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 20*time.Second)
@@ -73,19 +71,4 @@ Down, when the spec names no other agent and the node has the port.`,
 	cmd.Flags().IntVar(&o.Plug, "plug", 0, "the node number")
 	cmd.Flags().StringVar(&device, "device", "", "the virtual BMC port (default: found by name)")
 	return cmd
-}
-
-// fenceAgent is the membership master's fencing: the spec's agent, else
-// the virtual BMC on a QEMU VM, else none.
-func fenceAgent(argv []string, timeout time.Duration) *fence.Agent {
-	if len(argv) > 0 {
-		return &fence.Agent{Argv: argv, Timeout: timeout}
-	}
-	if virtioport.Find(qemu.FencePortName) != "" {
-		self, err := os.Executable()
-		if err == nil {
-			return &fence.Agent{Argv: []string{self, "fence"}, Timeout: timeout}
-		}
-	}
-	return nil
 }

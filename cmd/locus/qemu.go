@@ -111,11 +111,12 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 			if err != nil {
 				return err
 			}
+			t := qemu.Topology{ImageDir: q.imageDir, StateDir: dir, Nodes: n, Accel: accel, MemoryMB: memory, APIPort: apiPort}
 			var cfg qemu.ClusterConfig
 			if direct {
-				cfg, err = directConfig(q.imageDir, dir, n, accel, memory)
+				cfg, err = qemu.DirectTopology(t)
 			} else {
-				cfg, err = diskConfig(q.imageDir, dir, n, accel, memory, apiPort)
+				cfg, err = qemu.InstalledTopology(t)
 			}
 			if err != nil {
 				return err
@@ -175,88 +176,6 @@ func savedEndpointFor(cfg qemu.ClusterConfig) (*endpoint, bool) {
 	}
 	ep, err := readEndpoint(p)
 	return ep, err == nil && ep.StateDir == cfg.Dir
-}
-
-// directConfig describes a direct-boot cluster of n nodes from the image in
-// imageDir, with the addresses and MACs of the image's spec.
-func directConfig(imageDir, dir string, n int, accel string, memory int) (qemu.ClusterConfig, error) {
-	m, err := layout.ReadManifest(imageDir)
-	if err != nil {
-		return qemu.ClusterConfig{}, err
-	}
-	spec, _, err := clusterspec.Load(filepath.Join(imageDir, m.Spec))
-	if err != nil {
-		return qemu.ClusterConfig{}, err
-	}
-	if spec.Root.Source == clusterspec.RootCFS {
-		return qemu.ClusterConfig{}, fmt.Errorf("the image in %s has a CFS root (root.source: cfs), which node 1 serves from the install disk: boot it without --direct (or build with root.source: initramfs)", imageDir)
-	}
-	kernel, _ := filepath.Abs(filepath.Join(imageDir, m.Kernel))
-	initrd, _ := filepath.Abs(filepath.Join(imageDir, m.Initramfs))
-	cfg := qemu.ClusterConfig{Name: spec.Cluster.Name, Dir: dir, Kernel: kernel, Initrd: initrd, Accel: accel, MemoryMB: memory}
-	for i := 1; i <= n; i++ {
-		addr, err := spec.NodeAddr(i)
-		if err != nil {
-			return cfg, err
-		}
-		row, _ := spec.NodeByNumber(i)
-		mac := row.MAC
-		if mac == "" {
-			mac = qemu.MACFor(dir, i)
-		}
-		cmdline := fmt.Sprintf("console=%s panic=-1 locus.node=%d locus.ip=%s", spec.Console, i, addr)
-		if spec.Kernel.Cmdline != "" {
-			cmdline += " " + spec.Kernel.Cmdline
-		}
-		cfg.Nodes = append(cfg.Nodes, qemu.NodeConfig{Number: i, MAC: mac, Append: cmdline})
-	}
-	return cfg, nil
-}
-
-// diskConfig describes the cluster as it is installed: node 1 boots the
-// install disk under UEFI and serves netboot; nodes 2..n PXE-boot from it.
-func diskConfig(imageDir, dir string, n int, accel string, memory, apiPort int) (qemu.ClusterConfig, error) {
-	m, err := layout.ReadManifest(imageDir)
-	if err != nil {
-		return qemu.ClusterConfig{}, err
-	}
-	if m.Disk == "" {
-		return qemu.ClusterConfig{}, fmt.Errorf("the image in %s has no install disk; rebuild it (locus image build)", imageDir)
-	}
-	spec, _, err := clusterspec.Load(filepath.Join(imageDir, m.Spec))
-	if err != nil {
-		return qemu.ClusterConfig{}, err
-	}
-	disk, _ := filepath.Abs(filepath.Join(imageDir, m.Disk))
-	if _, err := os.Stat(disk); err != nil {
-		return qemu.ClusterConfig{}, fmt.Errorf("install disk: %w (run `locus image build`)", err)
-	}
-	cfg := qemu.ClusterConfig{Name: spec.Cluster.Name, Dir: dir, Accel: accel, MemoryMB: memory}
-	for i := 1; i <= n; i++ {
-		row, _ := spec.NodeByNumber(i)
-		mac := row.MAC
-		if mac == "" {
-			if i > 1 && spec.Netboot.Admission == clusterspec.AdmitDeny {
-				return cfg, fmt.Errorf("node %d has no MAC in the spec's node table and netboot.admission is deny, so node 1 would not boot it: add it to the table, or set netboot.admission to accept", i)
-			}
-			mac = qemu.MACFor(dir, i)
-		}
-		// A CFS root with a standby: node 1's disk is shared storage that
-		// the standby sees too (it mounts it only when it takes over).
-		standby := 0
-		if spec.Root.Source == clusterspec.RootCFS && spec.Root.CFS.Standby <= n {
-			standby = spec.Root.CFS.Standby
-		}
-		nc := qemu.NodeConfig{Number: i, MAC: mac, Boot: "pxe", NIC: "virtio-net-pci"}
-		if i == standby {
-			nc.AttachDisk = 1
-		}
-		if i == 1 {
-			nc = qemu.NodeConfig{Number: 1, MAC: mac, Boot: "disk", Disk: disk, Firmware: "uefi", APIPort: apiPort, DiskShared: standby != 0}
-		}
-		cfg.Nodes = append(cfg.Nodes, nc)
-	}
-	return cfg, nil
 }
 
 func isTerminal(w io.Writer) bool {

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/locus-ssi/locus/internal/virtioport"
 )
 
 // Actions an agent is asked for.
@@ -102,6 +104,26 @@ func ParseOptions(data []byte) (Options, error) {
 		return o, fmt.Errorf("fence: options: %w", err)
 	}
 	return o, nil
+}
+
+// QEMUPortName is the virtio-serial port of a Locus QEMU VM through
+// which it asks the host's supervisor, its virtual BMC, to power nodes of
+// its cluster off or on.
+const QEMUPortName = "org.locus.fence"
+
+// AgentFor is the membership master's fence agent: argv (the spec's
+// fencing.agent) if given, else `locus fence` through the virtual BMC on
+// a Locus QEMU VM, else none (nil).
+func AgentFor(argv []string, timeout time.Duration) *Agent {
+	if len(argv) > 0 {
+		return &Agent{Argv: argv, Timeout: timeout}
+	}
+	if virtioport.Find(QEMUPortName) != "" {
+		if self, err := os.Executable(); err == nil {
+			return &Agent{Argv: []string{self, "fence"}, Timeout: timeout}
+		}
+	}
+	return nil
 }
 
 // QEMU sends one request to the virtual BMC on device (the VM's
