@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/services/clms"
@@ -19,7 +21,12 @@ import (
 // startLocusd starts the node daemon and waits until it answers.
 func (n *Node) startLocusd(ctx context.Context) error {
 	listen := net.JoinHostPort("0.0.0.0", strconv.Itoa(locusd.DefaultPort))
-	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile}
+	ln, err := events.Listen(events.SocketPath)
+	if err != nil {
+		return err
+	}
+	go events.Serve(context.Background(), ln, n.feed, n.log) // for the node's life
+	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath}
 	argv = append(argv, n.membershipArgs()...)
 	argv = append(argv, n.cfsExportArgs()...)
 	env := Env()

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"github.com/locus-ssi/locus/internal/virtioport"
 	"github.com/locus-ssi/locus/qemu/execwire"
 )
@@ -18,19 +20,9 @@ import (
 // It waits for the port to appear (virtio_console loads in the early phase)
 // and reopens it when the host side disconnects.
 func (n *Node) serveExec(ctx context.Context) {
-	var dev string
-	for deadline := time.Now().Add(60 * time.Second); dev == ""; {
-		if dev = virtioport.Find(execwire.PortName); dev != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			return // not a QEMU node with an exec channel
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(200 * time.Millisecond):
-		}
+	dev := waitPort(ctx, execwire.PortName)
+	if dev == "" {
+		return // not a QEMU node with an exec channel
 	}
 	n.log.Info("exec channel ready", "port", dev)
 	for ctx.Err() == nil {
@@ -67,6 +59,54 @@ func (n *Node) serveExecPort(ctx context.Context, dev string) error {
 		if err := execwire.Write(f, resp); err != nil {
 			return err
 		}
+	}
+}
+
+// waitPort returns the device of the virtio-serial port called name,
+// waiting a minute for it to appear (virtio_console loads in the early
+// phase); "" if it does not (not a QEMU VM) or ctx ends.
+func waitPort(ctx context.Context, name string) string {
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if dev := virtioport.Find(name); dev != "" {
+			return dev
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// serveEventPort writes the node's event feed to the QEMU event channel,
+// if this node has one: every event from the first, then each new one.
+// A write blocks while the host has not connected, so nothing is lost
+// before it does; after an error the port is opened again and the feed
+// goes on from the last event written.
+func (n *Node) serveEventPort(ctx context.Context) {
+	dev := waitPort(ctx, events.PortName)
+	if dev == "" {
+		return
+	}
+	var last uint64
+	for ctx.Err() == nil {
+		f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		n.feed.Stream(ctx, last, func(e events.Event) error {
+			if err := events.Write(f, e); err != nil {
+				return err
+			}
+			last = e.Seq
+			return nil
+		})
+		f.Close()
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

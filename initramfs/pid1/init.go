@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
 )
@@ -36,6 +38,9 @@ type Node struct {
 	cmdline Cmdline
 	spec    *clusterspec.Spec
 	procs   *Procs
+	// feed is the node's event feed (services/events): init owns it for
+	// the whole boot; locusd publishes to it through its socket.
+	feed *events.Feed
 
 	mu       sync.Mutex
 	number   int
@@ -75,11 +80,13 @@ func Main() {
 		console: console,
 		log:     slog.New(newConsoleHandler(console)),
 		procs:   NewProcs(),
+		feed:    events.NewFeed(0),
 		state:   "ComingUp",
 	}
 	ctx := context.Background()
 	go n.procs.Reap(ctx)
 	if err := n.boot(ctx); err != nil {
+		n.publish(events.Event{Kind: events.PhaseFailed, Name: "boot", Error: err.Error()})
 		fmt.Fprintf(console, "locus-init: boot failed: %v\nlocus-init: emergency shell on the console\n", err)
 		n.setState("Failed")
 	}
@@ -105,11 +112,14 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 	go n.serveExec(ctx)
-	if err := RunPhases(ctx, n.console, n.phases()); err != nil {
+	go n.serveEventPort(ctx)
+	if err := RunPhases(ctx, n.console, n.feed, n.phases()); err != nil {
 		return err
 	}
 	n.setState("Up")
-	fmt.Fprintf(n.console, "locus-init: node %d reached run level %d in %.1fs\n", n.Number(), n.RunLevel(), uptime())
+	up := uptime()
+	n.publish(events.Event{Kind: events.RunLevelReached, Level: n.RunLevel(), Millis: int64(up * 1000)})
+	fmt.Fprintf(n.console, "locus-init: node %d reached run level %d in %.1fs\n", n.Number(), n.RunLevel(), up)
 	go n.follow(ctx)
 	if n.cmdline.PowerOff {
 		n.powerOff()
@@ -146,6 +156,13 @@ func (n *Node) setState(s string) {
 	n.state = s
 	n.mu.Unlock()
 	n.writeNodeFile()
+	n.publish(events.Event{Kind: events.StateChanged, State: s})
+}
+
+// publish puts an event of init's on the node's feed.
+func (n *Node) publish(e events.Event) {
+	e.Source = events.SourceInit
+	n.feed.Publish(e)
 }
 
 // NodeFile is what init tells locusd about this node, in /run/locus/node.json.

@@ -63,6 +63,9 @@ func (n *Node) interconnectUp(ctx context.Context) error {
 	if !gw.IsValid() && n.spec.Interconnect.Gateway != "" {
 		gw, _ = netip.ParseAddr(n.spec.Interconnect.Gateway)
 	}
+	if number != 0 {
+		n.feed.SetNode(number)
+	}
 	if number == 0 {
 		return fmt.Errorf("node number unknown: give locus.node= or list MAC %s in the node table", link.Attrs().HardwareAddr)
 	}

@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/locus-ssi/locus/services/events"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -57,6 +60,7 @@ func FuzzParseCmdline(f *testing.F) {
 
 func TestRunPhasesOrderAndParallel(t *testing.T) {
 	var console bytes.Buffer
+	feed := events.NewFeed(0)
 	var running, maxRunning atomic.Int32
 	var order []string
 	task := func(name string) Task {
@@ -76,7 +80,7 @@ func TestRunPhasesOrderAndParallel(t *testing.T) {
 	mark := func(name string) Task {
 		return Task{name, func(context.Context) error { order = append(order, name); return nil }}
 	}
-	err := RunPhases(context.Background(), &console, []Phase{
+	err := RunPhases(context.Background(), &console, feed, []Phase{
 		{Name: "a", Tasks: []Task{task("1"), task("2"), task("3")}},
 		{Name: "b", Tasks: []Task{mark("b")}},
 		{Name: "c", Tasks: []Task{mark("c")}},
@@ -90,18 +94,27 @@ func TestRunPhasesOrderAndParallel(t *testing.T) {
 	if strings.Join(order, "") != "bc" {
 		t.Errorf("phases ran in order %v, want b then c", order)
 	}
+	var got []string
+	for _, e := range feed.Since(0) {
+		got = append(got, string(e.Kind)+" "+e.Name)
+	}
+	want := []string{"phase.started a", "phase.done a", "phase.started b", "phase.done b", "phase.started c", "phase.done c"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
 	for _, p := range []string{"a", "b", "c"} {
 		if !strings.Contains(console.String(), "locus-init: phase "+p+" done in ") {
-			t.Errorf("console lacks phase %s line:\n%s", p, console.String())
+			t.Errorf("console lacks phase %s line for people:\n%s", p, console.String())
 		}
 	}
 }
 
 func TestRunPhasesStopsAtFailure(t *testing.T) {
 	var console bytes.Buffer
+	feed := events.NewFeed(0)
 	ran := false
 	boom := errors.New("boom")
-	err := RunPhases(context.Background(), &console, []Phase{
+	err := RunPhases(context.Background(), &console, feed, []Phase{
 		{Name: "network", Tasks: []Task{{"dhcp", func(context.Context) error { return boom }}}},
 		{Name: "join", Tasks: []Task{{"x", func(context.Context) error { ran = true; return nil }}}},
 	})
@@ -110,6 +123,10 @@ func TestRunPhasesStopsAtFailure(t *testing.T) {
 	}
 	if ran {
 		t.Error("a phase after the failed one ran")
+	}
+	evs := feed.Since(0)
+	if last := evs[len(evs)-1]; last.Kind != events.PhaseFailed || last.Name != "network" || !strings.Contains(last.Error, "boom") {
+		t.Errorf("last event = %+v, want network failed with boom", last)
 	}
 	if !strings.Contains(console.String(), "locus-init: phase network failed") {
 		t.Errorf("console = %q, want the failure", console.String())

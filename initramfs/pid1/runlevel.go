@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -94,6 +96,7 @@ func (n *Node) startService(ctx context.Context, level int, sv clusterspec.Servi
 		if err != nil {
 			return fmt.Errorf("run level %d: service %s: %w", level, sv.Name, err)
 		}
+		n.publish(events.Event{Kind: events.ServiceStopped, Name: sv.Name, Level: level, Detail: "oneshot done"})
 		n.log.Info("service done", "service", sv.Name, "level", level)
 		return nil
 	}
@@ -106,6 +109,7 @@ func (n *Node) startService(ctx context.Context, level int, sv clusterspec.Servi
 	n.mu.Lock()
 	n.services = append(n.services, s)
 	n.mu.Unlock()
+	n.publish(events.Event{Kind: events.ServiceStarted, Name: sv.Name, Level: level})
 	n.log.Info("service started", "service", sv.Name, "level", level)
 	return nil
 }
@@ -128,6 +132,7 @@ func (n *Node) stopServices(level int) {
 	for i := len(stop) - 1; i >= 0; i-- {
 		stop[i].cancel()
 		<-stop[i].done
+		n.publish(events.Event{Kind: events.ServiceStopped, Name: stop[i].name, Level: level})
 		n.log.Info("service stopped", "service", stop[i].name, "level", level)
 	}
 }
@@ -297,6 +302,7 @@ func (n *Node) releaseRoot(ctx context.Context) error {
 func (n *Node) releaseTakenOver() {
 	unix.Sync()
 	if !mounted(diskRootMount) {
+		n.publish(events.Event{Kind: events.RootUnmounted, Name: diskRootMount, Attrs: map[string]string{events.AttrClean: "true"}})
 		fmt.Fprintf(n.console, "locus-init: the shared root's partition is unmounted: clean\n")
 		return
 	}
@@ -304,10 +310,12 @@ func (n *Node) releaseTakenOver() {
 	if err := unix.Unmount(diskRootMount, 0); err != nil {
 		how = "remounted read-only"
 		if err := unix.Mount("", diskRootMount, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			n.publish(events.Event{Kind: events.RootUnmounted, Name: diskRootMount, Error: err.Error(), Attrs: map[string]string{events.AttrClean: "false"}})
 			fmt.Fprintf(n.console, "locus-init: the shared root's partition is still mounted read-write: %v\n", err)
 			return
 		}
 	}
+	n.publish(events.Event{Kind: events.RootUnmounted, Name: diskRootMount, Detail: how, Attrs: map[string]string{events.AttrClean: "true"}})
 	fmt.Fprintf(n.console, "locus-init: the shared root's partition %s: clean\n", how)
 }
 

@@ -47,14 +47,25 @@ func (m *Member) masterLoop() {
 	defer m.wg.Done()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	was := false
 	for {
 		select {
 		case <-m.stop:
+			if was && m.cfg.OnMaster != nil {
+				m.cfg.OnMaster(false)
+			}
 			return
 		case <-m.events:
 		case <-tick.C:
 		}
-		if m.rn().State() == raft.Leader {
+		leader := m.rn().State() == raft.Leader
+		if leader != was {
+			was = leader
+			if m.cfg.OnMaster != nil {
+				m.cfg.OnMaster(leader)
+			}
+		}
+		if leader {
 			m.reconcile()
 		}
 	}

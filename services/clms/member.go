@@ -68,6 +68,9 @@ type Config struct {
 	// majority takes itself out before the majority fences it.
 	SelfFenceAfter time.Duration
 	SelfFence      func()
+	// OnMaster, if set, is called when this node becomes the master
+	// (true) and when it stops being it (false), within 100 ms.
+	OnMaster func(master bool)
 	// Faults, in tests, cuts traffic between chosen nodes.
 	Faults *Faults
 	// TLS, if set, carries Raft over mutual TLS with certificates from

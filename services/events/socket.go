@@ -18,6 +18,10 @@ import (
 // SocketPath is where PID 1 serves the node's feed.
 const SocketPath = "/run/locus/private/events.sock"
 
+// PortName is the virtio-serial port of a QEMU VM on which PID 1 writes
+// the feed, one event per line, for the host's harness.
+const PortName = "org.locus.events"
+
 // follow is the first line a client sends to read the feed; a client
 // that publishes sends events instead.
 type follow struct {

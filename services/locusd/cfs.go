@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/images/layout"
@@ -124,6 +126,8 @@ func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition
 			log.Warn("cfs: cannot tell init this node serves the root", "err", err)
 		}
 	}
+	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.RoleTaken, Name: events.RoleCFSServer,
+		Subject: cfg.CFSServer, Transition: t.ID, Millis: time.Since(start).Milliseconds(), Detail: "took over from the fenced server"})
 	log.Info("cfs: took the shared root over", "device", dev, "mount", cfg.CFSTakeoverDir, "service", cfg.CFSService.Addr().String(),
 		"mounted_in", mounted.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	done.Add(1)
@@ -186,6 +190,7 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 		srv.RequirePrivilegedPort()
 	}
 	cfg.Log.Info("cfs: serving the shared root", "export", dir, "addr", ln.Addr().String())
+	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceCFS, Detail: ln.Addr().String()})
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -193,6 +198,7 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 		if err := srv.Serve(ctx, ln); err != nil {
 			cfg.Log.Error("cfs stopped", "err", err)
 		}
+		cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStopped, Name: events.ServiceCFS})
 	}()
 	if cfg.CFSService.IsValid() && cfg.CFSExport == dir && cfg.CFSIface != "" {
 		if err := cfs.ClaimAddress(ctx, cfg.CFSIface, cfg.CFSService); err != nil {
@@ -242,6 +248,7 @@ func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 		return nil, fmt.Errorf("locusd: cfs relay: listen on %s: %w", cfg.CFSRelay, err)
 	}
 	cfg.Log.Info("cfs: relay serving the shared root", "addr", ln.Addr().String(), "service", service)
+	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceCFSRelay, Detail: service})
 	go func() {
 		if err := relay.Serve(ctx, ln); err != nil {
 			cfg.Log.Error("cfs relay stopped", "err", err)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
@@ -135,6 +137,34 @@ func (d *daemons) events(n int, upTo uint64) []clms.Transition {
 	return out
 }
 
+// feed reads node n's event feed as it stands.
+func (d *daemons) feed(n int) []events.Event {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr(n)+":7470/v1/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []events.Event
+	if err := events.Read(resp.Body, func(e events.Event) { out = append(out, e) }); err != nil {
+		d.t.Fatalf("node %d events: %v", n, err)
+	}
+	return out
+}
+
+// has reports whether evs holds an event that match accepts.
+func has(evs []events.Event, match func(events.Event) bool) bool {
+	for _, e := range evs {
+		if match(e) {
+			return true
+		}
+	}
+	return false
+}
+
 // fiveDaemons starts nodes 1-5 as separate daemon processes (killed when
 // the test ends) and waits until all are Up.
 func fiveDaemons(t *testing.T) (*daemons, map[int]clms.State) {
@@ -174,6 +204,29 @@ func TestFiveDaemonProcesses(t *testing.T) {
 	t.Logf("master failover: node %d master, node 1 Down (transition %d) %v after SIGKILL", st.Master, ids[1], time.Since(start).Round(time.Millisecond))
 	if st.Master == 1 || st.Master == 0 || !st.Quorum {
 		t.Errorf("after the master's death: %+v", st)
+	}
+
+	// The feeds say the same as the table, as typed events.
+	feed2 := d.feed(2)
+	if !has(feed2, func(e events.Event) bool {
+		return e.Kind == events.ServiceStarted && e.Name == events.ServiceMembership && e.Attrs[events.AttrTLS] == "false"
+	}) {
+		t.Errorf("node 2's feed lacks membership started (without TLS here):\n%v", feed2)
+	}
+	for _, dead := range []int{3, 1} {
+		if !has(feed2, func(e events.Event) bool {
+			return e.Kind == events.TransitionApplied && e.Subject == dead && e.State == string(clms.Down) && e.Transition == ids[dead]
+		}) {
+			t.Errorf("node 2's feed lacks transition %d: node %d Down", ids[dead], dead)
+		}
+	}
+	if !has(d.feed(st.Master), func(e events.Event) bool { return e.Kind == events.RoleTaken && e.Name == events.RoleMaster }) {
+		t.Errorf("the new master, node %d, has no master role.taken event", st.Master)
+	}
+	for i, e := range feed2 {
+		if e.Seq != uint64(i+1) || e.Node != 2 {
+			t.Fatalf("node 2's event %d = seq %d node %d, want seq %d node 2 (numbered from 1, in order)", i, e.Seq, e.Node, i+1)
+		}
 	}
 
 	d.start(3)

@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
 )
@@ -87,7 +89,14 @@ type Config struct {
 	// and claims the service address.
 	CFSTakeover    string
 	CFSTakeoverDir string
-	Log            *slog.Logger
+	// EventSocket, if set, is PID 1's event feed socket: the daemon
+	// publishes there and serves a copy of the node's whole feed at GET
+	// /v1/events. Without it the daemon keeps a feed of its own.
+	EventSocket string
+	Log         *slog.Logger
+
+	// events is where the daemon's subsystems publish.
+	events events.Publisher
 }
 
 // Run serves until ctx ends. It returns once the listener is closed.
@@ -98,11 +107,16 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	if cfg.ProcDir == "" {
 		cfg.ProcDir = "/proc"
 	}
+	feed, err := openFeed(ctx, &cfg)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("locusd: listen on %s: %w", cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { serveEvents(w, r, feed) })
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
 		info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
 		if err != nil {
@@ -208,6 +222,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	}
 	var member *clms.Member
 	if cfg.CLMS != nil {
+		publishMembership(&mc, cfg.events)
 		m, err := clms.Start(mc)
 		if err != nil {
 			ln.Close()
@@ -216,6 +231,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		defer m.Close()
 		member = m
 		memberRef.Store(m)
+		publishTransitions(m, cfg.events)
 		go followNode(ctx, cfg.NodeFile, cfg.ProcDir, m)
 		var interconnect netip.Prefix
 		if cfg.ICS != nil && cfg.ICS.Spec != nil {
@@ -238,6 +254,8 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 				n.NodeDown(t.Node)
 			}
 		})
+		cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceMembership,
+			Detail: m.GossipAddr(), Attrs: map[string]string{events.AttrTLS: strconv.FormatBool(mc.TLS != nil)}})
 		cfg.Log.Info("membership started", "node", cfg.CLMS.Node, "gossip", m.GossipAddr(), "bootstrap", cfg.CLMS.Bootstrap, "tls", mc.TLS != nil)
 		mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
@@ -269,6 +287,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
+	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceLocusd, Detail: ln.Addr().String()})
 	cfg.Log.Info("locusd serving", "addr", ln.Addr().String())
 	if ready != nil {
 		ready <- ln.Addr()
