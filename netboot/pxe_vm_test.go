@@ -139,13 +139,13 @@ func pxeBoot(t *testing.T, node int, nic, firmware string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	line, err := vm.Console.WaitLine(ctx, qemu.ReachedRE())
+	reached, _, err := vm.WaitEvent(ctx, 0, qemu.Reached)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s: PXE boot to run level in %.1fs (%s)", nic+"/"+firmware, time.Since(start).Seconds(), line)
-	if !strings.Contains(line, fmt.Sprintf("node %d reached", node)) {
-		t.Errorf("run-level line %q is not node %d's", line, node)
+	t.Logf("%s: PXE boot to run level in %.1fs (%s)", nic+"/"+firmware, time.Since(start).Seconds(), reached)
+	if reached.Node != node {
+		t.Errorf("run-level event %+v is not node %d's", reached, node)
 	}
 	// The registry followed the node through its stages.
 	out, err := exec.Command("ip", "netns", "exec", ns, env.locus, "netboot", "nodes", "--output", "json").CombinedOutput()

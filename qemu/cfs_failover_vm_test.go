@@ -7,11 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/locus-ssi/locus/services/events"
 
 	"github.com/locus-ssi/locus/qemu"
 )
@@ -117,12 +118,13 @@ root: {source: cfs, cfs: {standby: 2}}
 	}
 	var took time.Duration
 	for {
-		b, _ := os.ReadFile(qemu.SerialLog(state, 2))
-		if strings.Contains(string(b), "cfs: took the shared root over") {
+		if e, ok := lastEvent(state, 2, func(e events.Event) bool { return e.Kind == events.RoleTaken && e.Name == events.RoleCFSServer }); ok {
 			took = time.Since(killed)
+			t.Logf("node 2's takeover: %s", e)
 			break
 		}
 		if time.Since(killed) > 2*time.Minute {
+			b, _ := os.ReadFile(qemu.SerialLog(state, 2))
 			t.Fatalf("node 2 did not take the shared root over within 2 min of node 1's death:\n%s", tail(string(b), 30))
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -220,8 +222,11 @@ root: {source: cfs, cfs: {standby: 2}}
 		}
 		t.Logf("node %d's shutdown:\n%s", n, strings.Join(lines, "\n"))
 	}
-	if b, _ := os.ReadFile(qemu.SerialLog(state, 2)); !regexp.MustCompile(`locus-init: the shared root's partition (is )?unmounted: clean`).Match(b) {
-		t.Errorf("node 2 did not leave the shared root clean:\n%s", tail(string(b), 30))
+	if _, ok := lastEvent(state, 2, func(e events.Event) bool {
+		return e.Kind == events.RootUnmounted && e.Attrs[events.AttrClean] == "true"
+	}); !ok {
+		b, _ := os.ReadFile(qemu.SerialLog(state, 2))
+		t.Errorf("node 2 has no event of leaving the shared root clean:\n%s", tail(string(b), 30))
 	}
 	checkAfterFailover(t, filepath.Join(state, "node1", "disk.raw"), last)
 }

@@ -7,14 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/diskfs/go-diskfs"
+	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/events"
 
-	"github.com/locus-ssi/locus/qemu"
+	"github.com/diskfs/go-diskfs"
 )
 
 // TestVMSharedRoot boots the installed cluster with a CFS root: node 1
@@ -142,7 +142,9 @@ services:
 	levels(3)
 	run("3", "locus runlevel 2")
 	levels(2)
-	if b, _ := os.ReadFile(qemu.SerialLog(state, 4)); !strings.Contains(string(b), "service stopped service=level3-daemon level=3") {
+	if _, ok := lastEvent(state, 4, func(e events.Event) bool {
+		return e.Kind == events.ServiceStopped && e.Name == "level3-daemon" && e.Level == 3
+	}); !ok {
 		t.Errorf("node 4 did not stop its level-3 daemon going to run level 2")
 	}
 	if out, err := host("runlevel", "3"); err != nil {
@@ -156,17 +158,22 @@ services:
 		t.Fatalf("shutdown: %v\n%s", err, out)
 	}
 	waitPoweredOff(t, locus, 4, 3*time.Minute)
-	b, _ := os.ReadFile(qemu.SerialLog(state, 1))
-	if !strings.Contains(string(b), "remounted read-only: clean") {
+	if _, ok := lastEvent(state, 1, func(e events.Event) bool {
+		return e.Kind == events.RootUnmounted && e.Attrs[events.AttrClean] == "true"
+	}); !ok {
 		t.Errorf("node 1 did not leave its shared root clean")
 	}
-	for _, n := range []string{"2", "3", "4"} {
-		if !regexp.MustCompile(`locus-clms: transition \d+: node ` + n + ` ShuttingDown`).Match(b) {
-			t.Errorf("node 1 never saw node %s ShuttingDown", n)
+	for _, n := range []int{2, 3, 4} {
+		if _, ok := lastEvent(state, 1, func(e events.Event) bool {
+			return e.Kind == events.TransitionApplied && e.Subject == n && e.State == string(clms.ShuttingDown)
+		}); !ok {
+			t.Errorf("node 1 never applied node %d ShuttingDown", n)
 		}
 	}
-	if sup, _ := os.ReadFile(filepath.Join(state, "supervisor.log")); strings.Contains(string(sup), "fence request") {
-		t.Errorf("a node was fenced during a clean shutdown:\n%s", sup)
+	for n := 1; n <= 4; n++ {
+		if e, ok := lastEvent(state, n, func(e events.Event) bool { return e.Kind == events.Fenced }); ok {
+			t.Errorf("node %d fenced a node during a clean shutdown: %s", n, e)
+		}
 	}
 	// Its root partition, as the shutdown left it on node 1's disk:
 	// e2fsck finds it clean (no journal to replay, nothing to fix), and

@@ -247,7 +247,7 @@ func (c *Cluster) StartAll() error {
 		defer cancel()
 		for _, nc := range first {
 			vm := c.VM(nc.Number)
-			if _, err := vm.Console.WaitLine(ctx, reachedRE); err != nil {
+			if _, _, err := vm.WaitEvent(ctx, 0, Reached); err != nil {
 				select {
 				case <-vm.Done():
 					// QEMU itself failed (a busy port, a missing file): say so.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/locus-ssi/locus/services/events"
 )
 
 func TestConsoleWaitLineAndLog(t *testing.T) {
@@ -27,7 +30,7 @@ func TestConsoleWaitLineAndLog(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	line, err := c.WaitLine(ctx, ReachedRE())
+	line, err := c.WaitLine(ctx, regexp.MustCompile(`reached run level`))
 	if err != nil || !strings.Contains(line, "node 2") {
 		t.Fatalf("WaitLine = %q, %v", line, err)
 	}
@@ -53,27 +56,44 @@ func TestObserveStages(t *testing.T) {
 	vm := &VM{status: NodeStatus{Stage: StageFirmware}}
 	for _, step := range []struct {
 		line  string
+		event *events.Event
 		stage Stage
 	}{
-		{"SeaBIOS (version 1.16)", StageFirmware},
-		{"[    0.000000] Linux version 6.1.0-56-amd64", StageKernel},
-		{"locus-init: modules loaded count=13", StageInit},
-		{"locus-init: phase early done in 258ms", StageInit},
-		{"locus-init: node 4 reached run level 3 in 3.4s", StageUp},
+		{line: "SeaBIOS (version 1.16)", stage: StageFirmware},
+		{line: "[    0.000000] Linux version 6.1.0-56-amd64", stage: StageKernel},
+		// Init's console lines say nothing to the harness: its events do.
+		{line: "locus-init: node 4 reached run level 3 in 3.4s", stage: StageKernel},
+		{event: &events.Event{Seq: 1, Kind: events.PhaseStarted, Name: "early"}, stage: StageInit},
+		{event: &events.Event{Seq: 2, Kind: events.PhaseDone, Name: "early"}, stage: StageInit},
+		{event: &events.Event{Seq: 3, Kind: events.RunLevelReached, Level: 3, Millis: 3400}, stage: StageUp},
 	} {
-		vm.observe(step.line, time.Second)
+		if step.event != nil {
+			vm.observeEvent(*step.event, time.Second)
+		} else {
+			vm.observe(step.line, time.Second)
+		}
 		if got := vm.Status().Stage; got != step.stage {
-			t.Errorf("after %q: stage %s, want %s", step.line, got, step.stage)
+			t.Errorf("after %q %+v: stage %s, want %s", step.line, step.event, got, step.stage)
 		}
 	}
 	st := vm.Status()
-	if st.RunLevel != 3 || st.GuestUp != 3.4 || st.Phase != "early" {
+	if st.RunLevel != 3 || st.GuestUp != 3.4 || st.Phase != "early" || time.Duration(st.UpAfter) != time.Second {
 		t.Errorf("status = %+v", st)
 	}
+	// The same VM boots again (a PXE node's reboot): it climbs anew.
+	vm.observeEvent(events.Event{Seq: 1, Kind: events.PhaseStarted, Name: "early"}, 2*time.Second)
+	if st := vm.Status(); st.Stage != StageInit || st.RunLevel != 0 {
+		t.Errorf("after a new boot's first event: %+v, want init stage, no run level", st)
+	}
 	vm2 := &VM{status: NodeStatus{Stage: StageInit}}
-	vm2.observe("locus-init: phase network failed after 10ms: no address", time.Second)
+	vm2.observeEvent(events.Event{Seq: 4, Kind: events.PhaseFailed, Name: "network", Error: "no address"}, time.Second)
 	if st := vm2.Status(); st.Stage != StageFailed || !strings.Contains(st.Detail, "no address") {
 		t.Errorf("failure not seen: %+v", st)
+	}
+	vm3 := &VM{status: NodeStatus{Stage: StageKernel}}
+	vm3.observe("[    2.1] Kernel panic - not syncing: VFS", time.Second)
+	if st := vm3.Status(); st.Stage != StageFailed {
+		t.Errorf("kernel panic not seen: %+v", st)
 	}
 }
 
@@ -141,9 +161,9 @@ func TestNetbootStages(t *testing.T) {
 			t.Errorf("after registry stage %s: %s, want %s", step.registry, got, step.want)
 		}
 	}
-	// The console takes over from the kernel on; the registry cannot
-	// move a booted node back.
-	vm.observe("locus-init: phase early done in 258ms", time.Second)
+	// The events take over from the kernel on; the registry cannot move
+	// a booted node back.
+	vm.observeEvent(events.Event{Seq: 2, Kind: events.PhaseDone, Name: "early"}, time.Second)
 	vm.netbootStage("dhcp", "ipxe", start.Add(2*time.Second))
 	if got := vm.Status().Stage; got != StageInit {
 		t.Errorf("stage %s, want init", got)
@@ -179,5 +199,46 @@ func TestDiskOverlayFollowsItsImage(t *testing.T) {
 	}
 	if _, err := diskOverlay(dir, NodeConfig{Number: 1, Disk: filepath.Join(dir, "missing.img")}); err == nil || !strings.Contains(err.Error(), "image build") {
 		t.Errorf("missing image: %v", err)
+	}
+}
+
+// TestEventChannel plays QEMU's end of a VM's event port: the harness
+// reads init's events off it, skips a line that is not one, keeps them in
+// the VM's event log and moves the node's stage by them.
+func TestEventChannel(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", eventsPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	vm := &VM{cfg: NodeConfig{Number: 3}, dir: dir, started: time.Now(), events: newEventLog(), status: NodeStatus{Stage: StageKernel}}
+	done := make(chan struct{})
+	read := make(chan struct{})
+	go func() { vm.readEvents(done, vm.observeEvent); close(read) }()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, `{"seq":1,"node":3,"source":"init","kind":"phase.done","name":"early","ms":9}`+"\n")
+	io.WriteString(conn, "garbage from a confused guest\n")
+	io.WriteString(conn, `{"seq":2,"node":3,"source":"init","kind":"runlevel.reached","level":3,"ms":4100}`+"\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, i, err := vm.WaitEvent(ctx, 0, Reached)
+	if err != nil || i != 1 || e.Level != 3 {
+		t.Fatalf("WaitEvent = %+v at %d, %v; want the run level at index 1", e, i, err)
+	}
+	if st := vm.Status(); st.Stage != StageUp || st.GuestUp != 4.1 || st.Phase != "early" {
+		t.Errorf("status = %+v, want Up at 4.1 s after phase early", st)
+	}
+	close(done)
+	<-read
+	logged, err := ReadEventLog(filepath.Join(dir, "events.jsonl"))
+	if err != nil || len(logged) != 2 || logged[1].Kind != events.RunLevelReached {
+		t.Errorf("event log = %+v, %v; want the two events", logged, err)
+	}
+	if _, _, err := vm.WaitEvent(ctx, 2, Reached); err == nil {
+		t.Error("WaitEvent after the VM stopped succeeded, want an error")
 	}
 }

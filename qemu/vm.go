@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"github.com/digitalocean/go-qemu/qmp"
 )
 
@@ -112,22 +114,21 @@ type VM struct {
 	done    chan struct{}
 	waitErr error
 
-	mu     sync.Mutex
-	status NodeStatus
-	execMu sync.Mutex
+	mu      sync.Mutex
+	status  NodeStatus
+	execMu  sync.Mutex
+	started time.Time
+	// events is what the VM's init published on its event channel.
+	events *eventLog
 }
 
+// The kernel's own console lines that tell a boot stage: they are the
+// kernel's, not Locus's, so they are read from the console; everything
+// init and locusd do comes on the event channel.
 var (
-	phaseDoneRE   = regexp.MustCompile(`^locus-init: phase (\w+) done in \d+ms`)
-	phaseFailRE   = regexp.MustCompile(`^locus-init: (phase \w+ failed.*|boot failed.*)`)
-	reachedRE     = regexp.MustCompile(`^locus-init: node (\d+) reached run level (\d+) in ([0-9.]+)s`)
 	kernelPanicRE = regexp.MustCompile(`Kernel panic`)
 	linuxRE       = regexp.MustCompile(`Linux version `)
-	initLineRE    = regexp.MustCompile(`^locus-init: `)
 )
-
-// ReachedRE matches init's run-level line; groups: node, level, seconds.
-func ReachedRE() *regexp.Regexp { return reachedRE }
 
 // Paths of a VM's files in its directory.
 func qmpPath(dir string) string    { return filepath.Join(dir, "qmp.sock") }
@@ -139,7 +140,7 @@ func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("qemu: node %d: %w", n.Number, err)
 	}
-	for _, p := range []string{qmpPath(dir), execPath(dir)} {
+	for _, p := range []string{qmpPath(dir), execPath(dir), eventsPath(dir)} {
 		os.Remove(p)
 	}
 	bin, err := exec.LookPath(qemuBinary)
@@ -171,7 +172,7 @@ func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
 	// The VM dies with whoever started it; it is never left running.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	start := time.Now()
-	vm := &VM{cfg: n, dir: dir, cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	vm := &VM{cfg: n, dir: dir, cmd: cmd, stdin: stdin, done: make(chan struct{}), started: start, events: newEventLog()}
 	vm.status = NodeStatus{Number: n.Number, MAC: n.MAC, Stage: StageFirmware, Started: start}
 	vm.Console, err = NewConsole(serialPath(dir), start, vm.observe)
 	if err != nil {
@@ -183,10 +184,12 @@ func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
 		return nil, fmt.Errorf("qemu: node %d: start %s: %w", n.Number, bin, err)
 	}
 	vm.status.PID = cmd.Process.Pid
-	pumped := make(chan struct{})
+	pumped, eventsRead := make(chan struct{}), make(chan struct{})
 	go func() { vm.Console.Pump(stdout); close(pumped) }()
+	go func() { vm.readEvents(pumped, vm.observeEvent); close(eventsRead) }()
 	go func() {
 		<-pumped
+		<-eventsRead
 		vm.waitErr = cmd.Wait()
 		errLog.Close()
 		vm.mu.Lock()
@@ -252,6 +255,8 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 		"-device", "virtserialport,chardev=exec,name=org.locus.exec",
 		"-chardev", "socket,id=fence,path=" + fencePath(dir) + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=fence,name=" + FencePortName,
+		"-chardev", "socket,id=events,path=" + eventsPath(dir) + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=events,name=" + events.PortName,
 	}
 	if n.Boot != "pxe" {
 		// A panic ends QEMU (panic=-1 reboots); a PXE node instead keeps
@@ -361,7 +366,7 @@ func nodeDisk(dir string, n NodeConfig, name, stampName string, make func(image,
 	return disk, nil
 }
 
-// observe updates the node's stage from a console line.
+// observe updates the node's stage from a console line of the kernel's.
 func (vm *VM) observe(line string, at time.Duration) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
@@ -369,22 +374,40 @@ func (vm *VM) observe(line string, at time.Duration) {
 	switch {
 	case linuxRE.MatchString(line) && s.Stage.beforeKernel():
 		s.Stage = StageKernel
-	case reachedRE.MatchString(line):
-		m := reachedRE.FindStringSubmatch(line)
+	case kernelPanicRE.MatchString(line):
+		s.Stage = StageFailed
+		s.Detail = line
+	}
+}
+
+// observeEvent updates the node's stage from an event of its init's,
+// received at (since the VM started).
+func (vm *VM) observeEvent(e events.Event, at time.Duration) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	s := &vm.status
+	if e.Seq == 1 && s.Stage == StageUp {
+		// A new boot of the same VM (a PXE node rebooting): it climbs again.
+		s.Stage, s.Phase, s.RunLevel = StageInit, "", 0
+	}
+	switch e.Kind {
+	case events.RunLevelReached:
 		s.Stage = StageUp
-		s.RunLevel, _ = strconv.Atoi(m[2])
-		s.GuestUp, _ = strconv.ParseFloat(m[3], 64)
+		s.RunLevel = e.Level
+		s.GuestUp = float64(e.Millis) / 1000
 		s.UpAfter = Duration(at)
-	case phaseDoneRE.MatchString(line):
-		s.Phase = phaseDoneRE.FindStringSubmatch(line)[1]
+	case events.PhaseDone:
+		s.Phase = e.Name
 		if s.Stage != StageUp {
 			s.Stage = StageInit
 		}
-	case phaseFailRE.MatchString(line), kernelPanicRE.MatchString(line):
+	case events.PhaseFailed:
 		s.Stage = StageFailed
-		s.Detail = line
-	case initLineRE.MatchString(line) && (s.Stage == StageKernel || s.Stage.beforeKernel()):
-		s.Stage = StageInit
+		s.Detail = fmt.Sprintf("phase %s failed: %s", e.Name, e.Error)
+	default:
+		if s.Stage == StageKernel || s.Stage.beforeKernel() {
+			s.Stage = StageInit
+		}
 	}
 }
 

@@ -12,9 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/locus-ssi/locus/services/events"
 
 	"github.com/locus-ssi/locus/images/layout"
 
@@ -100,23 +104,37 @@ func TestVMOneNodeReachesRunLevel(t *testing.T) {
 	c, vm := bootOne(t, "52:54:00:88:00:01", "console=ttyS0 panic=-1 locus.node=1 locus.ip=10.88.0.1/24")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	line, err := vm.Console.WaitLine(ctx, qemu.ReachedRE())
+	reached, _, err := vm.WaitEvent(ctx, 0, qemu.Reached)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := vm.Status()
-	t.Logf("node 1 Up after %.1fs (guest %.1fs) with %s: %s", time.Duration(st.UpAfter).Seconds(), st.GuestUp, c.Config().Accel, line)
-	if !strings.HasPrefix(line, "locus-init: node 1 reached run level 3 in ") {
-		t.Errorf("run-level line = %q", line)
+	t.Logf("node 1 Up after %.1fs (guest %.1fs) with %s", time.Duration(st.UpAfter).Seconds(), st.GuestUp, c.Config().Accel)
+	if reached.Node != 1 || reached.Level != 3 || reached.Source != events.SourceInit {
+		t.Errorf("run-level event = %+v, want node 1 at level 3 from init", reached)
 	}
-	lines := strings.Join(vm.Console.Lines(), "\n")
-	for _, p := range []string{"early", "network", "join", "root", "runlevel"} {
-		if !regexp.MustCompile(`locus-init: phase ` + p + ` done in \d+ms`).MatchString(lines) {
-			t.Errorf("console lacks the %s phase line", p)
+	// Every phase started and finished, in order, before the run level;
+	// the oneshot service of level 2 ran; sequence numbers go up by one.
+	var phases []string
+	evs := vm.Events()
+	for i, e := range evs {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d has seq %d, want %d: %+v", i, e.Seq, i+1, e)
+		}
+		if e.Kind == events.PhaseDone {
+			phases = append(phases, e.Name)
 		}
 	}
-	if !strings.Contains(lines, "hello-from-level-2") {
-		t.Error("the level-2 oneshot service did not run")
+	if diff := cmp.Diff([]string{"early", "network", "join", "root", "runlevel"}, phases); diff != "" {
+		t.Errorf("phases done (-want +got):\n%s", diff)
+	}
+	if !slices.ContainsFunc(evs, func(e events.Event) bool {
+		return e.Kind == events.ServiceStopped && e.Name == "hello" && e.Level == 2
+	}) {
+		t.Error("no event of the level-2 oneshot service having run")
+	}
+	if !strings.Contains(strings.Join(vm.Console.Lines(), "\n"), "hello-from-level-2") {
+		t.Error("the level-2 oneshot service's output is not on the console")
 	}
 	for _, tc := range []struct {
 		argv []string
@@ -166,8 +184,10 @@ func TestVMPowerOff(t *testing.T) {
 	_, vm := bootOne(t, "52:54:00:88:00:09", "console=ttyS0 panic=-1 locus.node=9 locus.ip=10.88.0.9/24 locus.poweroff=1")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := vm.Console.WaitLine(ctx, regexp.MustCompile(`locus-init: node 9 reached run level 3`)); err != nil {
+	if e, _, err := vm.WaitEvent(ctx, 0, qemu.Reached); err != nil {
 		t.Fatal(err)
+	} else if e.Node != 9 || e.Level != 3 {
+		t.Fatalf("run-level event = %+v, want node 9 at level 3", e)
 	}
 	if err := vm.Wait(ctx); err != nil {
 		t.Fatalf("VM did not power off cleanly: %v", err)
@@ -230,6 +250,18 @@ func TestVMThreeNodesTalk(t *testing.T) {
 	if _, err := locus("qemu", "status"); err == nil {
 		t.Error("qemu status after down succeeded, want 'not running'")
 	}
+}
+
+// lastEvent is the last event of node n's (in the cluster in state) that
+// match accepts, from the event log the harness keeps.
+func lastEvent(state string, n int, match func(events.Event) bool) (events.Event, bool) {
+	evs, _ := qemu.ReadEventLog(qemu.EventLog(state, n))
+	for i := len(evs) - 1; i >= 0; i-- {
+		if match(evs[i]) {
+			return evs[i], true
+		}
+	}
+	return events.Event{}, false
 }
 
 // cli runs the locus binary on the cluster in state, with the test's image;
@@ -445,9 +477,11 @@ func TestVMInstalledCluster(t *testing.T) {
 	// Membership runs on the nodes' identities: Raft over mutual TLS,
 	// gossip sealed with the cluster's key.
 	for n := 1; n <= 4; n++ {
-		b, _ := os.ReadFile(qemu.SerialLog(state, n))
-		if !regexp.MustCompile(`msg="membership started".* tls=true`).Match(b) {
-			t.Errorf("node %d did not start membership over TLS:\n%s", n, tail(string(b), 20))
+		if _, ok := lastEvent(state, n, func(e events.Event) bool {
+			return e.Kind == events.ServiceStarted && e.Name == events.ServiceMembership && e.Attrs[events.AttrTLS] == "true"
+		}); !ok {
+			b, _ := os.ReadFile(qemu.SerialLog(state, n))
+			t.Errorf("node %d has no event of membership started over TLS; its console:\n%s", n, tail(string(b), 20))
 		}
 	}
 	// Nodes 2-4 redeemed their boot scripts' secrets for certificates:
@@ -469,25 +503,27 @@ func TestVMInstalledCluster(t *testing.T) {
 	if out, err := locus("qemu", "kill", "3"); err != nil {
 		t.Fatalf("kill 3: %v\n%s", err, out)
 	}
-	downRE := regexp.MustCompile(`locus-clms: transition (\d+): node 3 Down`)
+	isDown3 := func(e events.Event) bool {
+		return e.Kind == events.TransitionApplied && e.Subject == 3 && e.State == string(clms.Down)
+	}
 	for deadline := time.Now().Add(90 * time.Second); ; {
-		ids := map[string]bool{}
+		ids := map[uint64]bool{}
 		for _, n := range []int{1, 2, 4} {
-			b, _ := os.ReadFile(qemu.SerialLog(state, n))
-			if m := downRE.FindAllStringSubmatch(string(b), -1); len(m) > 0 {
-				ids[m[len(m)-1][1]] = true
+			if e, ok := lastEvent(state, n, isDown3); ok {
+				ids[e.Transition] = true
 			} else {
-				ids["none"] = true
+				ids[0] = true
 			}
 		}
-		if !ids["none"] {
+		if !ids[0] {
 			if len(ids) != 1 {
-				t.Fatalf("nodes 1, 2 and 4 logged node 3's Down under different transition ids: %v", ids)
+				t.Fatalf("nodes 1, 2 and 4 applied node 3's Down under different transition ids: %v", ids)
 			}
 			t.Logf("node 3 Down on nodes 1, 2, 4 (same transition) within %.1fs of the kill", time.Since(killed).Seconds())
-			// The master fenced it first, through the virtual BMC.
-			if b, _ := os.ReadFile(filepath.Join(state, "supervisor.log")); !regexp.MustCompile(`fence request.*request="off 3" reply=ok`).Match(b) {
-				t.Errorf("node 3 was not fenced before its Down:\n%s", b)
+			// The master (node 1) fenced it first, through the virtual BMC.
+			if _, ok := lastEvent(state, 1, func(e events.Event) bool { return e.Kind == events.Fenced && e.Subject == 3 && e.Error == "" }); !ok {
+				b, _ := os.ReadFile(filepath.Join(state, "supervisor.log"))
+				t.Errorf("node 1 has no event of fencing node 3 before its Down; the supervisor's log:\n%s", b)
 			}
 			break
 		}

@@ -24,9 +24,10 @@ set -x
 # node 1's netboot registry, and the cluster's membership.
 "$LOCUS" netboot nodes
 "$LOCUS" cluster status
-"$LOCUS" qemu "${flags[@]}" logs 1 | grep 'locus-init:' | tail -8
+# Node 1's boot, as its init and daemon published it (its event feed).
+"$LOCUS" cluster events --kind phase.done,runlevel.reached,role.taken,service.started
 # A fault: node 3 loses power. The master fences it (the virtual BMC)
-# and commits its Down; every node logs the same transition.
+# and commits its Down; every node applies the same transition.
 "$LOCUS" qemu "${flags[@]}" kill 3
 set +x
 for _ in $(seq 60); do
@@ -35,7 +36,7 @@ for _ in $(seq 60); do
 done
 set -x
 "$LOCUS" cluster status
-"$LOCUS" qemu "${flags[@]}" logs 2 | grep 'locus-clms:' | tail -3
+"$LOCUS" qemu "${flags[@]}" events 2 --kind transition.applied | tail -3
 # One root: a file written on node 2 is read on node 4.
 "$LOCUS" qemu "${flags[@]}" exec 2 -- sh -c 'echo written-on-node-2 > /demo.txt'
 "$LOCUS" qemu "${flags[@]}" exec "$N" -- cat /demo.txt
@@ -43,16 +44,14 @@ set -x
 # loses power. The new master fences it; node 2, which sees node 1's
 # disk, mounts it and serves the root at the service address; the other
 # nodes' relays reconnect and carry on.
-# (A node's serial log keeps earlier boots: look only past this point.)
-seen=$("$LOCUS" qemu "${flags[@]}" logs 2 | wc -l)
 "$LOCUS" qemu "${flags[@]}" kill 1
 set +x
 for _ in $(seq 120); do
-	[ "$("$LOCUS" qemu "${flags[@]}" logs 2 | tail -n +"$seen" | grep -c 'cfs: took the shared root over')" -gt 0 ] && break
+	"$LOCUS" qemu "${flags[@]}" events 2 --kind role.taken --output json | grep -q '"name":"cfs-server"' && break
 	sleep 1
 done
 set -x
-"$LOCUS" qemu "${flags[@]}" logs 2 | tail -n +"$seen" | grep -E 'locus-clms: transition|cfs: t' | tail -3
+"$LOCUS" qemu "${flags[@]}" events 2 --kind transition.applied,role.taken,node.fenced | tail -4
 "$LOCUS" qemu "${flags[@]}" exec "$N" -- cat /demo.txt
 "$LOCUS" qemu "${flags[@]}" exec 2 -- locus cluster status
 "$LOCUS" qemu "${flags[@]}" down

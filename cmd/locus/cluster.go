@@ -1,18 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
+
 	"github.com/spf13/cobra"
 
-	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 )
 
@@ -100,10 +101,19 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 }
 
 func newClusterEventsCmd(e *env) *cobra.Command {
-	return endpointCmd(e, "events", "Stream membership transitions as they are committed (the past ones first)",
-		"  locus cluster events\n  locus cluster events --output json",
+	var follow bool
+	var f eventFilter
+	cmd := endpointCmd(e, "events", "Show a node's event feed: phases, run level, transitions, roles, services, fencing",
+		"  locus cluster events\n  locus cluster events -f --kind transition.applied\n  locus cluster events --since 40 --output json",
 		func(cmd *cobra.Command, _ []string, ep *endpoint, output string) error {
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+ep.API+"/v1/cluster/events", nil)
+			if err := f.check(); err != nil {
+				return err
+			}
+			q := url.Values{"since": {strconv.FormatUint(f.since, 10)}}
+			if follow {
+				q.Set("follow", "true")
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+ep.API+"/v1/events?"+q.Encode(), nil)
 			if err != nil {
 				return err
 			}
@@ -115,21 +125,19 @@ func newClusterEventsCmd(e *env) *cobra.Command {
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("cluster events from %s: %s", ep.API, resp.Status)
 			}
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				if output == "json" {
-					fmt.Fprintln(e.stdout, sc.Text())
-					continue
-				}
-				var t clms.Transition
-				if err := json.Unmarshal(sc.Bytes(), &t); err != nil {
-					return fmt.Errorf("cluster events: bad line from %s: %w", ep.API, err)
-				}
-				fmt.Fprintf(e.stdout, "%s transition %d: node %d %s (master %d: %s)\n", t.At.Local().Format("15:04:05.000"), t.ID, t.Node, t.State, t.Master, t.Reason)
-			}
-			if err := sc.Err(); err != nil && cmd.Context().Err() == nil {
-				return fmt.Errorf("cluster events: %w", err)
+			err = events.Read(resp.Body, f.printer(e, output))
+			if err != nil && cmd.Context().Err() == nil {
+				return fmt.Errorf("cluster events from %s: %w", ep.API, err)
 			}
 			return nil
 		})
+	cmd.Long = `Events are what a node's init and daemon did, typed and numbered in order
+from 1 each boot: phase.started/done/failed, runlevel.reached,
+state.changed, transition.applied (every membership transition, the same
+on every node), role.taken/lost (master, cfs-server),
+service.started/stopped, node.fenced, root.unmounted. The feed is the
+endpoint's node's (on a node, its own); --follow keeps printing new ones.`
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they come")
+	f.add(cmd)
+	return cmd
 }

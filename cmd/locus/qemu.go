@@ -71,7 +71,7 @@ QMP power control and an exec channel to each node's init.`,
 	}
 	q.add(cmd)
 	cmd.AddCommand(newQemuUpCmd(e, q), newQemuDownCmd(e, q), newQemuStatusCmd(e, q), newQemuConsoleCmd(e, q),
-		newQemuLogsCmd(e, q), newQemuExecCmd(e, q), newQemuPowerCmd(e, q, "kill"), newQemuPowerCmd(e, q, "start"),
+		newQemuLogsCmd(e, q), newQemuEventsCmd(e, q), newQemuExecCmd(e, q), newQemuPowerCmd(e, q, "kill"), newQemuPowerCmd(e, q, "start"),
 		newQemuSuperviseCmd(e, q))
 	return cmd
 }
@@ -333,6 +333,60 @@ func newQemuLogsCmd(e *env, q *qemuFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the log grows")
+	return cmd
+}
+
+func newQemuEventsCmd(e *env, q *qemuFlags) *cobra.Command {
+	var follow bool
+	var output string
+	var f eventFilter
+	cmd := &cobra.Command{
+		Use:   "events NODE",
+		Short: "Print the events a node's init published on its event channel (every boot)",
+		Long: `Events prints what the harness received on a VM's event channel: the
+node's event feed (see locus cluster events), straight from its init,
+from the first phase of every boot on, even when the node's network or
+daemon never came up.`,
+		Example: "  locus qemu events 2\n  locus qemu events 2 -f --kind role.taken\n  locus qemu events 1 --output json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if err := f.check(); err != nil {
+				return err
+			}
+			n, dir, err := q.node(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			print := f.printer(e, output)
+			seen := 0
+			for {
+				evs, err := qemu.ReadEventLog(qemu.EventLog(dir, n))
+				if err != nil && seen == 0 && !follow {
+					return fmt.Errorf("no events for node %d in %s", n, dir)
+				}
+				for _, ev := range evs[min(seen, len(evs)):] {
+					print(ev)
+				}
+				seen = max(seen, len(evs))
+				if !follow {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they come")
+	f.add(cmd)
+	addOutputFlag(cmd, &output)
 	return cmd
 }
 

@@ -181,6 +181,8 @@ func (n *Node) shellOnce(dev string) error {
 // powerOff syncs and powers the machine off (locus.poweroff=1).
 func (n *Node) powerOff() {
 	fmt.Fprintln(n.console, "locus-init: powering off (locus.poweroff)")
+	n.publish(events.Event{Kind: events.StateChanged, State: "PoweringOff"})
+	n.flushEvents(2 * time.Second)
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
 		fmt.Fprintf(n.console, "locus-init: power off: %v\n", err)

@@ -103,10 +103,23 @@ func (n *Node) serveEventPort(ctx context.Context) {
 				return err
 			}
 			last = e.Seq
+			n.portWritten.Store(last)
 			return nil
 		})
 		f.Close()
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// flushEvents waits, at most wait, until the event port has taken every
+// event published (before a power-off, so the host has the last ones). A
+// node without the port does not wait.
+func (n *Node) flushEvents(wait time.Duration) {
+	if virtioport.Find(events.PortName) == "" {
+		return
+	}
+	for deadline := time.Now().Add(wait); n.portWritten.Load() < n.feed.Last() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/locus-ssi/locus/services/events"
@@ -41,6 +42,8 @@ type Node struct {
 	// feed is the node's event feed (services/events): init owns it for
 	// the whole boot; locusd publishes to it through its socket.
 	feed *events.Feed
+	// portWritten is the last event written to the QEMU event port.
+	portWritten atomic.Uint64
 
 	mu       sync.Mutex
 	number   int

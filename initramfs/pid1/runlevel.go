@@ -202,6 +202,8 @@ func (n *Node) shutdown(ctx context.Context, r locusd.Request) {
 		}
 	}
 	fmt.Fprintf(n.console, "locus-init: node %d down in %.1fs: %s\n", n.Number(), time.Since(start).Seconds(), r.Action)
+	n.publish(events.Event{Kind: events.StateChanged, State: "Down", Detail: string(r.Action), Millis: time.Since(start).Milliseconds()})
+	n.flushEvents(2 * time.Second)
 	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
 	if r.Action == locusd.ActionReboot {
 		cmd = unix.LINUX_REBOOT_CMD_RESTART
@@ -284,6 +286,7 @@ func (n *Node) releaseRoot(ctx context.Context) error {
 		if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("remount %s read-only: %w", dir, err)
 		}
+		n.publish(events.Event{Kind: events.RootUnmounted, Name: dir, Detail: "remounted read-only", Attrs: map[string]string{events.AttrClean: "true"}})
 		fmt.Fprintf(n.console, "locus-init: shared root %s remounted read-only: clean\n", dir)
 		return nil
 	}
