@@ -148,7 +148,7 @@ func pxeBoot(t *testing.T, node int, nic, firmware string) {
 		t.Errorf("run-level event %+v is not node %d's", reached, node)
 	}
 	// The registry followed the node through its stages.
-	out, err := exec.Command("ip", "netns", "exec", ns, env.locus, "netboot", "nodes", "--output", "json").CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", ns, env.locus, "node", "list", "--output", "json").CombinedOutput()
 	if err != nil {
 		t.Fatalf("netboot nodes: %v\n%s", err, out)
 	}

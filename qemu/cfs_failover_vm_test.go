@@ -208,7 +208,7 @@ root: {source: cfs, cfs: {standby: 2}}
 	// The cluster, now served by node 2, shuts down from node 2: node 2
 	// goes last and leaves the shared disk's root partition clean (no
 	// journal to replay), holding every record.
-	if out, err := locus("qemu", "exec", "2", "--", "locus", "shutdown"); err != nil {
+	if out, err := locus("qemu", "exec", "2", "--", "locus", "shutdown", "--yes"); err != nil {
 		t.Fatalf("shutdown from node 2: %v\n%s", err, out)
 	}
 	waitPoweredOff(t, locus, 4, 4*time.Minute)

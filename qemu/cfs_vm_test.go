@@ -154,7 +154,7 @@ services:
 
 	// Whole-cluster shutdown: every node ShuttingDown then Down (never
 	// fenced), the CFS server last; its filesystem is left clean.
-	if out, err := host("shutdown"); err != nil {
+	if out, err := host("shutdown", "--yes"); err != nil {
 		t.Fatalf("shutdown: %v\n%s", err, out)
 	}
 	waitPoweredOff(t, locus, 4, 3*time.Minute)

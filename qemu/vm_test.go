@@ -429,7 +429,7 @@ func TestVMInstalledCluster(t *testing.T) {
 	// From the host, through the endpoint qemu up saved: node 1's
 	// registry, where VM N's MAC is node N.
 	host := hostCLI(state)
-	out, err := host("netboot", "nodes", "--output", "json")
+	out, err := host("node", "list", "--output", "json")
 	var contacts []struct {
 		MAC  string `json:"mac"`
 		Node int    `json:"node"`
@@ -448,7 +448,7 @@ func TestVMInstalledCluster(t *testing.T) {
 		t.Errorf("probe through the saved endpoint: %v\n%s", err, out)
 	}
 	// Node 1 serves netboot: its registry lists the three PXE nodes.
-	out, err = locus("qemu", "exec", "1", "--", "locus", "netboot", "nodes", "--output", "json")
+	out, err = locus("qemu", "exec", "1", "--", "locus", "node", "list", "--output", "json")
 	if err != nil {
 		t.Fatalf("netboot nodes on node 1: %v\n%s", err, out)
 	}

@@ -22,7 +22,7 @@ set -x
 "$LOCUS" qemu "${flags[@]}" exec 2 -- cat /run/locus/node.json
 # From the host, through the endpoint qemu up saved (node 1's daemon):
 # node 1's netboot registry, and the cluster's membership.
-"$LOCUS" netboot nodes
+"$LOCUS" node list
 "$LOCUS" cluster status
 # Node 1's boot, as its init and daemon published it (its event feed).
 "$LOCUS" cluster events --kind phase.done,runlevel.reached,role.taken,service.started

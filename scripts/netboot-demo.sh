@@ -53,7 +53,7 @@ for _ in $(seq 1 300); do
 		grep 'locus-init:' "$work/serial.log" | sed 's/^/   [node] /'
 		echo "== PXE boot to run level in $(( $(date +%s) - start ))s; the server said:"
 		sed 's/^/   [netboot] /' "$work/netboot.log"
-		ip netns exec "$ns" "$LOCUS" netboot nodes
+		ip netns exec "$ns" "$LOCUS" node list
 		exit 0
 	fi
 	sleep 1

@@ -48,6 +48,6 @@ too.`,
 	}
 	cmd.Flags().StringVar(&o.Target, "disk", "", "device (or image file) to write")
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm that the disk is erased")
-	cmd.Flags().StringVar(&imageDir, "image-dir", "out", "directory `locus image build` wrote")
+	cmd.Flags().StringVar(&imageDir, "image-dir", "out", "directory locus image build wrote")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/spf13/cobra"
 )
 
 func runLocus(t *testing.T, args ...string) (string, string, error) {
@@ -97,16 +98,20 @@ func TestUserErrorsAreOneLine(t *testing.T) {
 
 func TestEveryVerbHasHelpAndExamples(t *testing.T) {
 	root := newRootCmd(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{})
-	for _, c := range root.Commands() {
-		for _, sub := range append(c.Commands(), c) {
-			if sub.Hidden || sub.Name() == "help" || sub.Name() == "completion" || sub.HasSubCommands() {
+	var check func(c *cobra.Command)
+	check = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Name() == "help" || sub.Name() == "completion" {
 				continue
 			}
+			// Hidden verbs too: internal ones are documented, not listed.
 			if sub.Example == "" || sub.Short == "" {
-				t.Errorf("locus %s: no example or short help", sub.CommandPath())
+				t.Errorf("%s: no example or short help", sub.CommandPath())
 			}
+			check(sub)
 		}
 	}
+	check(root)
 	out, _, err := runLocus(t, "completion", "bash")
 	if err != nil || !strings.Contains(out, "locus") {
 		t.Errorf("completion bash = %v", err)
@@ -147,5 +152,45 @@ func TestEndpointResolution(t *testing.T) {
 	t.Setenv("LOCUS_ENDPOINT", "")
 	if _, err := resolveEndpoint(""); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("damaged endpoint file: %v", err)
+	}
+}
+
+// TestShutdownOfTheClusterAsks: powering the whole cluster off needs a
+// yes, on a terminal or as --yes; one node does not.
+func TestShutdownOfTheClusterAsks(t *testing.T) {
+	t.Setenv("LOCUS_ENDPOINT", "127.0.0.1:1") // nothing listens: only the asking is tested
+	_, _, err := runLocus(t, "shutdown")
+	if err == nil || !strings.Contains(err.Error(), "--yes") || !strings.Contains(err.Error(), "every node") {
+		t.Errorf("shutdown without a terminal or --yes = %v, want a refusal naming --yes", err)
+	}
+	for _, args := range [][]string{{"shutdown", "--yes"}, {"shutdown", "--node", "3"}} {
+		_, _, err := runLocus(t, args...)
+		if err == nil || strings.Contains(err.Error(), "--yes") {
+			t.Errorf("%v = %v, want it to go ahead (and fail to reach the endpoint)", args, err)
+		}
+	}
+}
+
+// TestHelpIsGrouped: locus --help lists the verbs under their groups and
+// not the internal ones; the old spelling of node list still works.
+func TestHelpIsGrouped(t *testing.T) {
+	out, _, err := runLocus(t, "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Build and install:", "The cluster:", "Machines:", "QEMU clusters on this machine:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks the group %q:\n%s", want, out)
+		}
+	}
+	for _, internal := range []string{"\n  daemon ", "\n  fence "} {
+		if strings.Contains(out, internal) {
+			t.Errorf("--help lists the internal verb %q", strings.TrimSpace(internal))
+		}
+	}
+	for _, args := range [][]string{{"node", "list", "--help"}, {"netboot", "nodes", "--help"}, {"daemon", "--help"}} {
+		if _, _, err := runLocus(t, args...); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
 	}
 }

@@ -31,9 +31,15 @@ func newNetbootCmd(e *env) *cobra.Command {
 		Use:   "netboot",
 		Short: "Serve DHCP, TFTP and HTTP so new nodes PXE-boot the cluster image",
 		Example: `  locus netboot serve --interface eth1
-  locus netboot nodes`,
+  locus node list`,
 	}
-	cmd.AddCommand(newNetbootServeCmd(e), newNetbootNodesCmd(e))
+	// The registry's machines are nodes: listed by locus node list. The
+	// old spelling stays, unlisted.
+	nodes := newNodeListCmd(e)
+	nodes.Use, nodes.Aliases, nodes.Hidden = "nodes", nil, true
+	nodes.Short = "Alias of locus node list"
+	nodes.Example = "  locus netboot nodes   # the same as locus node list"
+	cmd.AddCommand(newNetbootServeCmd(e), nodes)
 	return cmd
 }
 
@@ -100,12 +106,19 @@ func adminGet(ctx context.Context, admin, path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-func newNetbootNodesCmd(e *env) *cobra.Command {
+func newNodeListCmd(e *env) *cobra.Command {
 	var admin, output string
 	cmd := &cobra.Command{
-		Use:     "nodes",
-		Short:   "List every machine that contacted the netboot service, with its boot stage",
-		Example: "  locus netboot nodes\n  locus netboot nodes --output json",
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List every machine that contacted the netboot service, with its boot stage and admission",
+		Long: `List shows the init node's netboot registry: every machine that asked for an
+address or a boot script, by MAC, with the node number it has (or will
+have), how far its last boot got (dhcp, tftp, ipxe, kernel, initramfs) and
+whether it is admitted (known, accepted) or waiting for locus node accept.
+On the netboot server it asks the service's loopback API; elsewhere, the
+cluster's endpoint, whose init node serves the registry.`,
+		Example: "  locus node list\n  locus node list --output json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -156,9 +169,10 @@ func dash(s string) string {
 
 func newNodeCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "node",
-		Short:   "Manage node admission",
-		Example: "  locus node accept 52:54:00:12:34:56 --number 5",
+		Use:   "node",
+		Short: "The machines: which contacted the netboot service, and admitting new ones",
+		Example: `  locus node list
+  locus node accept 52:54:00:12:34:56 --number 5`,
 	}
 	var admin string
 	var number int
@@ -200,6 +214,6 @@ func newNodeCmd(e *env) *cobra.Command {
 	}
 	accept.Flags().StringVar(&admin, "admin", "127.0.0.1:7471", "the netboot service's operator API")
 	accept.Flags().IntVar(&number, "number", 0, "node number (default: the next free one)")
-	cmd.AddCommand(accept)
+	cmd.AddCommand(newNodeListCmd(e), accept)
 	return cmd
 }

@@ -30,7 +30,7 @@ type qemuFlags struct {
 }
 
 func (q *qemuFlags) add(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&q.imageDir, "image-dir", "out", "directory `locus image build` wrote")
+	cmd.PersistentFlags().StringVar(&q.imageDir, "image-dir", "out", "directory locus image build wrote")
 	cmd.PersistentFlags().StringVar(&q.stateDir, "state-dir", "", "cluster state directory (default: $XDG_STATE_HOME/locus/qemu/<cluster>)")
 }
 
@@ -152,7 +152,7 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 			}
 			fmt.Fprintf(e.stdout, "all %d node(s) Up in %.1fs\n", n, time.Since(start).Seconds())
 			if ep, ok := savedEndpointFor(cfg); ok {
-				fmt.Fprintf(e.stdout, "cluster endpoint %s saved: host-side verbs (locus netboot nodes, locus probe) reach node 1 there\n", ep.API)
+				fmt.Fprintf(e.stdout, "cluster endpoint %s saved: host-side verbs (locus cluster status, locus node list) reach node 1 there\n", ep.API)
 			}
 			return nil
 		},
@@ -455,7 +455,12 @@ func newQemuSuperviseCmd(e *env, q *qemuFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:    "supervise",
 		Short:  "Run a cluster's VMs (started by `locus qemu up`)",
-		Hidden: true,
+		Long: `Supervise owns a cluster's VMs for as long as it runs: locus qemu up starts
+it detached, and every other qemu verb talks to it on the control socket
+in the cluster's state directory. It is internal; run it by hand only to
+debug the harness.`,
+		Example: "  locus qemu supervise --state-dir ~/.local/state/locus/qemu/locus",
+		Hidden:  true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := q.dir()

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/locus-ssi/locus/services/locusd"
 )
@@ -72,10 +76,19 @@ later is Up only once it has reached it.`
 
 func newShutdownCmd(e *env) *cobra.Command {
 	var node int
-	var reboot bool
+	var reboot, yes bool
 	cmd := endpointCmd(e, "shutdown", "Shut down (or reboot) the whole cluster, or one node",
-		"  locus shutdown\n  locus shutdown --node 3\n  locus shutdown --node 2 --reboot",
+		"  locus shutdown            # asks first on a terminal\n  locus shutdown --yes\n  locus shutdown --node 3\n  locus shutdown --node 2 --reboot",
 		func(cmd *cobra.Command, _ []string, ep *endpoint, output string) error {
+			if node == 0 && !yes {
+				verb := "power off"
+				if reboot {
+					verb = "reboot"
+				}
+				if err := confirm(e, fmt.Sprintf("This will %s every node of the cluster at %s (%s).", verb, ep.API, ep.From)); err != nil {
+					return err
+				}
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			var reply locusd.ShutdownReply
@@ -105,5 +118,21 @@ serving the shared root goes last, once the others are Down, so nothing
 written before is lost.`
 	cmd.Flags().IntVar(&node, "node", 0, "the node to shut down (default: the whole cluster)")
 	cmd.Flags().BoolVar(&reboot, "reboot", false, "reboot instead of powering off")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask before shutting the whole cluster down")
 	return cmd
+}
+
+// confirm asks on a terminal whether to go on with what; without a
+// terminal to ask on it refuses, pointing at --yes.
+func confirm(e *env, what string) error {
+	in, ok := e.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(in.Fd())) {
+		return fmt.Errorf("%s Nothing to ask on (stdin is not a terminal): add --yes to go on", what)
+	}
+	fmt.Fprintf(e.stderr, "%s Go on? [y/N] ", what)
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+		return fmt.Errorf("not confirmed: nothing was shut down")
+	}
+	return nil
 }
