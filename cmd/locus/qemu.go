@@ -453,15 +453,15 @@ func newQemuPowerCmd(e *env, q *qemuFlags, op string) *cobra.Command {
 
 func newQemuSuperviseCmd(e *env, q *qemuFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:    "supervise",
-		Short:  "Run a cluster's VMs (started by `locus qemu up`)",
+		Use:   "supervise",
+		Short: "Run a cluster's VMs (started by `locus qemu up`)",
 		Long: `Supervise owns a cluster's VMs for as long as it runs: locus qemu up starts
 it detached, and every other qemu verb talks to it on the control socket
 in the cluster's state directory. It is internal; run it by hand only to
 debug the harness.`,
 		Example: "  locus qemu supervise --state-dir ~/.local/state/locus/qemu/locus",
 		Hidden:  true,
-		Args:   cobra.NoArgs,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := q.dir()
 			if err != nil {
