@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -93,10 +92,17 @@ func run(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "cfs-bench: %d rounds of %d MiB write+read and %d files create/stat/unlink, msize %d KiB\n", o.rounds, o.sizeMiB, o.files, o.msize>>10)
 	for r := 1; r <= o.rounds; r++ {
-		for _, s := range servers {
-			if err := s.round(o); err != nil {
-				return fmt.Errorf("%s, round %d: %w", s.name, r, err)
+		// Locus first in even rounds, diod first in odd ones.
+		round := func(s *server) func() error {
+			return func() error {
+				if err := s.round(o); err != nil {
+					return fmt.Errorf("%s, round %d: %w", s.name, r, err)
+				}
+				return nil
 			}
+		}
+		if err := benchresults.Alternate(r, round(servers[0]), round(servers[1])); err != nil {
+			return err
 		}
 		fmt.Fprintf(stdout, "round %d/%d: write %.0f vs %.0f MB/s, read %.0f vs %.0f MB/s, metadata %.0f vs %.0f ops/s\n", r, o.rounds,
 			last(servers[0].write), last(servers[1].write), last(servers[0].read), last(servers[1].read), last(servers[0].meta), last(servers[1].meta))
@@ -258,16 +264,19 @@ func create(dir p9.File, name string) (p9.File, error) {
 func format(servers []*server, o options) string {
 	l, d := servers[0], servers[1]
 	var b strings.Builder
-	fmt.Fprintf(&b, "## CFS server (make bench-cfs)\n\n%s. Locus's CFS server (`locus daemon --cfs-export`) and diod %s, each in its own process serving its own directory of the same ext4 filesystem (/var/tmp), on loopback; the same Go 9P2000.L client (hugelgupf/p9, plain 9P2000.L, msize %d KiB) against both, %d rounds alternating the servers; medians. Higher is better; the ratio is Locus / diod.\n\n",
-		benchresults.Machine(), diodVersion(o.diod), o.msize>>10, o.rounds)
+	fmt.Fprintf(&b, "## CFS server (make bench-cfs)\n\n%s. Locus's CFS server (`locus daemon --cfs-export`) and diod %s, each in its own process serving its own directory of the same ext4 filesystem (/var/tmp), on loopback; the same Go 9P2000.L client (hugelgupf/p9, plain 9P2000.L, msize %d KiB) against both, %d rounds, each running every workload on both servers, Locus first in even rounds and diod first in odd ones; medians. Higher is better; the ratio is the %s (Locus / diod).\n\n",
+		benchresults.Machine(), diodVersion(o.diod), o.msize>>10, o.rounds, benchresults.RatioRule)
 	fmt.Fprintf(&b, "| workload | Locus CFS | diod | ratio |\n|---|---|---|---|\n")
-	row := func(what, unit string, a, z []float64) {
-		ma, mz := median(a), median(z)
+	var rows []benchresults.Row
+	row := func(what, short, unit string, a, z []float64) {
+		ma, mz := benchresults.Median(a), benchresults.Median(z)
 		fmt.Fprintf(&b, "| %s | %.1f %s | %.1f %s | %.2f |\n", what, ma, unit, mz, unit, ma/mz)
+		rows = append(rows, benchresults.Row{What: short, Ratio: ma / mz})
 	}
-	row(fmt.Sprintf("write %d MiB + fsync", o.sizeMiB), "MB/s", l.write, d.write)
-	row(fmt.Sprintf("read %d MiB", o.sizeMiB), "MB/s", l.read, d.read)
-	row(fmt.Sprintf("metadata: create, stat, unlink %d files", o.files), "ops/s", l.meta, d.meta)
+	row(fmt.Sprintf("write %d MiB + fsync", o.sizeMiB), "write", "MB/s", l.write, d.write)
+	row(fmt.Sprintf("read %d MiB", o.sizeMiB), "read", "MB/s", l.read, d.read)
+	row(fmt.Sprintf("metadata: create, stat, unlink %d files", o.files), "metadata", "ops/s", l.meta, d.meta)
+	fmt.Fprintf(&b, "\n%s\n", benchresults.Reading("diod", rows))
 	b.WriteString("\ndiod has no Tunlinkat: as the kernel client does, the benchmark then walks to the file and sends Tremove (two round trips where Locus takes one).\n")
 	b.WriteString("\nThe kernel's own 9P client is not used here: this host's kernel has no 9p module (the guests' has, and mounts the shared root with it).\n")
 	return b.String()
@@ -279,15 +288,6 @@ func diodVersion(path string) string {
 		return "(" + path + ")"
 	}
 	return string(out) + " (Debian)"
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s) == 0 {
-		return 0
-	}
-	return s[len(s)/2]
 }
 
 func last(v []float64) float64 {

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,16 +38,16 @@ type opts struct {
 type result struct {
 	what, unit  string
 	locus, peer float64
-	// ratios are locus/peer of each round, the two measured back to back.
+	// ratios are locus/peer of each round, the two measured back to back
+	// (shown for the spread; the table's ratio is of the medians).
 	ratios   []float64
 	peerName string
 	note     string
 }
 
-// ratio is the median of the per-round ratios: a round's two
-// measurements share the machine's mood, so their ratio is steadier than
-// the ratio of medians.
-func (r result) ratio() float64 { return median(append([]float64(nil), r.ratios...)) }
+// ratio is the ratio of the medians (benchresults.RatioRule): rates, so
+// Locus / peer.
+func (r result) ratio() float64 { return r.locus / r.peer }
 
 func run(args []string) error {
 	var o opts
@@ -370,22 +369,22 @@ func (o *opts) trial(what string, start func() (*server, error), measure func() 
 // slow moment of the machine does not land on one side only.
 const rounds = 5
 
-// sideBySide measures Locus and the peer in alternating rounds (each
-// server started afresh) and returns the median of each.
+// sideBySide measures Locus and the peer in rounds (each server started
+// afresh), Locus first in even rounds and the peer first in odd ones, and
+// returns the median of each side and each round's ratio.
 func sideBySide(locus, peer func() (float64, error)) (float64, float64, []float64, error) {
 	var ls, ps, rs []float64
-	for range rounds {
-		l, err := locus()
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		p, err := peer()
+	for r := range rounds {
+		var l, p float64
+		err := benchresults.Alternate(r,
+			func() (err error) { l, err = locus(); return err },
+			func() (err error) { p, err = peer(); return err })
 		if err != nil {
 			return 0, 0, nil, err
 		}
 		ls, ps, rs = append(ls, l), append(ps, p), append(rs, l/p)
 	}
-	return median(ls), median(ps), rs, nil
+	return benchresults.Median(ls), benchresults.Median(ps), rs, nil
 }
 
 func fmtRatios(v []float64) string {
@@ -396,21 +395,19 @@ func fmtRatios(v []float64) string {
 	return strings.Join(parts, " ")
 }
 
-func median(v []float64) float64 {
-	sort.Float64s(v)
-	return v[len(v)/2]
-}
-
 // writeResults replaces the netboot section of the results file.
 func writeResults(path string, rs []result) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "## Netboot (make bench-netboot)\n\n")
-	fmt.Fprintf(&b, "Run %s. Servers in one network namespace, the load generator in another, joined by a veth pair; in one run, Locus and the peer measured alternately %d times each (servers started afresh each time), medians shown. Each round measures Locus and then the peer back to back; the ratio (Locus / peer, above 1: Locus is faster) is the median of the rounds' ratios.\n\n",
-		benchresults.Machine(), rounds)
-	fmt.Fprintf(&b, "| what | Locus (median) | peer (median) | ratio (median of rounds) | each round |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "Run %s. Servers in one network namespace, the load generator in another, joined by a veth pair; in one run, %d rounds, each measuring Locus and the peer back to back (servers started afresh each time), Locus first in even rounds and the peer first in odd ones. The ratio is the %s; each round's own ratio is shown for the spread.\n\n",
+		benchresults.Machine(), rounds, benchresults.RatioRule)
+	fmt.Fprintf(&b, "| what | Locus (median) | peer (median) | ratio | each round |\n|---|---|---|---|---|\n")
+	var rows []benchresults.Row
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %.1f %s | %s: %.1f %s | **%.2f** | %s |\n", r.what, r.locus, r.unit, r.peerName, r.peer, r.unit, r.ratio(), fmtRatios(r.ratios))
+		fmt.Fprintf(&b, "| %s | %.1f %s | %s: %.1f %s | %.2f | %s |\n", r.what, r.locus, r.unit, r.peerName, r.peer, r.unit, r.ratio(), fmtRatios(r.ratios))
+		rows = append(rows, benchresults.Row{What: strings.SplitN(r.what, ":", 2)[0] + " vs " + r.peerName, Ratio: r.ratio()})
 	}
+	fmt.Fprintf(&b, "\n%s\n", benchresults.Reading("the peer", rows))
 	for _, r := range rs {
 		if r.note != "" {
 			fmt.Fprintf(&b, "\n%s\n", r.note)
