@@ -28,8 +28,9 @@ build:
 image: deps build
 	$(LOCUS) image build --out $(OUT)
 
-# demo: build everything, boot a 3-node cluster in QEMU, show it working,
-# then stop it.
+# demo: build everything, boot a 4-node cluster in QEMU (node 1 from the
+# install disk, 2-4 by PXE), show it working and surviving faults, then
+# stop it.
 demo: image
 	./scripts/demo.sh $(LOCUS) $(OUT)
 

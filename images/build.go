@@ -88,11 +88,7 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*lay
 	if o.DiskFormat != "" && o.DiskFormat != "raw" && o.DiskFormat != "qcow2" {
 		return nil, fmt.Errorf("images: --format %q: want raw or qcow2", o.DiskFormat)
 	}
-	spec, specYAML, err := clusterspec.Load(o.SpecPath)
-	if o.SpecPath == "" {
-		spec, err = clusterspec.Parse("the default cluster spec", []byte(clusterspec.DefaultClusterSpec))
-		specYAML = []byte(clusterspec.DefaultClusterSpec)
-	}
+	spec, specYAML, err := clusterspec.LoadForBuild(o.SpecPath)
 	if err != nil {
 		return nil, err
 	}

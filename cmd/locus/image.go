@@ -40,7 +40,7 @@ func newImageBuildCmd(e *env) *cobra.Command {
 	var compress string
 	cmd := &cobra.Command{
 		Use:   "build",
-		Short: "Build the kernel and initramfs into the output directory",
+		Short: "Build the kernel, initramfs, netboot tree and install disk into the output directory",
 		Long: `Build fetches the kernel (Debian's linux-image-amd64 through apt, or your own
 with --kernel/--modules), builds the u-root initramfs with the Locus init,
 the modules the spec needs and the spec itself, and writes them to --out:
@@ -81,7 +81,7 @@ $XDG_CACHE_HOME/locus (or $LOCUS_CACHE_DIR); later builds take seconds.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.SpecPath, "spec", defaultSpec(), "cluster spec (default: ./locus.yaml if present, else all defaults)")
+	f.StringVar(&o.SpecPath, "spec", defaultSpec(), "cluster spec (default: ./locus.yaml if present, else the default cluster: see locus image spec)")
 	f.StringVar(&o.Out, "out", "out", "output directory")
 	f.StringVar(&o.KernelImage, "kernel", "", "use this kernel image instead of Debian's package")
 	f.StringVar(&o.KernelModules, "modules", "", "module tree of --kernel (lib/modules/<version>)")
@@ -99,6 +99,11 @@ func newImageSpecCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "spec [FILE]",
 		Short: "Check a cluster spec and print it with defaults filled in",
+		Long: `Spec checks FILE (default: ./locus.yaml) and prints it with every default
+filled in. With no file it prints the default cluster, the one locus image
+build makes without a spec: a CFS root served by node 1 from the install
+disk, node 2 its standby. --example prints a commented spec with every
+key.`,
 		Example: `  locus image spec --example > locus.yaml
   locus image spec locus.yaml
   locus image spec locus.yaml --output json`,
@@ -115,7 +120,7 @@ func newImageSpecCmd(e *env) *cobra.Command {
 			if len(args) == 1 {
 				path = args[0]
 			}
-			s, _, err := clusterspec.Load(path)
+			s, _, err := clusterspec.LoadForBuild(path)
 			if err != nil {
 				return err
 			}
@@ -125,9 +130,10 @@ func newImageSpecCmd(e *env) *cobra.Command {
 				return enc.Encode(s)
 			}
 			if path == "" {
-				path = "(no spec file: defaults)"
+				fmt.Fprintf(e.stdout, "# no spec file: the default cluster, as locus image build makes it, with defaults filled in:\n")
+			} else {
+				fmt.Fprintf(e.stdout, "# %s is valid; with defaults filled in:\n", filepath.Base(path))
 			}
-			fmt.Fprintf(e.stdout, "# %s is valid; with defaults filled in:\n", filepath.Base(path))
 			enc := yaml.NewEncoder(e.stdout)
 			enc.SetIndent(2)
 			return enc.Encode(s)

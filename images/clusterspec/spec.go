@@ -264,6 +264,17 @@ root:
   cfs: {standby: 2}
 `
 
+// LoadForBuild is the spec an image is built from: the one at path, or
+// with no path the default cluster (DefaultClusterSpec), which is what
+// `locus image build` and `locus image spec` without a file both use.
+func LoadForBuild(path string) (*Spec, []byte, error) {
+	if path != "" {
+		return Load(path)
+	}
+	s, err := Parse("the default cluster spec", []byte(DefaultClusterSpec))
+	return s, []byte(DefaultClusterSpec), err
+}
+
 // Load reads and validates the spec at path. An empty path means an empty
 // spec (all defaults).
 func Load(path string) (*Spec, []byte, error) {

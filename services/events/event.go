@@ -122,7 +122,10 @@ func (e Event) String() string {
 	if e.Level != 0 {
 		s += fmt.Sprintf(" level %d", e.Level)
 	}
-	if e.Millis != 0 {
+	switch {
+	case e.Kind == RunLevelReached:
+		s += fmt.Sprintf(", %.1fs after the kernel started", float64(e.Millis)/1000)
+	case e.Millis != 0:
 		s += fmt.Sprintf(" in %dms", e.Millis)
 	}
 	for _, k := range []string{AttrTLS, AttrClean} {
