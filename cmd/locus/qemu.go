@@ -315,21 +315,10 @@ func newQemuLogsCmd(e *env, q *qemuFlags) *cobra.Command {
 				return fmt.Errorf("no serial log for node %d in %s", n, dir)
 			}
 			defer f.Close()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
-			defer stop()
-			for {
-				if _, err := io.Copy(e.stdout, f); err != nil {
-					return err
-				}
-				if !follow {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
+			return repeat(cmd.Context(), follow, func() error {
+				_, err := io.Copy(e.stdout, f)
+				return err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the log grows")
@@ -360,11 +349,9 @@ daemon never came up.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
-			defer stop()
 			print := f.printer(e, output)
 			seen := 0
-			for {
+			return repeat(cmd.Context(), follow, func() error {
 				evs, err := qemu.ReadEventLog(qemu.EventLog(dir, n))
 				if err != nil && seen == 0 && !follow {
 					return fmt.Errorf("no events for node %d in %s", n, dir)
@@ -373,21 +360,31 @@ daemon never came up.`,
 					print(ev)
 				}
 				seen = max(seen, len(evs))
-				if !follow {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they come")
 	f.add(cmd)
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// repeat runs step once and, with follow, again every 200 ms until
+// interrupted (Ctrl-C) or step fails: what -f does for logs and events.
+func repeat(ctx context.Context, follow bool, step func() error) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	for {
+		if err := step(); err != nil || !follow {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // exitCodeError carries a remote command's exit code out of run.
