@@ -1,10 +1,13 @@
 // Package locusd is the node daemon that init starts in its join phase.
 //
-// At this stage it serves the node's identity and boot state over HTTP on
-// the interconnect (GET /v1/node): what init recorded in /run/locus/node.json
-// plus the node's uptime and load. Peers and the host use it to check that
-// a node is reachable; the SSI subsystems (membership, ICS, ...) hang off
-// this daemon as they arrive.
+// It serves the node's identity and boot state over HTTP on the
+// interconnect (GET /v1/node) and, with the spec's roles (ConfigureNode:
+// fencing, membership options, admission, the node's part in an HA-CFS
+// root), runs the node's subsystems: membership (services/clms), ICS
+// (services/ics), admission of new nodes on the init node, and the CFS
+// server, relay and standby (services/cfs). What they do is published on
+// the node's event feed (services/events: through PID 1's socket when
+// init started the daemon), served at GET /v1/events.
 package locusd
 
 import (
