@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 )
 
@@ -105,12 +106,22 @@ type Event struct {
 
 // String is the event as one line for people.
 func (e Event) String() string {
-	s := fmt.Sprintf("%s #%d node %d %s: %s", e.At.Local().Format("15:04:05.000"), e.Seq, e.Node, e.Source, e.Kind)
+	node := "-" // init does not know its number before the network phase
+	if e.Node > 0 {
+		node = strconv.Itoa(e.Node)
+	}
+	s := fmt.Sprintf("%s #%d node %s %s: %s", e.At.Local().Format("15:04:05.000"), e.Seq, node, e.Source, e.Kind)
 	if e.Name != "" {
 		s += " " + e.Name
 	}
+	detail := e.Detail
 	if e.Kind == TransitionApplied {
-		s += fmt.Sprintf(" %d: node %d %s (master %d)", e.Transition, e.Subject, e.State, e.Master)
+		s += fmt.Sprintf(" %d: node %d %s (master %d", e.Transition, e.Subject, e.State, e.Master)
+		if detail != "" {
+			s += ": " + detail
+		}
+		s += ")"
+		detail = ""
 	} else {
 		if e.Subject != 0 {
 			s += fmt.Sprintf(" node %d", e.Subject)
@@ -133,8 +144,8 @@ func (e Event) String() string {
 			s += " " + k + "=" + v
 		}
 	}
-	if e.Detail != "" {
-		s += " (" + e.Detail + ")"
+	if detail != "" {
+		s += " (" + detail + ")"
 	}
 	if e.Error != "" {
 		s += ": " + e.Error
