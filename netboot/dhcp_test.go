@@ -302,24 +302,68 @@ func TestRegistryStageRestartsWithFirmware(t *testing.T) {
 }
 
 func TestBootstrapSecretsAreOneTime(t *testing.T) {
-	_, _, reg := newTestDHCP(t, testSpec, false)
-	s := reg.IssueSecret(mac3, 3)
-	if _, err := reg.RedeemSecret(mac3, "wrong"); err == nil {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	spec, _ := clusterspec.Parse("t.yaml", []byte(testSpec))
+	reg, _ := OpenRegistry(spec, "", func() time.Time { return now })
+	addr := netip.MustParseAddr("10.77.0.3")
+	s := reg.IssueSecret(mac3, 3, addr)
+	if _, err := reg.RedeemSecret(mac3, "wrong", addr); err == nil {
 		t.Error("a wrong secret was accepted")
 	}
-	if _, err := reg.RedeemSecret(unknown, s); err == nil {
+	if _, err := reg.RedeemSecret(unknown, s, addr); err == nil {
 		t.Error("another MAC's secret was accepted")
 	}
-	if n, err := reg.RedeemSecret(mac3, s); err != nil || n != 3 {
+	if n, err := reg.RedeemSecret(mac3, s, addr); err != nil || n != 3 {
 		t.Fatalf("RedeemSecret = %d, %v", n, err)
 	}
-	if _, err := reg.RedeemSecret(mac3, s); err == nil {
+	if _, err := reg.RedeemSecret(mac3, s, addr); err == nil {
 		t.Error("a secret was accepted twice")
 	}
-	// A new script replaces the old secret.
-	old := reg.IssueSecret(mac3, 3)
-	reg.IssueSecret(mac3, 3)
-	if _, err := reg.RedeemSecret(mac3, old); err == nil {
-		t.Error("a replaced secret was accepted")
+	// A newer script does not take away the secret an earlier one
+	// carried: both are good, once each, for an hour.
+	old := reg.IssueSecret(mac3, 3, addr)
+	newer := reg.IssueSecret(mac3, 3, addr)
+	for _, v := range []string{old, newer} {
+		if _, err := reg.RedeemSecret(mac3, v, addr); err != nil {
+			t.Errorf("RedeemSecret after a re-issue = %v, want both secrets good", err)
+		}
+	}
+	stale := reg.IssueSecret(mac3, 3, addr)
+	now = now.Add(2 * time.Hour)
+	if _, err := reg.RedeemSecret(mac3, stale, addr); !errors.Is(err, ErrBadSecret) {
+		t.Errorf("a two-hour-old secret: %v, want ErrBadSecret", err)
+	}
+}
+
+// TestScriptExchangeFromDHCP: an iPXE client's ACK opens one script fetch
+// for the address the ACK gave (the netboot service records it before the
+// ACK leaves); a proxy's ACK, which gives none, for the address the client
+// asked for.
+func TestScriptExchangeFromDHCP(t *testing.T) {
+	for _, proxy := range []bool{false, true} {
+		d, _, reg := newTestDHCP(t, testSpec, proxy)
+		req := ipxe(mac3, dhcpv4.MessageTypeRequest)
+		req.UpdateOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.77.0.3")))
+		resp, kind, err := d.Reply(req)
+		if err != nil || kind != ClientIPXE || resp.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("proxy %v: Reply = %v, %s, %v", proxy, resp, kind, err)
+		}
+		a := exchangeAddr(req, resp)
+		if a != netip.MustParseAddr("10.77.0.3") {
+			t.Errorf("proxy %v: exchange address %s, want 10.77.0.3", proxy, a)
+		}
+		reg.Exchanged(mac3, a)
+		if err := reg.ScriptAllowed(mac3, netip.MustParseAddr("10.77.0.9"), true); !errors.Is(err, ErrNotLeaseHolder) {
+			t.Errorf("proxy %v: script to another address: %v, want ErrNotLeaseHolder", proxy, err)
+		}
+		if err := reg.ScriptAllowed(mac3, a, false); err != nil {
+			t.Errorf("proxy %v: a wait script to the holder: %v", proxy, err)
+		}
+		if err := reg.ScriptAllowed(mac3, a, true); err != nil {
+			t.Errorf("proxy %v: the boot script to the holder: %v", proxy, err)
+		}
+		if err := reg.ScriptAllowed(mac3, a, true); !errors.Is(err, ErrNoExchange) {
+			t.Errorf("proxy %v: a second boot script: %v, want ErrNoExchange", proxy, err)
+		}
 	}
 }

@@ -34,7 +34,9 @@ type ScriptData struct {
 }
 
 // scriptTemplate boots the node's kernel and initramfs over HTTP with the
-// command line init reads; waitTemplate keeps an unadmitted node asking.
+// command line init reads; waitTemplate keeps an unadmitted node asking,
+// with a new DHCP exchange each time (once accepted, that exchange gives
+// it its node address, the one its secret is bound to).
 const scriptTemplate = `#!ipxe
 echo Locus: booting node {{.Node}} ({{.Hostname}}, {{.MAC}})
 kernel {{.HTTPBase}}/{{.Kernel}} initrd={{.Initramfs}} console={{.Console}} panic=-1 locus.node={{.Node}} locus.ip={{.Addr}}{{if .Gateway}} locus.gw={{.Gateway}}{{end}}{{if .Join}} locus.join={{.Join}}{{end}}{{if .Secret}} locus.secret={{.Secret}}{{end}}{{if .Cmdline}} {{.Cmdline}}{{end}}
@@ -45,6 +47,7 @@ boot
 const waitTemplate = `#!ipxe
 echo Locus: {{.MAC}} is waiting for admission (locus node accept {{.MAC}})
 sleep 10
+dhcp
 chain {{.HTTPBase}}/ipxe/{{.MACPath}}.ipxe
 `
 
@@ -148,6 +151,15 @@ func serveScript(w http.ResponseWriter, r *http.Request, cfg HTTPConfig, boot, w
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		remote = ap.Addr().Unmap()
 	}
+	// Only the address this MAC's DHCP exchange gave gets its script; a
+	// script with a secret once per exchange.
+	if err := cfg.Registry.ScriptAllowed(mac, remote, !adm.Wait); err != nil {
+		if cfg.Log != nil {
+			cfg.Log.Warn("netboot: script refused", "mac", mac.String(), "from", remote.String(), "err", err)
+		}
+		http.Error(w, "script refused: "+err.Error(), http.StatusForbidden)
+		return
+	}
 	cfg.Registry.Record(mac, StageIPXE, remote)
 	var buf bytes.Buffer
 	if adm.Wait {
@@ -162,7 +174,10 @@ func serveScript(w http.ResponseWriter, r *http.Request, cfg HTTPConfig, boot, w
 			HTTPBase: cfg.HTTPBase, MAC: mac.String(), Node: adm.Node, Hostname: adm.Hostname, Addr: p.String(),
 			Gateway: cfg.Spec.Interconnect.Gateway, Kernel: cfg.Kernel, Initramfs: cfg.Initramfs,
 			Console: cfg.Spec.Console, Join: cfg.Join, Cmdline: cfg.Spec.Kernel.Cmdline,
-			Secret: cfg.Registry.IssueSecret(mac, adm.Node),
+			// Bound to the address the node takes from this script, from
+			// which it will present it (the lease holder's own, unless it
+			// was given a pool address while it waited for admission).
+			Secret: cfg.Registry.IssueSecret(mac, adm.Node, p.Addr()),
 		})
 		if err != nil {
 			http.Error(w, fmt.Sprintf("render script: %v", err), http.StatusInternalServerError)

@@ -1,12 +1,16 @@
 package netboot
 
 import (
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -14,6 +18,14 @@ import (
 )
 
 func testHTTP(t testing.TB) (http.Handler, string) {
+	h, dir, _ := testHTTPRegistry(t)
+	return h, dir
+}
+
+// testHTTPRegistry is testHTTP with its registry, where node 3
+// (52:54:00:00:00:03) has had a DHCP exchange that gave it 192.0.2.1
+// (httptest's client address), so that address may fetch its script once.
+func testHTTPRegistry(t testing.TB) (http.Handler, string, *Registry) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 	os.MkdirAll(filepath.Join(root, "sub"), 0o755)
@@ -28,8 +40,49 @@ func testHTTP(t testing.TB) (http.Handler, string) {
 	t.Cleanup(func() { r.Close() })
 	spec, _ := clusterspec.Parse("t", []byte(testSpec))
 	reg, _ := OpenRegistry(spec, "", nil)
+	mac3, _ := net.ParseMAC("52:54:00:00:00:03")
+	reg.Exchanged(mac3, netip.MustParseAddr("192.0.2.1"))
 	return HTTPHandler(HTTPConfig{Spec: spec, Root: r, HTTPBase: "http://10.77.0.1:8080", Kernel: "vmlinuz", Initramfs: "initramfs.cpio.zst",
-		Registry: reg, Log: slog.New(slog.DiscardHandler)}), dir
+		Registry: reg, Log: slog.New(slog.DiscardHandler)}), dir, reg
+}
+
+// TestScriptOnlyToTheLeaseHolder: a node's boot script, which carries its
+// bootstrap secret, goes only to the address its DHCP exchange gave, once
+// per exchange; another host asking for it (any MAC it read off the wire)
+// gets nothing, and the node's own secret stays good.
+func TestScriptOnlyToTheLeaseHolder(t *testing.T) {
+	h, _, reg := testHTTPRegistry(t)
+	mac3, _ := net.ParseMAC("52:54:00:00:00:03")
+	get := func(from, path string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", path, nil)
+		req.RemoteAddr = from
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := get("192.0.2.66:4000", "/ipxe/52-54-00-00-00-03.ipxe"); rec.Code != 403 || strings.Contains(rec.Body.String(), "locus.secret") {
+		t.Fatalf("script for node 3 to another address = %d %q, want 403 and no secret", rec.Code, rec.Body.String())
+	}
+	if rec := get("192.0.2.66:4000", "/ipxe/52-54-00-00-00-02.ipxe"); rec.Code != 403 {
+		t.Errorf("script for a MAC with no DHCP exchange = %d, want 403", rec.Code)
+	}
+	rec := get("192.0.2.1:4000", "/ipxe/52-54-00-00-00-03.ipxe")
+	m := regexp.MustCompile(`locus.secret=([0-9a-f]+)`).FindStringSubmatch(rec.Body.String())
+	if rec.Code != 200 || m == nil {
+		t.Fatalf("script to the lease holder = %d %q, want it with a secret", rec.Code, rec.Body.String())
+	}
+	if rec := get("192.0.2.1:4000", "/ipxe/52-54-00-00-00-03.ipxe"); rec.Code != 403 {
+		t.Errorf("a second script for one exchange = %d, want 403", rec.Code)
+	}
+	// The attempts above took nothing from the node: its secret is
+	// redeemed, from its own address only.
+	if _, err := reg.RedeemSecret(mac3, m[1], netip.MustParseAddr("192.0.2.66")); !errors.Is(err, ErrSecretAddr) {
+		t.Errorf("secret presented from another address: %v, want ErrSecretAddr", err)
+	}
+	// Bound to the address the script gives the node, 10.77.0.3.
+	if n, err := reg.RedeemSecret(mac3, m[1], netip.MustParseAddr("10.77.0.3")); err != nil || n != 3 {
+		t.Errorf("the node's own redemption = %d, %v; want node 3", n, err)
+	}
 }
 
 func TestHTTPMethodsAndScripts(t *testing.T) {
@@ -45,6 +98,7 @@ func TestHTTPMethodsAndScripts(t *testing.T) {
 		{"GET", "/sub", 404, ""},
 		{"GET", "/nope", 404, ""},
 		{"GET", "/ipxe/52-54-00-00-00-03.ipxe", 200, "locus.node=3 locus.ip=10.77.0.3/24"},
+		{"GET", "/ipxe/52-54-00-00-00-03.ipxe", 403, "once per exchange"},
 		{"GET", "/ipxe/zz.ipxe", 400, ""},
 	} {
 		rec := httptest.NewRecorder()

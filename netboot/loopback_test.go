@@ -152,10 +152,39 @@ func loopbackChild(t *testing.T) {
 		t.Error("a tftp write created a file")
 	}
 
+	// iPXE's own DHCP exchange, as node 2 and as a machine not in the
+	// node table (pending): each may then fetch its script from the
+	// address it was given, and only from there.
+	ipxeLease := func(mac net.HardwareAddr) string {
+		t.Helper()
+		c, err := nclient4.New("nb1", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3), nclient4.WithHWAddr(mac))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer rcancel()
+		lease, err := c.Request(rctx, dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE")))
+		if err != nil {
+			t.Fatalf("iPXE DHCP as %s: %v", mac, err)
+		}
+		return lease.ACK.YourIPAddr.String()
+	}
+	if a := ipxeLease(mac2); a != "10.77.0.2" {
+		t.Fatalf("node 2's iPXE lease: %s", a)
+	}
+	pendingAddr := ipxeLease(unknown)
+	if out, err := exec.Command("ip", "addr", "add", pendingAddr+"/24", "dev", "nb1").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr: %v %s", err, out)
+	}
+
 	// HTTP: the node's script, Range, traversal refused. The client
 	// speaks from node 2's leased address, as the node would.
-	hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 77, 0, 2)}}).DialContext}}
-	get := func(path string, hdr ...string) (int, string) {
+	from := func(addr string) *http.Client {
+		return &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(addr)}}).DialContext}}
+	}
+	hc := from("10.77.0.2")
+	getFrom := func(hc *http.Client, path string, hdr ...string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://10.77.0.1:8080"+path, nil)
 		if len(hdr) == 2 {
 			req.Header.Set(hdr[0], hdr[1])
@@ -167,6 +196,13 @@ func loopbackChild(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
+	}
+	get := func(path string, hdr ...string) (int, string) { return getFrom(hc, path, hdr...) }
+	pending := from(pendingAddr)
+	// Node 2's address asking for the pending machine's script (a MAC it
+	// saw on the wire) gets nothing.
+	if code, body := get("/ipxe/52-54-00-00-00-77.ipxe"); code != http.StatusForbidden {
+		t.Errorf("another MAC's script from node 2's address: %d %q, want 403", code, body)
 	}
 	code, script := get("/ipxe/52-54-00-00-00-02.ipxe")
 	if code != 200 || !strings.Contains(script, "#!ipxe") || !strings.Contains(script, "locus.node=2 locus.ip=10.77.0.2/24") ||
@@ -182,7 +218,10 @@ func loopbackChild(t *testing.T) {
 			t.Errorf("GET %s = %d %q", bad, code, body)
 		}
 	}
-	code, _ = get("/ipxe/52-54-00-00-00-77.ipxe")
+	if code, _ := get("/ipxe/52-54-00-00-00-02.ipxe"); code != http.StatusForbidden {
+		t.Errorf("node 2's boot script a second time in one exchange: %d, want 403", code)
+	}
+	code, _ = getFrom(pending, "/ipxe/52-54-00-00-00-77.ipxe")
 	if code != 200 {
 		t.Errorf("pending node's script: %d", code)
 	}
@@ -208,7 +247,15 @@ func loopbackChild(t *testing.T) {
 		t.Fatalf("accept: %v %v", err, resp.Status)
 	}
 	resp.Body.Close()
-	if _, script := get("/ipxe/52-54-00-00-00-77.ipxe"); !strings.Contains(script, "locus.node=7 locus.ip=10.77.0.7/24") {
+	// Its wait script asks DHCP again, which now gives it node 7's
+	// address, and fetches its boot script from there.
+	if a := ipxeLease(unknown); a != "10.77.0.7" {
+		t.Fatalf("accepted node's iPXE lease: %s, want 10.77.0.7", a)
+	}
+	if out, err := exec.Command("ip", "addr", "add", "10.77.0.7/24", "dev", "nb1").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr: %v %s", err, out)
+	}
+	if _, script := getFrom(from("10.77.0.7"), "/ipxe/52-54-00-00-00-77.ipxe"); !strings.Contains(script, "locus.node=7 locus.ip=10.77.0.7/24") {
 		t.Errorf("accepted node's script:\n%s", script)
 	}
 }

@@ -58,46 +58,137 @@ type Registry struct {
 	// netboot server's own).
 	reserved []netip.Addr
 	// secrets are the one-time bootstrap secrets handed out in node
-	// scripts, by MAC (in memory only: a restarted service invalidates
-	// them, and a node that booted with one must boot again).
-	secrets map[string]secret
+	// scripts, by MAC, each bound to the address it was served to (in
+	// memory only: a restarted service invalidates them, and a node that
+	// booted with one must boot again).
+	secrets map[string][]secret
+	// exchanges are, by MAC, this boot's DHCP exchange of an iPXE client
+	// that has not fetched its boot script yet: the address the lease
+	// gave it, which alone may fetch the script, once.
+	exchanges map[string]exchange
 }
 
 type secret struct {
-	value string
-	node  int
+	value  string
+	node   int
+	addr   netip.Addr
+	issued time.Time
+}
+
+type exchange struct {
+	addr netip.Addr
+	at   time.Time
+}
+
+// Lifetimes of what the admission path hands out.
+const (
+	// exchangeTTL: a script must be fetched this soon after the DHCP
+	// exchange that allowed it (an unadmitted node's wait loop asks
+	// again every few seconds; a DHCP renewal makes a new exchange).
+	exchangeTTL = 24 * time.Hour
+	// secretTTL: a secret must be redeemed this soon after it was
+	// served (a node boots its kernel and asks within a minute).
+	secretTTL = time.Hour
+	// maxSecrets per MAC: a node that reboots before it redeemed gets a
+	// new one without the old ones growing without bound.
+	maxSecrets = 4
+)
+
+// Errors of the admission path.
+var (
+	// ErrNoExchange: no DHCP exchange of this boot allows a script for
+	// the MAC (none happened, it expired, or its script was served).
+	ErrNoExchange = errors.New("netboot: no DHCP exchange of this MAC's awaits its script (a boot script is served once per exchange: ask DHCP again)")
+	// ErrNotLeaseHolder: the address asking is not the one this MAC's
+	// DHCP exchange gave.
+	ErrNotLeaseHolder = errors.New("netboot: this address does not hold the MAC's lease")
+	// ErrBadSecret refuses an admission.
+	ErrBadSecret = errors.New("netboot: no such bootstrap secret for this MAC (wrong, already used, expired, or issued before a restart)")
+	// ErrSecretAddr: the secret is redeemed from another address than
+	// the one it was served to.
+	ErrSecretAddr = errors.New("netboot: the secret was served to another address")
+)
+
+// Exchanged records an iPXE client's DHCP exchange: mac now holds addr,
+// and addr (alone) may fetch mac's boot script, once. The netboot service
+// calls it before it sends the ACK.
+func (r *Registry) Exchanged(mac net.HardwareAddr, addr netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.exchanges == nil {
+		r.exchanges = map[string]exchange{}
+	}
+	r.exchanges[mac.String()] = exchange{addr: addr, at: r.now()}
+}
+
+// ScriptAllowed checks that from holds mac's lease from this boot's DHCP
+// exchange; consume, for a script that carries a secret, uses the
+// exchange up.
+func (r *Registry) ScriptAllowed(mac net.HardwareAddr, from netip.Addr, consume bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ex, ok := r.exchanges[mac.String()]
+	switch {
+	case !ok || r.now().Sub(ex.at) > exchangeTTL:
+		return ErrNoExchange
+	case ex.addr != from:
+		return fmt.Errorf("%w (%s asks; %s holds it)", ErrNotLeaseHolder, from, ex.addr)
+	}
+	if consume {
+		delete(r.exchanges, mac.String())
+	}
+	return nil
 }
 
 // IssueSecret makes a one-time bootstrap secret for mac, admitted as node
-// n, replacing any earlier one: the node proves with it, once, that it
-// booted the script this service gave it.
-func (r *Registry) IssueSecret(mac net.HardwareAddr, n int) string {
+// n, served to addr: the node proves with it, once and from that address,
+// that it booted the script this service gave it. Secrets issued before
+// stay valid (until used or an hour old): a new one never takes away the
+// one the lease holder already has.
+func (r *Registry) IssueSecret(mac net.HardwareAddr, n int, addr netip.Addr) string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	v := hex.EncodeToString(b)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.secrets == nil {
-		r.secrets = map[string]secret{}
+		r.secrets = map[string][]secret{}
 	}
-	r.secrets[mac.String()] = secret{value: v, node: n}
+	now := r.now()
+	var keep []secret
+	for _, s := range r.secrets[mac.String()] {
+		if now.Sub(s.issued) <= secretTTL {
+			keep = append(keep, s)
+		}
+	}
+	if len(keep) >= maxSecrets {
+		keep = keep[len(keep)-maxSecrets+1:]
+	}
+	r.secrets[mac.String()] = append(keep, secret{value: v, node: n, addr: addr, issued: now})
 	return v
 }
 
-// ErrBadSecret refuses an admission.
-var ErrBadSecret = errors.New("netboot: no such bootstrap secret for this MAC (wrong, already used, or issued before a restart)")
-
-// RedeemSecret checks mac's bootstrap secret and consumes it, returning
-// the node number it was issued for.
-func (r *Registry) RedeemSecret(mac net.HardwareAddr, v string) (int, error) {
+// RedeemSecret checks a bootstrap secret of mac's, presented from the
+// address from, and consumes it, returning the node number it was
+// issued for.
+func (r *Registry) RedeemSecret(mac net.HardwareAddr, v string, from netip.Addr) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s, ok := r.secrets[mac.String()]
-	if !ok || subtle.ConstantTimeCompare([]byte(s.value), []byte(v)) != 1 {
-		return 0, ErrBadSecret
+	list := r.secrets[mac.String()]
+	for i, s := range list {
+		if subtle.ConstantTimeCompare([]byte(s.value), []byte(v)) != 1 {
+			continue
+		}
+		if r.now().Sub(s.issued) > secretTTL {
+			break
+		}
+		if s.addr != from {
+			return 0, fmt.Errorf("%w (%s; presented from %s)", ErrSecretAddr, s.addr, from)
+		}
+		r.secrets[mac.String()] = append(list[:i:i], list[i+1:]...)
+		return s.node, nil
 	}
-	delete(r.secrets, mac.String())
-	return s.node, nil
+	return 0, ErrBadSecret
 }
 
 // Reserve keeps addr from being any auto-numbered node's address.

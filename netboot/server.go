@@ -319,6 +319,14 @@ func (s *Service) handleDHCP(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHC
 	if a, ok := netip.AddrFromSlice(resp.YourIPAddr.To4()); ok && !a.IsUnspecified() {
 		s.registry.Record(req.ClientHWAddr, StageDHCP, a)
 	}
+	if kind == ClientIPXE && resp.MessageType() == dhcpv4.MessageTypeAck {
+		// Before the ACK leaves: the address it gives (or, from a proxy,
+		// the one the client took from the site's server) may now fetch
+		// this MAC's script, once.
+		if a := exchangeAddr(req, resp); a.IsValid() {
+			s.registry.Exchanged(req.ClientHWAddr, a)
+		}
+	}
 	dst := replyAddr(peer, req, resp)
 	if _, err := conn.WriteTo(resp.ToBytes(), dst); err != nil {
 		log.Warn("dhcp: send", "to", dst, "err", err)
@@ -329,6 +337,18 @@ func (s *Service) handleDHCP(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHC
 	} else {
 		log.Debug("dhcp: "+resp.MessageType().String(), "mac", req.ClientHWAddr.String(), "client", kind, "addr", resp.YourIPAddr, "boot", resp.BootFileName)
 	}
+}
+
+// exchangeAddr is the address a DHCP exchange leaves the client with: the
+// one the ACK gives or, for a proxy's ACK (which gives none), the one the
+// client asked for or already has.
+func exchangeAddr(req, resp *dhcpv4.DHCPv4) netip.Addr {
+	for _, ip := range []net.IP{resp.YourIPAddr, req.RequestedIPAddress(), req.ClientIPAddr} {
+		if a, ok := netip.AddrFromSlice(ip.To4()); ok && !a.IsUnspecified() {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 // replyAddr is where a reply goes (RFC 2131 4.1): to the relay, to a
@@ -409,9 +429,11 @@ func (s *Service) adminHandler() http.Handler {
 		var req struct {
 			MAC    string `json:"mac"`
 			Secret string `json:"secret"`
+			// From is the address the node presented the secret from.
+			From string `json:"from"`
 		}
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-			http.Error(w, "want {\"mac\", \"secret\"}", http.StatusBadRequest)
+			http.Error(w, "want {\"mac\", \"secret\", \"from\"}", http.StatusBadRequest)
 			return
 		}
 		mac, err := net.ParseMAC(req.MAC)
@@ -419,9 +441,14 @@ func (s *Service) adminHandler() http.Handler {
 			http.Error(w, "mac: want an Ethernet MAC", http.StatusBadRequest)
 			return
 		}
-		n, err := s.registry.RedeemSecret(mac, req.Secret)
+		from, err := netip.ParseAddr(req.From)
 		if err != nil {
-			s.cfg.Log.Warn("admission refused", "mac", mac, "err", err)
+			http.Error(w, "from: want the address the secret was presented from", http.StatusBadRequest)
+			return
+		}
+		n, err := s.registry.RedeemSecret(mac, req.Secret, from.Unmap())
+		if err != nil {
+			s.cfg.Log.Warn("admission refused", "mac", mac, "from", from, "err", err)
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}

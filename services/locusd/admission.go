@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/services/ics"
+	"golang.org/x/time/rate"
 )
 
 // ICSConfig gives a node its ICS identity and endpoint. The init node
@@ -59,13 +62,24 @@ const certTTL = 365 * 24 * time.Hour
 // it was issued for, at that node's address in the spec.
 func admissionHandler(ca *ics.CA, c ICSConfig, log *slog.Logger) http.HandlerFunc {
 	client := &http.Client{Timeout: 5 * time.Second}
+	limit := newAdmissionLimiter()
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !limit.allow(r.RemoteAddr) {
+			log.Warn("admission refused: rate limited", "from", r.RemoteAddr)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "admission: too many requests; try again in a second", http.StatusTooManyRequests)
+			return
+		}
 		var req admissionRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
 			http.Error(w, "bad admission request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		body, _ := json.Marshal(map[string]string{"mac": req.MAC, "secret": req.Secret})
+		from := ""
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			from = ap.Addr().Unmap().String()
+		}
+		body, _ := json.Marshal(map[string]string{"mac": req.MAC, "secret": req.Secret, "from": from})
 		resp, err := client.Post("http://"+c.NetbootAdmin+"/v1/admit", "application/json", bytes.NewReader(body))
 		if err != nil {
 			http.Error(w, "netboot service unreachable", http.StatusServiceUnavailable)
@@ -102,6 +116,38 @@ func admissionHandler(ca *ics.CA, c ICSConfig, log *slog.Logger) http.HandlerFun
 	}
 }
 
+// admissionLimiter bounds admission requests: a booting rack asks once a
+// node, so a few a second from one address and a few dozen a second in
+// all are plenty; guessing secrets or flooding the CA is not.
+type admissionLimiter struct {
+	all *rate.Limiter
+	mu  sync.Mutex
+	per map[string]*rate.Limiter
+}
+
+func newAdmissionLimiter() *admissionLimiter {
+	return &admissionLimiter{all: rate.NewLimiter(20, 40), per: map[string]*rate.Limiter{}}
+}
+
+// allow reports whether a request from remote (host:port) may go on.
+func (l *admissionLimiter) allow(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	l.mu.Lock()
+	lim, ok := l.per[host]
+	if !ok {
+		if len(l.per) > 4096 {
+			l.per = map[string]*rate.Limiter{} // forget, rather than grow without bound
+		}
+		lim = rate.NewLimiter(2, 5)
+		l.per[host] = lim
+	}
+	l.mu.Unlock()
+	return lim.Allow() && l.all.Allow()
+}
+
 // errRefused is a final answer: retrying will not help.
 var errRefused = errors.New("admission refused")
 
@@ -116,7 +162,15 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 	if err != nil {
 		return ics.Identity{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// From this node's interconnect address: the secret is bound to the
+	// address its script was served to, which is this one.
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	if a, err := netip.ParseAddr(c.Addr); err == nil {
+		dialer.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
 	if err != nil {
 		return ics.Identity{}, err
 	}

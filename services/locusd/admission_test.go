@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,10 +35,11 @@ func TestAdmissionAndICS(t *testing.T) {
 	// API's /v1/admit.
 	reg, _ := netboot.OpenRegistry(spec, "", nil)
 	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ MAC, Secret string }
+		var req struct{ MAC, Secret, From string }
 		json.NewDecoder(r.Body).Decode(&req)
 		mac, _ := net.ParseMAC(req.MAC)
-		n, err := reg.RedeemSecret(mac, req.Secret)
+		from, _ := netip.ParseAddr(req.From)
+		n, err := reg.RedeemSecret(mac, req.Secret, from)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
@@ -46,7 +48,8 @@ func TestAdmissionAndICS(t *testing.T) {
 	}))
 	defer admin.Close()
 	mac2, _ := net.ParseMAC("52:54:00:00:00:02")
-	secret := reg.IssueSecret(mac2, 2)
+	node2 := netip.MustParseAddr("127.0.80.2")
+	secret := reg.IssueSecret(mac2, 2, node2)
 
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,13 +84,20 @@ func TestAdmissionAndICS(t *testing.T) {
 
 	// The secret is spent, and others never worked.
 	for name, req := range map[string]ICSConfig{
-		"reused":      {Node: 2, MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470"},
-		"wrong":       {Node: 3, MAC: "52:54:00:00:00:03", Secret: "00112233445566778899aabbccddeeff", Admitter: "127.0.80.1:7470"},
-		"other node":  {Node: 4, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2), Admitter: "127.0.80.1:7470"},
+		"reused":     {Node: 2, MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470"},
+		"wrong":      {Node: 3, MAC: "52:54:00:00:00:03", Secret: "00112233445566778899aabbccddeeff", Admitter: "127.0.80.1:7470"},
+		"other node": {Node: 4, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2, node2), Addr: "127.0.80.2", Admitter: "127.0.80.1:7470"},
+		// Node 2's script was seen by another host (on the wire, say):
+		// its secret, presented from that host's address, buys nothing.
+		"stolen":      {Node: 2, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2, node2), Addr: "127.0.80.6", Admitter: "127.0.80.1:7470"},
 		"not hex mac": {Node: 5, MAC: "zz", Secret: "x", Admitter: "127.0.80.1:7470"},
 	} {
-		if _, err := requestIdentity(ctx, req); !errors.Is(err, errRefused) {
+		_, err := requestIdentity(ctx, req)
+		if !errors.Is(err, errRefused) {
 			t.Errorf("%s secret: %v, want refused", name, err)
+		}
+		if name == "stolen" && (err == nil || !strings.Contains(err.Error(), "served to another address")) {
+			t.Errorf("stolen secret: %v, want refused for its address", err)
 		}
 	}
 	cancel()
@@ -95,5 +105,23 @@ func TestAdmissionAndICS(t *testing.T) {
 		if err := <-d; err != nil {
 			t.Errorf("daemon: %v", err)
 		}
+	}
+}
+
+// TestAdmissionIsRateLimited: one address gets a burst of five, then two
+// a second; another address is not held up by it.
+func TestAdmissionIsRateLimited(t *testing.T) {
+	l := newAdmissionLimiter()
+	ok := 0
+	for range 20 {
+		if l.allow("10.77.0.66:4000") {
+			ok++
+		}
+	}
+	if ok != 5 {
+		t.Errorf("%d of 20 requests from one address at once allowed, want the burst of 5", ok)
+	}
+	if !l.allow("10.77.0.2:4000") {
+		t.Error("another address was held up by the first one's flood")
 	}
 }
