@@ -92,6 +92,8 @@ const (
 	// maxSecrets per MAC: a node that reboots before it redeemed gets a
 	// new one without the old ones growing without bound.
 	maxSecrets = 4
+	// maxExchanges bounds the exchanges remembered at once.
+	maxExchanges = 4096
 )
 
 // Errors of the admission path.
@@ -117,6 +119,15 @@ func (r *Registry) Exchanged(mac net.HardwareAddr, addr netip.Addr) {
 	defer r.mu.Unlock()
 	if r.exchanges == nil {
 		r.exchanges = map[string]exchange{}
+	}
+	if len(r.exchanges) >= maxExchanges {
+		// A flood of made-up MACs: forget the oldest half rather than
+		// grow without bound (a real node asks DHCP again).
+		for k, ex := range r.exchanges {
+			if r.now().Sub(ex.at) > time.Minute || len(r.exchanges) > maxExchanges/2 {
+				delete(r.exchanges, k)
+			}
+		}
 	}
 	r.exchanges[mac.String()] = exchange{addr: addr, at: r.now()}
 }
