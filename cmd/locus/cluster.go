@@ -96,7 +96,15 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 				}
 				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s ago\n", n.Node, dash(n.Hostname), n.State, n.Transition, role, dash(addr), rl, up, time.Since(n.Since).Round(time.Second))
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, n := range st.Nodes {
+				if n.Fence != "" {
+					fmt.Fprintf(e.stdout, "node %d: %s\n", n.Node, n.Fence)
+				}
+			}
+			return nil
 		})
 }
 

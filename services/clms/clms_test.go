@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,13 +30,15 @@ type cluster struct {
 	waitForAll     int
 	twoNode        bool
 	fence          bool // a fence agent that stops the node (as a power-off would)
-	fenced         []int
-	secure         func(n int) (*TLS, []byte) // Raft TLS and gossip key for node n
-	selfFenced     chan int
-	mu             sync.Mutex
-	members        map[int]*Member
-	console        map[int]*syncBuffer
-	dataDir        map[int]string
+	// fenceAgent, if set, is the fence agent instead.
+	fenceAgent func(ctx context.Context, node int) error
+	fenced     []int
+	secure     func(n int) (*TLS, []byte) // Raft TLS and gossip key for node n
+	selfFenced chan int
+	mu         sync.Mutex
+	members    map[int]*Member
+	console    map[int]*syncBuffer
+	dataDir    map[int]string
 }
 
 type syncBuffer struct {
@@ -197,6 +200,9 @@ func (c *cluster) start(n int, durable bool) *Member {
 			}
 			return nil
 		}
+	}
+	if c.fenceAgent != nil {
+		cfg.Fence = c.fenceAgent
 	}
 	if durable {
 		if c.dataDir[n] == "" {
@@ -799,4 +805,85 @@ func FuzzGossipMeta(f *testing.F) {
 			t.Fatal("a member left but is still listed")
 		}
 	})
+}
+
+// TestFencingOffTheHotPath: the master fences each failed node off its
+// loop. A hung agent (node 6's) delays only node 6's Down, not node 3's;
+// a failing agent (node 7's) is tried again after a growing pause, not
+// ten times a second, while node 7 stays as it was and the master's
+// status says why; once the agent works, node 7 goes Down, fenced.
+func TestFencingOffTheHotPath(t *testing.T) {
+	c := newCluster(t)
+	var mu sync.Mutex
+	calls := map[int]int{}
+	fixed := false
+	c.fenceAgent = func(ctx context.Context, node int) error {
+		mu.Lock()
+		calls[node]++
+		works := fixed
+		mu.Unlock()
+		switch node {
+		case 6:
+			<-ctx.Done() // hangs until the deadline (or the member stops)
+			return ctx.Err()
+		case 7:
+			if !works {
+				return errors.New("BMC unreachable")
+			}
+		}
+		return nil
+	}
+	all := []int{1, 2, 3, 4, 5, 6, 7}
+	for _, n := range all {
+		c.start(n, false)
+	}
+	c.waitAll("seven Up", 30*time.Second, states(Up, all...))
+	// 6 and 7 are non-voters (five voters at most): killing them and
+	// node 3 leaves the voters their majority.
+	c.kill(6)
+	time.Sleep(500 * time.Millisecond) // node 6's fence is hanging by now
+	start := time.Now()
+	c.kill(3)
+	c.kill(7)
+	want := map[int]State{1: Up, 2: Up, 3: Down, 4: Up, 5: Up, 6: Up, 7: Up}
+	c.waitAll("node 3 Down while node 6's fence hangs", 10*time.Second, want)
+	t.Logf("node 3 Down %v after its kill, node 6's fence hanging", time.Since(start).Round(time.Millisecond))
+	time.Sleep(3 * time.Second)
+	mu.Lock()
+	n7 := calls[7]
+	mu.Unlock()
+	if n7 < 2 || n7 > 4 {
+		t.Errorf("node 7's failing agent ran %d times in about 3 s, want 2-4 (pauses of 1, 2, 4 s)", n7)
+	}
+	var master *Member
+	for _, m := range c.running() {
+		if m.Status().Master == m.cfg.Node {
+			master = m
+		}
+	}
+	if master == nil {
+		t.Fatal("no master")
+	}
+	for _, r := range master.Status().Nodes {
+		switch r.Node {
+		case 7:
+			if r.State != Up || !strings.Contains(r.Fence, "not fenced") || !strings.Contains(r.Fence, "BMC unreachable") {
+				t.Errorf("node 7 on the master: %s, fence %q; want Up, not fenced, saying why", r.State, r.Fence)
+			}
+		case 6:
+			if r.State != Up || !strings.HasPrefix(r.Fence, "fencing") {
+				t.Errorf("node 6 on the master: %s, fence %q; want Up, fencing", r.State, r.Fence)
+			}
+		}
+	}
+	mu.Lock()
+	fixed = true
+	mu.Unlock()
+	want[7] = Down
+	c.waitAll("node 7 Down once its agent works", 20*time.Second, want)
+	for _, tr := range master.History() {
+		if tr.Node == 7 && tr.State == Down && !strings.HasSuffix(tr.Reason, ReasonFenced) {
+			t.Errorf("node 7's Down = %q, want it fenced", tr.Reason)
+		}
+	}
 }

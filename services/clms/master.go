@@ -1,7 +1,6 @@
 package clms
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,17 +121,17 @@ func (m *Member) reconcile() {
 		case r.Addr != "" && md.Boot != bootOf(r.Addr):
 			reason = "rebooted"
 		default:
+			m.forgetFence(r.Node) // alive and well: a suspicion cleared
 			continue
 		}
 		if r.Node == m.cfg.Node {
 			continue // the master does not take itself down here
 		}
 		if m.cfg.Fence != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := m.cfg.Fence(ctx, r.Node)
-			cancel()
-			if err != nil {
-				m.cfg.Log.Error("fencing failed; node stays in its state until fenced", "node", r.Node, "err", err)
+			// Off this loop (fencing.go): until the agent has said
+			// done, the node stays as it is and the loop goes on with
+			// the others.
+			if !m.fenced(r) {
 				continue
 			}
 			// Subsystems that take over a dead node's resources (its
@@ -143,6 +142,7 @@ func (m *Member) reconcile() {
 			m.cfg.Log.Warn("commit Down", "node", r.Node, "err", err)
 			continue
 		}
+		m.forgetFence(r.Node)
 		m.removeServer(r.Node)
 		delete(known, r.Node)
 	}

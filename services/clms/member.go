@@ -121,6 +121,9 @@ type Member struct {
 	leaving    atomic.Bool   // this node is shutting down (gossiped)
 	waitLogged atomic.Bool   // wait_for_all: said once that it waits
 
+	fenceMu sync.Mutex
+	fences  map[int]*fenceJob // the master's fencing under way, by node
+
 	raftMu   sync.Mutex // held while the Raft instance is replaced or shut down
 	mu       sync.Mutex
 	handlers []func(Transition)

@@ -51,6 +51,9 @@ type NodeStatus struct {
 	// show it as it was when this side can no longer commit (no master:
 	// the master itself went), so shutdown waits on this too.
 	Gone bool `json:"gone,omitempty"`
+	// Fence, on the master, says where the fencing of a failed node
+	// stands while its Down waits for it (empty: none under way).
+	Fence string `json:"fence,omitempty"`
 }
 
 // Status reports this node's view.
@@ -85,7 +88,7 @@ func (m *Member) Status() Status {
 	}
 	for _, r := range recs {
 		r.Addr, _, _ = strings.Cut(r.Addr, "#")
-		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node], Gone: m.gossip != nil && !has(gossiping, r.Node)})
+		st.Nodes = append(st.Nodes, NodeStatus{NodeRecord: r, Voter: voters[r.Node], Gone: m.gossip != nil && !has(gossiping, r.Node), Fence: m.fenceStatus(r.Node)})
 	}
 	return st
 }
