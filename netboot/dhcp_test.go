@@ -367,3 +367,67 @@ func TestScriptExchangeFromDHCP(t *testing.T) {
 		}
 	}
 }
+
+// TestDeclineOnlyFromTheHolder: a DECLINE takes an address out of the
+// pool only when the MAC sending it holds that address's lease; anyone
+// else's is ignored and the holder keeps it.
+func TestDeclineOnlyFromTheHolder(t *testing.T) {
+	d, leases, _ := newTestDHCP(t, testSpec, false)
+	holder := net.HardwareAddr{2, 0, 0, 0, 3, 1}
+	offer, _, err := d.Reply(ipxe(holder, dhcpv4.MessageTypeDiscover))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := ipxe(holder, dhcpv4.MessageTypeRequest)
+	req.UpdateOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))
+	if _, _, err := d.Reply(req); err != nil {
+		t.Fatal(err)
+	}
+	decline := func(mac net.HardwareAddr) error {
+		m := ipxe(mac, dhcpv4.MessageTypeDecline)
+		m.UpdateOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))
+		_, _, err := d.Reply(m)
+		return err
+	}
+	if err := decline(net.HardwareAddr{2, 0, 0, 0, 3, 66}); !errors.Is(err, ErrNotHolder) {
+		t.Errorf("DECLINE from another MAC = %v, want ErrNotHolder", err)
+	}
+	if le, ok := leases.Lookup(holder); !ok || le.Addr.String() != offer.YourIPAddr.String() {
+		t.Errorf("after another MAC's DECLINE the holder's lease is %+v, %v; want it kept", le, ok)
+	}
+	if err := decline(holder); errors.Is(err, ErrNotHolder) {
+		t.Errorf("the holder's own DECLINE = %v, want it honoured", err)
+	}
+	if _, ok := leases.Lookup(holder); ok {
+		t.Error("the holder's DECLINE left its lease")
+	}
+}
+
+// TestFloodOfNewMACs: 10,000 DISCOVERs from made-up MACs, with admission
+// accept, take at most NewMACsPerMinute node numbers and registry
+// entries; the known nodes are answered throughout.
+func TestFloodOfNewMACs(t *testing.T) {
+	d, _, reg := newTestDHCP(t, strings.Replace(testSpec, "admission: discover", "admission: accept", 1), false)
+	start := time.Now()
+	refused := 0
+	for i := range 10000 {
+		mac := net.HardwareAddr{0x02, 0xfe, byte(i >> 16), byte(i >> 8), byte(i), 0x01}
+		if _, _, err := d.Reply(plain(mac, dhcpv4.MessageTypeDiscover)); errors.Is(err, ErrTooManyNewMACs) {
+			refused++
+		}
+		if i%1000 == 0 {
+			// A known node, in the middle of the flood.
+			offer, _, err := d.Reply(ipxe(mac2, dhcpv4.MessageTypeDiscover))
+			if err != nil || offer.YourIPAddr.String() != "10.77.0.2" {
+				t.Fatalf("node 2 during the flood: %v, %v", offer, err)
+			}
+		}
+	}
+	if refused < 10000-NewMACsPerMinute-2 {
+		t.Errorf("%d of 10,000 new MACs refused, want all but about %d", refused, NewMACsPerMinute)
+	}
+	if n := len(reg.Contacts()); n > NewMACsPerMinute+3 {
+		t.Errorf("the registry holds %d contacts after the flood, want at most %d", n, NewMACsPerMinute+3)
+	}
+	t.Logf("10,000 DISCOVERs from new MACs answered or refused in %v; %d refused", time.Since(start).Round(time.Millisecond), refused)
+}

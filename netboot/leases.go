@@ -173,12 +173,21 @@ func (l *Leases) Release(mac net.HardwareAddr) error {
 	return nil
 }
 
-// Decline marks addr unusable for a while (a client found it in use).
+// ErrNotHolder refuses a DECLINE for an address the MAC does not hold.
+var ErrNotHolder = errors.New("netboot: dhcp: DECLINE of an address this MAC does not hold")
+
+// Decline marks addr unusable for a while (its holder found it in use),
+// but only when mac holds addr's lease: anyone else's DECLINE would take
+// addresses out of the pool at will.
 func (l *Leases) Decline(mac net.HardwareAddr, addr netip.Addr) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	le, ok := l.byMAC[mac.String()]
+	if !ok || le.Addr != addr {
+		return fmt.Errorf("%w (%s, %s)", ErrNotHolder, mac, addr)
+	}
 	l.declined[addr] = l.now().Add(10 * time.Minute)
-	if le, ok := l.byMAC[mac.String()]; ok && !le.Static && le.Addr == addr {
+	if !le.Static {
 		delete(l.byMAC, mac.String())
 	}
 	return l.saveLocked()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"golang.org/x/time/rate"
 
 	"github.com/locus-ssi/locus/internal/atomicfile"
 )
@@ -62,6 +64,10 @@ type Registry struct {
 	// memory only: a restarted service invalidates them, and a node that
 	// booted with one must boot again).
 	secrets map[string][]secret
+	// newMACs limits the MACs never seen before taken in (Admit).
+	newMACs     *rate.Limiter
+	floodLogged time.Time
+	log         *slog.Logger
 	// exchanges are, by MAC, this boot's DHCP exchange of an iPXE client
 	// that has not fetched its boot script yet: the address the lease
 	// gave it, which alone may fetch the script, once.
@@ -219,7 +225,8 @@ func OpenRegistry(spec *clusterspec.Spec, file string, now func() time.Time) (*R
 	if now == nil {
 		now = time.Now
 	}
-	r := &Registry{spec: spec, file: file, now: now, contacts: map[string]*Contact{}, accepted: map[string]int{}}
+	r := &Registry{spec: spec, file: file, now: now, contacts: map[string]*Contact{}, accepted: map[string]int{},
+		newMACs: rate.NewLimiter(rate.Every(time.Minute/NewMACsPerMinute), NewMACsPerMinute), log: slog.New(slog.DiscardHandler)}
 	if file == "" {
 		return r, nil
 	}
@@ -243,10 +250,37 @@ func OpenRegistry(spec *clusterspec.Spec, file string, now func() time.Time) (*R
 	return r, nil
 }
 
+// SetLogger gives the registry a logger for what it refuses.
+func (r *Registry) SetLogger(l *slog.Logger) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = l
+}
+
+// NewMACsPerMinute bounds how many MACs the registry has never seen, and
+// that are not in the node table, it takes in a minute (a burst of as
+// many at once): a rack of new machines powered on together fits, a
+// flood of made-up MACs does not get to fill the registry, take node
+// numbers (admission: accept) or cost a disk write each. Beyond it such
+// a MAC gets no answer.
+const NewMACsPerMinute = 64
+
+// ErrTooManyNewMACs refuses a new MAC over NewMACsPerMinute.
+var ErrTooManyNewMACs = fmt.Errorf("%w: too many new MACs this minute (at most %d)", ErrIgnore, NewMACsPerMinute)
+
 // Admit implements Admitter.
 func (r *Registry) Admit(mac net.HardwareAddr, kind ClientKind) (Admission, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, seen := r.contacts[mac.String()]; !seen {
+		if _, known := r.spec.NodeByMAC(mac); !known && r.accepted[mac.String()] == 0 && !r.newMACs.AllowN(r.now(), 1) {
+			if r.now().Sub(r.floodLogged) > time.Minute {
+				r.floodLogged = r.now()
+				r.log.Warn("netboot: new MACs over the limit get no answer (a flood?)", "limit_per_minute", NewMACsPerMinute, "first_refused", mac.String())
+			}
+			return Admission{}, ErrTooManyNewMACs
+		}
+	}
 	c := r.touchLocked(mac)
 	c.Client = kind.String()
 	switch {

@@ -113,6 +113,7 @@ func NewService(cfg Config) (*Service, error) {
 		root.Close()
 		return nil, err
 	}
+	reg.SetLogger(cfg.Log)
 	reg.Reserve(ip)
 	s := &Service{cfg: cfg, serverIP: ip, leases: leases, registry: reg, root: root,
 		httpBase: fmt.Sprintf("http://%s:%d", ip, cfg.HTTPPort)}
