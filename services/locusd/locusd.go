@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/events"
+	"golang.org/x/net/netutil"
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
@@ -118,8 +119,16 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	if err != nil {
 		return fmt.Errorf("locusd: listen on %s: %w", cfg.Listen, err)
 	}
+	ln = netutil.LimitListener(ln, maxConns)
+	streams := newStreamLimit()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { serveEvents(w, r, feed) })
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		if follow, _ := strconv.ParseBool(r.URL.Query().Get("follow")); follow {
+			streams.wrap(func(w http.ResponseWriter, r *http.Request) { serveEvents(w, r, feed) })(w, r)
+			return
+		}
+		serveEvents(w, r, feed)
+	})
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
 		info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
 		if err != nil {
@@ -260,13 +269,16 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceMembership,
 			Detail: m.GossipAddr(), Attrs: map[string]string{events.AttrTLS: strconv.FormatBool(mc.TLS != nil)}})
 		cfg.Log.Info("membership started", "node", cfg.CLMS.Node, "gossip", m.GossipAddr(), "bootstrap", cfg.CLMS.Bootstrap, "tls", mc.TLS != nil)
+		views := &viewCache{gather: func(ctx context.Context) ClusterView {
+			return clusterView(ctx, m.Status(), cfg.Listen, icsNode.Load())
+		}}
 		mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(clusterView(r.Context(), m.Status(), cfg.Listen, icsNode.Load()))
+			json.NewEncoder(w).Encode(views.get(r.Context()))
 		})
-		mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
+		mux.HandleFunc("GET /v1/cluster/events", streams.wrap(func(w http.ResponseWriter, r *http.Request) {
 			streamTransitions(w, r, m)
-		})
+		}))
 	}
 	// The CFS roles end with the daemon: Run returns only once a
 	// taken-over root is unmounted.
@@ -283,7 +295,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	if cfg.NetbootAdmin != "" {
 		mux.Handle("GET /v1/netboot/{what}", netbootProxy(cfg.NetbootAdmin))
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// No write timeout: event streams last; every other answer is quick.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn)}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
