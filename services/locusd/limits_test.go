@@ -44,7 +44,10 @@ func TestStreamsAreLimited(t *testing.T) {
 	var wg sync.WaitGroup
 	for range maxStreams {
 		wg.Add(1)
-		go func() { defer wg.Done(); h(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/events?follow=true", nil)) }()
+		go func() {
+			defer wg.Done()
+			h(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/events?follow=true", nil))
+		}()
 	}
 	for len(l) < maxStreams {
 		time.Sleep(time.Millisecond)
