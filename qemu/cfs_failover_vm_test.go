@@ -175,6 +175,16 @@ root: {source: cfs, cfs: {standby: 2}}
 	// record in flight when the server died may be there twice (its
 	// append was sent again to the new server).
 	open := run("2", "cat /w3open")
+	// Unsynced appends from before the crash may also come back as NULs
+	// rather than not at all: the dead server's ext4 had put the size on
+	// disk but not the data (as ext4 may after any crash, for data never
+	// synced). Seen once in CI. They may cover only records from before
+	// the crash, checked below with the rest.
+	zeros := len(open) - len(strings.TrimLeft(open, "\x00"))
+	if zeros%16 != 0 {
+		t.Fatalf("/w3open starts with %d NUL bytes, not a whole number of records:\n%q", zeros, open)
+	}
+	open = open[zeros:]
 	lines := strings.Split(strings.TrimSpace(open), "\n")
 	var first, want, dups int
 	for _, line := range lines {
@@ -194,11 +204,12 @@ root: {source: cfs, cfs: {standby: 2}}
 			t.Fatalf("/w3open: record %d where %d was due:\n%s", i, want, open)
 		}
 	}
-	// Only records from before the crash (before the pause) may be lost.
-	if first-1 > gapAfter || want-1 != last || dups > 1 {
+	// Only records from before the crash (before the pause) may be lost,
+	// or zeroed.
+	if first-1 > gapAfter || zeros/16 > first-1 || want-1 != last || dups > 1 {
 		t.Errorf("/w3open has records %d..%d with %d repeated; the writer wrote 1..%d, %d before the crash", first, want-1, dups, last, gapAfter)
 	}
-	t.Logf("/w3open, held open through the failover: records %d..%d (unsynced ones before the crash lost with node 1: %d)", first, want-1, first-1)
+	t.Logf("/w3open, held open through the failover: records %d..%d (unsynced ones before the crash lost with node 1: %d, of which %d came back as NULs)", first, want-1, first-1, zeros/16)
 
 	// Node 1 was fenced before node 2 touched the disk.
 	sup, _ := os.ReadFile(filepath.Join(state, "supervisor.log"))
