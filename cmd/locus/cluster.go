@@ -104,6 +104,9 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 					fmt.Fprintf(e.stdout, "node %d: %s\n", n.Node, n.Fence)
 				}
 			}
+			for _, r := range st.Refused {
+				fmt.Fprintf(e.stdout, "refused gossip member %s\n", r)
+			}
 			return nil
 		})
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -32,6 +33,10 @@ type cluster struct {
 	fence          bool // a fence agent that stops the node (as a power-off would)
 	// fenceAgent, if set, is the fence agent instead.
 	fenceAgent func(ctx context.Context, node int) error
+	// certAddr, if set, binds gossip claims to addresses (Config.CertAddr).
+	certAddr func(node int) (netip.Addr, bool)
+	// addr, if set, overrides node n's address (an impostor's).
+	addr       map[int]string
 	fenced     []int
 	secure     func(n int) (*TLS, []byte) // Raft TLS and gossip key for node n
 	selfFenced chan int
@@ -203,6 +208,10 @@ func (c *cluster) start(n int, durable bool) *Member {
 	}
 	if c.fenceAgent != nil {
 		cfg.Fence = c.fenceAgent
+	}
+	cfg.CertAddr = c.certAddr
+	if a, ok := c.addr[n]; ok {
+		cfg.Addr = a
 	}
 	if durable {
 		if c.dataDir[n] == "" {
@@ -790,7 +799,7 @@ func FuzzGossipMeta(f *testing.F) {
 	f.Add([]byte(`{"n":"2","r":5}`))
 	f.Add([]byte{0xff, 0x00})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		g := newGossipTable(make(kick, 1))
+		g := newGossipTable(make(kick, 1), nil, nil)
 		g.NotifyJoin(&memberlist.Node{Name: "node2", Addr: net.IPv4(10, 77, 0, 2), Port: 7473, Meta: data})
 		if got := len(g.members()); got != 1 {
 			t.Fatalf("%d members after one join", got)
@@ -884,6 +893,57 @@ func TestFencingOffTheHotPath(t *testing.T) {
 	for _, tr := range master.History() {
 		if tr.Node == 7 && tr.State == Down && !strings.HasSuffix(tr.Reason, ReasonFenced) {
 			t.Errorf("node 7's Down = %q, want it fenced", tr.Reason)
+		}
+	}
+}
+
+// TestGossipClaimsBoundToAddresses: with the spec's addresses bound to
+// node numbers (as certificates bind them), a member claiming node 3
+// from another address is never taken for node 3: the master does not
+// bring it in, and its status reports the refusal; the gossip table
+// refuses a name that does not match the number too.
+func TestGossipClaimsBoundToAddresses(t *testing.T) {
+	certAddr := func(n int) (netip.Addr, bool) {
+		return netip.AddrFrom4([4]byte{127, 0, 78, byte(n)}), n >= 1 && n < 255
+	}
+	g := newGossipTable(make(kick, 1), certAddr, nil)
+	join := func(name, ip string, n int) {
+		md := fmt.Sprintf(`{"n":%d,"r":"%s:7472","b":"b1","g":"%s:7473"}`, n, ip, ip)
+		g.NotifyJoin(&memberlist.Node{Name: name, Addr: net.ParseIP(ip), Port: 7473, Meta: []byte(md)})
+	}
+	join("node2", "127.0.78.2", 2)
+	join("node3", "127.0.78.9", 3) // node 3's number from another address
+	join("node5", "127.0.78.4", 4) // node 4's number under another name
+	if got := g.nodes(); len(got) != 1 || got[2].Node != 2 {
+		t.Errorf("nodes = %v, want node 2 only", got)
+	}
+	if r := g.refused(); len(r) != 2 || !strings.Contains(strings.Join(r, "\n"), "certificate names 127.0.78.3") {
+		t.Errorf("refused = %q, want the two impostors, one for its address", r)
+	}
+
+	c := newCluster(t)
+	c.certAddr = certAddr
+	c.addr = map[int]string{3: "127.0.78.9"}
+	c.start(1, false)
+	c.start(2, false)
+	c.waitAll("two Up", 20*time.Second, states(Up, 1, 2))
+	c.start(3, false) // an impostor: node 3's number, 127.0.78.9
+	deadline := time.Now().Add(3 * time.Second)
+	var st Status
+	for time.Now().Before(deadline) {
+		st = c.members[1].Status()
+		if len(st.Refused) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(st.Refused) == 0 || !strings.Contains(st.Refused[0], "node 3") {
+		t.Errorf("master's status refused = %q, want the impostor claiming node 3", st.Refused)
+	}
+	time.Sleep(time.Second)
+	for _, r := range c.members[1].Status().Nodes {
+		if r.Node == 3 {
+			t.Errorf("the impostor was taken in as node 3: %+v", r)
 		}
 	}
 }

@@ -38,7 +38,7 @@ type meta struct {
 func (m *Member) startGossip(tm timing) error {
 	cfg := m.cfg
 	mc := tm.gossip
-	mc.Name = fmt.Sprintf("node%d", cfg.Node)
+	mc.Name = nodeName(cfg.Node)
 	// A node that comes back after a failure is the same node, perhaps on
 	// another port; its name is its number.
 	mc.DeadNodeReclaimTime = 100 * time.Millisecond
@@ -46,7 +46,7 @@ func (m *Member) startGossip(tm timing) error {
 	mc.BindPort = cfg.GossipPort
 	mc.AdvertiseAddr = cfg.Addr
 	mc.AdvertisePort = cfg.GossipPort
-	m.gossip = newGossipTable(m.events)
+	m.gossip = newGossipTable(m.events, m.cfg.CertAddr, m.cfg.Log)
 	mc.Events = m.gossip
 	mc.Delegate = &delegate{meta: func() []byte {
 		b, _ := json.Marshal(meta{Node: cfg.Node, Raft: m.raftAddr, Boot: m.bootID, Gossip: m.gossipAddr,

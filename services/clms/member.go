@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,13 @@ type Config struct {
 	// majority takes itself out before the majority fences it.
 	SelfFenceAfter time.Duration
 	SelfFence      func()
+	// CertAddr, if set, is the interconnect address node N's certificate
+	// names (the spec's). A gossip member counts as node N only if it
+	// gossips from that address and gives its Raft address there: a
+	// node admitted as one number cannot pass for another, and the
+	// master never fences a node because an impostor claimed its number
+	// with a new boot id.
+	CertAddr func(node int) (netip.Addr, bool)
 	// OnMaster, if set, is called when this node becomes the master
 	// (true) and when it stops being it (false), within 100 ms.
 	OnMaster func(master bool)

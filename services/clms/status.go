@@ -39,7 +39,10 @@ type Status struct {
 	RunLevel int `json:"runlevel"`
 	// Waiting, with wait_for_all, says the cluster has not yet seen every
 	// node at once: it takes no node Up.
-	Waiting string       `json:"waiting,omitempty"`
+	Waiting string `json:"waiting,omitempty"`
+	// Refused lists gossip members not taken for the node they claim,
+	// and why (docs/trust.md).
+	Refused []string     `json:"refused,omitempty"`
 	Nodes   []NodeStatus `json:"nodes"`
 }
 
@@ -77,6 +80,7 @@ func (m *Member) Status() Status {
 	var gossiping map[int]meta
 	if m.gossip != nil {
 		gossiping = m.gossip.nodes()
+		st.Refused = m.gossip.refused()
 	}
 	voters := map[int]bool{}
 	if servers, err := m.raftConfig(); err == nil {

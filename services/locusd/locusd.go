@@ -211,6 +211,13 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 					return fmt.Errorf("locusd: %w", err)
 				}
 				mc.TLS, mc.GossipKey = &clms.TLS{Server: server, Client: client}, gossipKey
+				// Certificates name each node's spec address: gossip
+				// claims count only at that address.
+				spec := cfg.ICS.Spec
+				mc.CertAddr = func(n int) (netip.Addr, bool) {
+					p, err := spec.NodeAddr(n)
+					return p.Addr(), err == nil
+				}
 			}
 		} else {
 			ictx, cancel := context.WithCancel(ctx)
