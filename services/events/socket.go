@@ -66,14 +66,16 @@ func Serve(ctx context.Context, ln net.Listener, f *Feed, log *slog.Logger) {
 			cctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			context.AfterFunc(cctx, func() { conn.Close() })
-			if err := serveConn(cctx, conn, f); err != nil && !errors.Is(err, io.EOF) && cctx.Err() == nil {
+			if err := serveConn(cctx, cancel, conn, f); err != nil && !errors.Is(err, io.EOF) && cctx.Err() == nil {
 				log.Warn("event feed client", "err", err)
 			}
 		}()
 	}
 }
 
-func serveConn(ctx context.Context, conn net.Conn, f *Feed) error {
+// serveConn serves one client; cancel ends ctx (a follower that hangs up
+// is noticed at once, not at the next event).
+func serveConn(ctx context.Context, cancel context.CancelFunc, conn net.Conn, f *Feed) error {
 	sc := newScanner(conn)
 	first := true
 	for sc.Scan() {
@@ -81,7 +83,7 @@ func serveConn(ctx context.Context, conn net.Conn, f *Feed) error {
 			first = false
 			var h follow
 			if json.Unmarshal(sc.Bytes(), &h) == nil && h.Follow != nil {
-				go func() { io.Copy(io.Discard, conn); conn.Close() }() // notice the client leaving
+				go func() { io.Copy(io.Discard, conn); cancel() }() // notice the client leaving
 				return f.Stream(ctx, *h.Follow, func(e Event) error { return Write(conn, e) })
 			}
 		}
