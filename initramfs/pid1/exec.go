@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"time"
@@ -39,7 +40,7 @@ func (n *Node) serveExecPort(ctx context.Context, dev string) error {
 	}
 	defer f.Close()
 	r := execwire.NewReader(f)
-	for {
+	for ctx.Err() == nil {
 		req, err := r.ReadRequest()
 		if err != nil {
 			if errors.Is(err, execwire.ErrBadMessage) {
@@ -52,7 +53,19 @@ func (n *Node) serveExecPort(ctx context.Context, dev string) error {
 				}
 				continue
 			}
-			// EOF: the host closed its end; wait and reopen.
+			if errors.Is(err, io.EOF) {
+				// No host on the other end, between two exec connections.
+				// The port stays open: closing it would throw away a
+				// request the next connection may already have sent
+				// (virtio_console discards a port's unread data on
+				// release), and that exec would wait for an answer that
+				// never comes (docs/cfs.md's "exec stall").
+				select {
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
 			return err
 		}
 		resp := n.runRequest(ctx, req)
@@ -60,6 +73,7 @@ func (n *Node) serveExecPort(ctx context.Context, dev string) error {
 			return err
 		}
 	}
+	return ctx.Err()
 }
 
 // waitPort returns the device of the virtio-serial port called name,
