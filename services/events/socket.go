@@ -9,10 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/locus-ssi/locus/internal/privsock"
 )
 
 // SocketPath is where PID 1 serves the node's feed.
@@ -31,14 +31,7 @@ type follow struct {
 // Listen makes the feed's socket at path, in a directory only root can
 // enter (an event is taken as the node's word).
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("events: %w", err)
-	}
-	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("events: %w", err)
-	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := privsock.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("events: %w", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/locus-ssi/locus/internal/privsock"
+
 	"github.com/locus-ssi/locus/services/events"
 
 	"golang.org/x/sys/unix"
@@ -236,14 +238,7 @@ func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 	}, cfg.Log.With("svc", "cfs-relay"))
 	// The socket's directory is root's alone: only root on this node
 	// reaches the shared root through the relay.
-	if err := os.MkdirAll(filepath.Dir(cfg.CFSRelay), 0o700); err != nil {
-		return nil, fmt.Errorf("locusd: cfs relay: %w", err)
-	}
-	if err := os.Chmod(filepath.Dir(cfg.CFSRelay), 0o700); err != nil {
-		return nil, fmt.Errorf("locusd: cfs relay: %w", err)
-	}
-	os.Remove(cfg.CFSRelay) // a socket left by an earlier daemon
-	ln, err := net.Listen("unix", cfg.CFSRelay)
+	ln, err := privsock.Listen(cfg.CFSRelay)
 	if err != nil {
 		return nil, fmt.Errorf("locusd: cfs relay: listen on %s: %w", cfg.CFSRelay, err)
 	}
