@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -95,17 +94,13 @@ func (vm *VM) readEvents(done <-chan struct{}, onEvent func(events.Event, time.D
 		return
 	}
 	defer logFile.Close()
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 0, 4096), events.MaxLine+1)
-	for sc.Scan() {
-		e, err := events.Decode(sc.Bytes())
-		if err != nil {
-			continue // not an event (the guest's noise): skipped, the channel goes on
-		}
+	// What is not an event (the guest's noise) is skipped; the channel
+	// goes on.
+	events.ReadSkipping(conn, func(e events.Event) {
 		events.Write(logFile, e)
 		vm.events.add(e)
 		onEvent(e, time.Since(vm.started))
-	}
+	})
 }
 
 // Events returns the events received from the VM so far, every boot's.

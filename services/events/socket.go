@@ -101,11 +101,20 @@ func newScanner(r io.Reader) *bufio.Scanner {
 
 // Read decodes a stream of events, one per line, calling got for each,
 // until the stream ends (nil) or a line is not an event.
-func Read(r io.Reader, got func(Event)) error {
+func Read(r io.Reader, got func(Event)) error { return read(r, got, false) }
+
+// ReadSkipping is Read for a stream that may carry other bytes (a
+// guest's port): lines that are not events are skipped, not an error.
+func ReadSkipping(r io.Reader, got func(Event)) error { return read(r, got, true) }
+
+func read(r io.Reader, got func(Event), skip bool) error {
 	sc := newScanner(r)
 	for sc.Scan() {
 		e, err := Decode(sc.Bytes())
-		if err != nil {
+		switch {
+		case err != nil && skip:
+			continue
+		case err != nil:
 			return err
 		}
 		got(e)
