@@ -75,11 +75,7 @@ root: {source: cfs, cfs: {standby: 2}}
 	}
 	writer := make(chan result, 1)
 	go func() {
-		// Five minutes: long enough to outlast one exec of another node's
-		// stalling for the channel's two minutes and being tried again
-		// (docs/cfs.md, "An intermittent exec stall"), which would
-		// otherwise leave the writer without its stop signal.
-		out, err := locus("qemu", "exec", "--timeout", "5m", "3", "--", "/bin/sh", "-c", writerScript)
+		out, err := locus("qemu", "exec", "3", "--", "/bin/sh", "-c", writerScript)
 		writer <- result{out, err}
 	}()
 	records := func(node string) int {
