@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/locus-ssi/locus/services/locusd"
 )
 
 const qemuBinary = "qemu-system-x86_64"
@@ -131,6 +129,9 @@ type Cluster struct {
 
 	mu  sync.Mutex
 	vms map[int]*VM
+
+	// cred is the admin credential, to read the init node's registry.
+	cred credential
 }
 
 // NewCluster checks cfg and prepares its directory.
@@ -278,19 +279,16 @@ func (c *Cluster) StartAll() error {
 // registry reads the init node's netboot registry through its forwarded
 // API port; ok is false if there is no such port or it did not answer.
 func (c *Cluster) registry(ctx context.Context) (contacts []registryContact, ok bool) {
-	port := 0
-	for _, nc := range c.cfg.Nodes {
-		if nc.APIPort != 0 {
-			port = nc.APIPort
-			break
-		}
-	}
-	if port == 0 {
+	client, err := c.apiClient(ctx)
+	if err != nil {
 		return nil, false
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	err := locusd.Get(rctx, fmt.Sprintf("127.0.0.1:%d", port), "/v1/netboot/nodes", &contacts)
+	err = client.Get(rctx, "/v1/netboot/nodes", &contacts)
+	if err != nil && strings.Contains(err.Error(), "certificate") {
+		c.forgetCredential() // the init node has another CA now
+	}
 	return contacts, err == nil
 }
 

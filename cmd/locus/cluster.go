@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -22,8 +21,9 @@ func newClusterCmd(e *env) *cobra.Command {
 		Use:   "cluster",
 		Short: "The cluster's membership: who is in, in which state, who is master",
 		Long: `The cluster verbs ask one node's daemon for its view of the membership
-(every node holds the same view): on a node, its own daemon; on the host,
-the endpoint ` + "`locus qemu up`" + ` saved, or --endpoint. On a node, ` + "`cluster`" + ` is
+(every node holds the same view): on the host, through the context
+` + "`locus qemu up`" + ` saved (its credential and endpoint; see locus config),
+or --endpoint; on a node, as root, its own daemon's socket. On a node, ` + "`cluster`" + ` is
 also a command of its own (openSSI's).`,
 		Example: "  locus cluster status\n  locus cluster status --output json\n  locus cluster events",
 	}
@@ -41,10 +41,11 @@ func endpointCmd(e *env, use, short, example string, run func(cmd *cobra.Command
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			ep, err := resolveEndpoint(e.endpoint)
+			ep, err := resolveEndpoint(e.endpoint, e.context)
 			if err != nil {
 				return err
 			}
+			defer ep.client.Close()
 			return run(cmd, args, ep, output)
 		},
 	}
@@ -59,7 +60,7 @@ func newClusterStatusCmd(e *env) *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
 			var st locusd.ClusterView
-			if err := locusd.Get(ctx, ep.API, "/v1/cluster", &st); err != nil {
+			if err := ep.client.Get(ctx, "/v1/cluster", &st); err != nil {
 				return fmt.Errorf("cluster status from %s (%s): %w", ep.API, ep.From, err)
 			}
 			if output == "json" {
@@ -124,18 +125,11 @@ func newClusterEventsCmd(e *env) *cobra.Command {
 			if follow {
 				q.Set("follow", "true")
 			}
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+ep.API+"/v1/events?"+q.Encode(), nil)
-			if err != nil {
-				return err
-			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := ep.client.Open(cmd.Context(), "/v1/events?"+q.Encode())
 			if err != nil {
 				return fmt.Errorf("cluster events from %s (%s): %w", ep.API, ep.From, err)
 			}
 			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("cluster events from %s: %s", ep.API, resp.Status)
-			}
 			err = events.Read(resp.Body, f.printer(e, output))
 			if err != nil && cmd.Context().Err() == nil {
 				return fmt.Errorf("cluster events from %s: %w", ep.API, err)

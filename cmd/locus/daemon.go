@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -79,6 +81,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.CFSExport, "cfs-export", "", "serve this directory to the cluster as its shared root (CFS, 9P2000.L)")
 	f.StringVar(&cfg.CFSListen, "cfs-listen", ":"+strconv.Itoa(cfs.DefaultPort), "address to serve CFS on")
 	f.StringVar(&cfg.EventSocket, "events", "", "PID 1's event feed socket, to publish on and serve (empty: the daemon keeps its own feed)")
+	f.StringVar(&cfg.Socket, "socket", "", "serve the API to root on this node at this unix socket too (init passes "+locusd.SocketPath+")")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
 	return cmd
 }
@@ -88,25 +91,38 @@ func newProbeCmd(e *env) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "probe [NODE|ADDR...]",
-		Short: "Ask nodes' daemons who they are, over TCP on the interconnect",
-		Long: `Probe opens a TCP connection to each node daemon (port 7470 unless given)
-and prints the node's identity and state with the round-trip time. A bare
-number is a node number, its address taken from the cluster spec (on a
-node, the spec the image carries). It exits non-zero if any node does not
-answer.`,
+		Short: "Ask nodes' daemons who they are, over TLS on the interconnect",
+		Long: `Probe opens a TLS connection to each node daemon (port 7470 unless given)
+and prints the node's identity and state with the round-trip time. With a
+credential (the context in use) it reads each node's whole info; without
+one (on a node, say) only what every daemon answers anybody, its health:
+node, state and run level. A bare number is a node number, its address
+taken from the cluster spec (on a node, the spec the image carries). It
+exits non-zero if any node does not answer.`,
 		Example: "  locus probe                 # the saved endpoint (node 1 of `locus qemu up`)\n  locus probe 1 2 3\n  locus probe 10.77.0.2 10.77.0.3\n  locus probe 10.77.0.2:7470 --output json",
 		Args:    cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			if len(args) == 0 {
-				// No nodes named: the cluster's endpoint.
-				ep, err := resolveEndpoint(e.endpoint)
-				if err != nil {
-					return err
+			// With a context, its credential: the nodes' whole info;
+			// without (on a node, say), their health.
+			var tc *tls.Config
+			if cfg, _, err := loadConfig(); err == nil {
+				if c, _, err := cfg.Current(e.context); err == nil {
+					if tc, err = c.TLS(); err != nil {
+						return err
+					}
+					if len(args) == 0 && e.endpoint == "" && len(c.Endpoints) > 0 {
+						args = c.Endpoints[:1]
+					}
 				}
-				args = []string{ep.API}
+			}
+			if len(args) == 0 && e.endpoint != "" {
+				args = []string{e.endpoint}
+			}
+			if len(args) == 0 {
+				return errors.New("no nodes to probe: name them (numbers or addresses), or run `locus qemu up` for a context")
 			}
 			var spec *clusterspec.Spec
 			loadSpec := func() (*clusterspec.Spec, error) {
@@ -123,7 +139,7 @@ answer.`,
 					return err
 				}
 			}
-			rows, failed := locusd.Probe(cmd.Context(), addrs, timeout)
+			rows, failed := locusd.Probe(cmd.Context(), addrs, timeout, tc)
 			if output == "json" {
 				if err := jsonOut(e, rows); err != nil {
 					return err

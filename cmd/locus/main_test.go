@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/internal/locusconfig"
+	"github.com/locus-ssi/locus/services/ics"
 	"github.com/spf13/cobra"
 )
 
@@ -118,47 +121,77 @@ func TestEveryVerbHasHelpAndExamples(t *testing.T) {
 	}
 }
 
-func TestEndpointResolution(t *testing.T) {
-	state := t.TempDir()
-	t.Setenv("XDG_STATE_HOME", state)
-	t.Setenv("LOCUS_ENDPOINT", "")
-	if _, err := resolveEndpoint(""); err == nil || !strings.Contains(err.Error(), "locus qemu up") {
-		t.Errorf("no endpoint anywhere: %v", err)
-	}
-	if err := saveEndpoint(endpoint{Cluster: "c", API: "127.0.0.1:17470", StateDir: "/s/c"}); err != nil {
+// testContext writes a client configuration with one context, "c", of
+// cluster c (an operator credential from a CA made for it), and points
+// LOCUSCONFIG at it.
+func testContext(t *testing.T, endpoints ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	nodes, err := ics.LoadOrCreateCA(dir, "c")
+	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := resolveEndpoint("")
-	if err != nil || ep.API != "127.0.0.1:17470" || ep.Cluster != "c" {
-		t.Errorf("saved endpoint: %+v %v", ep, err)
+	ops, err := ics.LoadOrCreateOperatorCA(dir, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, csr, _ := ics.NewKeyFor("tester")
+	crt, err := ops.IssueOperator(csr, "tester", []string{ics.RoleAdmin}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c locusconfig.Config
+	c.Set("c", &locusconfig.Context{Cluster: "c", Endpoints: endpoints, CA: string(nodes.CertPEM), Crt: string(crt), Key: string(key), StateDir: "/s/c"})
+	p := filepath.Join(dir, "config")
+	if err := c.Save(p); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LOCUSCONFIG", p)
+	return p
+}
+
+func TestEndpointResolution(t *testing.T) {
+	t.Setenv("LOCUSCONFIG", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("LOCUS_ENDPOINT", "")
+	t.Setenv("LOCUS_CONTEXT", "")
+	if _, err := resolveEndpoint("", ""); err == nil || !strings.Contains(err.Error(), "locus qemu up") {
+		t.Errorf("no context anywhere: %v", err)
+	}
+	// An address without a credential is refused here, not sent out
+	// to be refused there.
+	if _, err := resolveEndpoint("10.77.0.3:9", ""); err == nil || !strings.Contains(err.Error(), "no context in use") {
+		t.Errorf("--endpoint without a context: %v", err)
+	}
+	p := testContext(t, "127.0.0.1:17470")
+	ep, err := resolveEndpoint("", "")
+	if err != nil || ep.API != "127.0.0.1:17470" || ep.Context != "c" {
+		t.Errorf("the context's endpoint: %+v %v", ep, err)
 	}
 	t.Setenv("LOCUS_ENDPOINT", "10.77.0.2")
-	if ep, _ := resolveEndpoint(""); ep.API != "10.77.0.2:7470" {
-		t.Errorf("LOCUS_ENDPOINT does not win over the saved one: %+v", ep)
+	if ep, _ := resolveEndpoint("", ""); ep.API != "10.77.0.2:7470" {
+		t.Errorf("LOCUS_ENDPOINT does not win over the context's: %+v", ep)
 	}
-	if ep, _ := resolveEndpoint("10.77.0.3:9"); ep.API != "10.77.0.3:9" {
+	if ep, _ := resolveEndpoint("10.77.0.3:9", ""); ep.API != "10.77.0.3:9" {
 		t.Errorf("--endpoint does not win: %+v", ep)
 	}
+	if _, err := resolveEndpoint("", "other"); err == nil || !strings.Contains(err.Error(), `no context "other"`) {
+		t.Errorf("--context other: %v", err)
+	}
 	// Another cluster's down leaves it; this one's removes it.
-	forgetEndpoint("/s/other")
-	if _, err := os.Stat(filepath.Join(state, "locus", "endpoint.json")); err != nil {
-		t.Error("another cluster's down removed the endpoint")
+	c, _ := locusconfig.Load(p)
+	if c.Forget("/s/other") || !c.Forget("/s/c") || len(c.Contexts) != 0 || c.Context != "" {
+		t.Errorf("forget: %+v", c)
 	}
-	forgetEndpoint("/s/c")
-	if _, err := os.Stat(filepath.Join(state, "locus", "endpoint.json")); err == nil {
-		t.Error("down did not forget its endpoint")
-	}
-	os.WriteFile(filepath.Join(state, "locus", "endpoint.json"), []byte("{"), 0o644)
-	t.Setenv("LOCUS_ENDPOINT", "")
-	if _, err := resolveEndpoint(""); err == nil || !strings.Contains(err.Error(), "damaged") {
-		t.Errorf("damaged endpoint file: %v", err)
+	os.WriteFile(p, []byte("contexts: {c: {cluster: c, bogus: 1}}\n"), 0o600)
+	if _, err := resolveEndpoint("", ""); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("damaged configuration: %v", err)
 	}
 }
 
 // TestShutdownOfTheClusterAsks: powering the whole cluster off needs a
 // yes, on a terminal or as --yes; one node does not.
 func TestShutdownOfTheClusterAsks(t *testing.T) {
-	t.Setenv("LOCUS_ENDPOINT", "127.0.0.1:1") // nothing listens: only the asking is tested
+	testContext(t, "127.0.0.1:1") // nothing listens: only the asking is tested
 	_, _, err := runLocus(t, "shutdown")
 	if err == nil || !strings.Contains(err.Error(), "--yes") || !strings.Contains(err.Error(), "every node") {
 		t.Errorf("shutdown without a terminal or --yes = %v, want a refusal naming --yes", err)

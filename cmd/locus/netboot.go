@@ -23,7 +23,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/locus-ssi/locus/netboot"
-	"github.com/locus-ssi/locus/services/locusd"
 )
 
 func newNetbootCmd(e *env) *cobra.Command {
@@ -131,11 +130,12 @@ cluster's endpoint, whose init node serves the registry.`,
 			if err != nil && !cmd.Flags().Changed("admin") {
 				// Not on the netboot server: ask the cluster, whose init
 				// node's daemon serves the registry.
-				ep, eerr := resolveEndpoint(e.endpoint)
+				ep, eerr := resolveEndpoint(e.endpoint, e.context)
 				if eerr != nil {
 					return fmt.Errorf("%w; %w", err, eerr)
 				}
-				err = locusd.Get(ctx, ep.API, "/v1/netboot/nodes", &cs)
+				defer ep.client.Close()
+				err = ep.client.Get(ctx, "/v1/netboot/nodes", &cs)
 			}
 			if err != nil {
 				return err

@@ -134,13 +134,21 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 			}
 			fmt.Fprintf(progress, "booting %d node(s) of cluster %q (%s, state in %s)\n", n, cfg.Name, qemu.Accel(accel), dir)
 			start := time.Now()
+			st, err := qemu.Up(ctx, qemu.UpOptions{Config: cfg, Self: self, Timeout: timeout, Out: progress, Live: live})
+			saved := ""
 			if !direct {
-				// Saved before the wait, so verbs work while nodes boot.
-				if err := saveEndpoint(endpoint{Cluster: cfg.Name, API: fmt.Sprintf("127.0.0.1:%d", apiPort), StateDir: dir}); err != nil {
-					return err
+				// Also when not every node came Up: the credential is
+				// what the operator looks into it with.
+				name, serr := saveContext(ctx, cfg)
+				switch {
+				case serr != nil && err == nil:
+					return serr
+				case serr != nil:
+					fmt.Fprintf(e.stderr, "no credential saved: %v\n", serr)
+				default:
+					saved = name
 				}
 			}
-			st, err := qemu.Up(ctx, qemu.UpOptions{Config: cfg, Self: self, Timeout: timeout, Out: progress, Live: live})
 			if err != nil {
 				return err
 			}
@@ -151,8 +159,8 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 				fmt.Fprint(e.stdout, qemu.FormatTable(st, time.Now()))
 			}
 			fmt.Fprintf(e.stdout, "all %d node(s) Up in %.1fs\n", n, time.Since(start).Seconds())
-			if ep, ok := savedEndpointFor(cfg); ok {
-				fmt.Fprintf(e.stdout, "cluster endpoint %s saved: host-side verbs (locus cluster status, locus node list) reach node 1 there\n", ep.API)
+			if saved != "" {
+				fmt.Fprintf(e.stdout, "context %q saved (node 1's admin credential, endpoint 127.0.0.1:%d): host-side verbs (locus cluster status, locus node list) use it\n", saved, apiPort)
 			}
 			return nil
 		},
@@ -168,14 +176,23 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 	return cmd
 }
 
-// savedEndpointFor is the saved endpoint, if it is cfg's cluster.
-func savedEndpointFor(cfg qemu.ClusterConfig) (*endpoint, bool) {
-	p, err := endpointFile()
+// saveContext fetches the first admin's credential from the cluster's
+// init node (through its exec channel) and saves it as the context named
+// after the cluster, in use from now on.
+func saveContext(ctx context.Context, cfg qemu.ClusterConfig) (string, error) {
+	cur, err := qemu.FetchCredential(ctx, cfg)
 	if err != nil {
-		return nil, false
+		return "", err
 	}
-	ep, err := readEndpoint(p)
-	return ep, err == nil && ep.StateDir == cfg.Dir
+	c, p, err := loadConfig()
+	if err != nil {
+		return "", err
+	}
+	c.Set(cfg.Name, cur)
+	if err := c.Save(p); err != nil {
+		return "", err
+	}
+	return cfg.Name, nil
 }
 
 func isTerminal(w io.Writer) bool {
@@ -197,7 +214,11 @@ func newQemuDownCmd(e *env, q *qemuFlags) *cobra.Command {
 			if err := qemu.Down(cmd.Context(), dir); err != nil {
 				return err
 			}
-			forgetEndpoint(dir)
+			if c, p, err := loadConfig(); err == nil && c.Forget(dir) {
+				if err := c.Save(p); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(e.stdout, "cluster in %s stopped\n", dir)
 			return nil
 		},

@@ -16,6 +16,9 @@ type env struct {
 	stdout, stderr io.Writer
 	// endpoint is the --endpoint flag: the cluster host-side verbs talk to.
 	endpoint string
+	// context is the --context flag: the client configuration's context
+	// (credential and endpoints) to use.
+	context string
 }
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -37,7 +40,8 @@ early in boot and climbs to the cluster's run level with the others.`,
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.PersistentFlags().StringVar(&e.endpoint, "endpoint", "", "cluster to talk to: a node daemon's HOST[:PORT] (default: $LOCUS_ENDPOINT, else the endpoint locus qemu up saved)")
+	root.PersistentFlags().StringVar(&e.endpoint, "endpoint", "", "node daemon to talk to, HOST[:PORT] (default: $LOCUS_ENDPOINT, else the context's first endpoint)")
+	root.PersistentFlags().StringVar(&e.context, "context", "", "context of the client configuration to use: its credential and endpoints (default: $LOCUS_CONTEXT, else the one in use; see locus config)")
 	root.AddGroup(
 		&cobra.Group{ID: groupBuild, Title: "Build and install:"},
 		&cobra.Group{ID: groupCluster, Title: "The cluster:"},
@@ -50,6 +54,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	}{
 		{groupBuild, newImageCmd(e)}, {groupBuild, newInstallCmd(e)}, {groupBuild, newNetbootCmd(e)},
 		{groupCluster, newClusterCmd(e)}, {groupCluster, newRunLevelCmd(e)}, {groupCluster, newShutdownCmd(e)}, {groupCluster, newProbeCmd(e)},
+		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)},
 		{groupNode, newNodeCmd(e)},
 		{groupQEMU, newQemuCmd(e)},
 	} {

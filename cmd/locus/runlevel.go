@@ -27,7 +27,7 @@ func newRunLevelCmd(e *env) *cobra.Command {
 				if err != nil || level < 1 || level > 5 {
 					return fmt.Errorf("run level %q: want a number from 1 to 5", args[0])
 				}
-				if err := locusd.Post(ctx, ep.API, "/v1/runlevel", locusd.RunLevelRequest{Level: level}, nil); err != nil {
+				if err := ep.client.Post(ctx, "/v1/runlevel", locusd.RunLevelRequest{Level: level}, nil); err != nil {
 					return fmt.Errorf("set run level %d through %s (%s): %w", level, ep.API, ep.From, err)
 				}
 				if output != "json" {
@@ -36,7 +36,7 @@ func newRunLevelCmd(e *env) *cobra.Command {
 				}
 			}
 			var st locusd.ClusterView
-			if err := locusd.Get(ctx, ep.API, "/v1/cluster", &st); err != nil {
+			if err := ep.client.Get(ctx, "/v1/cluster", &st); err != nil {
 				return fmt.Errorf("cluster from %s (%s): %w", ep.API, ep.From, err)
 			}
 			if output == "json" {
@@ -92,7 +92,7 @@ func newShutdownCmd(e *env) *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			var reply locusd.ShutdownReply
-			if err := locusd.Post(ctx, ep.API, "/v1/shutdown", locusd.ShutdownRequest{Node: node, Reboot: reboot}, &reply); err != nil {
+			if err := ep.client.Post(ctx, "/v1/shutdown", locusd.ShutdownRequest{Node: node, Reboot: reboot}, &reply); err != nil {
 				return fmt.Errorf("shutdown through %s (%s): %w", ep.API, ep.From, err)
 			}
 			if output == "json" {

@@ -21,6 +21,13 @@ const (
 	KernelVerPath  = "etc/locus/kernel-release"
 )
 
+// Where the init node keeps its state (the state partition, mounted by
+// init), and the cluster's CAs on it.
+const (
+	StateMount = "/var/lib/locus"
+	CADir      = StateMount + "/ca"
+)
+
 // GPT partition names of the install disk, which the init node looks for.
 const (
 	ESPName   = "locus-esp"

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/services/events"
 
 	"golang.org/x/sys/unix"
@@ -26,7 +27,7 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		return err
 	}
 	go events.Serve(context.Background(), ln, n.feed, n.log) // for the node's life
-	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath}
+	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath, "--socket", locusd.SocketPath}
 	argv = append(argv, n.membershipArgs()...)
 	argv = append(argv, n.cfsExportArgs()...)
 	env := Env()
@@ -78,7 +79,7 @@ func (n *Node) membershipArgs() []string {
 		args = append(args, "--bootstrap")
 	}
 	if stateDev != "" {
-		args = append(args, "--data-dir", filepath.Join(stateMount, "clms"), "--ca-dir", filepath.Join(stateMount, "ca"))
+		args = append(args, "--data-dir", filepath.Join(stateMount, "clms"), "--ca-dir", layout.CADir)
 	}
 	if iface != "" {
 		if link, err := net.InterfaceByName(iface); err == nil {
@@ -101,8 +102,9 @@ func (n *Node) membershipArgs() []string {
 }
 
 // joinCluster reaches the cluster endpoint given with locus.join=, if any.
-// Membership and admission come with the clms service; today this checks
-// the endpoint answers and who it is.
+// Membership and admission come with the clms service; this checks only
+// that the endpoint answers its health (all it answers without a
+// credential) and which cluster it is of.
 func (n *Node) joinCluster(ctx context.Context) error {
 	if n.cmdline.Join == "" {
 		return nil
@@ -110,7 +112,7 @@ func (n *Node) joinCluster(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		info, err := locusd.Fetch(rctx, n.cmdline.Join)
+		info, err := locusd.FetchHealth(rctx, n.cmdline.Join)
 		cancel()
 		if err == nil {
 			if info.Cluster != n.spec.Cluster.Name {

@@ -19,7 +19,7 @@ import (
 // Where the init node mounts the install disk's partitions.
 const (
 	diskRootMount = "/media/locus-root"
-	stateMount    = "/var/lib/locus"
+	stateMount    = layout.StateMount
 )
 
 // mountInitDisk runs on the node that booted from the install disk

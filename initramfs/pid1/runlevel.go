@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,15 +33,14 @@ type service struct {
 	done   chan struct{}
 }
 
-// localDaemon is this node's locusd API.
-func localDaemon() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(locusd.DefaultPort)) }
-
 // localStatus asks this node's daemon for its membership view.
 func localStatus(ctx context.Context) (clms.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var st clms.Status
-	err := locusd.Get(ctx, localDaemon(), "/v1/cluster", &st)
+	c := locusd.LocalClient(locusd.SocketPath)
+	defer c.Close()
+	err := c.Get(ctx, "/v1/cluster", &st)
 	return st, err
 }
 

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,10 +39,29 @@ const (
 	caKeyFile  = "ca.key"
 )
 
-// LoadOrCreateCA loads the CA kept in dir, or creates one for cluster.
+// Files of the operators' CA, beside the nodes' CA.
+const (
+	operatorCertFile = "operators.crt"
+	operatorKeyFile  = "operators.key"
+)
+
+// LoadOrCreateCA loads the nodes' CA kept in dir, or creates one for
+// cluster: it signs node certificates (admission) and nothing else.
 func LoadOrCreateCA(dir, cluster string) (*CA, error) {
-	certPEM, cerr := os.ReadFile(filepath.Join(dir, caCertFile))
-	keyPEM, kerr := os.ReadFile(filepath.Join(dir, caKeyFile))
+	return loadOrCreate(dir, caCertFile, caKeyFile, "Locus cluster CA", cluster)
+}
+
+// LoadOrCreateOperatorCA loads the operators' CA kept in dir, or creates
+// one for cluster. It is a CA of its own, so that a certificate
+// admission issues (signed by the nodes' CA) can never pass for an
+// operator's, whatever went wrong in admission.
+func LoadOrCreateOperatorCA(dir, cluster string) (*CA, error) {
+	return loadOrCreate(dir, operatorCertFile, operatorKeyFile, "Locus operator CA", cluster)
+}
+
+func loadOrCreate(dir, certFile, keyFile, cn, cluster string) (*CA, error) {
+	certPEM, cerr := os.ReadFile(filepath.Join(dir, certFile))
+	keyPEM, kerr := os.ReadFile(filepath.Join(dir, keyFile))
 	if cerr == nil && kerr == nil {
 		return parseCA(certPEM, keyPEM)
 	}
@@ -53,7 +74,7 @@ func LoadOrCreateCA(dir, cluster string) (*CA, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "Locus cluster CA", Organization: []string{cluster}},
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{cluster}},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().AddDate(10, 0, 0),
 		IsCA:                  true,
@@ -75,14 +96,17 @@ func LoadOrCreateCA(dir, cluster string) (*CA, error) {
 		return nil, fmt.Errorf("ics: CA dir: %w", err)
 	}
 	// The key first: a certificate without its key is never left behind.
-	if err := atomicfile.Write(filepath.Join(dir, caKeyFile), keyPEM, 0o600, true); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, keyFile), keyPEM, 0o600, true); err != nil {
 		return nil, err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, caCertFile), certPEM, 0o644, true); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, certFile), certPEM, 0o644, true); err != nil {
 		return nil, err
 	}
 	return parseCA(certPEM, keyPEM)
 }
+
+// Cluster is the cluster the CA belongs to (its certificate's O).
+func (ca *CA) Cluster() string { return ca.cluster }
 
 func parseCA(certPEM, keyPEM []byte) (*CA, error) {
 	cb, _ := pem.Decode(certPEM)
@@ -148,13 +172,125 @@ func (ca *CA) Issue(csrDER []byte, n int, ip net.IP, ttl time.Duration) ([]byte,
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
+// Roles an operator certificate can carry (in its Organizational Unit),
+// from most to least: admin may do everything; operator may also change
+// the run level and shut nodes down; reader may only look.
+const (
+	RoleAdmin    = "locus:admin"
+	RoleOperator = "locus:operator"
+	RoleReader   = "locus:reader"
+)
+
+// Roles are the roles there are, most powerful first.
+var Roles = []string{RoleAdmin, RoleOperator, RoleReader}
+
+// ValidRole says whether r is one of Roles.
+func ValidRole(r string) bool { return slices.Contains(Roles, r) }
+
+// OperatorURI is the one URI SAN of operator name's certificate in cluster.
+func OperatorURI(cluster, name string) *url.URL {
+	return &url.URL{Scheme: "locus", Host: cluster, Path: "/operator/" + name}
+}
+
+// IssueOperator signs an operator's certificate for the public key in
+// csrDER: CN name, OU the roles, a URI naming the cluster and the
+// operator, for client authentication only (it can serve nothing).
+func (ca *CA) IssueOperator(csrDER []byte, name string, roles []string, ttl time.Duration) ([]byte, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("ics: certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("ics: certificate request: %w", err)
+	}
+	if err := ValidOperatorName(name); err != nil {
+		return nil, err
+	}
+	if len(roles) == 0 {
+		return nil, errors.New("ics: an operator certificate needs a role")
+	}
+	for _, r := range roles {
+		if !ValidRole(r) {
+			return nil, fmt.Errorf("ics: unknown role %q (roles: %s)", r, strings.Join(Roles, ", "))
+		}
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: name, Organization: []string{ca.cluster}, OrganizationalUnit: roles},
+		URIs:         []*url.URL{OperatorURI(ca.cluster, name)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(ttl),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("ics: issue for operator %s: %w", name, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// ValidOperatorName checks an operator's name: 1-64 of [a-z0-9._-],
+// starting with a letter or digit, and not a node's name.
+func ValidOperatorName(name string) error {
+	ok := len(name) > 0 && len(name) <= 64
+	for i, c := range name {
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("ics: operator name %q: want 1-64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit", name)
+	}
+	if _, err := NodeOf(&x509.Certificate{Subject: pkix.Name{CommonName: name}}); err == nil {
+		return fmt.Errorf("ics: operator name %q is a node's name", name)
+	}
+	return nil
+}
+
+// Operator is who a verified operator certificate names.
+type Operator struct {
+	Name  string
+	Roles []string
+}
+
+// OperatorOf returns the operator a certificate verified against the
+// operators' CA of cluster names: exactly one URI, naming this cluster
+// and the operator of the CN, client authentication only, known roles.
+func OperatorOf(cert *x509.Certificate, cluster string) (Operator, error) {
+	name := cert.Subject.CommonName
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != OperatorURI(cluster, name).String() {
+		return Operator{}, fmt.Errorf("ics: certificate %q is not an operator's of cluster %s", name, cluster)
+	}
+	if len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
+		return Operator{}, fmt.Errorf("ics: operator certificate %q may do more than client authentication", name)
+	}
+	var roles []string
+	for _, r := range cert.Subject.OrganizationalUnit {
+		if ValidRole(r) {
+			roles = append(roles, r)
+		}
+	}
+	if len(roles) == 0 {
+		return Operator{}, fmt.Errorf("ics: operator certificate %q carries no role", name)
+	}
+	return Operator{Name: name, Roles: roles}, nil
+}
+
 // NewKey makes a node's private key and a certificate request for it.
 func NewKey(n int) (keyPEM, csrDER []byte, err error) {
+	return NewKeyFor(NodeName(n))
+}
+
+// NewKeyFor makes a private key and a certificate request for it, for
+// the subject cn (the issuer ignores all but the key).
+func NewKeyFor(cn string) (keyPEM, csrDER []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: NodeName(n)}}, key)
+	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -70,6 +70,9 @@ type Identity struct {
 	CertPEM []byte
 	KeyPEM  []byte
 	CAPEM   []byte
+	// OperatorCAPEM is the operators' CA: the node's API takes operator
+	// certificates signed by it.
+	OperatorCAPEM []byte
 }
 
 func (id Identity) tlsConfig() (*tls.Config, *x509.CertPool, error) {

@@ -3,6 +3,7 @@ package locusd
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ type admissionReply struct {
 	Node int    `json:"node"`
 	Cert []byte `json:"cert"`
 	CA   []byte `json:"ca"`
+	// OperatorCA is the operators' CA, whose certificates the node's
+	// API takes.
+	OperatorCA []byte `json:"operator_ca"`
 }
 
 // certTTL is how long a node certificate is valid.
@@ -60,7 +64,7 @@ const certTTL = 365 * 24 * time.Hour
 // admissionHandler serves POST /v1/admission on the init node: a secret
 // redeemed at the netboot service buys a certificate for the node number
 // it was issued for, at that node's address in the spec.
-func admissionHandler(ca *ics.CA, c ICSConfig, log *slog.Logger) http.HandlerFunc {
+func admissionHandler(ca *cas, c ICSConfig, log *slog.Logger) http.HandlerFunc {
 	client := &http.Client{Timeout: 5 * time.Second}
 	limit := newAdmissionLimiter()
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -105,14 +109,14 @@ func admissionHandler(ca *ics.CA, c ICSConfig, log *slog.Logger) http.HandlerFun
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		cert, err := ca.Issue(req.CSR, redeemed.Node, net.IP(p.Addr().AsSlice()), certTTL)
+		cert, err := ca.nodes.Issue(req.CSR, redeemed.Node, net.IP(p.Addr().AsSlice()), certTTL)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		log.Info("node admitted", "node", redeemed.Node, "mac", req.MAC, "addr", p.Addr())
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(admissionReply{Node: redeemed.Node, Cert: cert, CA: ca.CertPEM})
+		json.NewEncoder(w).Encode(admissionReply{Node: redeemed.Node, Cert: cert, CA: ca.nodes.CertPEM, OperatorCA: ca.operators.CertPEM})
 	}
 }
 
@@ -158,7 +162,7 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 		return ics.Identity{}, err
 	}
 	body, _ := json.Marshal(admissionRequest{Node: c.Node, MAC: c.MAC, Secret: c.Secret, CSR: csr})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.Admitter+"/v1/admission", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+c.Admitter+"/v1/admission", bytes.NewReader(body))
 	if err != nil {
 		return ics.Identity{}, err
 	}
@@ -168,7 +172,11 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 	if a, err := netip.ParseAddr(c.Addr); err == nil {
 		dialer.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
 	}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	// The node has no CA to check the admitter's certificate against
+	// yet (docs/trust.md: what that leaves open); TLS keeps the secret
+	// off the wire for a passive listener.
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
@@ -189,7 +197,7 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 	if rep.Node != c.Node {
 		return ics.Identity{}, fmt.Errorf("%w: certificate issued for node %d", errRefused, rep.Node)
 	}
-	return ics.Identity{Node: c.Node, CertPEM: rep.Cert, KeyPEM: key, CAPEM: rep.CA}, nil
+	return ics.Identity{Node: c.Node, CertPEM: rep.Cert, KeyPEM: key, CAPEM: rep.CA, OperatorCAPEM: rep.OperatorCA}, nil
 }
 
 // errNoSecret: this node was not netbooted by a Locus init node, so it
@@ -199,18 +207,18 @@ var errNoSecret = errors.New("no bootstrap secret (not netbooted by a Locus init
 // identity returns this node's ICS identity: issued by its own CA on the
 // init node; elsewhere redeemed at admission, retrying while the init
 // node is unreachable, until ctx ends. Refusal is final (errRefused).
-func identity(ctx context.Context, c ICSConfig, ca *ics.CA, log *slog.Logger) (ics.Identity, error) {
+func identity(ctx context.Context, c ICSConfig, ca *cas, log *slog.Logger) (ics.Identity, error) {
 	switch {
 	case ca != nil:
 		key, csr, err := ics.NewKey(c.Node)
 		if err != nil {
 			return ics.Identity{}, fmt.Errorf("ICS: own certificate: %w", err)
 		}
-		cert, err := ca.Issue(csr, c.Node, net.ParseIP(c.Addr), certTTL)
+		cert, err := ca.nodes.Issue(csr, c.Node, net.ParseIP(c.Addr), certTTL)
 		if err != nil {
 			return ics.Identity{}, fmt.Errorf("ICS: own certificate: %w", err)
 		}
-		return ics.Identity{Node: c.Node, CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}, nil
+		return ics.Identity{Node: c.Node, CertPEM: cert, KeyPEM: key, CAPEM: ca.nodes.CertPEM, OperatorCAPEM: ca.operators.CertPEM}, nil
 	case c.Secret != "" && c.Admitter != "":
 		for {
 			id, err := requestIdentity(ctx, c)

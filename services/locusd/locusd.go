@@ -11,8 +11,8 @@
 package locusd
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,8 +28,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/locus-ssi/locus/services/events"
 	"golang.org/x/net/netutil"
+
+	"github.com/locus-ssi/locus/internal/privsock"
+	"github.com/locus-ssi/locus/services/events"
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
@@ -97,7 +99,10 @@ type Config struct {
 	// publishes there and serves a copy of the node's whole feed at GET
 	// /v1/events. Without it the daemon keeps a feed of its own.
 	EventSocket string
-	Log         *slog.Logger
+	// Socket, if set, is the API's unix socket for root on this node
+	// (SocketPath); it serves every route to local root.
+	Socket string
+	Log    *slog.Logger
 
 	// events is where the daemon's subsystems publish.
 	events events.Publisher
@@ -120,16 +125,52 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		return fmt.Errorf("locusd: listen on %s: %w", cfg.Listen, err)
 	}
 	ln = netutil.LimitListener(ln, maxConns)
+	auth, err := newAPITLS()
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("locusd: %w", err)
+	}
+	ln = tls.NewListener(ln, auth.config())
+	var local net.Listener
+	if cfg.Socket != "" {
+		ul, err := privsock.Listen(cfg.Socket)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("locusd: API socket: %w", err)
+		}
+		local = localListener{Listener: ul, log: cfg.Log}
+	}
+	closeAll := func() {
+		ln.Close()
+		if local != nil {
+			local.Close()
+		}
+	}
 	streams := newStreamLimit()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+	handle := func(pattern string, l level, h http.HandlerFunc) { mux.HandleFunc(pattern, auth.guard(l, cfg.Log, h)) }
+	handle("GET /healthz", public, func(w http.ResponseWriter, r *http.Request) {
+		info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
+		if err != nil {
+			http.Error(w, "locusd: not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(Health{Node: info.Node, Cluster: info.Cluster, State: info.State, RunLevel: info.RunLevel})
+	})
+	handle("GET /v1/whoami", look, func(w http.ResponseWriter, r *http.Request) {
+		c, _ := r.Context().Value(callerKey{}).(Caller)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(c)
+	})
+	handle("GET /v1/events", look, func(w http.ResponseWriter, r *http.Request) {
 		if follow, _ := strconv.ParseBool(r.URL.Query().Get("follow")); follow {
 			streams.wrap(func(w http.ResponseWriter, r *http.Request) { serveEvents(w, r, feed) })(w, r)
 			return
 		}
 		serveEvents(w, r, feed)
 	})
-	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET /v1/node", look, func(w http.ResponseWriter, r *http.Request) {
 		info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
 		if err != nil {
 			cfg.Log.Warn("node info", "err", err)
@@ -146,18 +187,26 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		mc = *cfg.CLMS
 	}
 	if cfg.ICS != nil {
-		var ca *ics.CA
+		var ca *cas
 		var gossipKey []byte
 		if cfg.ICS.CADir != "" {
-			if ca, err = ics.LoadOrCreateCA(cfg.ICS.CADir, cfg.ICS.Spec.Cluster.Name); err != nil {
-				ln.Close()
+			if ca, err = loadCAs(*cfg.ICS); err != nil {
+				closeAll()
 				return fmt.Errorf("locusd: %w", err)
 			}
 			if gossipKey, err = ics.LoadOrCreateGossipKey(cfg.ICS.CADir); err != nil {
-				ln.Close()
+				closeAll()
 				return fmt.Errorf("locusd: %w", err)
 			}
-			mux.Handle("POST /v1/admission", admissionHandler(ca, *cfg.ICS, cfg.Log))
+			handle("POST /v1/admission", public, admissionHandler(ca, *cfg.ICS, cfg.Log))
+			handle("POST /v1/admin/issue", admin, issueHandler(ca, cfg.Log))
+		}
+		haveIdentity := func(id ics.Identity) error {
+			if err := auth.setIdentity(id, cfg.ICS.Spec.Cluster.Name); err != nil {
+				return err
+			}
+			cfg.Log.Info("API serving with the node's certificate: operators and nodes authenticate with theirs")
+			return nil
 		}
 		setup := func(n *ics.Node) {
 			n.Handle("shutdown", shutdownCall(cfg.NodeFile, cfg.Log))
@@ -189,25 +238,29 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			case errors.Is(err, errNoSecret):
 				cfg.Log.Warn("ICS: " + err.Error() + "; membership runs without TLS and an unsealed gossip, and cannot join a cluster that has them")
 			case err != nil:
-				ln.Close()
+				closeAll()
 				return fmt.Errorf("locusd: this node cannot join the cluster: %w", err)
 			default:
+				if err := haveIdentity(id); err != nil {
+					closeAll()
+					return err
+				}
 				n, err := serveICS(*cfg.ICS, id, cfg.Log, setup)
 				if err != nil {
-					ln.Close()
+					closeAll()
 					return fmt.Errorf("locusd: %w", err)
 				}
 				defer n.Close()
 				icsNode.Store(n)
 				if gossipKey == nil {
 					if gossipKey, err = fetchGossipKey(ctx, n, cfg.Log); err != nil {
-						ln.Close()
+						closeAll()
 						return fmt.Errorf("locusd: %w", err)
 					}
 				}
 				server, client, err := id.MutualTLS()
 				if err != nil {
-					ln.Close()
+					closeAll()
 					return fmt.Errorf("locusd: %w", err)
 				}
 				mc.TLS, mc.GossipKey = &clms.TLS{Server: server, Client: client}, gossipKey
@@ -228,6 +281,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 					cfg.Log.Error("ICS: this node runs without ICS", "err", err)
 					return
 				}
+				if err := haveIdentity(id); err != nil {
+					cfg.Log.Error("API", "err", err)
+				}
 				n, err := serveICS(*cfg.ICS, id, cfg.Log, setup)
 				if err != nil {
 					cfg.Log.Error("ICS", "err", err)
@@ -244,7 +300,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		publishMembership(&mc, cfg.events)
 		m, err := clms.Start(mc)
 		if err != nil {
-			ln.Close()
+			closeAll()
 			return fmt.Errorf("locusd: %w", err)
 		}
 		defer m.Close()
@@ -252,21 +308,8 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		memberRef.Store(m)
 		publishTransitions(m, cfg.events)
 		go followNode(ctx, cfg.NodeFile, cfg.ProcDir, m)
-		var interconnect netip.Prefix
-		if cfg.ICS != nil && cfg.ICS.Spec != nil {
-			interconnect = cfg.ICS.Spec.Prefix()
-		}
-		control := func(h http.HandlerFunc) http.HandlerFunc {
-			return func(w http.ResponseWriter, r *http.Request) {
-				if !controlAllowed(r.RemoteAddr, interconnect) {
-					http.Error(w, "locusd: control requests come from this node or the operator's network, not the interconnect", http.StatusForbidden)
-					return
-				}
-				h(w, r)
-			}
-		}
-		mux.HandleFunc("POST /v1/runlevel", control(runLevelHandler(m, icsNode.Load, cfg.Log)))
-		mux.HandleFunc("POST /v1/shutdown", control(shutdownHandler(cfg, m, icsNode.Load)))
+		handle("POST /v1/runlevel", control, runLevelHandler(m, icsNode.Load, cfg.Log))
+		handle("POST /v1/shutdown", control, shutdownHandler(cfg, m, icsNode.Load))
 		// Calls in flight to a node end the moment it is Down.
 		m.OnTransition(func(t clms.Transition) {
 			if n := icsNode.Load(); n != nil && t.State == clms.Down {
@@ -279,11 +322,11 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		views := &viewCache{gather: func(ctx context.Context) ClusterView {
 			return clusterView(ctx, m.Status(), cfg.Listen, icsNode.Load())
 		}}
-		mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
+		handle("GET /v1/cluster", look, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(views.get(r.Context()))
 		})
-		mux.HandleFunc("GET /v1/cluster/events", streams.wrap(func(w http.ResponseWriter, r *http.Request) {
+		handle("GET /v1/cluster/events", look, streams.wrap(func(w http.ResponseWriter, r *http.Request) {
 			streamTransitions(w, r, m)
 		}))
 	}
@@ -296,15 +339,34 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		cfsDone.Wait()
 	}()
 	if err := startCFSRoles(cfsCtx, cfg, member, &cfsDone); err != nil {
-		ln.Close()
+		closeAll()
 		return err
 	}
 	if cfg.NetbootAdmin != "" {
-		mux.Handle("GET /v1/netboot/{what}", netbootProxy(cfg.NetbootAdmin))
+		handle("GET /v1/netboot/{what}", inspect, netbootProxy(cfg.NetbootAdmin).ServeHTTP)
 	}
 	// No write timeout: event streams last; every other answer is quick.
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn)}
+	newServer := func() *http.Server {
+		return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn)}
+	}
+	srv := newServer()
+	localDone := make(chan struct{})
+	if local != nil {
+		lsrv := newServer()
+		lsrv.ConnContext = localCaller
+		go func() {
+			defer close(localDone)
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			lsrv.Shutdown(sctx)
+		}()
+		go lsrv.Serve(local) // ends at Shutdown above
+	} else {
+		close(localDone)
+	}
+	defer func() { <-localDone }()
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -312,7 +374,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		srv.Shutdown(sctx)
 	}()
 	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceLocusd, Detail: ln.Addr().String()})
-	cfg.Log.Info("locusd serving", "addr", ln.Addr().String())
+	cfg.Log.Info("locusd serving", "addr", ln.Addr().String(), "socket", cfg.Socket)
 	if ready != nil {
 		ready <- ln.Addr()
 	}
@@ -358,60 +420,6 @@ func ReadNodeInfo(nodeFile, procDir string) (*NodeInfo, error) {
 		}
 	}
 	return &info, nil
-}
-
-// Fetch asks the locusd at addr (host:port) for its node info.
-func Fetch(ctx context.Context, addr string) (*NodeInfo, error) {
-	var info NodeInfo
-	if err := Get(ctx, addr, "/v1/node", &info); err != nil {
-		return nil, err
-	}
-	return &info, nil
-}
-
-// Get decodes the JSON answer of GET path on the locusd at addr into v.
-func Get(ctx context.Context, addr, path string, v any) error {
-	return call(ctx, http.MethodGet, addr, path, nil, v)
-}
-
-// Post sends body as JSON to path on the locusd at addr and decodes the
-// answer into v (if not nil).
-func Post(ctx context.Context, addr, path string, body, v any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	return call(ctx, http.MethodPost, addr, path, b, v)
-}
-
-func call(ctx context.Context, method, addr, path string, body []byte, v any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
-	if err != nil {
-		return fmt.Errorf("locusd: %s: %w", addr, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("locusd: %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-		return fmt.Errorf("locusd: %s%s: %s: %s", addr, path, resp.Status, strings.TrimSpace(string(msg)))
-	}
-	if v == nil {
-		return nil
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 16<<20)).Decode(v); err != nil {
-		return fmt.Errorf("locusd: %s%s: bad reply: %w", addr, path, err)
-	}
-	return nil
 }
 
 // netbootProxy answers GET /v1/netboot/nodes and /v1/netboot/leases from
@@ -489,7 +497,8 @@ type ClusterNode struct {
 	Uptime   float64 `json:"uptime,omitempty"`
 	// Unreachable says why a node that is Up did not answer.
 	Unreachable string `json:"unreachable,omitempty"`
-	// Via is how it was asked: "ics" (mutual TLS) or "http".
+	// Via is how it was asked: "ics" (mutual TLS) or "health" (its
+	// daemon's /healthz, in a cluster without TLS).
 	Via string `json:"via,omitempty"`
 }
 
@@ -497,7 +506,13 @@ type ClusterNode struct {
 // its daemon's HTTP API at addr.
 func nodeInfo(ctx context.Context, icsNode *ics.Node, n int, addr string) (*NodeInfo, error) {
 	if icsNode == nil {
-		return Fetch(ctx, addr)
+		// No identity (a cluster without TLS): all another daemon
+		// answers is its health.
+		h, err := FetchHealth(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &NodeInfo{Node: h.Node, Cluster: h.Cluster, State: h.State, RunLevel: h.RunLevel}, nil
 	}
 	b, err := icsNode.Call(ctx, n, "node", nil)
 	if err != nil {
@@ -534,7 +549,7 @@ func clusterView(ctx context.Context, st clms.Status, listen string, icsNode *ic
 		go func(row *ClusterNode) {
 			defer func() { done <- struct{}{} }()
 			info, err := nodeInfo(ctx, icsNode, row.Node, net.JoinHostPort(host, port))
-			row.Via = "http"
+			row.Via = "health"
 			if icsNode != nil {
 				row.Via = "ics"
 			}

@@ -2,6 +2,7 @@ package locusd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -41,12 +42,25 @@ func ProbeTarget(arg string, spec func() (*clusterspec.Spec, error)) (string, er
 
 // Probe asks each daemon at addrs (HOST:PORT) who it is, one at a time,
 // each within timeout, and returns their answers with the round-trip
-// times; failed says how many did not answer.
-func Probe(ctx context.Context, addrs []string, timeout time.Duration) (rows []ProbeResult, failed int) {
+// times (of a fresh TLS connection: the handshake included); failed says
+// how many did not answer. With a credential (tc) the answer is the
+// node's whole info; without one, its health (node, state, run level).
+func Probe(ctx context.Context, addrs []string, timeout time.Duration, tc *tls.Config) (rows []ProbeResult, failed int) {
 	for _, a := range addrs {
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		start := time.Now()
-		info, err := Fetch(pctx, a)
+		var info *NodeInfo
+		var err error
+		if tc != nil {
+			c := NewClient(a, tc)
+			info, err = c.Fetch(pctx)
+			c.Close()
+		} else {
+			var h *Health
+			if h, err = FetchHealth(pctx, a); err == nil {
+				info = &NodeInfo{Node: h.Node, Cluster: h.Cluster, State: h.State, RunLevel: h.RunLevel}
+			}
+		}
 		cancel()
 		r := ProbeResult{Addr: a, Info: info, RTTms: float64(time.Since(start).Microseconds()) / 1000}
 		if err != nil {

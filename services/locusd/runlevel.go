@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -132,20 +131,6 @@ func runLevelCall(m *clms.Member) func(ctx context.Context, from int, req []byte
 		}
 		return nil, m.SetRunLevel(r.Level)
 	}
-}
-
-// controlAllowed says whether a control request (run level, shutdown)
-// may come from addr: from this node itself, or from outside the
-// interconnect (the operator's network, where the host's forwarded port
-// arrives); never from another node of the interconnect, which asks over
-// ICS with its certificate instead.
-func controlAllowed(remote string, interconnect netip.Prefix) bool {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return false
-	}
-	a := ap.Addr().Unmap()
-	return a.IsLoopback() || (interconnect.IsValid() && !interconnect.Contains(a))
 }
 
 // shutdownHandler asks one node, or every node that is not Down, to shut
