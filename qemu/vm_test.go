@@ -5,9 +5,11 @@ package qemu_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -355,7 +357,8 @@ func cli(state string) func(args ...string) (string, error) {
 func hostCLI(state string) func(args ...string) (string, error) {
 	return func(args ...string) (string, error) {
 		cmd := exec.Command(shared.locus, args...)
-		cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(state, "xdg"), "LOCUS_ENDPOINT=")
+		cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(state, "xdg"), "LOCUSCONFIG="+filepath.Join(state, "xdg", "locus-config"),
+			"LOCUS_ENDPOINT=", "LOCUS_CONTEXT=")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -455,10 +458,9 @@ func TestVMInstalledCluster(t *testing.T) {
 	if n := strings.Count(out, `"stage": "initramfs"`); n != 3 {
 		t.Errorf("node 1's registry shows %d nodes past the initramfs, want 3:\n%s", n, out)
 	}
-	// The forwarded API port reaches node 1's daemon from the host.
-	if info, err := locusd.Fetch(context.Background(), "127.0.0.1:17471"); err != nil || info.Node != 1 {
-		t.Errorf("node 1's daemon through the forwarded port: %+v, %v", info, err)
-	}
+	// The forwarded API port is node 1's uplink: without a credential
+	// it answers the health and refuses everything else, control first.
+	checkUplinkRefuses(t, "127.0.0.1:17471")
 	// Membership: all four Up in the cluster's own view, from the host.
 	waitCluster := func(what string, via []string, ok func(clms.Status) bool) clms.Status {
 		t.Helper()
@@ -497,12 +499,20 @@ func TestVMInstalledCluster(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 
-	// Kill node 3, start it again: every other node logs its Down with
-	// the same transition id; it PXE-boots back to its run level.
+	// Kill node 3 and start it again three seconds later, before the
+	// cluster has noticed (issue 13's sequence): every other node logs
+	// the old boot's Down with the same transition id, the master fences
+	// it with a reboot (which lands on the new boot), and node 3 ends up
+	// Up, not powered off for good.
 	killed := time.Now()
 	if out, err := locus("qemu", "kill", "3"); err != nil {
 		t.Fatalf("kill 3: %v\n%s", err, out)
 	}
+	time.Sleep(3 * time.Second)
+	if out, err := locus("qemu", "start", "3"); err != nil {
+		t.Fatalf("start 3: %v\n%s", err, out)
+	}
+	restart := time.Now()
 	isDown3 := func(e events.Event) bool {
 		return e.Kind == events.TransitionApplied && e.Subject == 3 && e.State == string(clms.Down)
 	}
@@ -532,15 +542,11 @@ func TestVMInstalledCluster(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if out, err := locus("qemu", "start", "3"); err != nil {
-		t.Fatalf("start 3: %v\n%s", err, out)
-	}
-	restart := time.Now()
 	for {
 		out, err := locus("qemu", "status", "--output", "json")
 		var st []qemu.NodeStatus
 		if err == nil && json.Unmarshal([]byte(out), &st) == nil && len(st) == 4 && st[2].Stage == qemu.StageUp {
-			t.Logf("node 3 back Up %.1fs after its restart", time.Since(restart).Seconds())
+			t.Logf("node 3 back Up %.1fs after it was started again (and rebooted by its fence)", time.Since(restart).Seconds())
 			break
 		}
 		if time.Since(restart) > 4*time.Minute {
@@ -549,6 +555,10 @@ func TestVMInstalledCluster(t *testing.T) {
 		time.Sleep(2 * time.Second)
 	}
 	waitCluster("node 3 back Up in cluster status", nil, allUp)
+	// The fence was a reboot, and the supervisor carried it out once.
+	if b, err := os.ReadFile(filepath.Join(state, "supervisor.log")); err != nil || !strings.Contains(string(b), `request="reboot 3"`) || strings.Contains(string(b), `request="off 3"`) {
+		t.Errorf("the supervisor's log shows no reboot of node 3, or an off:\n%s", b)
+	}
 
 	// Kill the master (node 1): a new master, the cluster carries on with
 	// three nodes.
@@ -589,4 +599,41 @@ func TestVMExecBackToBack(t *testing.T) {
 		slowest = max(slowest, time.Since(t0))
 	}
 	t.Logf("150 execs back to back in %.1fs, the slowest %v", time.Since(start).Seconds(), slowest.Round(time.Millisecond))
+}
+
+// checkUplinkRefuses asks node 1's daemon through the host's forwarded
+// port (its uplink), as a host without a credential: the health answers,
+// the node's info and the netboot registry are refused, and so are a
+// shutdown of the cluster and a run-level change, over HTTPS and over
+// plain HTTP.
+func checkUplinkRefuses(t *testing.T, api string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if h, err := locusd.FetchHealth(ctx, api); err != nil || h.Node != 1 {
+		t.Errorf("node 1's health through the forwarded port: %+v, %v", h, err)
+	}
+	anon := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/v1/node", ""}, {"GET", "/v1/netboot/nodes", ""}, {"GET", "/v1/cluster", ""},
+		{"POST", "/v1/shutdown", `{"node":0}`}, {"POST", "/v1/runlevel", `{"level":1}`},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, c.method, "https://"+api+c.path, strings.NewReader(c.body))
+		resp, err := anon.Do(req)
+		if err != nil {
+			t.Errorf("%s %s without a credential: %v", c.method, c.path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s %s without a credential = %s, want 401", c.method, c.path, resp.Status)
+		}
+		plain, _ := http.NewRequestWithContext(ctx, c.method, "http://"+api+c.path, strings.NewReader(c.body))
+		if resp, err := http.DefaultClient.Do(plain); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("%s %s over plain HTTP = %s, want 400 (HTTP to an HTTPS server)", c.method, c.path, resp.Status)
+			}
+		}
+	}
 }

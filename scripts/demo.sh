@@ -17,17 +17,21 @@ set -x
 "$LOCUS" qemu "${flags[@]}" up -n "$N"
 "$LOCUS" qemu "${flags[@]}" status
 "$LOCUS" qemu "${flags[@]}" exec 1 -- uname -a
-# From the last node, a TCP round trip to every node's daemon.
+# From the last node, a TLS round trip to every node's daemon (without a
+# credential, each answers its health only).
 "$LOCUS" qemu "${flags[@]}" exec "$N" -- locus probe $(seq 1 "$N")
 "$LOCUS" qemu "${flags[@]}" exec 2 -- cat /run/locus/node.json
-# From the host, through the endpoint qemu up saved (node 1's daemon):
-# node 1's netboot registry, and the cluster's membership.
+# From the host, with the context qemu up saved (node 1's admin
+# credential, fetched through its exec channel): node 1's netboot
+# registry, and the cluster's membership.
+"$LOCUS" config info
 "$LOCUS" node list
 "$LOCUS" cluster status
 # Node 1's boot, as its init and daemon published it (its event feed).
 "$LOCUS" cluster events --kind phase.done,runlevel.reached,role.taken,service.started
-# A fault: node 3 loses power. The master fences it (the virtual BMC)
-# and commits its Down; every node applies the same transition.
+# A fault: node 3 loses power. The master fences it (a reboot, through
+# the virtual BMC) and commits its Down; every node applies the same
+# transition, and node 3 boots again.
 "$LOCUS" qemu "${flags[@]}" kill 3
 set +x
 for _ in $(seq 60); do

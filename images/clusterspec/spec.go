@@ -49,9 +49,38 @@ type Fencing struct {
 	Agent []string `yaml:"agent" json:"agent,omitempty"`
 	// TimeoutSeconds bounds one agent run (default 30).
 	TimeoutSeconds int `yaml:"timeout_seconds" json:"timeout_seconds"`
+	// Action is what fencing does to a failed node: "reboot" (power it
+	// off, then on: Pacemaker's fencing-action default, so a node that
+	// crashed and came straight back costs one more boot, never a dead
+	// node) or "off" (it stays off until an operator starts it). Empty:
+	// reboot, except off for the nodes that mount an HA-CFS root's disk
+	// (node 1 and the standby: see FenceAction).
+	Action string `yaml:"action" json:"action,omitempty"`
 	// SelfFenceSeconds, if set, powers a node off once it has been
 	// without quorum that long (0: never).
 	SelfFenceSeconds int `yaml:"self_fence_seconds" json:"self_fence_seconds,omitempty"`
+}
+
+// Fence actions (fencing.action).
+const (
+	FenceReboot = "reboot"
+	FenceOff    = "off"
+)
+
+// FenceAction is what fencing does to node n: fencing.action if set;
+// otherwise reboot, except off for a node that mounts the disk of a CFS
+// root that fails over (node 1, and the standby): rebooted, it would
+// race the node that took the disk over to mount it. (A booting node 1
+// also refuses to mount it while another node serves it; off does not
+// rely on that check's timing.)
+func (s *Spec) FenceAction(n int) string {
+	if s.Fencing.Action != "" {
+		return s.Fencing.Action
+	}
+	if s.Root.Source == RootCFS && s.Root.CFS.Standby != 0 && (n == 1 || n == s.Root.CFS.Standby) {
+		return FenceOff
+	}
+	return FenceReboot
 }
 
 // Membership tunes the membership service.
@@ -463,6 +492,9 @@ func (s *Spec) Validate() error {
 	s.validateContent(bad)
 	if s.Fencing.SelfFenceSeconds < 0 || s.Fencing.SelfFenceSeconds > 3600 {
 		bad("fencing.self_fence_seconds", "%d must be between 0 (off) and 3600", s.Fencing.SelfFenceSeconds)
+	}
+	if a := s.Fencing.Action; a != "" && a != FenceReboot && a != FenceOff {
+		bad("fencing.action", "%q: want reboot or off", a)
 	}
 	if s.Fencing.TimeoutSeconds < 1 || s.Fencing.TimeoutSeconds > 600 {
 		bad("fencing.timeout_seconds", "%d must be between 1 and 600", s.Fencing.TimeoutSeconds)

@@ -194,3 +194,29 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestFenceAction(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		node int
+		want string
+	}{
+		{"cluster: {name: a}\n", 3, FenceReboot},
+		{"cluster: {name: a}\nfencing: {action: off}\n", 3, FenceOff},
+		{"cluster: {name: a}\nroot: {source: cfs, cfs: {standby: 2}}\n", 1, FenceOff},
+		{"cluster: {name: a}\nroot: {source: cfs, cfs: {standby: 2}}\n", 2, FenceOff},
+		{"cluster: {name: a}\nroot: {source: cfs, cfs: {standby: 2}}\n", 3, FenceReboot},
+		{"cluster: {name: a}\nroot: {source: cfs, cfs: {standby: 2}}\nfencing: {action: reboot}\n", 1, FenceReboot},
+	} {
+		s, err := Parse("t.yaml", []byte(tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if got := s.FenceAction(tc.node); got != tc.want {
+			t.Errorf("%q: node %d fenced %s, want %s", tc.yaml, tc.node, got, tc.want)
+		}
+	}
+	if _, err := Parse("t.yaml", []byte("cluster: {name: a}\nfencing: {action: cycle}\n")); err == nil || !strings.Contains(err.Error(), "fencing.action") {
+		t.Errorf("fencing.action cycle: %v", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/internal/locusconfig"
 
 	"github.com/locus-ssi/locus/netboot"
 	"github.com/locus-ssi/locus/services/clms"
@@ -48,8 +49,8 @@ func TestAdmissionAndICS(t *testing.T) {
 	}))
 	defer admin.Close()
 	mac2, _ := net.ParseMAC("52:54:00:00:00:02")
-	node2 := netip.MustParseAddr("127.0.80.2")
-	secret := reg.IssueSecret(mac2, 2, node2)
+	node2Addr := netip.MustParseAddr("127.0.80.2")
+	secret := reg.IssueSecret(mac2, 2, node2Addr)
 
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,10 +70,28 @@ func TestAdmissionAndICS(t *testing.T) {
 	d1 := start(1, ICSConfig{CADir: filepath.Join(dir, "ca"), NetbootAdmin: strings.TrimPrefix(admin.URL, "http://")})
 	d2 := start(2, ICSConfig{MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470"})
 
-	var view ClusterView
+	// The first admin's credential, made by node 1 at first boot, asks
+	// node 2 (whose API took the operators' CA from admission).
+	var adminCtx *locusconfig.Context
 	deadline := time.Now().Add(20 * time.Second)
+	for adminCtx == nil {
+		if c, err := locusconfig.Load(filepath.Join(dir, "ca", AdminConfigFile)); err == nil {
+			adminCtx, _, _ = c.Current("")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 1 made no admin credential")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	adminTLS, err := adminCtx.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node2 := NewClient("127.0.80.2:7470", adminTLS)
+	defer node2.Close()
+	var view ClusterView
 	for {
-		err := Get(ctx, "127.0.80.2:7470", "/v1/cluster", &view)
+		err := node2.Get(ctx, "/v1/cluster", &view)
 		if err == nil && len(view.Nodes) == 2 && view.Nodes[0].Via == "ics" && view.Nodes[1].RunLevel == 3 && view.Nodes[0].RunLevel == 3 {
 			break
 		}
@@ -82,14 +101,16 @@ func TestAdmissionAndICS(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	checkAPITrust(t, ctx, filepath.Join(dir, "ca"), adminTLS)
+
 	// The secret is spent, and others never worked.
 	for name, req := range map[string]ICSConfig{
 		"reused":     {Node: 2, MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470"},
 		"wrong":      {Node: 3, MAC: "52:54:00:00:00:03", Secret: "00112233445566778899aabbccddeeff", Admitter: "127.0.80.1:7470"},
-		"other node": {Node: 4, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2, node2), Addr: "127.0.80.2", Admitter: "127.0.80.1:7470"},
+		"other node": {Node: 4, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2, node2Addr), Addr: "127.0.80.2", Admitter: "127.0.80.1:7470"},
 		// Node 2's script was seen by another host (on the wire, say):
 		// its secret, presented from that host's address, buys nothing.
-		"stolen":      {Node: 2, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2, node2), Addr: "127.0.80.6", Admitter: "127.0.80.1:7470"},
+		"stolen":      {Node: 2, MAC: mac2.String(), Secret: reg.IssueSecret(mac2, 2, node2Addr), Addr: "127.0.80.6", Admitter: "127.0.80.1:7470"},
 		"not hex mac": {Node: 5, MAC: "zz", Secret: "x", Admitter: "127.0.80.1:7470"},
 	} {
 		_, err := requestIdentity(ctx, req)

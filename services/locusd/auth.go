@@ -47,8 +47,10 @@ func (c Caller) String() string {
 		return "nobody"
 	case KindOperator:
 		return "operator " + c.Name
+	case KindLocal:
+		return "local " + c.Name
 	default:
-		return c.Kind + " " + c.Name
+		return c.Name
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,7 +37,8 @@ func (d *daemons) start(n int) {
 	nodeFile := filepath.Join(d.dir, fmt.Sprintf("node%d.json", n))
 	os.WriteFile(nodeFile, []byte(fmt.Sprintf(`{"node":%d}`, n)), 0o644)
 	args := []string{"daemon", "--listen", addr(n) + ":7470", "--node-file", nodeFile, "--netboot-admin", "",
-		"--node", fmt.Sprint(n), "--cluster-addr", addr(n), "--join", addr(1) + ":7473," + addr(2) + ":7473"}
+		"--node", fmt.Sprint(n), "--cluster-addr", addr(n), "--join", addr(1) + ":7473," + addr(2) + ":7473",
+		"--socket", d.socket(n)}
 	if n == 1 {
 		args = append(args, "--bootstrap", "--data-dir", filepath.Join(d.dir, "node1-state"))
 	}
@@ -51,6 +51,14 @@ func (d *daemons) start(n int) {
 	d.procs[n] = cmd
 }
 
+// socket is node n's API socket: these daemons have no certificates,
+// so the test asks them as local root.
+func (d *daemons) socket(n int) string {
+	return filepath.Join(d.dir, "run", fmt.Sprintf("node%d.sock", n))
+}
+
+func (d *daemons) client(n int) *locusd.Client { return locusd.LocalClient(d.socket(n)) }
+
 // kill ends node n with SIGKILL: no goodbye to the others.
 func (d *daemons) kill(n int) {
 	d.procs[n].Process.Signal(syscall.SIGKILL)
@@ -62,7 +70,9 @@ func (d *daemons) status(n int) (clms.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	var st clms.Status
-	err := locusd.Get(ctx, addr(n)+":7470", "/v1/cluster", &st)
+	c := d.client(n)
+	defer c.Close()
+	err := c.Get(ctx, "/v1/cluster", &st)
 	return st, err
 }
 
@@ -115,8 +125,9 @@ func (d *daemons) events(n int, upTo uint64) []clms.Transition {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr(n)+":7470/v1/cluster/events", nil)
-	resp, err := http.DefaultClient.Do(req)
+	c := d.client(n)
+	defer c.Close()
+	resp, err := c.Open(ctx, "/v1/cluster/events")
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -142,8 +153,9 @@ func (d *daemons) feed(n int) []events.Event {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr(n)+":7470/v1/events", nil)
-	resp, err := http.DefaultClient.Do(req)
+	c := d.client(n)
+	defer c.Close()
+	resp, err := c.Open(ctx, "/v1/events")
 	if err != nil {
 		d.t.Fatal(err)
 	}

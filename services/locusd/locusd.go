@@ -342,9 +342,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		closeAll()
 		return err
 	}
-	if cfg.NetbootAdmin != "" {
-		handle("GET /v1/netboot/{what}", inspect, netbootProxy(cfg.NetbootAdmin).ServeHTTP)
-	}
+	// Guarded also where no netboot is served, so that nobody learns
+	// even which node serves it.
+	handle("GET /v1/netboot/{what}", inspect, netbootProxy(cfg.NetbootAdmin).ServeHTTP)
 	// No write timeout: event streams last; every other answer is quick.
 	newServer := func() *http.Server {
 		return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
@@ -428,6 +428,10 @@ func netbootProxy(admin string) http.Handler {
 	client := &http.Client{Timeout: 3 * time.Second}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		what := r.PathValue("what")
+		if admin == "" {
+			http.Error(w, "this node does not serve netboot", http.StatusNotFound)
+			return
+		}
 		if what != "nodes" && what != "leases" {
 			http.NotFound(w, r)
 			return

@@ -3,6 +3,7 @@ package locusd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,20 +28,34 @@ func TestServeNodeInfoOnLoopback(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Config{Listen: "127.0.0.1:0", NodeFile: nodeFile, ProcDir: proc}, ready) }()
+	sock := filepath.Join(dir, "private", "api.sock")
+	go func() {
+		done <- Run(ctx, Config{Listen: "127.0.0.1:0", NodeFile: nodeFile, ProcDir: proc, Socket: sock}, ready)
+	}()
 	addr := (<-ready).String()
 	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer fcancel()
-	info, err := Fetch(fctx, addr)
+	local := LocalClient(sock)
+	defer local.Close()
+	info, err := local.Fetch(fctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.Node != 2 || info.Hostname != "beta" || info.State != "Up" || info.Uptime != 12.5 || info.Load1 != 0.25 {
 		t.Errorf("Fetch = %+v", info)
 	}
+	// Over TCP, without a credential: the health, and nothing else.
+	if h, err := FetchHealth(fctx, addr); err != nil || *h != (Health{Node: 2, Cluster: "t", State: "Up", RunLevel: 3}) {
+		t.Errorf("health = %+v, %v", h, err)
+	}
+	anon := anonymous(addr)
+	defer anon.Close()
+	if _, err := anon.Fetch(fctx); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("node info without a credential = %v, want 401", err)
+	}
 	// A node file that init has not written yet is an error, not a crash.
 	os.Remove(nodeFile)
-	if _, err := Fetch(fctx, addr); err == nil || !strings.Contains(err.Error(), "503") {
+	if _, err := local.Fetch(fctx); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Errorf("Fetch without a node file = %v, want 503", err)
 	}
 	cancel()
@@ -50,10 +65,15 @@ func TestServeNodeInfoOnLoopback(t *testing.T) {
 }
 
 func TestFetchRefusesGarbage(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	a, err := newAPITLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := tls.NewListener(tl, a.config())
 	defer ln.Close()
 	go func() {
 		for {
@@ -70,7 +90,7 @@ func TestFetchRefusesGarbage(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := Fetch(ctx, ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "bad reply") {
+	if _, err := FetchHealth(ctx, ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "bad reply") {
 		t.Errorf("Fetch(garbage) = %v, want 'bad reply'", err)
 	}
 }
@@ -93,11 +113,19 @@ func TestNetbootRegistryThroughTheDaemon(t *testing.T) {
 			ready := make(chan net.Addr, 1)
 			done := make(chan error, 1)
 			go func() {
-				done <- Run(ctx, Config{Listen: "127.0.0.1:0", NodeFile: filepath.Join(dir, "none"), NetbootAdmin: adminAddr}, ready)
+				done <- Run(ctx, Config{Listen: "127.0.0.1:0", NodeFile: filepath.Join(dir, "none"), NetbootAdmin: adminAddr, Socket: filepath.Join(dir, "s", "api.sock")}, ready)
 			}()
 			addr := (<-ready).String()
+			// MACs are not for anybody.
+			anon := anonymous(addr)
+			defer anon.Close()
 			var got []struct{ MAC, Stage string }
-			err := Get(ctx, addr, "/v1/netboot/nodes", &got)
+			if err := anon.Get(ctx, "/v1/netboot/nodes", &got); err == nil || !strings.Contains(err.Error(), "401") {
+				t.Errorf("registry without a credential = %+v %v, want 401", got, err)
+			}
+			local := LocalClient(filepath.Join(dir, "s", "api.sock"))
+			defer local.Close()
+			err := local.Get(ctx, "/v1/netboot/nodes", &got)
 			if name == "serving" {
 				if err != nil || len(got) != 1 || got[0].Stage != "ipxe" {
 					t.Errorf("registry through locusd = %+v, %v", got, err)
@@ -105,7 +133,7 @@ func TestNetbootRegistryThroughTheDaemon(t *testing.T) {
 			} else if err == nil || !strings.Contains(err.Error(), "404") {
 				t.Errorf("a node without netboot answered %v, want 404", err)
 			}
-			if err := Get(ctx, addr, "/v1/netboot/accept", &got); err == nil {
+			if err := local.Get(ctx, "/v1/netboot/accept", &got); err == nil {
 				t.Error("the proxy forwarded a path other than nodes and leases")
 			}
 			cancel()

@@ -1,6 +1,7 @@
 package locusd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -40,10 +41,10 @@ type NodeOptions struct {
 func ConfigureNode(cfg *Config, mc *clms.Config, spec *clusterspec.Spec, o NodeOptions, log *slog.Logger) error {
 	if agent := fence.AgentFor(spec.Fencing.Agent, time.Duration(spec.Fencing.TimeoutSeconds)*time.Second); agent != nil {
 		mc.Fence = func(ctx context.Context, node int) error {
-			_, err := agent.Run(ctx, fence.ActionOff, node)
+			_, err := agent.Run(ctx, spec.FenceAction(node), node)
 			return err
 		}
-		log.Info("fencing", "agent", strings.Join(agent.Argv, " "))
+		log.Info("fencing", "agent", strings.Join(agent.Argv, " "), "action", cmp.Or(spec.Fencing.Action, "reboot (off for the nodes of an HA-CFS disk)"))
 	} else {
 		log.Warn("no fence agent: a failed node is taken Down without being powered off (set fencing.agent in the spec)")
 	}
