@@ -19,6 +19,7 @@ import (
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
+	"github.com/locus-ssi/locus/internal/privsock"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
@@ -38,7 +39,9 @@ type Config struct {
 	Proxy    bool
 	// Ports; 0 means the standard ones (67, 4011, 69) and 8080 for HTTP.
 	DHCPPort, ProxyPort, TFTPPort, HTTPPort int
-	// AdminAddr serves the operator API (nodes, accept); loopback only.
+	// AdminAddr serves the operator API (nodes, leases, accept, admit):
+	// a unix socket in a root-only directory (AdminSocket), or, for
+	// tests, a loopback host:port.
 	AdminAddr string
 	// Join is written into node scripts as locus.join= (optional).
 	Join string
@@ -78,7 +81,7 @@ func NewService(cfg Config) (*Service, error) {
 		cfg.HTTPPort = 8080
 	}
 	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = "127.0.0.1:7471"
+		cfg.AdminAddr = AdminSocket
 	}
 	ip, err := interfaceAddr(cfg.Iface, cfg.Spec.Prefix())
 	if err != nil {
@@ -158,6 +161,11 @@ func (s *Service) ServerIP() netip.Addr { return s.serverIP }
 // Registry is the service's node registry.
 func (s *Service) Registry() *Registry { return s.registry }
 
+// AdminSocket is where the netboot service's operator API is: root on
+// the init node only (its daemon proxies the registry to credentialed
+// callers, docs/trust.md).
+const AdminSocket = "/run/locus/private/netboot.sock"
+
 // Serve runs DHCP (and proxyDHCP on 4011), TFTP, HTTP and the admin API
 // until ctx ends. A failure to bind any of them is returned at once.
 func (s *Service) Serve(ctx context.Context) error {
@@ -229,7 +237,7 @@ func (s *Service) Serve(ctx context.Context) error {
 		return nil
 	})
 
-	aln, err := net.Listen("tcp", s.cfg.AdminAddr)
+	aln, err := privsock.ListenAddr(s.cfg.AdminAddr)
 	if err != nil {
 		stopAll()
 		return fmt.Errorf("netboot: admin API on %s: %w", s.cfg.AdminAddr, err)

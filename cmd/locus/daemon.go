@@ -15,6 +15,7 @@ import (
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
+	"github.com/locus-ssi/locus/netboot"
 
 	"github.com/spf13/cobra"
 
@@ -82,7 +83,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.CFSListen, "cfs-listen", ":"+strconv.Itoa(cfs.DefaultPort), "address to serve CFS on")
 	f.StringVar(&cfg.EventSocket, "events", "", "PID 1's event feed socket, to publish on and serve (empty: the daemon keeps its own feed)")
 	f.StringVar(&cfg.Socket, "socket", "", "serve the API to root on this node at this unix socket too (init passes "+locusd.SocketPath+")")
-	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", "127.0.0.1:7471", "netboot admin API whose registry is served at /v1/netboot/nodes (empty: none)")
+	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", netboot.AdminSocket, "netboot admin API (socket or loopback host:port): its registry is served at /v1/netboot/nodes, its secrets redeemed at admission (empty: none)")
 	return cmd
 }
 
@@ -152,7 +153,7 @@ exits non-zero if any node does not answer.`,
 						fmt.Fprintf(w, "%s\t-\t-\tunreachable\t-\t%s\n", r.Addr, strings.TrimPrefix(r.Error, "locusd: "))
 						continue
 					}
-					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%.1fms\n", r.Addr, r.Info.Node, r.Info.Hostname, r.Info.State, r.Info.RunLevel, r.RTTms)
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%.1fms\n", r.Addr, r.Info.Node, dash(r.Info.Hostname), r.Info.State, r.Info.RunLevel, r.RTTms)
 				}
 				w.Flush()
 			}

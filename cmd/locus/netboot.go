@@ -19,6 +19,7 @@ import (
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
+	"github.com/locus-ssi/locus/internal/privsock"
 
 	"github.com/spf13/cobra"
 
@@ -86,15 +87,16 @@ spec's node table boot; others as the spec's netboot.admission says.`,
 	f.IntVar(&cfg.HTTPPort, "http-port", 8080, "HTTP port")
 	f.IntVar(&cfg.TFTPPort, "tftp-port", 69, "TFTP port")
 	f.IntVar(&cfg.DHCPPort, "dhcp-port", 67, "DHCP port")
-	f.StringVar(&cfg.AdminAddr, "admin", "127.0.0.1:7471", "operator API address (keep it on loopback)")
+	f.StringVar(&cfg.AdminAddr, "admin", netboot.AdminSocket, "operator API: a unix socket (made in a root-only directory), or a loopback host:port")
 	f.StringVar(&cfg.Join, "join", "", "cluster endpoint written into node scripts as locus.join=")
 	f.StringVar(&cfg.CaptureDir, "capture", "", "write every DHCP request received to this directory (raw packets)")
 	return cmd
 }
 
 func adminGet(ctx context.Context, admin, path string, v any) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+path, nil)
-	resp, err := http.DefaultClient.Do(req)
+	client, base := privsock.HTTPClient(admin, 0)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("netboot service not reachable on %s (is `locus netboot serve` running?)", admin)
 	}
@@ -115,7 +117,7 @@ func newNodeListCmd(e *env) *cobra.Command {
 address or a boot script, by MAC, with the node number it has (or will
 have), how far its last boot got (dhcp, tftp, ipxe, kernel, initramfs) and
 whether it is admitted (known, accepted) or waiting for locus node accept.
-On the netboot server it asks the service's loopback API; elsewhere, the
+On the netboot server it asks the service's operator socket; elsewhere, the
 cluster's endpoint, whose init node serves the registry.`,
 		Example: "  locus node list\n  locus node list --output json",
 		Args:    cobra.NoArgs,
@@ -155,7 +157,7 @@ cluster's endpoint, whose init node serves the registry.`,
 			return w.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:7471", "the netboot service's operator API")
+	cmd.Flags().StringVar(&admin, "admin", netboot.AdminSocket, "the netboot service's operator API (socket or loopback host:port)")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -193,8 +195,9 @@ func newNodeCmd(e *env) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+admin+"/v1/accept?"+q.Encode(), nil)
-			resp, err := http.DefaultClient.Do(req)
+			client, base := privsock.HTTPClient(admin, 0)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/accept?"+q.Encode(), nil)
+			resp, err := client.Do(req)
 			if err != nil {
 				return fmt.Errorf("netboot service not reachable on %s (is `locus netboot serve` running?)", admin)
 			}
@@ -212,7 +215,7 @@ func newNodeCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	accept.Flags().StringVar(&admin, "admin", "127.0.0.1:7471", "the netboot service's operator API")
+	accept.Flags().StringVar(&admin, "admin", netboot.AdminSocket, "the netboot service's operator API (socket or loopback host:port)")
 	accept.Flags().IntVar(&number, "number", 0, "node number (default: the next free one)")
 	cmd.AddCommand(newNodeListCmd(e), accept)
 	return cmd

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/internal/privsock"
 	"github.com/locus-ssi/locus/services/ics"
 	"golang.org/x/time/rate"
 )
@@ -65,7 +66,7 @@ const certTTL = 365 * 24 * time.Hour
 // redeemed at the netboot service buys a certificate for the node number
 // it was issued for, at that node's address in the spec.
 func admissionHandler(ca *cas, c ICSConfig, log *slog.Logger) http.HandlerFunc {
-	client := &http.Client{Timeout: 5 * time.Second}
+	client, base := privsock.HTTPClient(c.NetbootAdmin, 5*time.Second)
 	limit := newAdmissionLimiter()
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !limit.allow(r.RemoteAddr) {
@@ -84,7 +85,7 @@ func admissionHandler(ca *cas, c ICSConfig, log *slog.Logger) http.HandlerFunc {
 			from = ap.Addr().Unmap().String()
 		}
 		body, _ := json.Marshal(map[string]string{"mac": req.MAC, "secret": req.Secret, "from": from})
-		resp, err := client.Post("http://"+c.NetbootAdmin+"/v1/admit", "application/json", bytes.NewReader(body))
+		resp, err := client.Post(base+"/v1/admit", "application/json", bytes.NewReader(body))
 		if err != nil {
 			http.Error(w, "netboot service unreachable", http.StatusServiceUnavailable)
 			return

@@ -61,7 +61,7 @@ type Config struct {
 	NodeFile string
 	// ProcDir is /proc (a test may point elsewhere).
 	ProcDir string
-	// NetbootAdmin is the netboot service's loopback admin API; on the
+	// NetbootAdmin is the netboot service's admin API (its socket); on the
 	// init node its registry is served read-only at GET /v1/netboot/nodes
 	// (how the host follows PXE boots through the forwarded API port).
 	NetbootAdmin string
@@ -425,7 +425,7 @@ func ReadNodeInfo(nodeFile, procDir string) (*NodeInfo, error) {
 // netbootProxy answers GET /v1/netboot/nodes and /v1/netboot/leases from
 // the netboot admin API at admin; a node not serving netboot answers 404.
 func netbootProxy(admin string) http.Handler {
-	client := &http.Client{Timeout: 3 * time.Second}
+	client, base := privsock.HTTPClient(admin, 3*time.Second)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		what := r.PathValue("what")
 		if admin == "" {
@@ -436,7 +436,7 @@ func netbootProxy(admin string) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		resp, err := client.Get("http://" + admin + "/v1/" + what)
+		resp, err := client.Get(base + "/v1/" + what)
 		if err != nil {
 			http.Error(w, "this node does not serve netboot", http.StatusNotFound)
 			return
