@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
@@ -785,6 +786,48 @@ func TestTLSAndGossipKey(t *testing.T) {
 	if err := dial(identity(ca, 5, "127.0.78.5"), "127.0.78.5"); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("node 5's own certificate: %v, want an open connection", err)
 	}
+	// Node 2's own certificate, at its own address, asking as node 2 is
+	// answered; asking for a vote as node 3, or sending entries as node
+	// 1 (the leader), closes the connection before Raft sees it.
+	rpc := func(typ byte, req any) error {
+		id := identity(ca, 2, "127.0.78.2")
+		d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.78.2")}}
+		cfg := id.Client.Clone()
+		cfg.ServerName = "127.0.78.1"
+		conn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.78.1:%d", DefaultRaftPort), cfg)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		conn.Write([]byte{typ})
+		if err := codec.NewEncoder(conn, &codec.MsgpackHandle{}).Encode(req); err != nil {
+			return err
+		}
+		_, err = conn.Read(make([]byte, 1))
+		return err
+	}
+	vote := func(id string) *raft.RequestVoteRequest {
+		return &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte(id), Addr: []byte(fmt.Sprintf("127.0.78.2:%d", DefaultRaftPort))}, Term: 1}
+	}
+	if err := rpc(rpcRequestVote, vote("2")); err != nil {
+		t.Errorf("a vote request as node 2 with node 2's certificate: %v, want an answer", err)
+	}
+	if err := rpc(rpcRequestVote, vote("3")); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a vote request as node 3 with node 2's certificate: %v, want the connection closed", err)
+	}
+	entries := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("1"), Addr: []byte(fmt.Sprintf("127.0.78.1:%d", DefaultRaftPort))}, Term: 99}
+	if err := rpc(rpcAppendEntries, entries); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("entries as node 1 (the leader) with node 2's certificate: %v, want the connection closed", err)
+	}
+	spoofAddr := vote("2")
+	spoofAddr.Addr = []byte(fmt.Sprintf("127.0.78.3:%d", DefaultRaftPort))
+	if err := rpc(rpcRequestVote, spoofAddr); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a vote request claiming node 3's address: %v, want the connection closed", err)
+	}
+	if err := rpc(9, vote("2")); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("an unknown RPC type: %v, want the connection closed", err)
+	}
 	c.waitAll("the cluster unchanged", 5*time.Second, states(Up, 1, 2, 3))
 }
 
@@ -946,4 +989,29 @@ func TestGossipClaimsBoundToAddresses(t *testing.T) {
 			t.Errorf("the impostor was taken in as node 3: %+v", r)
 		}
 	}
+}
+
+// FuzzRaftRPC feeds the Raft guard arbitrary bytes as a request from node
+// 2 at 127.0.78.2: it never crashes, and whatever it lets through names
+// node 2.
+func FuzzRaftRPC(f *testing.F) {
+	enc := func(typ byte, req any) []byte {
+		var b bytes.Buffer
+		b.WriteByte(typ)
+		codec.NewEncoder(&b, &codec.MsgpackHandle{}).Encode(req)
+		return b.Bytes()
+	}
+	hdr := raft.RPCHeader{ID: []byte("2"), Addr: []byte("127.0.78.2:7472")}
+	f.Add(enc(rpcAppendEntries, &raft.AppendEntriesRequest{RPCHeader: hdr, Term: 3, Entries: []*raft.Log{{Index: 1, Data: []byte("x")}}}))
+	f.Add(enc(rpcRequestVote, &raft.RequestVoteRequest{RPCHeader: hdr, Term: 1}))
+	f.Add(enc(rpcInstallSnapshot, &raft.InstallSnapshotRequest{RPCHeader: hdr, Size: 3}))
+	f.Add(enc(rpcTimeoutNow, &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ID: []byte("3")}}))
+	f.Add([]byte{0, 0xc1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var buf bytes.Buffer
+		why, err := readRPC(bytes.NewReader(b), &buf, codec.NewDecoder(nil, &codec.MsgpackHandle{}), 2, "127.0.78.2")
+		if why == "" && err == nil && !bytes.HasPrefix(b, buf.Bytes()) {
+			t.Fatalf("passed on %d bytes that are not what came", buf.Len())
+		}
+	})
 }

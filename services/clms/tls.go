@@ -25,7 +25,8 @@ type TLS struct {
 // tlsStream is Raft's stream layer over mutual TLS. A peer's certificate
 // must chain to the cluster CA and name the address it speaks from; a
 // connection that fails either is closed at its handshake, and Raft sees
-// a broken connection, never a message from it.
+// a broken connection, never a message from it. Each request must then
+// be sent as the certificate's node (rpcGuard).
 type tlsStream struct {
 	net.Listener
 	local string // IP this node dials from: the one its certificate names
@@ -55,7 +56,7 @@ func (s *tlsStream) Accept() (net.Conn, error) {
 		}
 		return nil
 	}
-	return tls.Server(c, cfg), nil
+	return newRPCGuard(tls.Server(c, cfg), s.log), nil
 }
 
 func (s *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
