@@ -2,11 +2,13 @@ package qemu
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
+	"github.com/locus-ssi/locus/services/locusd"
 )
 
 // Topology is what a cluster of VMs is made from: a built image and how
@@ -59,9 +61,27 @@ func DirectTopology(t Topology) (ClusterConfig, error) {
 		if spec.Kernel.Cmdline != "" {
 			cmdline += " " + spec.Kernel.Cmdline
 		}
-		cfg.Nodes = append(cfg.Nodes, NodeConfig{Number: i, MAC: mac, Append: cmdline})
+		identity, err := DirectIdentity(dir, spec.Cluster.Name, i, addr.Addr())
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Nodes = append(cfg.Nodes, NodeConfig{Number: i, MAC: mac, Append: cmdline, Identity: identity})
 	}
 	return cfg, nil
+}
+
+// DirectIdentity issues node n's credential at addr for a cluster of VMs
+// that is not netbooted: the harness keeps the cluster's CA and gossip key
+// in the state directory (made the first time), as Talos's `talosctl gen
+// secrets` keeps a cluster's on the operator's machine, and writes the
+// node's identity file in its directory (mode 0600); it reaches the
+// guest through fw_cfg.
+func DirectIdentity(stateDir, cluster string, n int, addr netip.Addr) (string, error) {
+	path := filepath.Join(stateDir, fmt.Sprintf("node%d", n), "identity.json")
+	if err := locusd.IssueIdentityFile(filepath.Join(stateDir, "ca"), cluster, n, addr, path); err != nil {
+		return "", fmt.Errorf("qemu: node %d's identity: %w", n, err)
+	}
+	return path, nil
 }
 
 // InstalledTopology describes the cluster as it is installed: node 1

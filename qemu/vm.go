@@ -46,7 +46,15 @@ type NodeConfig struct {
 	// APIPort, if set, adds a user-mode NIC that forwards 127.0.0.1:APIPort
 	// on the host to the node daemon's port.
 	APIPort int `json:"api_port,omitempty"`
+	// Identity, if set, is the node's credential file (a locusd
+	// IdentityFile), handed to the guest through fw_cfg, which only root
+	// in the guest can read: a node that is not netbooted has no
+	// admission to get one from.
+	Identity string `json:"identity,omitempty"`
 }
+
+// IdentityFwCfg is the fw_cfg name under which a node finds its identity.
+const IdentityFwCfg = "opt/org.locus/identity"
 
 // Stage is how far a node's boot got, read from its console.
 type Stage string
@@ -278,6 +286,9 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 	if n.APIPort != 0 {
 		args = append(args, "-netdev", fmt.Sprintf("user,id=n1,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:%d-:7470", n.APIPort),
 			"-device", "virtio-net-pci,netdev=n1")
+	}
+	if n.Identity != "" {
+		args = append(args, "-fw_cfg", "name="+IdentityFwCfg+",file="+n.Identity)
 	}
 	if n.AttachDisk != 0 {
 		// The other node's raw disk, unlocked: both VMs write through

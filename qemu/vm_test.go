@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/locus-ssi/locus/services/events"
 
+	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
 
 	"github.com/locus-ssi/locus/internal/testutil"
@@ -83,10 +86,29 @@ services:
 func bootOne(t *testing.T, mac, cmdline string) (*qemu.Cluster, *qemu.VM) {
 	t.Helper()
 	dir := t.TempDir()
+	// The node's credential, as a direct-booted cluster gets its own.
+	var node int
+	var ip netip.Prefix
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, "locus.node="); ok {
+			node, _ = strconv.Atoi(v)
+		}
+		if v, ok := strings.CutPrefix(f, "locus.ip="); ok {
+			ip, _ = netip.ParsePrefix(v)
+		}
+	}
+	spec, _, err := clusterspec.Load(filepath.Join(shared.imageDir, shared.manifest.Spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity, err := qemu.DirectIdentity(dir, spec.Cluster.Name, node, ip.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := qemu.NewCluster(qemu.ClusterConfig{
 		Name: "vmtest", Dir: dir,
 		Kernel: filepath.Join(shared.imageDir, layout.KernelFile), Initrd: filepath.Join(shared.imageDir, shared.manifest.Initramfs),
-		Nodes: []qemu.NodeConfig{{Number: 1, MAC: mac, Append: cmdline}},
+		Nodes: []qemu.NodeConfig{{Number: 1, MAC: mac, Append: cmdline, Identity: identity}},
 	})
 	if err != nil {
 		t.Fatal(err)

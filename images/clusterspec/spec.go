@@ -278,7 +278,7 @@ const (
 // partitions (with crc32c, which ext4 asks for at mount time rather than
 // as a module dependency).
 func BaseModules() []string {
-	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e", "crc32c_generic", "ext4"}
+	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e", "crc32c_generic", "ext4", "qemu_fw_cfg"}
 }
 
 // DefaultClusterSpec is the cluster `locus image build` makes without a

@@ -2,7 +2,9 @@ package pid1
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -29,6 +31,11 @@ func (n *Node) startLocusd(ctx context.Context) error {
 	go events.Serve(context.Background(), ln, n.feed, n.log) // for the node's life
 	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath, "--socket", locusd.SocketPath}
 	argv = append(argv, n.membershipArgs()...)
+	if id, err := givenIdentity(); err != nil {
+		return err
+	} else if id != "" {
+		argv = append(argv, "--identity", id)
+	}
 	argv = append(argv, n.cfsExportArgs()...)
 	env := Env()
 	if n.cmdline.Secret != "" {
@@ -61,6 +68,33 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Where a node that is not netbooted finds the credential it was given:
+// QEMU's fw_cfg (qemu.IdentityFwCfg), root-only in sysfs; init keeps a
+// copy in a root-only directory for the daemon.
+const (
+	fwCfgIdentity = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.locus/identity/raw"
+	identityCopy  = "/run/locus/private/identity.json"
+)
+
+// givenIdentity copies the node's given credential where the daemon
+// reads it, and returns that path ("" if the node was given none).
+func givenIdentity() (string, error) {
+	b, err := os.ReadFile(fwCfgIdentity)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("identity from fw_cfg: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(identityCopy), 0o700); err != nil {
+		return "", fmt.Errorf("identity: %w", err)
+	}
+	if err := os.WriteFile(identityCopy, b, 0o600); err != nil {
+		return "", fmt.Errorf("identity: %w", err)
+	}
+	return identityCopy, nil
 }
 
 // membershipArgs are the daemon's flags for this node's part in the

@@ -35,6 +35,9 @@ type ICSConfig struct {
 	Secret string
 	// CADir holds the cluster CA (init node only).
 	CADir string
+	// IdentityFile, if set, is the node's credential given to it (see
+	// IdentityFile): no admission.
+	IdentityFile string
 	// Admitter is host:port of the init node's daemon.
 	Admitter string
 	// NetbootAdmin redeems secrets (init node only).
@@ -201,15 +204,24 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 	return ics.Identity{Node: c.Node, CertPEM: rep.Cert, KeyPEM: key, CAPEM: rep.CA, OperatorCAPEM: rep.OperatorCA}, nil
 }
 
-// errNoSecret: this node was not netbooted by a Locus init node, so it
-// has no way to an identity.
-var errNoSecret = errors.New("no bootstrap secret (not netbooted by a Locus init node): no ICS identity")
+// errNoSecret: this node was not netbooted by a Locus init node and was
+// given no identity, so it has no way to one.
+var errNoSecret = errors.New("no credential: no bootstrap secret (not netbooted by a Locus init node) and no identity file (--identity)")
 
 // identity returns this node's ICS identity: issued by its own CA on the
 // init node; elsewhere redeemed at admission, retrying while the init
 // node is unreachable, until ctx ends. Refusal is final (errRefused).
 func identity(ctx context.Context, c ICSConfig, ca *cas, log *slog.Logger) (ics.Identity, error) {
 	switch {
+	case c.IdentityFile != "":
+		f, err := ReadIdentityFile(c.IdentityFile)
+		if err != nil {
+			return ics.Identity{}, err
+		}
+		if f.Node != c.Node {
+			return ics.Identity{}, fmt.Errorf("%w: the identity file is node %d's, this is node %d", errRefused, f.Node, c.Node)
+		}
+		return f.Identity(), nil
 	case ca != nil:
 		key, csr, err := ics.NewKey(c.Node)
 		if err != nil {

@@ -99,6 +99,11 @@ type Config struct {
 	// publishes there and serves a copy of the node's whole feed at GET
 	// /v1/events. Without it the daemon keeps a feed of its own.
 	EventSocket string
+	// InsecureClear lets membership run without a credential: Raft in
+	// clear, gossip unsealed, any host on the segment a voter. For tests
+	// of the membership itself only; without it a node with no
+	// credential does not start.
+	InsecureClear bool
 	// Socket, if set, is the API's unix socket for root on this node
 	// (SocketPath); it serves every route to local root.
 	Socket string
@@ -201,6 +206,14 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			handle("POST /v1/admission", public, admissionHandler(ca, *cfg.ICS, cfg.Log))
 			handle("POST /v1/admin/issue", admin, issueHandler(ca, cfg.Log))
 		}
+		if cfg.ICS.IdentityFile != "" {
+			f, err := ReadIdentityFile(cfg.ICS.IdentityFile)
+			if err != nil {
+				closeAll()
+				return err
+			}
+			gossipKey = f.GossipKey
+		}
 		haveIdentity := func(id ics.Identity) error {
 			if err := auth.setIdentity(id, cfg.ICS.Spec.Cluster.Name); err != nil {
 				return err
@@ -235,8 +248,8 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			// only admitted nodes get. So it waits for admission.
 			id, err := identity(ctx, *cfg.ICS, ca, cfg.Log)
 			switch {
-			case errors.Is(err, errNoSecret):
-				cfg.Log.Warn("ICS: " + err.Error() + "; membership runs without TLS and an unsealed gossip, and cannot join a cluster that has them")
+			case errors.Is(err, errNoSecret) && cfg.InsecureClear:
+				cfg.Log.Warn("ICS: " + err.Error() + "; --insecure-clear: membership runs without TLS and an unsealed gossip (tests only)")
 			case err != nil:
 				closeAll()
 				return fmt.Errorf("locusd: this node cannot join the cluster: %w", err)

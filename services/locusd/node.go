@@ -32,6 +32,8 @@ type NodeOptions struct {
 	// Admitter is the init node's daemon (host:port); default: node 1 of
 	// the spec.
 	Admitter string
+	// IdentityFile is the node's given credential (no admission).
+	IdentityFile string
 }
 
 // ConfigureNode gives the daemon its roles in the cluster from the spec:
@@ -62,8 +64,8 @@ func ConfigureNode(cfg *Config, mc *clms.Config, spec *clusterspec.Spec, o NodeO
 	}
 	cfg.CLMS = mc
 	ic := &ICSConfig{Node: mc.Node, Addr: mc.Addr, MAC: o.MAC, Secret: o.Secret,
-		CADir: o.CADir, Admitter: o.Admitter, NetbootAdmin: cfg.NetbootAdmin, Spec: spec}
-	if ic.Admitter == "" && o.CADir == "" {
+		CADir: o.CADir, Admitter: o.Admitter, IdentityFile: o.IdentityFile, NetbootAdmin: cfg.NetbootAdmin, Spec: spec}
+	if ic.Admitter == "" && o.CADir == "" && o.IdentityFile == "" {
 		if p, err := spec.NodeAddr(1); err == nil {
 			ic.Admitter = net.JoinHostPort(p.Addr().String(), strconv.Itoa(DefaultPort))
 		}
