@@ -258,6 +258,75 @@ func loopbackChild(t *testing.T) {
 	if _, script := getFrom(from("10.77.0.7"), "/ipxe/52-54-00-00-00-77.ipxe"); !strings.Contains(script, "locus.node=7 locus.ip=10.77.0.7/24") {
 		t.Errorf("accepted node's script:\n%s", script)
 	}
+
+	floodFromTheWire(t, ctx)
+}
+
+// floodFromTheWire sends 10,000 DISCOVERs with made-up MACs from the
+// client end of the veth, through a real socket, as fast as it can,
+// while node 3 (in the node table) asks for its lease with a real
+// client: node 3 is answered during the flood, and the flood takes in at
+// most the cap of new MACs (registry entries, pool addresses).
+func floodFromTheWire(t *testing.T, ctx context.Context) {
+	// A raw UDP socket, as a DHCP client's (source 0.0.0.0): from one of
+	// the namespace's own addresses the kernel would drop the packets as
+	// martians before the server saw them.
+	pc, err := nclient4.NewRawUDPConn("nb1", 68)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	const flood = 10000
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		for i := range flood {
+			mac := net.HardwareAddr{0x02, 0xf1, byte(i >> 16), byte(i >> 8), byte(i), 0x01}
+			d, err := dhcpv4.NewDiscovery(mac)
+			if err != nil {
+				continue
+			}
+			if _, err := pc.WriteTo(d.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67}); err == nil {
+				n++
+			}
+		}
+		sent <- n
+	}()
+	start := time.Now()
+	c, err := nclient4.New("nb1", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(5), nclient4.WithHWAddr(mac3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 15*time.Second)
+	lease, err := c.Request(rctx)
+	rcancel()
+	c.Close()
+	n := <-sent
+	if err != nil {
+		t.Fatalf("node 3's DHCP during a flood of %d made-up MACs: %v", n, err)
+	}
+	if got := lease.ACK.YourIPAddr.String(); got != "10.77.0.3" {
+		t.Errorf("node 3's lease during the flood: %s, want 10.77.0.3", got)
+	}
+	t.Logf("node 3 got its lease %v into a flood of %d DISCOVERs from made-up MACs", time.Since(start).Round(time.Millisecond), n)
+	time.Sleep(500 * time.Millisecond) // the server drains the rest
+	var contacts []Contact
+	resp, err := http.Get("http://127.0.0.1:7471/v1/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonDecode(t, resp.Body, &contacts)
+	resp.Body.Close()
+	flooded := 0
+	for _, c := range contacts {
+		if strings.HasPrefix(c.MAC, "02:f1:") {
+			flooded++
+		}
+	}
+	if flooded > NewMACsPerMinute {
+		t.Errorf("the flood left %d made-up MACs in the registry, want at most %d", flooded, NewMACsPerMinute)
+	}
+	t.Logf("the registry took in %d of the %d made-up MACs", flooded, n)
 }
 
 func jsonDecode(t *testing.T, r io.Reader, v any) {
