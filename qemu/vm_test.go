@@ -169,7 +169,8 @@ func TestVMOneNodeReachesRunLevel(t *testing.T) {
 		{[]string{"cat", "/run/locus/node.json"}, `"state":"Up"`, 0},
 		{[]string{"ls", "/cluster"}, "node1", 0},
 		{[]string{"sh", "-c", "exit 7"}, "", 7},
-		{[]string{"locus", "probe", "127.0.0.1"}, "alpha", 0},
+		// Without a credential a daemon answers its health: who, and Up.
+		{[]string{"locus", "probe", "127.0.0.1"}, "127.0.0.1:7470  1     -         Up", 0},
 	} {
 		res, err := c.Exec(ctx, 1, tc.argv)
 		if err != nil {
@@ -219,8 +220,10 @@ func TestVMPowerOff(t *testing.T) {
 }
 
 // TestVMThreeNodesTalk drives the CLI as a user would: `locus qemu up -n 3
-// --direct`, then from every node a TCP connection to the other two
-// (locus probe), then `locus qemu down`, which must leave no VM.
+// --direct` (each node given its credential through fw_cfg, so
+// membership runs over TLS), then from every node a TLS connection to
+// the other two (locus probe: their health, without a credential), then
+// `locus qemu down`, which must leave no VM.
 func TestVMThreeNodesTalk(t *testing.T) {
 	state := t.TempDir()
 	locus := cli(state)
@@ -238,7 +241,6 @@ func TestVMThreeNodesTalk(t *testing.T) {
 	}
 	t.Logf("3 nodes Up in %.1fs", time.Since(start).Seconds())
 	addrs := map[int]string{1: "10.88.0.1", 2: "10.88.0.2", 3: "10.88.0.3"}
-	names := map[int]string{1: "alpha", 2: "beta", 3: "gamma"}
 	for from := 1; from <= 3; from++ {
 		var targets []string
 		for to := 1; to <= 3; to++ {
@@ -258,7 +260,7 @@ func TestVMThreeNodesTalk(t *testing.T) {
 			t.Fatalf("probe output: %v\n%s", err, out)
 		}
 		for i, r := range rows {
-			if r.Info == nil || r.Info.State != "Up" || r.Info.Hostname != names[indexOf(addrs, targets[i])] {
+			if r.Info == nil || r.Info.State != "Up" || r.Info.Node != indexOf(addrs, targets[i]) {
 				t.Errorf("node %d -> %s: %+v", from, targets[i], r.Info)
 			}
 		}

@@ -80,7 +80,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&caDir, "ca-dir", "", "keep the cluster CA here and admit nodes (the init node)")
 	f.StringVar(&admitter, "admitter", "", "the init node's daemon, where the bootstrap secret ($LOCUS_SECRET) buys a certificate (default: node 1 of the spec)")
 	f.BoolVar(&mc.GateUp, "gate-up", false, "stay ComingUp until init has reached the cluster's run level (init passes it)")
-	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, lan, emulated or default")
+	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, steady, lan, emulated or default")
 	f.StringVar(&cfg.CFSExport, "cfs-export", "", "serve this directory to the cluster as its shared root (CFS, 9P2000.L)")
 	f.StringVar(&cfg.CFSListen, "cfs-listen", ":"+strconv.Itoa(cfs.DefaultPort), "address to serve CFS on")
 	f.StringVar(&cfg.EventSocket, "events", "", "PID 1's event feed socket, to publish on and serve (empty: the daemon keeps its own feed)")

@@ -85,8 +85,11 @@ func (s *Spec) FenceAction(n int) string {
 
 // Membership tunes the membership service.
 type Membership struct {
-	// Profile is the failure-detection timing: "auto" (lan, or emulated
-	// on an emulated CPU), "lan" (sub-second detection on real hardware),
+	// Profile is the failure-detection timing: "auto" (steady, or
+	// emulated on an emulated CPU), "steady" (a node that stalls alone
+	// for up to a second stays; a silent one is Down in about 1.5 s),
+	// "lan" (sub-second detection on real hardware, opt-in: it fences a
+	// node that stalls for a few hundred milliseconds),
 	// "emulated" (timeouts five to ten times longer, for QEMU without
 	// KVM) or "default" (memberlist's own defaults).
 	Profile string `yaml:"profile" json:"profile"`
@@ -514,9 +517,9 @@ func (s *Spec) Validate() error {
 		}
 	}
 	switch s.Membership.Profile {
-	case "auto", "lan", "emulated", "default":
+	case "auto", "steady", "lan", "emulated", "default":
 	default:
-		bad("membership.profile", "%q must be auto, lan, emulated or default", s.Membership.Profile)
+		bad("membership.profile", "%q must be auto, steady, lan, emulated or default", s.Membership.Profile)
 	}
 	for i, sv := range s.Services {
 		key := fmt.Sprintf("services[%d]", i)

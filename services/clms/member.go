@@ -58,8 +58,8 @@ type Config struct {
 	// their root); from then on the cluster runs as usual, a restart
 	// of some nodes does not wait again.
 	WaitForAll int
-	// Profile is a timing profile: ProfileAuto (default), ProfileLAN,
-	// ProfileEmulated or ProfileDefault.
+	// Profile is a timing profile: ProfileAuto (default), ProfileSteady,
+	// ProfileLAN, ProfileEmulated or ProfileDefault.
 	Profile string
 	// Fence, if set, is run by the master on a failed node before Down
 	// is committed; Down waits until it succeeds.

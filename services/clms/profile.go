@@ -11,9 +11,15 @@ import (
 
 // Timing profiles.
 const (
-	// ProfileAuto is ProfileLAN, or ProfileEmulated on an emulated CPU.
+	// ProfileAuto is ProfileSteady, or ProfileEmulated on an emulated CPU.
 	ProfileAuto = "auto"
-	// ProfileLAN is Locus's tuning: sub-second detection on a quiet LAN.
+	// ProfileSteady is the default on real hardware: a node that stalls
+	// alone for up to a second (a GC pause, a stuck NIC interrupt) is
+	// not taken Down and fenced; a silent node is, in about 1.5 s.
+	ProfileSteady = "steady"
+	// ProfileLAN is Locus's fastest tuning, for operators who opt in:
+	// sub-second detection on a quiet LAN, at the price of fencing a node
+	// that stalls alone for a few hundred milliseconds.
 	ProfileLAN = "lan"
 	// ProfileEmulated stretches every timeout five to ten times, for
 	// machines whose CPU is emulated (QEMU without KVM), where a guest
@@ -31,12 +37,14 @@ type timing struct {
 
 func profileTiming(name string) (timing, error) {
 	if name == ProfileAuto || name == "" {
-		name = ProfileLAN
+		name = ProfileSteady
 		if Emulated() {
 			name = ProfileEmulated
 		}
 	}
 	switch name {
+	case ProfileSteady:
+		return timing{SteadyGossipConfig(), time.Second, time.Second, 500 * time.Millisecond}, nil
 	case ProfileLAN:
 		return timing{LANGossipConfig(), 500 * time.Millisecond, 500 * time.Millisecond, 250 * time.Millisecond}, nil
 	case ProfileEmulated:
@@ -49,7 +57,7 @@ func profileTiming(name string) (timing, error) {
 	case ProfileDefault:
 		return timing{memberlist.DefaultLANConfig(), time.Second, time.Second, 500 * time.Millisecond}, nil
 	}
-	return timing{}, fmt.Errorf("clms: timing profile %q: want %s, %s, %s or %s", name, ProfileAuto, ProfileLAN, ProfileEmulated, ProfileDefault)
+	return timing{}, fmt.Errorf("clms: timing profile %q: want %s, %s, %s, %s or %s", name, ProfileAuto, ProfileSteady, ProfileLAN, ProfileEmulated, ProfileDefault)
 }
 
 // Emulated reports whether this machine's CPU is emulated (QEMU's TCG
@@ -57,6 +65,26 @@ func profileTiming(name string) (timing, error) {
 func Emulated() bool {
 	b, err := os.ReadFile("/proc/cpuinfo")
 	return err == nil && strings.Contains(string(b), "QEMU TCG CPU")
+}
+
+// SteadyGossipConfig is memberlist tuned so that a node silent for a
+// second is still a member: it is suspected within a probe interval
+// (200 ms), but declared dead only after a suspicion of 1.2 s
+// (SuspicionMult 6 of the interval, however many confirm it, and no
+// longer: SuspicionMaxTimeoutMult 1); a node that stalled and resumes
+// refutes the suspicion within a gossip round. Lifeguard's awareness stretches a slow node's own
+// timeouts, so a starved node does not accuse the others either.
+func SteadyGossipConfig() *memberlist.Config {
+	c := memberlist.DefaultLANConfig()
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.SuspicionMult = 6
+	c.SuspicionMaxTimeoutMult = 1
+	c.GossipInterval = 50 * time.Millisecond
+	c.GossipNodes = 4
+	c.TCPTimeout = time.Second
+	c.PushPullInterval = 10 * time.Second
+	return c
 }
 
 // LANGossipConfig is memberlist tuned for a quiet LAN: a node that stops

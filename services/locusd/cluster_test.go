@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +30,8 @@ type daemons struct {
 	bin   string
 	dir   string
 	procs map[int]*exec.Cmd
+	// profile, if set, is the daemons' timing profile (default: auto).
+	profile string
 }
 
 func addr(n int) string { return fmt.Sprintf("127.0.77.%d", n) }
@@ -49,6 +52,9 @@ func (d *daemons) start(n int) {
 	args := []string{"daemon", "--listen", addr(n) + ":7470", "--node-file", nodeFile, "--netboot-admin", "",
 		"--node", fmt.Sprint(n), "--cluster-addr", addr(n), "--join", addr(1) + ":7473," + addr(2) + ":7473",
 		"--socket", d.socket(n), "--spec", spec, "--identity", identity}
+	if d.profile != "" {
+		args = append(args, "--profile", d.profile)
+	}
 	if n == 1 {
 		args = append(args, "--bootstrap", "--data-dir", filepath.Join(d.dir, "node1-state"))
 	}
@@ -189,13 +195,13 @@ func has(evs []events.Event, match func(events.Event) bool) bool {
 
 // fiveDaemons starts nodes 1-5 as separate daemon processes (killed when
 // the test ends) and waits until all are Up.
-func fiveDaemons(t *testing.T) (*daemons, map[int]clms.State) {
+func fiveDaemons(t *testing.T, profile string) (*daemons, map[int]clms.State) {
 	t.Helper()
 	bin, err := testutil.LocusBinary(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemons{t: t, bin: bin, dir: t.TempDir(), procs: map[int]*exec.Cmd{}}
+	d := &daemons{t: t, bin: bin, dir: t.TempDir(), procs: map[int]*exec.Cmd{}, profile: profile}
 	t.Cleanup(func() {
 		for n := range d.procs {
 			d.kill(n)
@@ -210,7 +216,7 @@ func fiveDaemons(t *testing.T) (*daemons, map[int]clms.State) {
 }
 
 func TestFiveDaemonProcesses(t *testing.T) {
-	d, up := fiveDaemons(t)
+	d, up := fiveDaemons(t, "")
 
 	start := time.Now()
 	d.kill(3)
@@ -274,7 +280,7 @@ func TestFiveDaemonProcesses(t *testing.T) {
 // timeouts of a member that is itself slow, so the `lan` profile's
 // sub-second detection does not turn a busy machine into a failed one.
 func TestNoFlapUnderCPUSaturation(t *testing.T) {
-	d, _ := fiveDaemons(t)
+	d, _ := fiveDaemons(t, clms.ProfileLAN) // the fastest: the one that could flap
 	before, err := d.status(1)
 	if err != nil {
 		t.Fatal(err)
@@ -314,4 +320,86 @@ func TestNoFlapUnderCPUSaturation(t *testing.T) {
 		}
 	}
 	t.Logf("10 s with %d busy processes on %d cores: still transition %d, all five Up", 2*runtime.NumCPU(), runtime.NumCPU(), after.LastTransition)
+}
+
+// TestLoneStallIsNotFenced: with the default timing on real hardware
+// (steady), one member stopped (SIGSTOP) for 0.3 s or 0.8 s among
+// healthy ones comes back without a transition; stopped for 2 s, it is
+// taken Down. Then one member starved of CPU alone (SCHED_IDLE against
+// busy processes on every core) for 5 s stays Up.
+func TestLoneStallIsNotFenced(t *testing.T) {
+	d, up := fiveDaemons(t, "") // auto: steady on this (real) machine
+	before, err := d.status(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	transitionOf := func(st clms.Status, n int) (clms.State, uint64) {
+		for _, r := range st.Nodes {
+			if r.Node == n {
+				return r.State, r.Transition
+			}
+		}
+		return clms.NeverUp, 0
+	}
+	_, t4 := transitionOf(before, 4)
+	p4 := d.procs[4].Process
+	for _, stall := range []time.Duration{300 * time.Millisecond, 800 * time.Millisecond} {
+		p4.Signal(syscall.SIGSTOP)
+		time.Sleep(stall)
+		p4.Signal(syscall.SIGCONT)
+		time.Sleep(3 * time.Second)
+		st, err := d.status(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, id := transitionOf(st, 4); s != clms.Up || id != t4 {
+			t.Errorf("node 4 stopped for %v: %s at transition %d, want still Up at %d", stall, s, id, t4)
+		}
+		d.wait(fmt.Sprintf("all Up after a %v stall", stall), up)
+	}
+
+	// Starved: the busy processes run at normal priority, node 4 at
+	// SCHED_IDLE, the lowest there is.
+	if out, err := exec.Command("chrt", "--idle", "-p", "0", strconv.Itoa(p4.Pid)).CombinedOutput(); err != nil {
+		t.Fatalf("chrt: %v %s", err, out)
+	}
+	var hogs []*exec.Cmd
+	for range runtime.NumCPU() {
+		c := exec.Command("/bin/sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		hogs = append(hogs, c)
+	}
+	time.Sleep(5 * time.Second)
+	for _, c := range hogs {
+		c.Process.Kill()
+		c.Wait()
+	}
+	exec.Command("chrt", "--other", "-p", "0", strconv.Itoa(p4.Pid)).Run()
+	time.Sleep(time.Second)
+	if st, err := d.status(1); err != nil {
+		t.Fatal(err)
+	} else if s, id := transitionOf(st, 4); s != clms.Up || id != t4 {
+		t.Errorf("node 4 starved of CPU for 5 s: %s at transition %d, want still Up at %d", s, id, t4)
+	}
+
+	// Stopped for 2 s: that is a failure.
+	start := time.Now()
+	p4.Signal(syscall.SIGSTOP)
+	defer p4.Signal(syscall.SIGCONT)
+	for {
+		st, err := d.status(1)
+		if s, _ := transitionOf(st, 4); err == nil && s == clms.Down {
+			t.Logf("node 4, stopped, Down %v after SIGSTOP", time.Since(start).Round(time.Millisecond))
+			if time.Since(start) < time.Second {
+				t.Errorf("node 4 Down %v after it stopped: under the second a lone stall is allowed", time.Since(start))
+			}
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("node 4 stopped for 5 s and not Down: %+v %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
