@@ -74,6 +74,7 @@ func (m *Member) masterLoop() {
 // in, Up nodes gossip has lost (or that rebooted) are taken Down.
 func (m *Member) reconcile() {
 	alive := m.gossip.nodes()
+	m.withoutRefused(alive)
 	records, _ := m.fsm.snapshot()
 	known := map[int]NodeRecord{}
 	for _, r := range records {

@@ -139,6 +139,8 @@ type Member struct {
 	nextSub  int
 
 	stop chan struct{}
+	// refused is evidence that a node's daemon is dead (refused.go).
+	refused refusedProof
 	wg   sync.WaitGroup
 }
 

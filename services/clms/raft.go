@@ -69,6 +69,7 @@ func (m *Member) startRaft(tm timing) error {
 		return fmt.Errorf("clms: raft: %w", err)
 	}
 	m.rft.Store(r)
+	m.watchHeartbeats(r)
 	if cfg.Bootstrap && !existing && !cfg.TwoNode {
 		if err := m.bootstrap(); err != nil {
 			return err

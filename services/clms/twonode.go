@@ -138,6 +138,7 @@ func (m *Member) goOnAlone(master int) error {
 		return fmt.Errorf("restart raft after recovery (%v): %w", recoverErr, err)
 	}
 	m.rft.Store(r)
+	m.watchHeartbeats(r)
 	if recoverErr != nil {
 		return fmt.Errorf("recover the raft configuration: %w", recoverErr)
 	}
