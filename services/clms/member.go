@@ -141,7 +141,7 @@ type Member struct {
 	stop chan struct{}
 	// refused is evidence that a node's daemon is dead (refused.go).
 	refused refusedProof
-	wg   sync.WaitGroup
+	wg      sync.WaitGroup
 }
 
 // Start joins (or founds) the cluster.
