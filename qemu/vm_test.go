@@ -7,13 +7,16 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/locus-ssi/locus/services/events"
+	"github.com/locus-ssi/locus/services/ics"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
@@ -523,6 +527,9 @@ func TestVMInstalledCluster(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 
+	// An attacker plugged into the segment gets nowhere.
+	attackFromTheSegment(t, state, locus, up)
+
 	// Kill node 3 and start it again three seconds later, before the
 	// cluster has noticed (issue 13's sequence): every other node logs
 	// the old boot's Down with the same transition id, the master fences
@@ -659,5 +666,157 @@ func checkUplinkRefuses(t *testing.T, api string) {
 				t.Errorf("%s %s over plain HTTP = %s, want 400 (HTTP to an HTTPS server)", c.method, c.path, resp.Status)
 			}
 		}
+	}
+}
+
+// attackFromTheSegment plugs a host into the cluster's segment (a tap in
+// a network namespace of its own, relayed onto the VMs' multicast
+// segment) at 10.77.0.66 and tries, with ordinary sockets, what an
+// attacker on the interconnect would: node 3's boot script, node 3's
+// (spent) bootstrap secret, the daemons' APIs without a certificate,
+// garbage on every cluster port, a Raft connection with a certificate of
+// its own making. Each is refused, and the cluster is as it was.
+func attackFromTheSegment(t *testing.T, state string, locus func(...string) (string, error), up []qemu.NodeStatus) {
+	t.Helper()
+	ns := fmt.Sprintf("locus-atk-%d", os.Getpid())
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	tap, err := qemu.AttachSegment(qemu.SegmentFor(state), ns, "atk0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	ip("-n", ns, "link", "set", "lo", "up")
+	ip("-n", ns, "link", "set", "atk0", "up")
+	ip("-n", ns, "addr", "add", "10.77.0.66/24", "dev", "atk0")
+	before, err := hostCLI(state)("cluster", "status", "--output", "json")
+	if err != nil {
+		t.Fatalf("cluster status: %v\n%s", err, before)
+	}
+	dial := func(network, addr string) (net.Conn, error) { return qemu.DialIn(ns, network, addr, 5*time.Second) }
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:     func(_ context.Context, network, addr string) (net.Conn, error) { return dial(network, addr) },
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}
+	do := func(method, url, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return resp.StatusCode, string(b)
+	}
+	// The segment reaches node 1 at all (or every refusal below would
+	// be for want of a network).
+	if code, body := do("GET", "https://10.77.0.1:7470/healthz", ""); code != http.StatusOK || !strings.Contains(body, `"node":1`) {
+		t.Fatalf("node 1's health from the segment: %d %s", code, body)
+	}
+	var mac3 string
+	for _, n := range up {
+		if n.Number == 3 {
+			mac3 = n.MAC
+		}
+	}
+	// Node 3's boot script, from an address that holds no lease for it.
+	if code, body := do("GET", "http://10.77.0.1:8080/ipxe/"+strings.ReplaceAll(mac3, ":", "-")+".ipxe", ""); code == http.StatusOK || strings.Contains(body, "locus.secret") {
+		t.Errorf("node 3's boot script from the segment: %d %q", code, body)
+	}
+	// Node 3's own secret (read off its command line here; an attacker
+	// would have sniffed its script), replayed from the segment.
+	res, err := qemu.Exec(context.Background(), qemu.ExecPath(state, 3), []string{"cat", "/proc/cmdline"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := ""
+	for _, f := range strings.Fields(string(res.Stdout)) {
+		if v, ok := strings.CutPrefix(f, "locus.secret="); ok {
+			secret = v
+		}
+	}
+	if secret == "" {
+		t.Fatalf("node 3's command line has no secret: %s", res.Stdout)
+	}
+	_, csr, _ := ics.NewKey(3)
+	body, _ := json.Marshal(map[string]any{"node": 3, "mac": mac3, "secret": secret, "csr": csr})
+	if code, reply := do("POST", "https://10.77.0.1:7470/v1/admission", string(body)); code != http.StatusForbidden {
+		t.Errorf("node 3's secret replayed from the segment: %d %s, want 403", code, reply)
+	}
+	// The APIs, without a certificate.
+	for _, c := range []struct{ method, url, body string }{
+		{"GET", "https://10.77.0.1:7470/v1/cluster", ""}, {"GET", "https://10.77.0.1:7470/v1/netboot/nodes", ""},
+		{"GET", "https://10.77.0.2:7470/v1/events", ""}, {"POST", "https://10.77.0.2:7470/v1/shutdown", `{"node":0}`},
+		{"POST", "https://10.77.0.1:7470/v1/runlevel", `{"level":1}`}, {"POST", "https://10.77.0.1:7470/v1/admin/issue", `{}`},
+	} {
+		if code, reply := do(c.method, c.url, c.body); code != http.StatusUnauthorized {
+			t.Errorf("%s %s from the segment without a certificate: %d %s, want 401", c.method, c.url, code, reply)
+		}
+	}
+	if code, _ := do("POST", "http://10.77.0.2:7470/v1/shutdown", `{"node":0}`); code != http.StatusBadRequest {
+		t.Errorf("plain HTTP shutdown from the segment: %d, want 400", code)
+	}
+	// Raft with a certificate the attacker made for "node3" itself.
+	own, err := ics.LoadOrCreateCA(t.TempDir(), "locus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, csr3, _ := ics.NewKey(3)
+	crt, _ := own.Issue(csr3, 3, net.ParseIP("10.77.0.66"), time.Hour)
+	pair, _ := tls.X509KeyPair(crt, key)
+	if conn, err := dial("tcp", "10.77.0.1:7472"); err == nil {
+		tc := tls.Client(conn, &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		err := tc.Handshake()
+		if err == nil {
+			_, err = tc.Read(make([]byte, 1))
+		}
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Raft with a self-made node certificate: %v, want the handshake refused", err)
+		}
+		tc.Close()
+	}
+	// Garbage on every cluster port of nodes 1 and 2: gossip (UDP and
+	// TCP), Raft, ICS, the API, CFS.
+	junk := bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 256)
+	for _, host := range []string{"10.77.0.1", "10.77.0.2"} {
+		for _, port := range []string{"7470", "7472", "7473", "7474", "7475"} {
+			if c, err := dial("tcp", host+":"+port); err == nil {
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				c.Write(junk)
+				c.Read(make([]byte, 64))
+				c.Close()
+			}
+		}
+		if c, err := dial("udp", host+":7473"); err == nil {
+			for range 50 {
+				c.Write(junk)
+			}
+			c.Close()
+		}
+	}
+	time.Sleep(5 * time.Second) // time for a forged claim to have done harm
+	after, err := hostCLI(state)("cluster", "status", "--output", "json")
+	if err != nil {
+		t.Fatalf("cluster status after the attacks: %v\n%s", err, after)
+	}
+	type row struct {
+		Node       int    `json:"node"`
+		State      string `json:"state"`
+		Transition uint64 `json:"transition"`
+	}
+	var b, a struct {
+		Nodes []row `json:"nodes"`
+	}
+	json.Unmarshal([]byte(before), &b)
+	json.Unmarshal([]byte(after), &a)
+	if !reflect.DeepEqual(a.Nodes, b.Nodes) || len(a.Nodes) != 4 {
+		t.Errorf("the cluster changed under the attacks:\nbefore %+v\nafter  %+v", b.Nodes, a.Nodes)
 	}
 }
