@@ -685,6 +685,12 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
+	spec, _, err := clusterspec.Load(filepath.Join(shared.imageDir, shared.manifest.Spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(n int) string { p, _ := spec.NodeAddr(n); return p.Addr().String() }
+	n1, n2, atk := addr(1), addr(2), addr(66)
 	ip("netns", "add", ns)
 	defer exec.Command("ip", "netns", "del", ns).Run()
 	tap, err := qemu.AttachSegment(qemu.SegmentFor(state), ns, "atk0")
@@ -694,7 +700,7 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 	defer tap.Close()
 	ip("-n", ns, "link", "set", "lo", "up")
 	ip("-n", ns, "link", "set", "atk0", "up")
-	ip("-n", ns, "addr", "add", "10.77.0.66/24", "dev", "atk0")
+	ip("-n", ns, "addr", "add", atk+"/24", "dev", "atk0")
 	before, err := hostCLI(state)("cluster", "status", "--output", "json")
 	if err != nil {
 		t.Fatalf("cluster status: %v\n%s", err, before)
@@ -716,8 +722,10 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 	}
 	// The segment reaches node 1 at all (or every refusal below would
 	// be for want of a network).
-	if code, body := do("GET", "https://10.77.0.1:7470/healthz", ""); code != http.StatusOK || !strings.Contains(body, `"node":1`) {
-		t.Fatalf("node 1's health from the segment: %d %s", code, body)
+	if code, body := do("GET", "https://"+n1+":7470/healthz", ""); code != http.StatusOK || !strings.Contains(body, `"node":1`) {
+		out, _ := exec.Command("ip", "-n", ns, "addr").CombinedOutput()
+		neigh, _ := exec.Command("ip", "-n", ns, "neigh").CombinedOutput()
+		t.Fatalf("node 1's health from the segment: %d %s\nthe namespace: %s%s\nsegment %+v", code, body, out, neigh, qemu.SegmentFor(state))
 	}
 	var mac3 string
 	for _, n := range up {
@@ -726,7 +734,7 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 		}
 	}
 	// Node 3's boot script, from an address that holds no lease for it.
-	if code, body := do("GET", "http://10.77.0.1:8080/ipxe/"+strings.ReplaceAll(mac3, ":", "-")+".ipxe", ""); code == http.StatusOK || strings.Contains(body, "locus.secret") {
+	if code, body := do("GET", "http://"+n1+":8080/ipxe/"+strings.ReplaceAll(mac3, ":", "-")+".ipxe", ""); code == http.StatusOK || strings.Contains(body, "locus.secret") {
 		t.Errorf("node 3's boot script from the segment: %d %q", code, body)
 	}
 	// Node 3's own secret (read off its command line here; an attacker
@@ -746,20 +754,20 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 	}
 	_, csr, _ := ics.NewKey(3)
 	body, _ := json.Marshal(map[string]any{"node": 3, "mac": mac3, "secret": secret, "csr": csr})
-	if code, reply := do("POST", "https://10.77.0.1:7470/v1/admission", string(body)); code != http.StatusForbidden {
+	if code, reply := do("POST", "https://"+n1+":7470/v1/admission", string(body)); code != http.StatusForbidden {
 		t.Errorf("node 3's secret replayed from the segment: %d %s, want 403", code, reply)
 	}
 	// The APIs, without a certificate.
 	for _, c := range []struct{ method, url, body string }{
-		{"GET", "https://10.77.0.1:7470/v1/cluster", ""}, {"GET", "https://10.77.0.1:7470/v1/netboot/nodes", ""},
-		{"GET", "https://10.77.0.2:7470/v1/events", ""}, {"POST", "https://10.77.0.2:7470/v1/shutdown", `{"node":0}`},
-		{"POST", "https://10.77.0.1:7470/v1/runlevel", `{"level":1}`}, {"POST", "https://10.77.0.1:7470/v1/admin/issue", `{}`},
+		{"GET", "https://" + n1 + ":7470/v1/cluster", ""}, {"GET", "https://" + n1 + ":7470/v1/netboot/nodes", ""},
+		{"GET", "https://" + n2 + ":7470/v1/events", ""}, {"POST", "https://" + n2 + ":7470/v1/shutdown", `{"node":0}`},
+		{"POST", "https://" + n1 + ":7470/v1/runlevel", `{"level":1}`}, {"POST", "https://" + n1 + ":7470/v1/admin/issue", `{}`},
 	} {
 		if code, reply := do(c.method, c.url, c.body); code != http.StatusUnauthorized {
 			t.Errorf("%s %s from the segment without a certificate: %d %s, want 401", c.method, c.url, code, reply)
 		}
 	}
-	if code, _ := do("POST", "http://10.77.0.2:7470/v1/shutdown", `{"node":0}`); code != http.StatusBadRequest {
+	if code, _ := do("POST", "http://"+n2+":7470/v1/shutdown", `{"node":0}`); code != http.StatusBadRequest {
 		t.Errorf("plain HTTP shutdown from the segment: %d, want 400", code)
 	}
 	// Raft with a certificate the attacker made for "node3" itself.
@@ -768,9 +776,9 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 		t.Fatal(err)
 	}
 	key, csr3, _ := ics.NewKey(3)
-	crt, _ := own.Issue(csr3, 3, net.ParseIP("10.77.0.66"), time.Hour)
+	crt, _ := own.Issue(csr3, 3, net.ParseIP(atk), time.Hour)
 	pair, _ := tls.X509KeyPair(crt, key)
-	if conn, err := dial("tcp", "10.77.0.1:7472"); err == nil {
+	if conn, err := dial("tcp", n1+":7472"); err == nil {
 		tc := tls.Client(conn, &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true})
 		tc.SetDeadline(time.Now().Add(5 * time.Second))
 		err := tc.Handshake()
@@ -785,7 +793,7 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 	// Garbage on every cluster port of nodes 1 and 2: gossip (UDP and
 	// TCP), Raft, ICS, the API, CFS.
 	junk := bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 256)
-	for _, host := range []string{"10.77.0.1", "10.77.0.2"} {
+	for _, host := range []string{n1, n2} {
 		for _, port := range []string{"7470", "7472", "7473", "7474", "7475"} {
 			if c, err := dial("tcp", host+":"+port); err == nil {
 				c.SetDeadline(time.Now().Add(2 * time.Second))
