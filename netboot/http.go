@@ -2,6 +2,9 @@ package netboot
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -31,6 +34,9 @@ type ScriptData struct {
 	Cmdline   string
 	// Secret is the node's one-time bootstrap secret (locus.secret=).
 	Secret string
+	// CA pins the cluster CA the node must find at admission before it
+	// sends its secret (locus.ca=sha256:<hex of the CA certificate>).
+	CA string
 }
 
 // scriptTemplate boots the node's kernel and initramfs over HTTP with the
@@ -39,7 +45,7 @@ type ScriptData struct {
 // it its node address, the one its secret is bound to).
 const scriptTemplate = `#!ipxe
 echo Locus: booting node {{.Node}} ({{.Hostname}}, {{.MAC}})
-kernel {{.HTTPBase}}/{{.Kernel}} initrd={{.Initramfs}} console={{.Console}} panic=-1 locus.node={{.Node}} locus.ip={{.Addr}}{{if .Gateway}} locus.gw={{.Gateway}}{{end}}{{if .Join}} locus.join={{.Join}}{{end}}{{if .Secret}} locus.secret={{.Secret}}{{end}}{{if .Cmdline}} {{.Cmdline}}{{end}}
+kernel {{.HTTPBase}}/{{.Kernel}} initrd={{.Initramfs}} console={{.Console}} panic=-1 locus.node={{.Node}} locus.ip={{.Addr}}{{if .Gateway}} locus.gw={{.Gateway}}{{end}}{{if .Join}} locus.join={{.Join}}{{end}}{{if .Secret}} locus.secret={{.Secret}}{{end}}{{if .CA}} locus.ca={{.CA}}{{end}}{{if .Cmdline}} {{.Cmdline}}{{end}}
 initrd {{.HTTPBase}}/{{.Initramfs}}
 boot
 `
@@ -61,7 +67,21 @@ type HTTPConfig struct {
 	Join      string
 	Registry  *Registry
 	Leases    *Leases
-	Log       *slog.Logger
+	// CAFile is the cluster CA's certificate (PEM), which scripts pin;
+	// read for each script, as the node daemon makes it at first boot.
+	CAFile string
+	Log    *slog.Logger
+}
+
+// CAPin is the pin of a CA certificate (PEM) scripts carry:
+// "sha256:" and the hex SHA-256 of its DER.
+func CAPin(certPEM []byte) (string, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return "", errors.New("netboot: the CA file holds no PEM certificate")
+	}
+	sum := sha256.Sum256(b.Bytes)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // HTTPHandler serves the boot tree (with Range, straight from the file)
@@ -170,7 +190,19 @@ func serveScript(w http.ResponseWriter, r *http.Request, cfg HTTPConfig, boot, w
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		pin := ""
+		if cfg.CAFile != "" {
+			b, err := os.ReadFile(cfg.CAFile)
+			if err == nil {
+				pin, err = CAPin(b)
+			}
+			if err != nil {
+				// The node then admits without a pin, as before.
+				cfg.Log.Warn("netboot: no cluster CA to pin in the script yet", "ca", cfg.CAFile, "err", err)
+			}
+		}
 		err = boot.Execute(&buf, ScriptData{
+			CA:       pin,
 			HTTPBase: cfg.HTTPBase, MAC: mac.String(), Node: adm.Node, Hostname: adm.Hostname, Addr: p.String(),
 			Gateway: cfg.Spec.Interconnect.Gateway, Kernel: cfg.Kernel, Initramfs: cfg.Initramfs,
 			Console: cfg.Spec.Console, Join: cfg.Join, Cmdline: cfg.Spec.Kernel.Cmdline,

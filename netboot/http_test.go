@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 func testHTTP(t testing.TB) (http.Handler, string) {
@@ -42,8 +43,12 @@ func testHTTPRegistry(t testing.TB) (http.Handler, string, *Registry) {
 	reg, _ := OpenRegistry(spec, "", nil)
 	mac3, _ := net.ParseMAC("52:54:00:00:00:03")
 	reg.Exchanged(mac3, netip.MustParseAddr("192.0.2.1"))
+	_, err = ics.LoadOrCreateCA(filepath.Join(dir, "ca"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
 	return HTTPHandler(HTTPConfig{Spec: spec, Root: r, HTTPBase: "http://10.77.0.1:8080", Kernel: "vmlinuz", Initramfs: "initramfs.cpio.zst",
-		Registry: reg, Log: slog.New(slog.DiscardHandler)}), dir, reg
+		Registry: reg, CAFile: filepath.Join(dir, "ca", ics.CACertFile), Log: slog.New(slog.DiscardHandler)}), dir, reg
 }
 
 // TestScriptOnlyToTheLeaseHolder: a node's boot script, which carries its
@@ -73,6 +78,10 @@ func TestScriptOnlyToTheLeaseHolder(t *testing.T) {
 	}
 	if rec := get("192.0.2.1:4000", "/ipxe/52-54-00-00-00-03.ipxe"); rec.Code != 403 {
 		t.Errorf("a second script for one exchange = %d, want 403", rec.Code)
+	}
+	// The script pins the cluster CA the node must find at admission.
+	if !regexp.MustCompile(`locus.ca=sha256:[0-9a-f]{64}`).MatchString(rec.Body.String()) {
+		t.Errorf("the script pins no CA: %q", rec.Body.String())
 	}
 	// The attempts above took nothing from the node: its secret is
 	// redeemed, from its own address only.

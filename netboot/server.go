@@ -45,6 +45,9 @@ type Config struct {
 	AdminAddr string
 	// Join is written into node scripts as locus.join= (optional).
 	Join string
+	// CAFile, if set, is the cluster CA certificate node scripts pin
+	// (locus.ca=): a node admits only at a daemon whose chain ends there.
+	CAFile string
 	// CaptureDir, if set, receives every DHCP request as a raw packet file
 	// (for bug reports and the golden-packet tests).
 	CaptureDir string
@@ -227,7 +230,7 @@ func (s *Service) Serve(ctx context.Context) error {
 	}
 	hsrv := &http.Server{Handler: HTTPHandler(HTTPConfig{
 		Spec: s.cfg.Spec, Root: s.root, HTTPBase: s.httpBase, Kernel: layout.KernelFile, Initramfs: s.initramfsName(),
-		Join: s.cfg.Join, Registry: s.registry, Leases: s.leases, Log: log,
+		Join: s.cfg.Join, Registry: s.registry, Leases: s.leases, CAFile: s.cfg.CAFile, Log: log,
 	}), ReadHeaderTimeout: 10 * time.Second}
 	closers = append(closers, func() { hsrv.Close() })
 	run("http", func() error {

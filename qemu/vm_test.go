@@ -530,6 +530,22 @@ func TestVMInstalledCluster(t *testing.T) {
 	// An attacker plugged into the segment gets nowhere.
 	attackFromTheSegment(t, state, locus, up)
 
+	// One member stalls alone (node 4's daemons stopped) for 0.3 s, then
+	// 0.8 s, among healthy ones: no transition. (In init's own root: the
+	// stopped daemon also serves the node its shared root.)
+	stallBefore, _ := host("cluster", "status", "--output", "json")
+	for _, stall := range []string{"0.3", "0.8"} {
+		res, err := qemu.ExecIn(context.Background(), qemu.ExecPath(state, 4), []string{"sh", "-c", "p=$(pidof locus); kill -SIGSTOP $p; sleep " + stall + "; kill -SIGCONT $p"}, nil, true)
+		if err != nil || res.Exit != 0 {
+			t.Fatalf("stall node 4 for %ss: %v %+v", stall, err, res)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	stallAfter, _ := host("cluster", "status", "--output", "json")
+	if a, b := transitionsOf(stallAfter), transitionsOf(stallBefore); len(a) != 4 || !reflect.DeepEqual(a, b) {
+		t.Errorf("node 4 stalled alone for 0.3 s and 0.8 s: the cluster went from %v to %v", b, a)
+	}
+
 	// Kill node 3 and start it again three seconds later, before the
 	// cluster has noticed (issue 13's sequence): every other node logs
 	// the old boot's Down with the same transition id, the master fences
@@ -814,17 +830,25 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 	if err != nil {
 		t.Fatalf("cluster status after the attacks: %v\n%s", err, after)
 	}
-	type row struct {
-		Node       int    `json:"node"`
-		State      string `json:"state"`
-		Transition uint64 `json:"transition"`
+	if a, b := transitionsOf(after), transitionsOf(before); !reflect.DeepEqual(a, b) || len(a) != 4 {
+		t.Errorf("the cluster changed under the attacks:\nbefore %v\nafter  %v", b, a)
 	}
-	var b, a struct {
-		Nodes []row `json:"nodes"`
+}
+
+// transitionsOf reads `locus cluster status --output json`: each node's
+// state and last transition.
+func transitionsOf(status string) map[int]string {
+	var st struct {
+		Nodes []struct {
+			Node       int    `json:"node"`
+			State      string `json:"state"`
+			Transition uint64 `json:"transition"`
+		} `json:"nodes"`
 	}
-	json.Unmarshal([]byte(before), &b)
-	json.Unmarshal([]byte(after), &a)
-	if !reflect.DeepEqual(a.Nodes, b.Nodes) || len(a.Nodes) != 4 {
-		t.Errorf("the cluster changed under the attacks:\nbefore %+v\nafter  %+v", b.Nodes, a.Nodes)
+	json.Unmarshal([]byte(status), &st)
+	out := map[int]string{}
+	for _, n := range st.Nodes {
+		out[n.Node] = fmt.Sprintf("%s@%d", n.State, n.Transition)
 	}
+	return out
 }

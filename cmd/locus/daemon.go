@@ -36,7 +36,7 @@ func nodeSpecPath() string {
 func newDaemonCmd(e *env) *cobra.Command {
 	var cfg locusd.Config
 	var mc clms.Config
-	var join, specPath, mac, caDir, admitter, identityFile string
+	var join, specPath, mac, caDir, admitter, identityFile, caPin string
 	cmd := &cobra.Command{
 		Use:     "daemon",
 		Short:   "Run the node daemon (init starts it on every node)",
@@ -55,7 +55,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				o := locusd.NodeOptions{MAC: mac, Secret: os.Getenv("LOCUS_SECRET"), CADir: caDir, Admitter: admitter, IdentityFile: identityFile}
+				o := locusd.NodeOptions{MAC: mac, Secret: os.Getenv("LOCUS_SECRET"), CADir: caDir, Admitter: admitter, IdentityFile: identityFile, CAPin: caPin}
 				if err := locusd.ConfigureNode(&cfg, &mc, spec, o, cfg.Log); err != nil {
 					return err
 				}
@@ -78,6 +78,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&identityFile, "identity", "", "this node's credential, given to it (certificate, key, CA, gossip key; see docs/trust.md) rather than redeemed at admission")
 	f.BoolVar(&cfg.InsecureClear, "insecure-clear", false, "TESTS ONLY: run membership without a credential (Raft in clear, gossip unsealed)")
 	f.StringVar(&caDir, "ca-dir", "", "keep the cluster CA here and admit nodes (the init node)")
+	f.StringVar(&caPin, "ca-pin", "", "the cluster CA (sha256:<hex> of its certificate) the admitter's chain must end at before the secret is sent")
 	f.StringVar(&admitter, "admitter", "", "the init node's daemon, where the bootstrap secret ($LOCUS_SECRET) buys a certificate (default: node 1 of the spec)")
 	f.BoolVar(&mc.GateUp, "gate-up", false, "stay ComingUp until init has reached the cluster's run level (init passes it)")
 	f.StringVar(&mc.Profile, "profile", clms.ProfileAuto, "failure-detection timing: auto, steady, lan, emulated or default")

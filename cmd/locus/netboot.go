@@ -88,6 +88,7 @@ spec's node table boot; others as the spec's netboot.admission says.`,
 	f.IntVar(&cfg.TFTPPort, "tftp-port", 69, "TFTP port")
 	f.IntVar(&cfg.DHCPPort, "dhcp-port", 67, "DHCP port")
 	f.StringVar(&cfg.AdminAddr, "admin", netboot.AdminSocket, "operator API: a unix socket (made in a root-only directory), or a loopback host:port")
+	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA certificate that node scripts pin (locus.ca=); the init node passes its own")
 	f.StringVar(&cfg.Join, "join", "", "cluster endpoint written into node scripts as locus.join=")
 	f.StringVar(&cfg.CaptureDir, "capture", "", "write every DHCP request received to this directory (raw packets)")
 	return cmd

@@ -42,6 +42,9 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		// The secret goes in the environment, not argv (ps shows argv).
 		env = append(env, "LOCUS_SECRET="+n.cmdline.Secret)
 	}
+	if n.cmdline.CAPin != "" {
+		argv = append(argv, "--ca-pin", n.cmdline.CAPin)
+	}
 	dctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	n.mu.Lock()

@@ -24,6 +24,9 @@ type Cmdline struct {
 	// Secret is the one-time bootstrap secret the netboot service put in
 	// this node's script (locus.secret=), redeemed for a certificate.
 	Secret string
+	// CAPin is the cluster CA the node must find at admission
+	// (locus.ca=sha256:<hex>), from the same script as the secret.
+	CAPin string
 	// PowerOff powers the node off once it reached its run level.
 	PowerOff bool
 	// Role is "init" on the node booted from the install disk
@@ -75,6 +78,11 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.Secret = v
 			if len(v) < 16 || len(v) > 128 || strings.Trim(v, "0123456789abcdef") != "" {
 				err = fmt.Errorf("not a hex secret")
+			}
+		case "locus.ca":
+			c.CAPin = v
+			if h, ok := strings.CutPrefix(v, "sha256:"); !ok || len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+				err = fmt.Errorf("want sha256:<64 hex digits>")
 			}
 		case "locus.poweroff":
 			c.PowerOff, err = parseBool(v)

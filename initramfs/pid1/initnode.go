@@ -14,6 +14,7 @@ import (
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/services/cfs"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // Where the init node mounts the install disk's partitions.
@@ -106,7 +107,8 @@ func (n *Node) startInitNode(ctx context.Context) error {
 	iface, rootDev, stateDev := n.iface, n.rootDev, n.stateDev
 	n.mu.Unlock()
 	argv := []string{"/bin/locus", "netboot", "serve", "--interface", iface, "--root", tree,
-		"--spec", filepath.Join(tree, "locus.yaml"), "--state-dir", filepath.Join(stateMount, "netboot")}
+		"--spec", filepath.Join(tree, "locus.yaml"), "--state-dir", filepath.Join(stateMount, "netboot"),
+		"--ca", filepath.Join(layout.CADir, ics.CACertFile)}
 	go n.procs.Daemon(context.Background(), n.log, "netboot", "", argv, Env())
 	n.log.Info("init node: serving netboot", "iface", iface, "root", rootDev, "state", stateDev)
 	n.uplinks(context.Background())

@@ -26,7 +26,11 @@ func TestParseCmdline(t *testing.T) {
 }
 
 func TestParseCmdlineErrors(t *testing.T) {
-	for _, in := range []string{"locus.node=x", "locus.node=0", "locus.ip=10.0.0.1", "locus.ip=::1/64", "locus.gw=foo", "locus.poweroff=maybe", "locus.if=a/b", "locus.join="} {
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	if c, err := ParseCmdline("locus.ca=" + pin); err != nil || c.CAPin != pin {
+		t.Errorf("locus.ca: %+v %v", c, err)
+	}
+	for _, in := range []string{"locus.ca=md5:abcd", "locus.ca=sha256:xyz", "locus.node=x", "locus.node=0", "locus.ip=10.0.0.1", "locus.ip=::1/64", "locus.gw=foo", "locus.poweroff=maybe", "locus.if=a/b", "locus.join="} {
 		_, err := ParseCmdline(in)
 		opt, _, _ := strings.Cut(in, "=")
 		if err == nil || !strings.Contains(err.Error(), opt) {

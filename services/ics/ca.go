@@ -35,7 +35,8 @@ type CA struct {
 
 // Files of a CA directory.
 const (
-	caCertFile = "ca.crt"
+	// CACertFile is the nodes' CA certificate in a CA directory.
+	CACertFile = "ca.crt"
 	caKeyFile  = "ca.key"
 )
 
@@ -48,7 +49,7 @@ const (
 // LoadOrCreateCA loads the nodes' CA kept in dir, or creates one for
 // cluster: it signs node certificates (admission) and nothing else.
 func LoadOrCreateCA(dir, cluster string) (*CA, error) {
-	return loadOrCreate(dir, caCertFile, caKeyFile, "Locus cluster CA", cluster)
+	return loadOrCreate(dir, CACertFile, caKeyFile, "Locus cluster CA", cluster)
 }
 
 // LoadOrCreateOperatorCA loads the operators' CA kept in dir, or creates

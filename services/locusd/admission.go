@@ -3,7 +3,10 @@ package locusd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +41,10 @@ type ICSConfig struct {
 	// IdentityFile, if set, is the node's credential given to it (see
 	// IdentityFile): no admission.
 	IdentityFile string
+	// CAPin, if set, is the cluster CA (sha256:<hex> of its DER) the
+	// admitter's certificate chain must end at, checked before the
+	// secret is sent; its script carried it with the secret.
+	CAPin string
 	// Admitter is host:port of the init node's daemon.
 	Admitter string
 	// NetbootAdmin redeems secrets (init node only).
@@ -176,11 +183,15 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 	if a, err := netip.ParseAddr(c.Addr); err == nil {
 		dialer.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
 	}
-	// The node has no CA to check the admitter's certificate against
-	// yet (docs/trust.md: what that leaves open); TLS keeps the secret
-	// off the wire for a passive listener.
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext,
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}}}
+	// The admitter is checked against the CA the script pinned, before
+	// the secret goes out. Without a pin (a netboot service that had no
+	// CA to pin yet) nothing is checked: TLS then only keeps the secret
+	// from a passive listener.
+	tc := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}
+	if c.CAPin != "" {
+		tc.VerifyConnection = func(cs tls.ConnectionState) error { return verifyPinned(cs, c.CAPin) }
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, TLSClientConfig: tc}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
@@ -200,6 +211,11 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 	}
 	if rep.Node != c.Node {
 		return ics.Identity{}, fmt.Errorf("%w: certificate issued for node %d", errRefused, rep.Node)
+	}
+	if c.CAPin != "" {
+		if pin, err := caPinOf(rep.CA); err != nil || pin != c.CAPin {
+			return ics.Identity{}, fmt.Errorf("%w: the admitter answered with a CA other than the pinned one", errRefused)
+		}
 	}
 	return ics.Identity{Node: c.Node, CertPEM: rep.Cert, KeyPEM: key, CAPEM: rep.CA, OperatorCAPEM: rep.OperatorCA}, nil
 }
@@ -292,4 +308,32 @@ func fetchGossipKey(ctx context.Context, n *ics.Node, log *slog.Logger) ([]byte,
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// caPinOf is a PEM certificate's pin: sha256:<hex of its DER>.
+func caPinOf(certPEM []byte) (string, error) {
+	c, err := ics.ParseCertPEM(certPEM)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(c.Raw)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// verifyPinned accepts the admitter only if its chain holds the pinned
+// CA and its certificate is a node's, issued by that CA for serving.
+func verifyPinned(cs tls.ConnectionState, pin string) error {
+	var ca *x509.Certificate
+	for _, c := range cs.PeerCertificates {
+		sum := sha256.Sum256(c.Raw)
+		if "sha256:"+hex.EncodeToString(sum[:]) == pin {
+			ca = c
+		}
+	}
+	if ca == nil {
+		return fmt.Errorf("admission: the admitter's chain does not hold the pinned cluster CA %s", pin)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return ics.VerifyNodePeer(cs, pool, "", x509.ExtKeyUsageServerAuth)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/locus-ssi/locus/netboot"
 	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // TestAdmissionAndICS runs an init node and a joining node in this
@@ -67,8 +68,15 @@ func TestAdmissionAndICS(t *testing.T) {
 		go func() { done <- Run(ctx, cfg, nil) }()
 		return done
 	}
+	// The CA node 1 keeps (made here first, as at its first boot), and
+	// the pin node 2's script carries.
+	ca, err := ics.LoadOrCreateCA(filepath.Join(dir, "ca"), "adm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, _ := caPinOf(ca.CertPEM)
 	d1 := start(1, ICSConfig{CADir: filepath.Join(dir, "ca"), NetbootAdmin: strings.TrimPrefix(admin.URL, "http://")})
-	d2 := start(2, ICSConfig{MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470"})
+	d2 := start(2, ICSConfig{MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470", CAPin: pin})
 
 	// The first admin's credential, made by node 1 at first boot, asks
 	// node 2 (whose API took the operators' CA from admission).
@@ -121,6 +129,20 @@ func TestAdmissionAndICS(t *testing.T) {
 			t.Errorf("stolen secret: %v, want refused for its address", err)
 		}
 	}
+	// A pin of another CA: the admitter is refused before the secret
+	// is sent, so the secret still buys node 2 its certificate after.
+	other, _ := ics.LoadOrCreateCA(t.TempDir(), "adm")
+	otherPin, _ := caPinOf(other.CertPEM)
+	fresh := reg.IssueSecret(mac2, 2, node2Addr)
+	pinned := ICSConfig{Node: 2, MAC: mac2.String(), Secret: fresh, Addr: "127.0.80.2", Admitter: "127.0.80.1:7470", CAPin: otherPin}
+	if _, err := requestIdentity(ctx, pinned); err == nil || !strings.Contains(err.Error(), "pinned") {
+		t.Errorf("admission at a daemon without the pinned CA: %v, want refused for the pin", err)
+	}
+	pinned.CAPin = pin
+	if id, err := requestIdentity(ctx, pinned); err != nil || id.Node != 2 {
+		t.Errorf("the same secret, at the pinned CA: %v, want a certificate (the refused try did not spend it)", err)
+	}
+
 	cancel()
 	for _, d := range []chan error{d1, d2} {
 		if err := <-d; err != nil {

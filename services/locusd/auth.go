@@ -149,6 +149,9 @@ func (a *apiTLS) setIdentity(id ics.Identity, cluster string) error {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(nodeCA)
+	// The chain ends with the CA, so that a node admitting with a pin
+	// (locus.ca=) finds it before it sends its secret.
+	cert.Certificate = append(cert.Certificate, nodeCA.Raw)
 	st := &tlsState{nodeCA: nodeCA, cluster: cluster}
 	if len(id.OperatorCAPEM) > 0 {
 		if st.opCA, err = ics.ParseCertPEM(id.OperatorCAPEM); err != nil {

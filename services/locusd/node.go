@@ -34,6 +34,8 @@ type NodeOptions struct {
 	Admitter string
 	// IdentityFile is the node's given credential (no admission).
 	IdentityFile string
+	// CAPin is the cluster CA the admitter must present (sha256:<hex>).
+	CAPin string
 }
 
 // ConfigureNode gives the daemon its roles in the cluster from the spec:
@@ -64,7 +66,7 @@ func ConfigureNode(cfg *Config, mc *clms.Config, spec *clusterspec.Spec, o NodeO
 	}
 	cfg.CLMS = mc
 	ic := &ICSConfig{Node: mc.Node, Addr: mc.Addr, MAC: o.MAC, Secret: o.Secret,
-		CADir: o.CADir, Admitter: o.Admitter, IdentityFile: o.IdentityFile, NetbootAdmin: cfg.NetbootAdmin, Spec: spec}
+		CADir: o.CADir, Admitter: o.Admitter, IdentityFile: o.IdentityFile, CAPin: o.CAPin, NetbootAdmin: cfg.NetbootAdmin, Spec: spec}
 	if ic.Admitter == "" && o.CADir == "" && o.IdentityFile == "" {
 		if p, err := spec.NodeAddr(1); err == nil {
 			ic.Admitter = net.JoinHostPort(p.Addr().String(), strconv.Itoa(DefaultPort))
