@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -760,7 +761,11 @@ func TestTLSAndGossipKey(t *testing.T) {
 	}
 	c.kill(4)
 
-	dial := func(id *TLS, from string) error {
+	// dial opens a Raft connection to node 1 with id from address from,
+	// sends what write writes, and reads: TLS 1.3 has the server judge
+	// the client's certificate after the client's handshake is done, so
+	// its verdict (or Raft's answer) arrives on the read.
+	dial := func(id *TLS, from string, write func(io.Writer) error) error {
 		d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 		cfg := id.Client.Clone()
 		cfg.ServerName = "127.0.78.1"
@@ -770,42 +775,33 @@ func TestTLSAndGossipKey(t *testing.T) {
 		}
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(2 * time.Second))
-		// TLS 1.3: the server judges the client's certificate after the
-		// client's handshake is done; its verdict arrives on the read.
+		if write != nil {
+			if err := write(conn); err != nil {
+				return err
+			}
+		}
 		_, err = conn.Read(make([]byte, 1))
 		return err
 	}
-	if err := dial(identity(ca, 2, "127.0.78.2"), "127.0.78.9"); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := dial(identity(ca, 2, "127.0.78.2"), "127.0.78.9", nil); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("node 2's certificate used from 127.0.78.9: %v, want refused", err)
 	}
-	if err := dial(identity(other, 5, "127.0.78.5"), "127.0.78.5"); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := dial(identity(other, 5, "127.0.78.5"), "127.0.78.5", nil); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("a certificate from another CA: %v, want refused", err)
 	}
 	// A certificate from the cluster CA at its own address is accepted
 	// (the connection waits for Raft's first message).
-	if err := dial(identity(ca, 5, "127.0.78.5"), "127.0.78.5"); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := dial(identity(ca, 5, "127.0.78.5"), "127.0.78.5", nil); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("node 5's own certificate: %v, want an open connection", err)
 	}
 	// Node 2's own certificate, at its own address, asking as node 2 is
 	// answered; asking for a vote as node 3, or sending entries as node
 	// 1 (the leader), closes the connection before Raft sees it.
 	rpc := func(typ byte, req any) error {
-		id := identity(ca, 2, "127.0.78.2")
-		d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.78.2")}}
-		cfg := id.Client.Clone()
-		cfg.ServerName = "127.0.78.1"
-		conn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.78.1:%d", DefaultRaftPort), cfg)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		conn.Write([]byte{typ})
-		if err := codec.NewEncoder(conn, &codec.MsgpackHandle{}).Encode(req); err != nil {
-			return err
-		}
-		_, err = conn.Read(make([]byte, 1))
-		return err
+		return dial(identity(ca, 2, "127.0.78.2"), "127.0.78.2", func(w io.Writer) error {
+			w.Write([]byte{typ})
+			return codec.NewEncoder(w, &codec.MsgpackHandle{}).Encode(req)
+		})
 	}
 	vote := func(id string) *raft.RequestVoteRequest {
 		return &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte(id), Addr: []byte(fmt.Sprintf("127.0.78.2:%d", DefaultRaftPort))}, Term: 1}

@@ -33,10 +33,17 @@ func operatorTLS(t *testing.T, caDir, cluster, name string, roles []string, fore
 	}
 	key, csr, _ := ics.NewKeyFor(name)
 	crt, err := ops.IssueOperator(csr, name, roles, time.Hour)
+	return clientTLS(t, cluster, nodes.CertPEM, crt, key, err)
+}
+
+// clientTLS is a context's TLS configuration for a certificate just
+// issued (err: the issuing's).
+func clientTLS(t *testing.T, cluster string, caPEM, crt, key []byte, err error) *tls.Config {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &locusconfig.Context{Cluster: cluster, CA: string(nodes.CertPEM), Crt: string(crt), Key: string(key)}
+	c := &locusconfig.Context{Cluster: cluster, CA: string(caPEM), Crt: string(crt), Key: string(key)}
 	tc, err := c.TLS()
 	if err != nil {
 		t.Fatal(err)
@@ -54,15 +61,7 @@ func nodeTLS(t *testing.T, caDir, cluster string, n int) *tls.Config {
 	}
 	key, csr, _ := ics.NewKey(n)
 	crt, err := nodes.Issue(csr, n, net.ParseIP("127.0.80.9"), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &locusconfig.Context{Cluster: cluster, CA: string(nodes.CertPEM), Crt: string(crt), Key: string(key)}
-	tc, err := c.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tc
+	return clientTLS(t, cluster, nodes.CertPEM, crt, key, err)
 }
 
 // checkAPITrust asks node 2's API (127.0.80.2:7470) as every kind of
