@@ -765,8 +765,8 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 			secret = v
 		}
 	}
-	if secret == "" {
-		t.Fatalf("node 3's command line has no secret: %s", res.Stdout)
+	if secret == "" || !strings.Contains(string(res.Stdout), "locus.ca=sha256:") {
+		t.Fatalf("node 3's command line has no secret or no CA pin: %s", res.Stdout)
 	}
 	_, csr, _ := ics.NewKey(3)
 	body, _ := json.Marshal(map[string]any{"node": 3, "mac": mac3, "secret": secret, "csr": csr})
@@ -806,6 +806,44 @@ func attackFromTheSegment(t *testing.T, state string, locus func(...string) (str
 		}
 		tc.Close()
 	}
+	// Node 2's certificate (made here with the cluster's own CA key,
+	// taken from node 1's state partition: as if node 2 were broken
+	// into), presented from the attacker's address on Raft: refused at
+	// the handshake, a certificate counts only from its node's address.
+	// (ICS refuses it per call, PermissionDenied: ics_test.go.)
+	caDir := t.TempDir()
+	for _, f := range []string{"ca.crt", "ca.key"} {
+		res, err := qemu.ExecIn(context.Background(), qemu.ExecPath(state, 1), []string{"cat", "/var/lib/locus/ca/" + f}, nil, true)
+		if err != nil || res.Exit != 0 {
+			t.Fatalf("node 1's %s: %v %+v", f, err, res)
+		}
+		os.WriteFile(filepath.Join(caDir, f), res.Stdout, 0o600)
+	}
+	clusterCA, err := ics.LoadOrCreateCA(caDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key2, csr2, _ := ics.NewKey(2)
+	crt2, _ := clusterCA.Issue(csr2, 2, net.ParseIP(n2), time.Hour)
+	pair2, _ := tls.X509KeyPair(crt2, key2)
+	for _, port := range []string{"7472"} {
+		conn, err := dial("tcp", n1+":"+port)
+		if err != nil {
+			t.Errorf("dial %s:%s: %v", n1, port, err)
+			continue
+		}
+		tc := tls.Client(conn, &tls.Config{Certificates: []tls.Certificate{pair2}, InsecureSkipVerify: true})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		err = tc.Handshake()
+		if err == nil {
+			_, err = tc.Read(make([]byte, 1))
+		}
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("node 2's certificate from %s on port %s: %v, want refused", atk, port, err)
+		}
+		tc.Close()
+	}
+
 	// Garbage on every cluster port of nodes 1 and 2: gossip (UDP and
 	// TCP), Raft, ICS, the API, CFS.
 	junk := bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 256)
