@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,9 +28,9 @@ certificates must chain to, and your operator certificate and key.
 ` + "`locus qemu up`" + ` saves one with the first admin's credential. It lives at
 $LOCUSCONFIG, else $XDG_CONFIG_HOME/locus/config, else
 ~/.config/locus/config (mode 0600).`,
-		Example: "  locus config contexts\n  locus config use demo\n  locus config info",
+		Example: "  locus config contexts\n  locus config use demo\n  locus config info\n  locus config endpoint 10.77.0.1 10.77.0.2",
 	}
-	cmd.AddCommand(newConfigContextsCmd(e), newConfigUseCmd(e), newConfigInfoCmd(e))
+	cmd.AddCommand(newConfigContextsCmd(e), newConfigUseCmd(e), newConfigInfoCmd(e), newConfigEndpointCmd(e), newConfigRemoveCmd(e))
 	return cmd
 }
 
@@ -255,4 +257,63 @@ written to -o FILE (mode 0600) or merged into yours with --merge.`,
 	cmd.Flags().StringVarP(&out, "output-file", "o", "", "write the client configuration here")
 	cmd.Flags().BoolVar(&merge, "merge", false, "add the context to your client configuration instead")
 	return cmd
+}
+
+func newConfigEndpointCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:     "endpoint HOST[:PORT]...",
+		Short:   "Set the endpoints of the context in use (or --context): node daemons, the first one asked",
+		Example: "  locus config endpoint 10.77.0.1 10.77.0.2\n  locus config endpoint 127.0.0.1:17470 --context demo",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			cur, name, err := c.Current(e.context)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			var eps []string
+			for _, a := range args {
+				if _, _, err := net.SplitHostPort(a); err != nil {
+					a = net.JoinHostPort(a, strconv.Itoa(locusd.DefaultPort))
+				}
+				eps = append(eps, a)
+			}
+			cur.Endpoints = eps
+			if err := c.Save(p); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "context %q: endpoints %s\n", name, strings.Join(eps, ", "))
+			return nil
+		},
+	}
+}
+
+func newConfigRemoveCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:     "remove NAME",
+		Short:   "Remove context NAME (its credential with it)",
+		Example: "  locus config remove alice@demo",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			if _, _, err := c.Current(args[0]); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			delete(c.Contexts, args[0])
+			if c.Context == args[0] {
+				c.Context = ""
+			}
+			if err := c.Save(p); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "context %q removed from %s\n", args[0], p)
+			return nil
+		},
+	}
 }

@@ -227,3 +227,34 @@ func TestHelpIsGrouped(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigVerbs: endpoint rewrites the context's endpoints (a bare host
+// gets the daemon's port), use and remove work on names, and a name that
+// is not there is refused.
+func TestConfigVerbs(t *testing.T) {
+	p := testContext(t, "127.0.0.1:17470")
+	if _, _, err := runLocus(t, "config", "endpoint", "10.77.0.1", "10.77.0.2:9"); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := locusconfig.Load(p)
+	if got := c.Contexts["c"].Endpoints; len(got) != 2 || got[0] != "10.77.0.1:7470" || got[1] != "10.77.0.2:9" {
+		t.Errorf("endpoints = %v", got)
+	}
+	out, _, err := runLocus(t, "config", "contexts", "--output", "json")
+	if err != nil || !strings.Contains(out, `"current": true`) {
+		t.Errorf("contexts = %v %s", err, out)
+	}
+	if _, _, err := runLocus(t, "config", "use", "nope"); err == nil {
+		t.Error("use of a missing context succeeded")
+	}
+	if _, _, err := runLocus(t, "config", "remove", "c"); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = locusconfig.Load(p)
+	if len(c.Contexts) != 0 || c.Context != "" {
+		t.Errorf("after remove: %+v", c)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
+		t.Errorf("the configuration's mode %v, want 0600", st.Mode().Perm())
+	}
+}
