@@ -43,8 +43,12 @@ func (d *daemons) start(n int) {
 	// Each node's credential, from one CA, as the QEMU harness gives a
 	// direct-booted cluster its own: membership over mutual TLS with
 	// sealed gossip, as on a real cluster.
+	// Written once: a daemon started earlier may be reading it (a file
+	// rewritten under it reads empty, which is the default spec).
 	spec := filepath.Join(d.dir, "locus.yaml")
-	os.WriteFile(spec, []byte("cluster: {name: loop}\ninterconnect: {subnet: 127.0.77.0/24}\n"), 0o644)
+	if _, err := os.Stat(spec); err != nil {
+		os.WriteFile(spec, []byte("cluster: {name: loop}\ninterconnect: {subnet: 127.0.77.0/24}\n"), 0o644)
+	}
 	identity := filepath.Join(d.dir, fmt.Sprintf("node%d.identity", n))
 	if err := locusd.IssueIdentityFile(filepath.Join(d.dir, "ca"), "loop", n, netip.MustParseAddr(addr(n)), identity); err != nil {
 		d.t.Fatal(err)
