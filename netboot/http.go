@@ -2,9 +2,6 @@ package netboot
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +14,7 @@ import (
 	"text/template"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // ScriptData is what a node's iPXE script is rendered from.
@@ -71,17 +69,6 @@ type HTTPConfig struct {
 	// read for each script, as the node daemon makes it at first boot.
 	CAFile string
 	Log    *slog.Logger
-}
-
-// CAPin is the pin of a CA certificate (PEM) scripts carry:
-// "sha256:" and the hex SHA-256 of its DER.
-func CAPin(certPEM []byte) (string, error) {
-	b, _ := pem.Decode(certPEM)
-	if b == nil || b.Type != "CERTIFICATE" {
-		return "", errors.New("netboot: the CA file holds no PEM certificate")
-	}
-	sum := sha256.Sum256(b.Bytes)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // HTTPHandler serves the boot tree (with Range, straight from the file)
@@ -194,7 +181,7 @@ func serveScript(w http.ResponseWriter, r *http.Request, cfg HTTPConfig, boot, w
 		if cfg.CAFile != "" {
 			b, err := os.ReadFile(cfg.CAFile)
 			if err == nil {
-				pin, err = CAPin(b)
+				pin, err = ics.PinPEM(b)
 			}
 			if err != nil {
 				// The node then admits without a pin, as before.

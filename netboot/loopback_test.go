@@ -227,13 +227,7 @@ func loopbackChild(t *testing.T) {
 	}
 
 	// The registry saw node 2 through its stages.
-	var contacts []Contact
-	resp, err := http.Get("http://127.0.0.1:7471/v1/nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	jsonDecode(t, resp.Body, &contacts)
-	resp.Body.Close()
+	contacts := registry(t)
 	stages := map[string]string{}
 	for _, c := range contacts {
 		stages[c.MAC] = c.Stage + "/" + c.Status
@@ -242,7 +236,7 @@ func loopbackChild(t *testing.T) {
 		t.Errorf("registry stages = %v", stages)
 	}
 	// Accept the waiting node: its script now boots it.
-	resp, err = http.Post("http://127.0.0.1:7471/v1/accept?mac="+unknown.String()+"&number=7", "", nil)
+	resp, err := http.Post("http://127.0.0.1:7471/v1/accept?mac="+unknown.String()+"&number=7", "", nil)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("accept: %v %v", err, resp.Status)
 	}
@@ -310,13 +304,7 @@ func floodFromTheWire(t *testing.T, ctx context.Context) {
 	}
 	t.Logf("node 3 got its lease %v into a flood of %d DISCOVERs from made-up MACs", time.Since(start).Round(time.Millisecond), n)
 	time.Sleep(500 * time.Millisecond) // the server drains the rest
-	var contacts []Contact
-	resp, err := http.Get("http://127.0.0.1:7471/v1/nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	jsonDecode(t, resp.Body, &contacts)
-	resp.Body.Close()
+	contacts := registry(t)
 	flooded := 0
 	for _, c := range contacts {
 		if strings.HasPrefix(c.MAC, "02:f1:") {
@@ -327,6 +315,19 @@ func floodFromTheWire(t *testing.T, ctx context.Context) {
 		t.Errorf("the flood left %d made-up MACs in the registry, want at most %d", flooded, NewMACsPerMinute)
 	}
 	t.Logf("the registry took in %d of the %d made-up MACs", flooded, n)
+}
+
+// registry reads the service's registry from its operator API.
+func registry(t *testing.T) []Contact {
+	t.Helper()
+	var contacts []Contact
+	resp, err := http.Get("http://127.0.0.1:7471/v1/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	jsonDecode(t, resp.Body, &contacts)
+	return contacts
 }
 
 func jsonDecode(t *testing.T, r io.Reader, v any) {

@@ -23,7 +23,6 @@ var AdminConfigPath = path.Join(layout.CADir, locusd.AdminConfigFile)
 // equivalent of walking to the console), once it has one.
 type credential struct {
 	mu      sync.Mutex
-	ctx     *locusconfig.Context
 	client  *locusd.Client
 	tried   time.Time
 	lastErr error
@@ -89,7 +88,7 @@ func (c *Cluster) apiClient(ctx context.Context) (*locusd.Client, error) {
 		if terr != nil {
 			err = terr
 		} else {
-			cr.ctx, cr.client = cur, locusd.NewClient(cur.Endpoints[0], tlsConf)
+			cr.client = locusd.NewClient(cur.Endpoints[0], tlsConf)
 		}
 	}
 	cr.lastErr = err
@@ -105,5 +104,5 @@ func (c *Cluster) forgetCredential() {
 	if cr.client != nil {
 		cr.client.Close()
 	}
-	cr.ctx, cr.client, cr.tried = nil, nil, time.Time{}
+	cr.client, cr.tried = nil, time.Time{}
 }

@@ -108,92 +108,68 @@ func (t *SegmentTap) Close() {
 	})
 }
 
-// tapIn creates tap device name in network namespace netns: the device
-// is made in the namespace of the thread that asks, so this thread
-// enters netns for the ioctl and comes back.
-func tapIn(netns, name string) (*os.File, net.HardwareAddr, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return nil, nil, err
-	}
-	defer self.Close()
-	target, err := os.Open("/var/run/netns/" + netns)
-	if err != nil {
-		return nil, nil, fmt.Errorf("qemu: network namespace %s: %w", netns, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, nil, fmt.Errorf("qemu: enter %s: %w", netns, err)
-	}
-	defer func() {
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			// This thread is in the wrong namespace: never run Go
-			// code on it again.
-			runtime.Goexit()
-		}
-	}()
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("qemu: /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, nil, err
-	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, nil, fmt.Errorf("qemu: make tap %s in %s: %w", name, netns, err)
-	}
-	link, err := net.InterfaceByName(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, nil, err
-	}
-	// Non-blocking, so that the runtime's poller serves it and Close
-	// ends a Read waiting on it.
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, nil, err
-	}
-	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), link.HardwareAddr, nil
-}
-
-// DialIn connects to addr from inside network namespace netns: the
-// socket is made there (by a thread that enters the namespace for it)
-// and then used like any other.
-func DialIn(netns, network, addr string, timeout time.Duration) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+// inNetns runs f on a thread of its own inside network namespace netns:
+// sockets and devices f makes are made there, and stay there when used
+// from elsewhere. The thread is not given back to the runtime (its
+// goroutine ends locked to it), so no other code ever runs in netns.
+func inNetns(netns string, f func() error) error {
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// The thread is left to die with this goroutine (still locked)
-		// rather than go back: it may be in the namespace.
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer self.Close()
 		target, err := os.Open("/var/run/netns/" + netns)
 		if err != nil {
-			ch <- result{nil, err}
+			done <- fmt.Errorf("qemu: network namespace %s: %w", netns, err)
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, err}
+			done <- fmt.Errorf("qemu: enter %s: %w", netns, err)
 			return
 		}
-		c, err := net.DialTimeout(network, addr, timeout)
-		ch <- result{c, err}
+		done <- f()
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-done
+}
+
+// tapIn creates tap device name in network namespace netns.
+func tapIn(netns, name string) (tap *os.File, mac net.HardwareAddr, err error) {
+	err = inNetns(netns, func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("qemu: /dev/net/tun: %w", err)
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err == nil {
+			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+			if err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+				err = fmt.Errorf("qemu: make tap %s in %s: %w", name, netns, err)
+			}
+		}
+		var link *net.Interface
+		if err == nil {
+			link, err = net.InterfaceByName(name)
+		}
+		// Non-blocking, so that the runtime's poller serves it and Close
+		// ends a Read waiting on it.
+		if err == nil {
+			err = unix.SetNonblock(fd, true)
+		}
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		tap, mac = os.NewFile(uintptr(fd), "/dev/net/tun:"+name), link.HardwareAddr
+		return nil
+	})
+	return tap, mac, err
+}
+
+// DialIn connects to addr from inside network namespace netns: the
+// socket is made there and then used like any other.
+func DialIn(netns, network, addr string, timeout time.Duration) (c net.Conn, err error) {
+	err = inNetns(netns, func() error {
+		c, err = net.DialTimeout(network, addr, timeout)
+		return err
+	})
+	return c, err
 }

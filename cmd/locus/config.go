@@ -34,21 +34,40 @@ $LOCUSCONFIG, else $XDG_CONFIG_HOME/locus/config, else
 	return cmd
 }
 
-func newConfigContextsCmd(e *env) *cobra.Command {
+// configVerb is a `locus config` verb: it gets the client configuration
+// and its path (and, with withOutput, a checked --output).
+type configVerb struct {
+	use, short, example string
+	args                cobra.PositionalArgs
+	withOutput          bool
+	run                 func(ctx context.Context, c *locusconfig.Config, path string, args []string, output string) error
+}
+
+func (v configVerb) command() *cobra.Command {
 	var output string
-	cmd := &cobra.Command{
-		Use:     "contexts",
-		Short:   "List the contexts",
-		Example: "  locus config contexts\n  locus config contexts --output json",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
+	cmd := &cobra.Command{Use: v.use, Short: v.short, Example: v.example, Args: v.args,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if v.withOutput {
+				if err := checkOutput(output); err != nil {
+					return err
+				}
 			}
 			c, p, err := loadConfig()
 			if err != nil {
 				return err
 			}
+			return v.run(cmd.Context(), c, p, args, output)
+		}}
+	if v.withOutput {
+		addOutputFlag(cmd, &output)
+	}
+	return cmd
+}
+
+func newConfigContextsCmd(e *env) *cobra.Command {
+	return configVerb{use: "contexts", short: "List the contexts",
+		example: "  locus config contexts\n  locus config contexts --output json", args: cobra.NoArgs, withOutput: true,
+		run: func(_ context.Context, c *locusconfig.Config, p string, _ []string, output string) error {
 			type row struct {
 				Name      string   `json:"name"`
 				Current   bool     `json:"current"`
@@ -74,23 +93,13 @@ func newConfigContextsCmd(e *env) *cobra.Command {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", map[bool]string{true: "*"}[r.Current], r.Name, r.Cluster, strings.Join(r.Endpoints, ","))
 			}
 			return w.Flush()
-		},
-	}
-	addOutputFlag(cmd, &output)
-	return cmd
+		}}.command()
 }
 
 func newConfigUseCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:     "use NAME",
-		Short:   "Use context NAME from now on",
-		Example: "  locus config use demo",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, p, err := loadConfig()
-			if err != nil {
-				return err
-			}
+	return configVerb{use: "use NAME", short: "Use context NAME from now on",
+		example: "  locus config use demo", args: cobra.ExactArgs(1),
+		run: func(_ context.Context, c *locusconfig.Config, p string, args []string, _ string) error {
 			if _, _, err := c.Current(args[0]); err != nil {
 				return err
 			}
@@ -100,25 +109,13 @@ func newConfigUseCmd(e *env) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "using context %q\n", args[0])
 			return nil
-		},
-	}
+		}}.command()
 }
 
 func newConfigInfoCmd(e *env) *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:     "info",
-		Short:   "Show the context in use: its credential, and who the cluster takes you for",
-		Example: "  locus config info\n  locus config info --context alice@demo --output json",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, p, err := loadConfig()
-			if err != nil {
-				return err
-			}
+	return configVerb{use: "info", short: "Show the context in use: its credential, and who the cluster takes you for",
+		example: "  locus config info\n  locus config info --context alice@demo --output json", args: cobra.NoArgs, withOutput: true,
+		run: func(ctx context.Context, c *locusconfig.Config, p string, _ []string, output string) error {
 			cur, name, err := c.Current(e.context)
 			if err != nil {
 				return fmt.Errorf("%s: %w", p, err)
@@ -132,9 +129,9 @@ func newConfigInfoCmd(e *env) *cobra.Command {
 			ep, err := resolveEndpoint(e.endpoint, name)
 			if err == nil {
 				defer ep.client.Close()
-				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				var who locusd.Caller
-				if err = ep.client.Get(ctx, "/v1/whoami", &who); err == nil {
+				if err = ep.client.Get(wctx, "/v1/whoami", &who); err == nil {
 					info["seen_as"] = who.String()
 				}
 				cancel()
@@ -153,10 +150,7 @@ func newConfigInfoCmd(e *env) *cobra.Command {
 				fmt.Fprintf(e.stdout, "seen as:   %s\n", info["seen_as"])
 			}
 			return nil
-		},
-	}
-	addOutputFlag(cmd, &output)
-	return cmd
+		}}.command()
 }
 
 func newAdminCmd(e *env) *cobra.Command {
@@ -260,16 +254,9 @@ written to -o FILE (mode 0600) or merged into yours with --merge.`,
 }
 
 func newConfigEndpointCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:     "endpoint HOST[:PORT]...",
-		Short:   "Set the endpoints of the context in use (or --context): node daemons, the first one asked",
-		Example: "  locus config endpoint 10.77.0.1 10.77.0.2\n  locus config endpoint 127.0.0.1:17470 --context demo",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, p, err := loadConfig()
-			if err != nil {
-				return err
-			}
+	return configVerb{use: "endpoint HOST[:PORT]...", short: "Set the endpoints of the context in use (or --context): node daemons, the first one asked",
+		example: "  locus config endpoint 10.77.0.1 10.77.0.2\n  locus config endpoint 127.0.0.1:17470 --context demo", args: cobra.MinimumNArgs(1),
+		run: func(_ context.Context, c *locusconfig.Config, p string, args []string, _ string) error {
 			cur, name, err := c.Current(e.context)
 			if err != nil {
 				return fmt.Errorf("%s: %w", p, err)
@@ -287,21 +274,13 @@ func newConfigEndpointCmd(e *env) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "context %q: endpoints %s\n", name, strings.Join(eps, ", "))
 			return nil
-		},
-	}
+		}}.command()
 }
 
 func newConfigRemoveCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:     "remove NAME",
-		Short:   "Remove context NAME (its credential with it)",
-		Example: "  locus config remove alice@demo",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, p, err := loadConfig()
-			if err != nil {
-				return err
-			}
+	return configVerb{use: "remove NAME", short: "Remove context NAME (its credential with it)",
+		example: "  locus config remove alice@demo", args: cobra.ExactArgs(1),
+		run: func(_ context.Context, c *locusconfig.Config, p string, args []string, _ string) error {
 			if _, _, err := c.Current(args[0]); err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
@@ -314,6 +293,5 @@ func newConfigRemoveCmd(e *env) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "context %q removed from %s\n", args[0], p)
 			return nil
-		},
-	}
+		}}.command()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // meta is what a node gossips about itself.
@@ -38,7 +39,7 @@ type meta struct {
 func (m *Member) startGossip(tm timing) error {
 	cfg := m.cfg
 	mc := tm.gossip
-	mc.Name = nodeName(cfg.Node)
+	mc.Name = ics.NodeName(cfg.Node)
 	// A node that comes back after a failure is the same node, perhaps on
 	// another port; its name is its number.
 	mc.DeadNodeReclaimTime = 100 * time.Millisecond

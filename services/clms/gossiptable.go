@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // member is one live gossip member as this node last heard of it: its
@@ -54,12 +55,9 @@ func newGossipTable(wake kick, certAddr func(int) (netip.Addr, bool), log *slog.
 	return &gossipTable{wake: wake, certAddr: certAddr, log: log, m: map[string]member{}, warned: map[string]bool{}}
 }
 
-// nodeName is node n's gossip name.
-func nodeName(n int) string { return fmt.Sprintf("node%d", n) }
-
 // check says why md, gossiped by n, is not node md.Node's ("" if it is).
 func (g *gossipTable) check(n *memberlist.Node, md meta) string {
-	if n.Name != nodeName(md.Node) {
+	if n.Name != ics.NodeName(md.Node) {
 		return fmt.Sprintf("it claims node %d under the name %q", md.Node, n.Name)
 	}
 	if g.certAddr == nil {

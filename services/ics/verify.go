@@ -1,8 +1,10 @@
 package ics
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -61,4 +63,20 @@ func VerifyNodePeer(cs tls.ConnectionState, pool *x509.CertPool, cluster string,
 		return fmt.Errorf("ics: peer certificate %q is of cluster %v, not %s", leaf.Subject.CommonName, leaf.Subject.Organization, cluster)
 	}
 	return nil
+}
+
+// Pin is a certificate's pin, as a script carries it (locus.ca=):
+// "sha256:" and the hex SHA-256 of its DER.
+func Pin(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// PinPEM is Pin of the first certificate in certPEM.
+func PinPEM(certPEM []byte) (string, error) {
+	c, err := ParseCertPEM(certPEM)
+	if err != nil {
+		return "", err
+	}
+	return Pin(c), nil
 }

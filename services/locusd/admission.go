@@ -3,10 +3,8 @@ package locusd
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,7 +211,7 @@ func requestIdentity(ctx context.Context, c ICSConfig) (ics.Identity, error) {
 		return ics.Identity{}, fmt.Errorf("%w: certificate issued for node %d", errRefused, rep.Node)
 	}
 	if c.CAPin != "" {
-		if pin, err := caPinOf(rep.CA); err != nil || pin != c.CAPin {
+		if pin, err := ics.PinPEM(rep.CA); err != nil || pin != c.CAPin {
 			return ics.Identity{}, fmt.Errorf("%w: the admitter answered with a CA other than the pinned one", errRefused)
 		}
 	}
@@ -310,23 +308,12 @@ func fetchGossipKey(ctx context.Context, n *ics.Node, log *slog.Logger) ([]byte,
 	}
 }
 
-// caPinOf is a PEM certificate's pin: sha256:<hex of its DER>.
-func caPinOf(certPEM []byte) (string, error) {
-	c, err := ics.ParseCertPEM(certPEM)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(c.Raw)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
-}
-
 // verifyPinned accepts the admitter only if its chain holds the pinned
 // CA and its certificate is a node's, issued by that CA for serving.
 func verifyPinned(cs tls.ConnectionState, pin string) error {
 	var ca *x509.Certificate
 	for _, c := range cs.PeerCertificates {
-		sum := sha256.Sum256(c.Raw)
-		if "sha256:"+hex.EncodeToString(sum[:]) == pin {
+		if ics.Pin(c) == pin {
 			ca = c
 		}
 	}

@@ -74,7 +74,7 @@ func TestAdmissionAndICS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pin, _ := caPinOf(ca.CertPEM)
+	pin := ics.Pin(ca.Cert)
 	d1 := start(1, ICSConfig{CADir: filepath.Join(dir, "ca"), NetbootAdmin: strings.TrimPrefix(admin.URL, "http://")})
 	d2 := start(2, ICSConfig{MAC: mac2.String(), Secret: secret, Admitter: "127.0.80.1:7470", CAPin: pin})
 
@@ -132,7 +132,7 @@ func TestAdmissionAndICS(t *testing.T) {
 	// A pin of another CA: the admitter is refused before the secret
 	// is sent, so the secret still buys node 2 its certificate after.
 	other, _ := ics.LoadOrCreateCA(t.TempDir(), "adm")
-	otherPin, _ := caPinOf(other.CertPEM)
+	otherPin := ics.Pin(other.Cert)
 	fresh := reg.IssueSecret(mac2, 2, node2Addr)
 	pinned := ICSConfig{Node: 2, MAC: mac2.String(), Secret: fresh, Addr: "127.0.80.2", Admitter: "127.0.80.1:7470", CAPin: otherPin}
 	if _, err := requestIdentity(ctx, pinned); err == nil || !strings.Contains(err.Error(), "pinned") {

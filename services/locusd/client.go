@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/locus-ssi/locus/internal/privsock"
 )
 
 // SocketPath is the daemon's API for root on the node: a unix socket in
@@ -38,10 +40,8 @@ func NewClient(addr string, tc *tls.Config) *Client {
 // LocalClient calls this node's daemon through its unix socket at sock
 // (root only), as local root.
 func LocalClient(sock string) *Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}
-	return &Client{Addr: sock, base: "http://locusd", hc: &http.Client{Transport: tr}}
+	hc, base := privsock.HTTPClient(sock, 0)
+	return &Client{Addr: sock, base: base, hc: hc}
 }
 
 // anonymous calls addr over TLS without a credential and without
@@ -127,6 +127,12 @@ type Health struct {
 	Cluster  string `json:"cluster"`
 	State    string `json:"state"`
 	RunLevel int    `json:"runlevel"`
+}
+
+// NodeInfo is the health as far as a node's info goes: who and how,
+// without the rest only a credential gets.
+func (h *Health) NodeInfo() *NodeInfo {
+	return &NodeInfo{Node: h.Node, Cluster: h.Cluster, State: h.State, RunLevel: h.RunLevel}
 }
 
 // FetchHealth asks the daemon at addr (host:port) for its health,

@@ -529,7 +529,7 @@ func nodeInfo(ctx context.Context, icsNode *ics.Node, n int, addr string) (*Node
 		if err != nil {
 			return nil, err
 		}
-		return &NodeInfo{Node: h.Node, Cluster: h.Cluster, State: h.State, RunLevel: h.RunLevel}, nil
+		return h.NodeInfo(), nil
 	}
 	b, err := icsNode.Call(ctx, n, "node", nil)
 	if err != nil {

@@ -58,7 +58,7 @@ func Probe(ctx context.Context, addrs []string, timeout time.Duration, tc *tls.C
 		} else {
 			var h *Health
 			if h, err = FetchHealth(pctx, a); err == nil {
-				info = &NodeInfo{Node: h.Node, Cluster: h.Cluster, State: h.State, RunLevel: h.RunLevel}
+				info = h.NodeInfo()
 			}
 		}
 		cancel()
