@@ -816,6 +816,14 @@ func TestTLSAndGossipKey(t *testing.T) {
 	if err := rpc(rpcAppendEntries, entries); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("entries as node 1 (the leader) with node 2's certificate: %v, want the connection closed", err)
 	}
+	// And Raft never saw them: a term of 99 would have made node 1 (the
+	// leader) step down to it.
+	c.mu.Lock()
+	m1 := c.members[1]
+	c.mu.Unlock()
+	if term := m1.Status().Term; term >= 99 {
+		t.Errorf("node 1's Raft term is %d after forged entries of term 99: the guard let them through", term)
+	}
 	spoofAddr := vote("2")
 	spoofAddr.Addr = []byte(fmt.Sprintf("127.0.78.3:%d", DefaultRaftPort))
 	if err := rpc(rpcRequestVote, spoofAddr); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {

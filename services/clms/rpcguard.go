@@ -7,10 +7,10 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"strings"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
+	"github.com/locus-ssi/locus/services/ics"
 )
 
 // maxSnapshot bounds a snapshot the guard holds while passing it on: the
@@ -56,9 +56,7 @@ func (g *rpcGuard) Read(p []byte) (int, error) {
 		if g.err != nil {
 			return 0, g.err
 		}
-		if g.err = g.next(); g.err != nil && g.buf.Len() == 0 {
-			return 0, g.err
-		}
+		g.err = g.next()
 	}
 	return g.buf.Read(p)
 }
@@ -73,7 +71,7 @@ func (g *rpcGuard) next() error {
 		if len(certs) == 0 {
 			return g.refuse("no certificate")
 		}
-		n, err := certNode(certs[0].Subject.CommonName)
+		n, err := ics.NodeOf(certs[0])
 		if err != nil {
 			return g.refuse(err.Error())
 		}
@@ -81,11 +79,15 @@ func (g *rpcGuard) next() error {
 		g.ip, _, _ = net.SplitHostPort(g.from)
 		g.dec = codec.NewDecoder(nil, &codec.MsgpackHandle{})
 	}
-	if why, err := readRPC(g.Conn, &g.buf, g.dec, g.node, g.ip); why != "" {
+	// Read whole and checked before the transport gets a byte of it: a
+	// refused request must not reach Raft even in part.
+	var msg bytes.Buffer
+	if why, err := readRPC(g.Conn, &msg, g.dec, g.node, g.ip); why != "" {
 		return g.refuse(why)
 	} else if err != nil {
 		return err
 	}
+	g.buf.Write(msg.Bytes())
 	return nil
 }
 
@@ -158,14 +160,4 @@ func (g *rpcGuard) refuse(why string) error {
 	g.log("raft: refused a peer's RPC", "from", g.from, "node", g.node, "why", why)
 	g.Conn.Close()
 	return fmt.Errorf("clms: raft RPC from %s refused: %s", g.from, why)
-}
-
-// certNode is the node a certificate's CN ("node<N>") names.
-func certNode(cn string) (int, error) {
-	s, ok := strings.CutPrefix(cn, "node")
-	n, err := strconv.Atoi(s)
-	if !ok || err != nil || n < 1 {
-		return 0, fmt.Errorf("certificate %q names no node", cn)
-	}
-	return n, nil
 }
