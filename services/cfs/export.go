@@ -16,9 +16,14 @@ import (
 // Export is a local directory served as a 9P2000.L file tree. It is the
 // p9.Attacher of a Server.
 type Export struct {
-	dir  string
-	root int // O_PATH descriptor of dir
+	dir      string
+	root     int // O_PATH descriptor of dir
+	creators *creators
 }
+
+// nCreators is how many creates may run at once: a create is a few
+// system calls on the exported filesystem.
+const nCreators = 4
 
 // NewExport opens dir for serving. Close releases it.
 func NewExport(dir string) (*Export, error) {
@@ -26,7 +31,12 @@ func NewExport(dir string) (*Export, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cfs: export %s: %w", dir, err)
 	}
-	return &Export{dir: dir, root: fd}, nil
+	c, err := startCreators(nCreators)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("cfs: export %s: %w", dir, err)
+	}
+	return &Export{dir: dir, root: fd, creators: c}, nil
 }
 
 // Dir is the exported directory.
@@ -34,22 +44,39 @@ func (e *Export) Dir() string { return e.dir }
 
 // Close releases the export's root. Files attached before stay usable
 // until their clients clunk them.
-func (e *Export) Close() error { return unix.Close(e.root) }
+func (e *Export) Close() error {
+	e.creators.stop()
+	return unix.Close(e.root)
+}
 
-// Attach implements p9.Attacher: every attach starts at the export's root.
-func (e *Export) Attach() (p9.File, error) {
+// Attach implements p9.Attacher: an attach that names no user is the
+// user nobody's.
+func (e *Export) Attach() (p9.File, error) { return e.AttachUID("", p9.NoUID) }
+
+// nobody is the user of an attach that names none.
+const nobody = 65534
+
+// AttachUID implements p9.UIDAttacher: every attach starts at the
+// export's root, and what is created under it belongs to uid (the Linux
+// client attaches once for each user that uses the mount).
+func (e *Export) AttachUID(_ string, uid p9.UID) (p9.File, error) {
 	fd, err := unix.Openat(e.root, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cfs: attach %s: %w", e.dir, err)
 	}
-	return &file{fd: fd, mode: unix.S_IFDIR}, nil
+	if !uid.Ok() {
+		uid = nobody
+	}
+	return &file{e: e, fd: fd, mode: unix.S_IFDIR, uid: int(uid)}, nil
 }
 
 // file is one fid's file: an O_PATH descriptor of its inode, plus the
 // descriptor opened for I/O once the client opens it.
 type file struct {
+	e    *Export
 	fd   int    // O_PATH|O_NOFOLLOW: names the inode, cannot do I/O
 	mode uint32 // S_IFMT bits, fixed for the inode's life
+	uid  int    // the attaching user: owner of what is created from here
 
 	mu      sync.Mutex
 	io      int // the descriptor opened for I/O, once opened
@@ -73,8 +100,8 @@ func qidOf(st *unix.Stat_t) p9.QID {
 }
 
 // walkOne opens name in the directory dirfd as a new file.
-func walkOne(dirfd int, name string) (*file, p9.QID, *unix.Stat_t, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+func (f *file) walkOne(name string) (*file, p9.QID, *unix.Stat_t, error) {
+	fd, err := unix.Openat(f.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, p9.QID{}, nil, err
 	}
@@ -83,7 +110,7 @@ func walkOne(dirfd int, name string) (*file, p9.QID, *unix.Stat_t, error) {
 		unix.Close(fd)
 		return nil, p9.QID{}, nil, err
 	}
-	return &file{fd: fd, mode: st.Mode & unix.S_IFMT}, qidOf(&st), &st, nil
+	return &file{e: f.e, fd: fd, mode: st.Mode & unix.S_IFMT, uid: f.uid}, qidOf(&st), &st, nil
 }
 
 func (f *file) walk(names []string) ([]p9.QID, *file, *unix.Stat_t, error) {
@@ -97,13 +124,13 @@ func (f *file) walk(names []string) ([]p9.QID, *file, *unix.Stat_t, error) {
 			unix.Close(fd)
 			return nil, nil, nil, err
 		}
-		return nil, &file{fd: fd, mode: f.mode}, &st, nil
+		return nil, &file{e: f.e, fd: fd, mode: f.mode, uid: f.uid}, &st, nil
 	}
 	qids := make([]p9.QID, 0, len(names))
 	cur := f
 	var st *unix.Stat_t
 	for _, name := range names {
-		next, qid, s, err := walkOne(cur.fd, name)
+		next, qid, s, err := cur.walkOne(name)
 		if cur != f {
 			cur.Close()
 		}
@@ -171,11 +198,8 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 			return errno(err)
 		}
 	}
-	if f.isSymlink() {
-		// A symlink has no mode, size or times of its own worth setting.
-		return nil
-	}
-	if valid.Permissions {
+	if valid.Permissions && !f.isSymlink() {
+		// (A symlink's mode is always 0777: Linux has no lchmod.)
 		if err := unix.Fchmodat(unix.AT_FDCWD, f.procPath(), uint32(attr.Permissions)&07777, 0); err != nil {
 			return errno(err)
 		}
@@ -196,7 +220,8 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 		if valid.MTime {
 			ts[1] = timeArg(valid.MTimeNotSystemTime, attr.MTimeSeconds, attr.MTimeNanoSeconds)
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.procPath(), ts, 0); err != nil {
+		// On the inode itself, a symlink's own times included.
+		if err := unix.UtimesNanoAt(f.fd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return errno(err)
 		}
 	}
@@ -359,43 +384,43 @@ func (f *file) Close() error {
 	return err
 }
 
-// created finishes a create: owner and group as the client asked (the
-// kernel client sends the creating process's group; its user is the
-// server's unless given), and a new file for the created inode.
-func (f *file) created(name string, uid p9.UID, gid p9.GID) (*file, p9.QID, error) {
-	u, g := -1, -1
-	if uid.Ok() {
-		u = int(uid)
-	}
+// create runs mk, which makes a new inode named name here, as the
+// caller: the attaching user and the group the client sent (the
+// creating process's, or a setgid directory's; -1 when none was sent).
+// The kernel sets owner, group and mode at once; nothing is changed
+// after. It returns a new file for the inode.
+func (f *file) create(name string, gid p9.GID, mk func() error) (*file, p9.QID, error) {
+	g := -1
 	if gid.Ok() {
 		g = int(gid)
 	}
-	if u != -1 || g != -1 {
-		if err := unix.Fchownat(f.fd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return nil, p9.QID{}, err
-		}
+	if err := f.e.creators.as(f.uid, g, mk); err != nil {
+		return nil, p9.QID{}, errno(err)
 	}
-	nf, qid, _, err := walkOne(f.fd, name)
+	nf, qid, _, err := f.walkOne(name)
 	return nf, qid, err
 }
 
 // Create implements p9.File.Create: a new regular file, opened.
-func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
-	fd, err := unix.Openat(f.fd, name, int(uint32(flags)&openFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Permissions()))
+func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, _ p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
+	fd := -1
+	nf, qid, err := f.create(name, gid, func() (err error) {
+		fd, err = unix.Openat(f.fd, name, int(uint32(flags)&openFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Permissions()))
+		return err
+	})
 	if err != nil {
-		return nil, p9.QID{}, 0, err
-	}
-	nf, qid, err := f.created(name, uid, gid)
-	if err != nil {
-		unix.Close(fd)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 		return nil, p9.QID{}, 0, err
 	}
 	nf.io, nf.opened = fd, true
 	return nf, qid, 0, nil
 }
 
-func (f *file) createdQID(name string, uid p9.UID, gid p9.GID) (p9.QID, error) {
-	nf, qid, err := f.created(name, uid, gid)
+// createQID is create for the inodes that are not opened on creation.
+func (f *file) createQID(name string, gid p9.GID, mk func() error) (p9.QID, error) {
+	nf, qid, err := f.create(name, gid, mk)
 	if err != nil {
 		return p9.QID{}, err
 	}
@@ -404,29 +429,22 @@ func (f *file) createdQID(name string, uid p9.UID, gid p9.GID) (p9.QID, error) {
 }
 
 // Mkdir implements p9.File.Mkdir.
-func (f *file) Mkdir(name string, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.QID, error) {
-	if err := unix.Mkdirat(f.fd, name, uint32(perm.Permissions())); err != nil {
-		return p9.QID{}, err
-	}
-	return f.createdQID(name, uid, gid)
+func (f *file) Mkdir(name string, perm p9.FileMode, _ p9.UID, gid p9.GID) (p9.QID, error) {
+	return f.createQID(name, gid, func() error { return unix.Mkdirat(f.fd, name, uint32(perm.Permissions())) })
 }
 
 // Symlink implements p9.File.Symlink. The target is stored as given and
 // only ever read back by clients.
-func (f *file) Symlink(target, name string, uid p9.UID, gid p9.GID) (p9.QID, error) {
-	if err := unix.Symlinkat(target, f.fd, name); err != nil {
-		return p9.QID{}, err
-	}
-	return f.createdQID(name, uid, gid)
+func (f *file) Symlink(target, name string, _ p9.UID, gid p9.GID) (p9.QID, error) {
+	return f.createQID(name, gid, func() error { return unix.Symlinkat(target, f.fd, name) })
 }
 
 // Mknod implements p9.File.Mknod: device nodes, FIFOs and sockets on the
 // shared root, used by each client on its own.
-func (f *file) Mknod(name string, mode p9.FileMode, major, minor uint32, uid p9.UID, gid p9.GID) (p9.QID, error) {
-	if err := unix.Mknodat(f.fd, name, uint32(mode), int(unix.Mkdev(major, minor))); err != nil {
-		return p9.QID{}, err
-	}
-	return f.createdQID(name, uid, gid)
+func (f *file) Mknod(name string, mode p9.FileMode, major, minor uint32, _ p9.UID, gid p9.GID) (p9.QID, error) {
+	return f.createQID(name, gid, func() error {
+		return unix.Mknodat(f.fd, name, uint32(mode.FileType()|mode.Permissions()), int(unix.Mkdev(major, minor)))
+	})
 }
 
 // Link implements p9.File.Link: a hard link to target named name here.

@@ -52,7 +52,10 @@ type Relay struct {
 	gen    uint64 // counts upstream connections made
 	client *p9.Client
 	conn   net.Conn
-	root   p9.File
+	// roots are the upstream attaches on the current connection, one
+	// for each user the kernel attached as: the server creates files
+	// as the user whose attach they are made under.
+	roots map[p9.UID]p9.File
 	// ready is closed when a new upstream is there (or dialing gave up).
 	ready   chan struct{}
 	dialing bool
@@ -140,9 +143,10 @@ func (r *Relay) Generation() uint64 {
 	return r.gen
 }
 
-// upstream returns the current connection's root and generation,
-// dialing the server (again) if there is none.
-func (r *Relay) upstream() (p9.File, uint64, error) {
+// upstream returns uid's root on the current connection and its
+// generation, dialing the server (again) if there is none and attaching
+// as uid if it has not yet.
+func (r *Relay) upstream(uid p9.UID) (p9.File, uint64, error) {
 	deadline := time.Now().Add(r.patience)
 	for {
 		r.mu.Lock()
@@ -151,7 +155,30 @@ func (r *Relay) upstream() (p9.File, uint64, error) {
 			return nil, 0, linux.EIO
 		}
 		if r.client != nil {
-			root, gen := r.root, r.gen
+			root, gen, client := r.roots[uid], r.gen, r.client
+			r.mu.Unlock()
+			if root != nil {
+				return root, gen, nil
+			}
+			root, err := client.AttachAs("", uid)
+			if isTransport(err) {
+				r.broken(gen, err)
+				continue
+			}
+			if err != nil {
+				return nil, 0, err
+			}
+			r.mu.Lock()
+			if r.gen != gen || r.client == nil {
+				r.mu.Unlock()
+				continue // the connection went meanwhile
+			}
+			if have := r.roots[uid]; have != nil {
+				root.Close() // another call attached first
+				root = have
+			} else {
+				r.roots[uid] = root
+			}
 			r.mu.Unlock()
 			return root, gen, nil
 		}
@@ -194,7 +221,8 @@ func (r *Relay) connect(deadline time.Time) {
 			var client *p9.Client
 			var root p9.File
 			if client, err = p9.NewClient(c, p9.WithMessageSize(relayMsize)); err == nil {
-				if root, err = client.Attach(""); err != nil {
+				// Root's attach proves the server serves us.
+				if root, err = client.AttachAs("", 0); err != nil {
 					client.Close()
 				}
 			} else {
@@ -203,7 +231,7 @@ func (r *Relay) connect(deadline time.Time) {
 			if err == nil {
 				r.mu.Lock()
 				r.gen++
-				r.client, r.conn, r.root = client, c, root
+				r.client, r.conn, r.roots = client, c, map[p9.UID]p9.File{0: root}
 				gen := r.gen
 				r.mu.Unlock()
 				r.log.Info("cfs relay: connected to the CFS server", "addr", c.RemoteAddr().String(), "generation", gen, "after", time.Since(start).Round(time.Millisecond), "attempts", attempt)
@@ -231,7 +259,7 @@ func (r *Relay) broken(gen uint64, err error) {
 	}
 	r.log.Warn("cfs relay: lost the CFS server; reconnecting", "generation", gen, "err", err)
 	r.client.Close()
-	r.client, r.conn, r.root = nil, nil, nil
+	r.client, r.conn, r.roots = nil, nil, nil
 }
 
 // isTransport reports whether err came from the connection rather than
@@ -248,9 +276,16 @@ func isTransport(err error) bool {
 
 type relayAttacher struct{ r *Relay }
 
-// Attach implements p9.Attacher: the kernel's mount attaches to the root.
-func (a relayAttacher) Attach() (p9.File, error) {
-	f := a.r.newFile(nil, "")
+// Attach implements p9.Attacher; the kernel always names its user.
+func (a relayAttacher) Attach() (p9.File, error) { return a.AttachUID("", p9.NoUID) }
+
+// AttachUID implements p9.UIDAttacher: the kernel's mount attaches to
+// the root, once for each user; the relay attaches upstream as the same.
+func (a relayAttacher) AttachUID(_ string, uid p9.UID) (p9.File, error) {
+	if !uid.Ok() {
+		uid = nobody
+	}
+	f := a.r.newFile(nil, "", uid)
 	if _, err := f.current(); err != nil {
 		f.Close()
 		return nil, err
@@ -258,8 +293,8 @@ func (a relayAttacher) Attach() (p9.File, error) {
 	return f, nil
 }
 
-func (r *Relay) newFile(parent *relayFile, name string) *relayFile {
-	f := &relayFile{r: r, parent: parent, name: name}
+func (r *Relay) newFile(parent *relayFile, name string, uid p9.UID) *relayFile {
+	f := &relayFile{r: r, parent: parent, name: name, uid: uid}
 	r.names.Lock()
 	r.files[f] = struct{}{}
 	r.names.Unlock()
@@ -274,6 +309,7 @@ type relayFile struct {
 	// no parent.
 	parent *relayFile
 	name   string
+	uid    p9.UID // the user whose attach f was walked from
 
 	mu     sync.Mutex
 	gen    uint64  // the upstream connection f belongs to
@@ -298,7 +334,7 @@ func (f *relayFile) path() []string {
 // and opening it there first if it was made on an earlier one.
 func (f *relayFile) current() (p9.File, error) {
 	for {
-		root, gen, err := f.r.upstream()
+		root, gen, err := f.r.upstream(f.uid)
 		if err != nil {
 			return nil, err
 		}
@@ -409,7 +445,7 @@ func (f *relayFile) child(name string, uf p9.File, gen uint64) *relayFile {
 		parent, own = f.parent, f.name
 	}
 	f.r.names.RUnlock()
-	c := f.r.newFile(parent, own)
+	c := f.r.newFile(parent, own, f.uid)
 	c.f, c.gen = uf, gen
 	return c
 }

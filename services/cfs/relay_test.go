@@ -71,6 +71,20 @@ func (s *failoverServer) stop() {
 // relayTo starts a relay to addr and attaches a client through it.
 func relayTo(t *testing.T, addr string) (*Relay, p9.File) {
 	t.Helper()
+	r, at := startRelayTo(t, addr)
+	_, root := attach(t, at)
+	return r, root
+}
+
+// relayListener starts a relay to addr and returns where it listens.
+func relayListener(t *testing.T, addr string) string {
+	t.Helper()
+	_, at := startRelayTo(t, addr)
+	return at
+}
+
+func startRelayTo(t *testing.T, addr string) (*Relay, string) {
+	t.Helper()
 	r := NewRelay(func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
@@ -83,14 +97,13 @@ func relayTo(t *testing.T, addr string) (*Relay, p9.File) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx, ln) }()
-	_, root := attach(t, ln.Addr().String())
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("relay Serve: %v", err)
 		}
 	})
-	return r, root
+	return r, ln.Addr().String()
 }
 
 // TestRelayFailover: a client of the relay keeps its open files, its

@@ -30,13 +30,19 @@ import (
 //
 // Note that authentication is not currently supported.
 func (c *Client) Attach(name string) (File, error) {
+	return c.AttachAs(name, UID(os.Geteuid()))
+}
+
+// AttachAs attaches as user uid (Locus: a relay attaches for each user the
+// kernel client attaches as).
+func (c *Client) AttachAs(name string, uid UID) (File, error) {
 	id, ok := c.fidPool.Get()
 	if !ok {
 		return nil, ErrOutOfFIDs
 	}
 
 	rattach := rattach{}
-	if err := c.sendRecv(&tattach{fid: fid(id), Auth: tauth{AttachName: name, Authenticationfid: noFID, UID: UID(os.Geteuid())}}, &rattach); err != nil {
+	if err := c.sendRecv(&tattach{fid: fid(id), Auth: tauth{AttachName: name, Authenticationfid: noFID, UID: uid}}, &rattach); err != nil {
 		c.fidPool.Put(id)
 		return nil, err
 	}

@@ -27,6 +27,15 @@ type Attacher interface {
 	Attach() (File, error)
 }
 
+// UIDAttacher is an Attacher told who attaches (Locus): the server calls
+// AttachUID instead of Attach with the Tattach's user name and numeric
+// user id, which the Linux client sends for every user it attaches as
+// (access=user and access=client, 9P2000.L's default).
+type UIDAttacher interface {
+	Attacher
+	AttachUID(uname string, uid UID) (File, error)
+}
+
 // File is a set of operations corresponding to a single node.
 //
 // Note that on the server side, the server logic places constraints on

@@ -247,7 +247,13 @@ func (t *tattach) handle(cs *connState) message {
 	}
 
 	// Do the attach on the root.
-	sf, err := cs.server.attacher.Attach()
+	var sf File
+	var err error
+	if ua, ok := cs.server.attacher.(UIDAttacher); ok {
+		sf, err = ua.AttachUID(t.Auth.UserName, t.Auth.UID)
+	} else {
+		sf, err = cs.server.attacher.Attach()
+	}
 	if err != nil {
 		return newErr(err)
 	}

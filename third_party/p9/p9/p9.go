@@ -147,9 +147,15 @@ const (
 	// Sticky is a mode bit indicating sticky directories.
 	Sticky FileMode = 01000
 
+	// SetUID and SetGID are the set-user-ID and set-group-ID bits.
+	SetUID FileMode = 04000
+	SetGID FileMode = 02000
+
 	// permissionsMask is the mask to apply to FileModes for permissions. It
-	// includes rwx bits for user, group and others, and sticky bit.
-	permissionsMask FileMode = 01777
+	// includes rwx bits for user, group and others, and the setuid, setgid
+	// and sticky bits. (Locus: upstream's 01777 dropped setuid and setgid
+	// from every create and chmod on the wire.)
+	permissionsMask FileMode = 07777
 )
 
 // QIDType is the most significant byte of the FileMode word, to be used as the
