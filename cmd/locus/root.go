@@ -55,7 +55,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 		{groupBuild, newImageCmd(e)}, {groupBuild, newInstallCmd(e)}, {groupBuild, newNetbootCmd(e)},
 		{groupCluster, newClusterCmd(e)}, {groupCluster, newRunLevelCmd(e)}, {groupCluster, newShutdownCmd(e)}, {groupCluster, newProbeCmd(e)},
 		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)},
-		{groupNode, newNodeCmd(e)},
+		{groupNode, newNodeCmd(e)}, {groupNode, newFSCmd(e)},
 		{groupQEMU, newQemuCmd(e)},
 	} {
 		c.cmd.GroupID = c.group

@@ -588,3 +588,24 @@ func TestPrivilegedPort(t *testing.T) {
 	}
 	cl.Close()
 }
+
+// TestDropFrom: the connections of a node taken Down close at once; a
+// write sent after that reaches nothing.
+func TestDropFrom(t *testing.T) {
+	addr, export, s := serve(t, nil)
+	_, root := attach(t, addr)
+	writeFile(t, root, "before", []byte("x"))
+	if n := s.DropFrom(netip.MustParseAddr("127.0.0.1")); n != 1 {
+		t.Fatalf("DropFrom closed %d connections; want 1", n)
+	}
+	_, d, err := root.Walk(nil)
+	if err == nil {
+		_, _, _, err = d.Create("after", p9.WriteOnly, 0o644, p9.NoUID, p9.NoGID)
+	}
+	if err == nil {
+		t.Fatalf("a create after DropFrom succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(export, "after")); err == nil {
+		t.Errorf("a file was created by a dropped connection")
+	}
+}

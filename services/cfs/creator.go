@@ -31,7 +31,10 @@ type creators struct {
 
 type createJob struct {
 	uid, gid int
-	do       func() error
+	// caps keeps the thread's capabilities (a create); without, the
+	// call is checked as the user's own (a write that must clear setuid).
+	caps bool
+	do   func() error
 	done     chan error
 }
 
@@ -71,20 +74,31 @@ func (c *creators) run() {
 	unix.Umask(0)
 	c.ready <- nil
 	for j := range c.jobs {
-		j.done <- asCaller(j.uid, j.gid, j.do)
+		j.done <- asCaller(j.uid, j.gid, j.caps, j.do)
 	}
 }
 
-// as runs do on a creator thread as uid and gid (-1: the daemon's own).
+// as runs do on a creator thread as uid and gid (-1: the daemon's own),
+// with the daemon's capabilities.
 func (c *creators) as(uid, gid int, do func() error) error {
-	done := make(chan error, 1)
-	c.jobs <- createJob{uid: uid, gid: gid, do: do, done: done}
-	return <-done
+	return c.run1(createJob{uid: uid, gid: gid, caps: true, do: do})
+}
+
+// asUser runs do on a creator thread as uid alone, without capabilities:
+// the kernel treats it as that user's call in every respect.
+func (c *creators) asUser(uid int, do func() error) error {
+	return c.run1(createJob{uid: uid, gid: -1, do: do})
+}
+
+func (c *creators) run1(j createJob) error {
+	j.done = make(chan error, 1)
+	c.jobs <- j
+	return <-j.done
 }
 
 // asCaller runs do with the thread's filesystem ids set to uid and gid,
-// capabilities kept, and puts them back after.
-func asCaller(uid, gid int, do func() error) error {
+// capabilities kept if caps, and puts them back after.
+func asCaller(uid, gid int, caps bool, do func() error) error {
 	if unix.Geteuid() != 0 {
 		return do() // (tests as a user: everything is that user's)
 	}
@@ -101,8 +115,10 @@ func asCaller(uid, gid int, do func() error) error {
 		defer setfsid(unix.SetfsuidRetUid, 0)
 		// A filesystem uid other than 0 takes the filesystem
 		// capabilities out of the effective set; put them back.
-		if err := raiseCaps(); err != nil {
-			return err
+		if caps {
+			if err := raiseCaps(); err != nil {
+				return err
+			}
 		}
 	}
 	return do()

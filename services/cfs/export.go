@@ -303,6 +303,27 @@ func (f *file) WriteAt(p []byte, offset int64) (int, error) {
 		return 0, err
 	}
 	f.written.Store(true)
+	if f.uid != 0 && f.mode == unix.S_IFREG && setID(fd) {
+		// A user's write clears setuid and setgid: the kernel does it
+		// when the write is that user's, not the server's.
+		var n int
+		err := f.e.creators.asUser(f.uid, func() (err error) { n, err = pwriteAll(fd, p, offset); return })
+		return n, err
+	}
+	return pwriteAll(fd, p, offset)
+}
+
+// setID reports whether the file open at fd is setuid, or setgid and
+// group-executable: the modes a user's write clears.
+func setID(fd int) bool {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return false
+	}
+	return st.Mode&unix.S_ISUID != 0 || st.Mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP
+}
+
+func pwriteAll(fd int, p []byte, offset int64) (int, error) {
 	n := 0
 	for n < len(p) {
 		m, err := unix.Pwrite(fd, p[n:], offset+int64(n))

@@ -162,3 +162,33 @@ func TestSetAttr(t *testing.T) {
 		t.Errorf("symlink times %v %v; want 1000.123456789 2000.987654321", st.Atim, st.Mtim)
 	}
 }
+
+// TestUserWriteClearsSetID: a user's write to a setuid file clears
+// setuid and setgid, as on a local filesystem; root's keeps them.
+func TestUserWriteClearsSetID(t *testing.T) {
+	needRoot(t)
+	addr, export, _ := serve(t, nil)
+	path := filepath.Join(export, "f")
+	for _, c := range []struct {
+		uid  p9.UID
+		want uint32
+	}{{65534, 0o777}, {0, 0o6777}} {
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(path, 0o6777); err != nil {
+			t.Fatal(err)
+		}
+		f := walk(t, attachAs(t, addr, c.uid), "f")
+		if _, _, err := f.Open(p9.WriteOnly); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("x"), 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if st := lstat(t, path); st.Mode&07777 != c.want {
+			t.Errorf("after a write by uid %d the mode is %#o; want %#o", c.uid, st.Mode&07777, c.want)
+		}
+	}
+}

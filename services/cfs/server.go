@@ -121,6 +121,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// DropFrom closes every connection from addr: a node taken Down (fenced
+// or not) loses its connections at once, so nothing more it sends is
+// written; its requests in flight end with the connection. It returns
+// how many it closed.
+func (s *Server) DropFrom(addr netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if remoteAddrPort(c).Addr() == addr.Unmap() {
+			c.Close()
+			delete(s.conns, c)
+			n++
+		}
+	}
+	return n
+}
+
 // Clients is the number of connected clients.
 func (s *Server) Clients() int {
 	s.mu.Lock()

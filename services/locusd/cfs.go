@@ -190,6 +190,20 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 		// Only root on an admitted node: the kernel client mounts with
 		// privport, relays dial from a reserved port.
 		srv.RequirePrivilegedPort()
+		// A node taken Down, fenced or not, writes nothing more: its
+		// connections close as the transition is applied.
+		m.OnTransition(func(t clms.Transition) {
+			if t.State != clms.Down {
+				return
+			}
+			addr, ok := nodeAddr(m.Status(), t.Node)
+			if !ok {
+				return
+			}
+			if n := srv.DropFrom(addr); n > 0 {
+				cfg.Log.Warn("cfs: closed the connections of a Down node", "node", t.Node, "addr", addr.String(), "connections", n, "transition", t.ID)
+			}
+		})
 	}
 	cfg.Log.Info("cfs: serving the shared root", "export", dir, "addr", ln.Addr().String())
 	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceCFS, Detail: ln.Addr().String()})
