@@ -21,6 +21,7 @@ import (
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/internal/atomicfile"
+	"github.com/locus-ssi/locus/internal/userland"
 )
 
 // Paths inside the image that init and locusd read.
@@ -197,6 +198,9 @@ func Overlay(o Options) ([]byte, []images.Module, error) {
 	file(LocusPath, locusBin, 0o755)
 	add(cpio.Symlink("init", LocusPath))
 	add(cpio.Symlink("bin/cluster", "locus"))
+	for _, name := range userland.Names() {
+		add(cpio.Symlink("bin/"+name, "locus"))
+	}
 	var order bytes.Buffer
 	for _, m := range mods {
 		data, err := os.ReadFile(filepath.Join(o.Kernel.ModulesDir, m.Path))

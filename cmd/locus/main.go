@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/locus-ssi/locus/initramfs/pid1"
+	"github.com/locus-ssi/locus/internal/userland"
 )
 
 func main() {
@@ -18,6 +19,18 @@ func main() {
 		pid1.Main() // never returns
 	}
 	args := os.Args[1:]
+	if applet, ok := userland.Applets()[filepath.Base(os.Args[0])]; ok {
+		// useradd, su, chown, chgrp, stat: the minimal root's own.
+		if err := applet(args, os.Stdout, os.Stderr); err != nil {
+			var ee userland.ExitError
+			if errors.As(err, &ee) {
+				os.Exit(ee.Code)
+			}
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if filepath.Base(os.Args[0]) == "cluster" {
 		// openSSI's cluster command: `cluster` is `locus cluster status`,
 		// `cluster events` is `locus cluster events`.
