@@ -67,7 +67,7 @@ func (e *Export) AttachUID(_ string, uid p9.UID) (p9.File, error) {
 	if !uid.Ok() {
 		uid = nobody
 	}
-	return &file{e: e, fd: fd, mode: unix.S_IFDIR, uid: int(uid)}, nil
+	return &file{e: e, fd: fd, mode: unix.S_IFDIR, uid: int(uid), gen: generation(fd)}, nil
 }
 
 // file is one fid's file: an O_PATH descriptor of its inode, plus the
@@ -77,6 +77,7 @@ type file struct {
 	fd   int    // O_PATH|O_NOFOLLOW: names the inode, cannot do I/O
 	mode uint32 // S_IFMT bits, fixed for the inode's life
 	uid  int    // the attaching user: owner of what is created from here
+	gen  uint32 // the inode's generation (QID version)
 
 	mu      sync.Mutex
 	io      int // the descriptor opened for I/O, once opened
@@ -95,8 +96,33 @@ func (f *file) procPath() string { return "/proc/self/fd/" + strconv.Itoa(f.fd) 
 
 func (f *file) isSymlink() bool { return f.mode == unix.S_IFLNK }
 
-func qidOf(st *unix.Stat_t) p9.QID {
-	return p9.QID{Type: p9.FileMode(st.Mode).QIDType(), Path: st.Ino}
+// qidOf is the QID of the inode st describes, whose generation is gen:
+// path the inode number, version its generation, so that a name that
+// now holds another inode (one that reused the number, even) never
+// passes for the file a client had.
+func qidOf(st *unix.Stat_t, gen uint32) p9.QID {
+	return p9.QID{Type: p9.FileMode(st.Mode).QIDType(), Path: st.Ino, Version: gen}
+}
+
+// generation is the inode generation of the file fd names, read from its
+// file handle (name_to_handle_at needs no privilege and takes an O_PATH
+// descriptor): ext4's handles are inode number then generation. Other
+// filesystems' handles are hashed into one; 0 when there is none.
+func generation(fd int) uint32 {
+	h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		return 0
+	}
+	b := h.Bytes()
+	const fileidIno32Gen, fileidIno32GenParent = 1, 2
+	if t := h.Type(); (t == fileidIno32Gen || t == fileidIno32GenParent) && len(b) >= 8 {
+		return binary.NativeEndian.Uint32(b[4:8])
+	}
+	x := uint32(2166136261) // FNV-1a
+	for _, c := range b {
+		x = (x ^ uint32(c)) * 16777619
+	}
+	return x
 }
 
 // walkOne opens name in the directory dirfd as a new file.
@@ -110,7 +136,8 @@ func (f *file) walkOne(name string) (*file, p9.QID, *unix.Stat_t, error) {
 		unix.Close(fd)
 		return nil, p9.QID{}, nil, err
 	}
-	return &file{e: f.e, fd: fd, mode: st.Mode & unix.S_IFMT, uid: f.uid}, qidOf(&st), &st, nil
+	nf := &file{e: f.e, fd: fd, mode: st.Mode & unix.S_IFMT, uid: f.uid, gen: generation(fd)}
+	return nf, qidOf(&st, nf.gen), &st, nil
 }
 
 func (f *file) walk(names []string) ([]p9.QID, *file, *unix.Stat_t, error) {
@@ -124,7 +151,7 @@ func (f *file) walk(names []string) ([]p9.QID, *file, *unix.Stat_t, error) {
 			unix.Close(fd)
 			return nil, nil, nil, err
 		}
-		return nil, &file{e: f.e, fd: fd, mode: f.mode, uid: f.uid}, &st, nil
+		return nil, &file{e: f.e, fd: fd, mode: f.mode, uid: f.uid, gen: f.gen}, &st, nil
 	}
 	qids := make([]p9.QID, 0, len(names))
 	cur := f
@@ -181,7 +208,7 @@ func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, err
 	}
 	mask, attr := attrOf(&st)
-	return qidOf(&st), mask, attr, nil
+	return qidOf(&st, f.gen), mask, attr, nil
 }
 
 // SetAttr implements p9.File.SetAttr: chmod, chown, truncate, utimes.
@@ -258,7 +285,7 @@ func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
 	f.mu.Lock()
 	f.io, f.opened = fd, true
 	f.mu.Unlock()
-	return qidOf(&st), 0, nil
+	return qidOf(&st, f.gen), 0, nil
 }
 
 func (f *file) ioFD() (int, error) {

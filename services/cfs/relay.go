@@ -316,8 +316,31 @@ type relayFile struct {
 	f      p9.File // the upstream fid, nil when not yet walked
 	opened bool
 	flags  p9.OpenFlags
-	gone   bool // unlinked: it cannot be found again by name
+	gone   bool // unlinked or replaced: it cannot be found again by name
+	// qid is the file's identity as the server first named it (inode and
+	// generation); known is false for the root, which is always itself.
+	qid   p9.QID
+	known bool
+	// locks are the POSIX lock calls granted through f, in order: played
+	// again on a new server they give the same locks. lost is set when
+	// that failed (another node took a conflicting lock meanwhile) or
+	// there were too many to keep: f then answers EIO, as NFS does for
+	// a lock it could not reclaim.
+	locks []lockCall
+	lost  bool
 }
+
+// lockCall is one granted Tlock.
+type lockCall struct {
+	typ           p9.LockType
+	start, length uint64
+	pid           int
+	client        string
+}
+
+// maxLockCalls bounds the lock calls kept for one fid; a whole-file
+// unlock forgets them all.
+const maxLockCalls = 4096
 
 // path is the file's names from the root.
 func (f *relayFile) path() []string {
@@ -348,12 +371,37 @@ func (f *relayFile) current() (p9.File, error) {
 			f.mu.Unlock()
 			return nil, linux.ESTALE
 		}
-		_, uf, err := root.Walk(f.path())
+		if f.lost {
+			f.mu.Unlock()
+			return nil, linux.EIO
+		}
+		qids, uf, err := root.Walk(f.path())
+		if err == nil && f.known && len(qids) > 0 {
+			if q := qids[len(qids)-1]; q.Path != f.qid.Path || q.Version != f.qid.Version || q.Type != f.qid.Type {
+				// Another node renamed or created a different file onto
+				// the name meanwhile (an editor's atomic save): this fid
+				// must not go on in that one.
+				uf.Close()
+				f.gone = true
+				f.mu.Unlock()
+				f.r.log.Warn("cfs relay: a file open here was replaced on the server during the failover; its descriptors answer ESTALE", "path", "/"+joinPath(f.path()), "inode", f.qid.Path, "now", q.Path)
+				return nil, linux.ESTALE
+			}
+		}
 		if err == nil && f.opened {
 			// Never truncate again what was written since.
 			if _, _, err = uf.Open(f.flags &^ p9.OpenFlags(unix.O_TRUNC)); err != nil {
 				uf.Close()
 			}
+		}
+		if err == nil && len(f.locks) > 0 {
+			if err = f.relock(uf); err != nil {
+				uf.Close()
+			}
+		}
+		if err == linux.EIO {
+			f.mu.Unlock()
+			return nil, err
 		}
 		if isTransport(err) {
 			f.mu.Unlock()
@@ -372,6 +420,22 @@ func (f *relayFile) current() (p9.File, error) {
 		f.mu.Unlock()
 		return uf, nil
 	}
+}
+
+// relock takes f's POSIX locks again on a new server's fid uf (f.mu held).
+func (f *relayFile) relock(uf p9.File) error {
+	for _, l := range f.locks {
+		st, err := uf.Lock(l.pid, l.typ, 0, l.start, l.length, l.client)
+		if isTransport(err) {
+			return err
+		}
+		if err != nil || st != p9.LockStatusOK {
+			f.lost = true
+			f.r.log.Error("cfs relay: a POSIX lock held through a file could not be taken again on the new server; the file answers EIO", "path", "/"+joinPath(f.path()), "start", l.start, "length", l.length, "status", st, "err", err)
+			return linux.EIO
+		}
+	}
+	return nil
 }
 
 func joinPath(names []string) string {
@@ -437,8 +501,9 @@ func (f *relayFile) do2(other p9.File, op func(uf, uo p9.File) error) error {
 	}
 }
 
-// child makes the relayFile for upstream fid uf, walked from f.
-func (f *relayFile) child(name string, uf p9.File, gen uint64) *relayFile {
+// child makes the relayFile for upstream fid uf, walked from f; qids
+// are what the walk answered (none for a clone, which is f's file).
+func (f *relayFile) child(name string, uf p9.File, gen uint64, qids []p9.QID) *relayFile {
 	f.r.names.RLock()
 	parent, own := f, name
 	if name == "" { // a clone: same place as f
@@ -447,6 +512,13 @@ func (f *relayFile) child(name string, uf p9.File, gen uint64) *relayFile {
 	f.r.names.RUnlock()
 	c := f.r.newFile(parent, own, f.uid)
 	c.f, c.gen = uf, gen
+	if len(qids) > 0 {
+		c.qid, c.known = qids[len(qids)-1], true
+	} else {
+		f.mu.Lock()
+		c.qid, c.known = f.qid, f.known
+		f.mu.Unlock()
+	}
 	return c
 }
 
@@ -462,7 +534,7 @@ func (f *relayFile) Walk(names []string) ([]p9.QID, p9.File, error) {
 		if err != nil {
 			return err
 		}
-		qids, child = q, f.child(first(names), nf, f.genOf())
+		qids, child = q, f.child(first(names), nf, f.genOf(), q)
 		return nil
 	})
 	if err != nil {
@@ -500,7 +572,7 @@ func (f *relayFile) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask,
 		if err != nil {
 			return err
 		}
-		qids, child, mask, attr = q, f.child(first(names), nf, f.genOf()), m, a
+		qids, child, mask, attr = q, f.child(first(names), nf, f.genOf(), q), m, a
 		return nil
 	})
 	if err != nil {
@@ -604,9 +676,24 @@ func (f *relayFile) FSync() error {
 	return f.do(func(uf p9.File) error { return uf.FSync() })
 }
 
-// Lock implements p9.File.Lock.
+// Lock implements p9.File.Lock. What the server grants is kept, to be
+// taken again after a failover.
 func (f *relayFile) Lock(pid int, t p9.LockType, flags p9.LockFlags, start, length uint64, client string) (st p9.LockStatus, err error) {
 	err = f.do(func(uf p9.File) (err error) { st, err = uf.Lock(pid, t, flags, start, length, client); return })
+	if err != nil || st != p9.LockStatusOK {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case t == p9.Unlock && start == 0 && length == 0:
+		f.locks = nil // nothing is held through f any more
+	case len(f.locks) >= maxLockCalls:
+		f.lost = true
+		f.r.log.Error("cfs relay: too many POSIX lock calls on one file to take them again after a failover; it will answer EIO after one", "path", "/"+joinPath(f.path()))
+	default:
+		f.locks = append(f.locks, lockCall{typ: t, start: start, length: length, pid: pid, client: client})
+	}
 	return
 }
 
@@ -629,7 +716,7 @@ func (f *relayFile) Create(name string, flags p9.OpenFlags, perm p9.FileMode, ui
 			dir.Close()
 			return err
 		}
-		child, q, iounit = f.child(name, nf, f.genOf()), qid, io
+		child, q, iounit = f.child(name, nf, f.genOf(), []p9.QID{qid}), qid, io
 		child.opened, child.flags = true, flags
 		return nil
 	})

@@ -290,3 +290,82 @@ func TestRelayXattrs(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayReplacedFile: a file open through the relay that another node
+// replaces by rename while the server fails over answers ESTALE after
+// it; nothing is written into the file now under its name.
+func TestRelayReplacedFile(t *testing.T) {
+	srv := newFailoverServer(t)
+	_, root := relayTo(t, srv.addr)
+	writeFile(t, root, "doc", []byte("old"))
+	f := walk(t, root, "doc")
+	if _, _, err := f.Open(p9.ReadWrite); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop()
+	// The editor's atomic save, done on another node meanwhile.
+	path := filepath.Join(srv.export, "doc")
+	if err := os.WriteFile(path+".new", []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	srv.start(nil)
+	if _, err := f.WriteAt([]byte("XXX"), 0); !errors.Is(err, linux.ESTALE) {
+		t.Errorf("a write to the replaced file after the failover: %v; want ESTALE", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "new" {
+		t.Errorf("the file now under the name holds %q; want \"new\"", got)
+	}
+	// The name itself works: a new walk finds the new file.
+	if got := readFile(t, root, "doc"); string(got) != "new" {
+		t.Errorf("reading the name again gives %q", got)
+	}
+}
+
+// TestRelayLocksFailover: a POSIX lock taken through the relay is taken
+// again on the new server; if another client took a conflicting one
+// meanwhile, the holder's file answers EIO instead of the lock being
+// silently gone.
+func TestRelayLocksFailover(t *testing.T) {
+	srv := newFailoverServer(t)
+	_, root := relayTo(t, srv.addr)
+	writeFile(t, root, "kept", []byte("x"))
+	writeFile(t, root, "lost", []byte("x"))
+	lockThrough := func(name string) p9.File {
+		f := walk(t, root, name)
+		if _, _, err := f.Open(p9.ReadWrite); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := f.Lock(7, p9.WriteLock, 0, 0, 0, "node2"); err != nil || st != p9.LockStatusOK {
+			t.Fatalf("lock %s: %v %v", name, st, err)
+		}
+		return f
+	}
+	kept, lost := lockThrough("kept"), lockThrough("lost")
+	srv.stop()
+	srv.start(nil)
+	// Another node, straight to the new server, before the relay comes back.
+	_, other := attach(t, srv.addr)
+	o := walk(t, other, "lost")
+	if _, _, err := o.Open(p9.ReadWrite); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := o.Lock(9, p9.WriteLock, 0, 0, 0, "node3"); err != nil || st != p9.LockStatusOK {
+		t.Fatalf("the other node's lock: %v %v", st, err)
+	}
+	if _, err := kept.WriteAt([]byte("y"), 0); err != nil {
+		t.Fatalf("write to the file whose lock was kept: %v", err)
+	}
+	o2 := walk(t, other, "kept")
+	if _, _, err := o2.Open(p9.ReadWrite); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := o2.Lock(9, p9.WriteLock, 0, 0, 0, "node3"); err != nil || st != p9.LockStatusBlocked {
+		t.Errorf("another node's lock on the file locked before the failover: %v %v; want blocked", st, err)
+	}
+	if _, err := lost.WriteAt([]byte("y"), 0); !errors.Is(err, linux.EIO) {
+		t.Errorf("write to the file whose lock was taken meanwhile: %v; want EIO", err)
+	}
+}
