@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Spec is a cluster spec, the contents of locus.yaml.
@@ -226,6 +227,27 @@ type CFSRoot struct {
 	// standby: the last address of the interconnect's lower half (below
 	// the netboot pool).
 	Address string `yaml:"address" json:"address,omitempty"`
+	// Patience is how long a node's calls on the shared root wait for
+	// the CFS service to come back (its server failing over) before
+	// they fail with EIO: "hard" (the default) waits as long as it
+	// takes, as an NFS hard mount does, saying so on the console; a
+	// duration such as "2m" is a soft mount's limit.
+	Patience string `yaml:"patience" json:"patience,omitempty"`
+}
+
+// PatienceHard is root.cfs.patience's default: wait for the server.
+const PatienceHard = "hard"
+
+// Wait is root.cfs.patience as a duration, 0 for hard.
+func (c CFSRoot) Wait() (time.Duration, error) {
+	if c.Patience == "" || c.Patience == PatienceHard {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.Patience)
+	if err != nil || d < time.Second {
+		return 0, fmt.Errorf("%q is not %q or a duration of a second or more (e.g. 2m)", c.Patience, PatienceHard)
+	}
+	return d, nil
 }
 
 // NFSRoot is an NFS export used as the shared root.
@@ -765,6 +787,9 @@ func (s *Spec) validateSource(bad func(key, format string, args ...any)) {
 	}
 	if r.CFS.Standby < 0 || r.CFS.Standby == 1 {
 		bad("root.cfs.standby", "%d must be another node than node 1, the server (or 0: no standby)", r.CFS.Standby)
+	}
+	if _, err := r.CFS.Wait(); err != nil {
+		bad("root.cfs.patience", "%v", err)
 	}
 	if r.CFS.Address != "" {
 		a, err := netip.ParseAddr(r.CFS.Address)

@@ -44,8 +44,9 @@ type Relay struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	log  *slog.Logger
 	p9   *p9.Server // serves the kernel's connections
-	// Patience is how long a call waits for the server to come back
-	// before it fails with EIO.
+	// patience is how long a call waits for the server to come back
+	// before it fails with EIO; 0 waits as long as it takes (a hard
+	// mount).
 	patience time.Duration
 
 	mu     sync.Mutex
@@ -74,12 +75,15 @@ func NewRelay(dial func(ctx context.Context) (net.Conn, error), log *slog.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Relay{dial: dial, log: log, patience: 2 * time.Minute, files: map[*relayFile]struct{}{}}
+	r := &Relay{dial: dial, log: log, files: map[*relayFile]struct{}{}}
 	r.p9 = p9.NewServer(relayAttacher{r}, p9.WithServerLogger(slogPrintf{log}))
 	return r
 }
 
-// SetPatience sets how long a call waits for the server to come back.
+// SetPatience sets how long a call waits for the server to come back;
+// 0 (the default) is as long as it takes, as NFS's hard mounts: a
+// process whose root is the shared root dies of EIO, so giving up is
+// for those who asked for it.
 func (r *Relay) SetPatience(d time.Duration) { r.patience = d }
 
 // Serve serves the kernel's connections on ln (loopback) until ctx ends.
@@ -147,7 +151,10 @@ func (r *Relay) Generation() uint64 {
 // generation, dialing the server (again) if there is none and attaching
 // as uid if it has not yet.
 func (r *Relay) upstream(uid p9.UID) (p9.File, uint64, error) {
-	deadline := time.Now().Add(r.patience)
+	var deadline time.Time // none
+	if r.patience > 0 {
+		deadline = time.Now().Add(r.patience)
+	}
 	for {
 		r.mu.Lock()
 		if r.closed {
@@ -199,17 +206,27 @@ func (r *Relay) upstream(uid p9.UID) (p9.File, uint64, error) {
 	}
 }
 
-// connect dials until a server answers or the deadline passes.
+// connect dials until a server answers or the deadline (if any) passes,
+// saying every so often that it still waits.
 func (r *Relay) connect(deadline time.Time) {
 	start := time.Now()
+	say := start.Add(3 * time.Second)
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		r.mu.Lock()
 		closed := r.closed
 		r.mu.Unlock()
-		if closed || time.Now().After(deadline) {
-			r.log.Error("cfs relay: no CFS server", "tried", attempt-1, "for", time.Since(start).Round(time.Millisecond), "err", lastErr)
+		if closed || (!deadline.IsZero() && time.Now().After(deadline)) {
+			r.log.Error("cfs relay: no CFS server; calls on the shared root fail with EIO", "tried", attempt-1, "for", time.Since(start).Round(time.Millisecond), "err", lastErr)
 			break
+		}
+		if time.Now().After(say) {
+			limit := "as long as it takes (root.cfs.patience: hard)"
+			if !deadline.IsZero() {
+				limit = "until " + deadline.Format(time.TimeOnly)
+			}
+			r.log.Warn("cfs relay: the shared root's server does not answer; processes using / wait "+limit, "waiting", time.Since(start).Round(time.Second), "attempts", attempt-1, "err", lastErr)
+			say = time.Now().Add(10 * time.Second)
 		}
 		// Short attempts: right after a takeover the first SYN may go
 		// to the dead server's MAC (until the standby's gratuitous ARP),

@@ -250,6 +250,7 @@ func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 		}
 		return c, nil
 	}, cfg.Log.With("svc", "cfs-relay"))
+	relay.SetPatience(cfg.CFSPatience)
 	// The socket's directory is root's alone: only root on this node
 	// reaches the shared root through the relay.
 	ln, err := privsock.Listen(cfg.CFSRelay)

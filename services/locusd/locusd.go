@@ -86,6 +86,9 @@ type Config struct {
 	// service at CFSService from this node's address CFSLocal, and dials
 	// again when the serving node goes Down.
 	CFSRelay string
+	// CFSPatience is how long the relay's calls wait for the CFS server
+	// to come back before failing (0: as long as it takes).
+	CFSPatience time.Duration
 	CFSLocal netip.Addr
 	// CFSServer is the node that serves CFS at boot (node 1).
 	CFSServer int

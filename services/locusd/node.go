@@ -100,6 +100,9 @@ func configureHACFS(cfg *Config, spec *clusterspec.Spec, mc *clms.Config) error 
 	cfg.CFSService, cfg.CFSIface, cfg.CFSServer = svc, iface, 1
 	if mc.Node != 1 {
 		cfg.CFSRelay, cfg.CFSLocal = cfs.RelaySocket, local
+		if cfg.CFSPatience, err = spec.Root.CFS.Wait(); err != nil {
+			return fmt.Errorf("locusd: root.cfs.patience: %w", err)
+		}
 	}
 	if mc.Node == spec.Root.CFS.Standby {
 		cfg.CFSTakeover, cfg.CFSTakeoverDir = layout.RootName, CFSTakeoverDir
