@@ -32,6 +32,8 @@ type daemons struct {
 	procs map[int]*exec.Cmd
 	// profile, if set, is the daemons' timing profile (default: auto).
 	profile string
+	// extra are more flags for a node's daemon.
+	extra map[int][]string
 }
 
 func addr(n int) string { return fmt.Sprintf("127.0.77.%d", n) }
@@ -62,6 +64,7 @@ func (d *daemons) start(n int) {
 	if n == 1 {
 		args = append(args, "--bootstrap", "--data-dir", filepath.Join(d.dir, "node1-state"))
 	}
+	args = append(args, d.extra[n]...)
 	cmd := exec.Command(d.bin, args...)
 	log, _ := os.Create(filepath.Join(d.dir, fmt.Sprintf("node%d.log", n)))
 	cmd.Stdout, cmd.Stderr = log, log
@@ -351,14 +354,6 @@ func TestLoneStallIsNotFenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transitionOf := func(st clms.Status, n int) (clms.State, uint64) {
-		for _, r := range st.Nodes {
-			if r.Node == n {
-				return r.State, r.Transition
-			}
-		}
-		return clms.NeverUp, 0
-	}
 	_, t4 := transitionOf(before, 4)
 	p4 := d.procs[4].Process
 	for _, stall := range []time.Duration{300 * time.Millisecond, 800 * time.Millisecond} {
@@ -420,4 +415,14 @@ func TestLoneStallIsNotFenced(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// transitionOf is node n's state and transition in st.
+func transitionOf(st clms.Status, n int) (clms.State, uint64) {
+	for _, r := range st.Nodes {
+		if r.Node == n {
+			return r.State, r.Transition
+		}
+	}
+	return clms.NeverUp, 0
 }
