@@ -105,7 +105,10 @@ func Build(ctx context.Context, o Options, out string) error {
 	rootMiB := max(128, treeSize*4/3/mib+64)
 	rootImg := filepath.Join(work, "root.ext4")
 	fmt.Fprintf(o.Progress, "disk: root filesystem: %d files, %d MiB\n", files, treeSize/mib)
-	if err := mkfsExt4(ctx, rootImg, layout.RootName, tree, rootMiB, max(16384, 2*files)); err != nil {
+	// The root partition may be the shared root, on a disk that the
+	// HA-CFS standby sees too: multi-mount protection keeps a second
+	// node from mounting it read-write while one has it (services/cfs).
+	if err := mkfsExt4(ctx, rootImg, layout.RootName, tree, rootMiB, max(16384, 2*files), "-O", "mmp", "-E", "mmp_update_interval=5"); err != nil {
 		return err
 	}
 	stateImg := filepath.Join(work, "state.ext4")
@@ -206,9 +209,9 @@ func MakeUKI(ctx context.Context, kernel, initrd, cmdline, out string) error {
 }
 
 // mkfsExt4 makes an ext4 image of sizeMiB labelled label, filled from dir
-// (if any), and checks it.
-func mkfsExt4(ctx context.Context, img, label, dir string, sizeMiB, inodes int64) error {
-	args := []string{"-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0"}
+// (if any), with more mkfs.ext4 options, and checks it.
+func mkfsExt4(ctx context.Context, img, label, dir string, sizeMiB, inodes int64, more ...string) error {
+	args := append([]string{"-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0"}, more...)
 	if inodes > 0 {
 		args = append(args, "-N", fmt.Sprint(inodes))
 	}

@@ -2,16 +2,15 @@ package pid1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/ics"
@@ -36,9 +35,7 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := n.checkNotFailedOver(ctx); err != nil {
-		return err
-	}
+	n.checkNotFailedOver(ctx, rootDev)
 	stateDev, err := layout.WaitPartition(ctx, layout.StateName, 20*time.Second)
 	if err != nil {
 		return err
@@ -48,6 +45,9 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 		{stateDev, stateMount, "ext4", unix.MS_NODEV | unix.MS_NOSUID, ""},
 	} {
 		if err := mountAll([]mount{m}); err != nil {
+			if m.source == rootDev {
+				return n.mountFailedOver(rootDev, fmt.Errorf("init node: %w", err))
+			}
 			return fmt.Errorf("init node: %w", err)
 		}
 	}
@@ -57,43 +57,50 @@ func (n *Node) mountInitDisk(ctx context.Context) error {
 	return nil
 }
 
-// checkNotFailedOver keeps node 1 off its disk after an HA-CFS failover:
-// while the standby serves the shared root from that disk (it answers at
-// the service address), a second mount would corrupt it. Node 1 then
-// fails its boot with the reason, until the cluster is brought down and
-// node 1 boots first again.
-func (n *Node) checkNotFailedOver(ctx context.Context) error {
-	if n.spec.Root.Source != clusterspec.RootCFS || n.spec.Root.CFS.Standby == 0 {
-		return nil
+// checkNotFailedOver says, before node 1 mounts its root partition
+// read-write, who last held it: the kernel's multi-mount protection
+// (the partition is made with mkfs.ext4 -O mmp) keeps node 1 off the
+// disk while the HA-CFS standby serves it after a failover, whatever
+// the network answers; the mount then fails with EBUSY (mountFailedOver
+// says why). A block left by a crash makes the mount wait to see that
+// nobody updates it any more: say so, since that wait is long.
+func (n *Node) checkNotFailedOver(ctx context.Context, dev string) {
+	if n.sharedRootFlags()&unix.MS_RDONLY != 0 {
+		return // read-only: multi-mount protection does not apply
 	}
-	svc, _, err := n.spec.CFSService()
-	if err != nil {
+	m, err := cfs.ReadMMP(dev)
+	switch {
+	case err != nil:
+		n.log.Warn("init node: cannot read the root partition's multi-mount protection block", "device", dev, "err", err)
+	case !m.Enabled:
+		n.log.Warn("init node: the root partition has no multi-mount protection (made before it was the default?): nothing keeps a standby's mount and this one apart but fencing", "device", dev)
+	case !m.Clean:
+		n.log.Warn(fmt.Sprintf("init node: the root partition was not left clean (last held by %s): the kernel waits up to %ds to see that no other node still updates it", orUnknown(m.Node), 4*max(m.Interval, 5)+2), "device", dev)
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown node"
+	}
+	return s
+}
+
+// mountFailedOver explains a refused mount of the root partition: EBUSY
+// from multi-mount protection is another node serving it.
+func (n *Node) mountFailedOver(dev string, err error) error {
+	if !errors.Is(err, unix.EBUSY) {
 		return err
 	}
-	// The interconnect comes up beside this task.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		n.mu.Lock()
-		up := n.addr.IsValid()
-		n.mu.Unlock()
-		if up {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("init node: the interconnect is not up after 30s: cannot check whether node %d serves the shared root", n.spec.Root.CFS.Standby)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	holder := "another node"
+	if m, rerr := cfs.ReadMMP(dev); rerr == nil && m.Node != "" {
+		holder = m.Node
 	}
-	target := net.JoinHostPort(svc.Addr().String(), strconv.Itoa(cfs.DefaultPort))
-	c, err := net.DialTimeout("tcp", target, 2*time.Second)
-	if err != nil {
-		return nil // nobody serves it: this node is the server
+	standby := ""
+	if n.spec.Root.CFS.Standby != 0 {
+		standby = fmt.Sprintf(" (the standby, node %d, takes the shared root over after a failover)", n.spec.Root.CFS.Standby)
 	}
-	c.Close()
-	return fmt.Errorf("init node: the shared root is served at %s by another node (node %d took it over after a failover); this node must not mount the disk they share while it does: shut the cluster down (locus shutdown) and boot this node first", target, n.spec.Root.CFS.Standby)
+	return fmt.Errorf("init node: the root partition %s is in use by %s%s: its multi-mount protection refuses a second mount; this node must not write the disk while it does: shut the cluster down (locus shutdown) and boot this node first: %w", dev, holder, standby, err)
 }
 
 // startInitNode starts the netboot service of the init node on the

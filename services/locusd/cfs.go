@@ -107,6 +107,13 @@ func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition
 		log.Error("cfs: cannot take over: no partition named "+cfg.CFSTakeover+" on this node (is the server's disk attached here?)", "server", cfg.CFSServer)
 		return
 	}
+	// The server is fenced (off): the multi-mount protection block it
+	// left need not be watched for the kernel's two check intervals
+	// (22 s) to know nobody updates it; clear it, as tune2fs -E
+	// clear_mmp would, and mount at once.
+	if err := cfs.ClearMMP(dev); err != nil {
+		log.Warn("cfs: cannot clear the fenced server's multi-mount protection block; the mount waits it out", "device", dev, "err", err)
+	}
 	if err := cfs.MountShared(dev, cfg.CFSTakeoverDir); err != nil {
 		log.Error("cfs: cannot take over", "err", err)
 		return
