@@ -33,6 +33,18 @@ while test ! -e /stop-writer; do
 done >> /w3open
 echo "last $i"`
 
+// holderScript runs on node 4: it opens /doc (the loop's output) before
+// the failover and, once /go appears, writes through that descriptor
+// (dd reopens it through /dev/fd/1, which is the same open file's inode,
+// never the path), saying whether the write was taken.
+const holderScript = `n=0
+while test $n -lt 1; do
+  while test ! -e /go; do sleep 0.2; done
+  if echo written-through-the-old-descriptor | dd of=/dev/fd/1 conv=notrunc status=none; then echo wrote > /tmp/holder; else echo "write refused" > /tmp/holder; fi
+  n=1
+done >> /doc
+cat /tmp/holder`
+
 // TestVMCFSFailover boots a CFS cluster whose node 2 is the standby and
 // sees node 1's disk, kills node 1 (the CFS server and the membership
 // master) while node 3 writes, and checks HA-CFS: node 1 is fenced,
@@ -69,10 +81,23 @@ root: {source: cfs, cfs: {standby: 2}}
 		t.Fatalf("node 1 does not hold the service address 10.89.0.127:\n%s", got)
 	}
 
+	// The shared root as a local filesystem, for every user.
+	checkConformance(t, locus, "1", "3")
+	checkUsers(t, run)
+
 	type result struct {
 		out string
 		err error
 	}
+	// Node 4 holds /doc open through the failover; node 3 replaces it
+	// by rename (an editor's atomic save) while the server is gone from
+	// node 4's relay, then node 4 writes through its old descriptor.
+	run("3", "echo original > /doc")
+	holder := make(chan result, 1)
+	go func() {
+		out, err := locus("qemu", "exec", "4", "--", "/bin/sh", "-c", holderScript)
+		holder <- result{out, err}
+	}()
 	writer := make(chan result, 1)
 	go func() {
 		out, err := locus("qemu", "exec", "3", "--", "/bin/sh", "-c", writerScript)
@@ -130,6 +155,21 @@ root: {source: cfs, cfs: {standby: 2}}
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("node 2 serves the shared root %.1fs after node 1 was killed", took.Seconds())
+	run("3", "echo replaced > /doc.new; mv /doc.new /doc; touch /go")
+	select {
+	case h := <-holder:
+		if h.err != nil {
+			t.Fatalf("node 4's holder: %v\n%s", h.err, h.out)
+		}
+		if got := strings.TrimSpace(h.out); got != "write refused" {
+			t.Errorf("node 4 wrote through a descriptor of the file node 3 replaced during the failover: %q", got)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatal("node 4's holder did not finish")
+	}
+	if got := run("2", "cat /doc"); got != "replaced\n" {
+		t.Errorf("the file node 3 put in place holds %q after node 4's write; want \"replaced\\n\"", got)
+	}
 	after := waitRecords("4", before+15, 3*time.Minute)
 	run("4", "touch /stop-writer")
 	var w result

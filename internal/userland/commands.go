@@ -602,3 +602,131 @@ func Names() []string {
 	sort.Strings(out)
 	return out
 }
+
+// Chmod changes file modes: chmod [-R] MODE FILE..., MODE octal (up to
+// 07777: setuid, setgid and sticky included, which u-root's chmod
+// refuses) or symbolic ([ugoa]*[+-=][rwxXst]*, comma-separated).
+func Chmod(args []string, _, stderr io.Writer) error {
+	fl := flag.NewFlagSet("chmod", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	recursive := fl.Bool("R", false, "change directories' contents too")
+	// A mode such as -w would be taken for a flag: stop at the first
+	// argument that is not -R.
+	var rest []string
+	for i, a := range args {
+		if a == "-R" {
+			*recursive = true
+			continue
+		}
+		if a == "--" {
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		rest = append(rest, args[i:]...)
+		break
+	}
+	if len(rest) < 2 {
+		return usage(stderr, "chmod", "usage: chmod [-R] MODE FILE...")
+	}
+	spec := rest[0]
+	if _, err := applyMode(spec, 0, false); err != nil {
+		return usage(stderr, "chmod", err.Error())
+	}
+	failed := false
+	change := func(p string) error {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return err
+		}
+		m, _ := applyMode(spec, st.Mode&0o7777, st.Mode&unix.S_IFMT == unix.S_IFDIR)
+		return unix.Chmod(p, m)
+	}
+	for _, p := range rest[1:] {
+		if err := change(p); err != nil {
+			fmt.Fprintf(stderr, "chmod: %s: %v\n", p, err)
+			failed = true
+			continue
+		}
+		if *recursive {
+			err := filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+				if err != nil || q == p || d.Type()&fs.ModeSymlink != 0 {
+					return err
+				}
+				return change(q)
+			})
+			if err != nil {
+				fmt.Fprintf(stderr, "chmod: %v\n", err)
+				failed = true
+			}
+		}
+	}
+	if failed {
+		return ExitError{Code: 1}
+	}
+	return nil
+}
+
+// applyMode applies the chmod mode spec to mode (of a directory if dir).
+func applyMode(spec string, mode uint32, dir bool) (uint32, error) {
+	if n, err := strconv.ParseUint(spec, 8, 32); err == nil {
+		if n > 0o7777 {
+			return 0, fmt.Errorf("mode %s: more than 07777", spec)
+		}
+		return uint32(n), nil
+	}
+	umask := uint32(unix.Umask(0))
+	unix.Umask(int(umask))
+	for _, clause := range strings.Split(spec, ",") {
+		i := 0
+		var who uint32
+		for ; i < len(clause) && strings.IndexByte("ugoa", clause[i]) >= 0; i++ {
+			who |= map[byte]uint32{'u': 0o4700, 'g': 0o2070, 'o': 0o1007, 'a': 0o7777}[clause[i]]
+		}
+		if i == len(clause) {
+			return 0, fmt.Errorf("invalid mode %q", spec)
+		}
+		for i < len(clause) {
+			op := clause[i]
+			if op != '+' && op != '-' && op != '=' {
+				return 0, fmt.Errorf("invalid mode %q", spec)
+			}
+			i++
+			var bits uint32
+			for ; i < len(clause) && strings.IndexByte("rwxXst", clause[i]) >= 0; i++ {
+				switch clause[i] {
+				case 'r':
+					bits |= 0o444
+				case 'w':
+					bits |= 0o222
+				case 'x':
+					bits |= 0o111
+				case 'X':
+					if dir || mode&0o111 != 0 {
+						bits |= 0o111
+					}
+				case 's':
+					bits |= 0o6000
+				case 't':
+					bits |= 0o1000
+				}
+			}
+			mask := who
+			if who == 0 { // as "a", less the umask
+				mask = 0o7777 &^ umask
+			}
+			switch op {
+			case '+':
+				mode |= bits & mask
+			case '-':
+				mode &^= bits & mask
+			case '=':
+				clear := who
+				if who == 0 {
+					clear = 0o7777
+				}
+				mode = mode&^clear | bits&mask
+			}
+		}
+	}
+	return mode, nil
+}

@@ -1,6 +1,7 @@
 // Package userland is the handful of user and ownership commands a
-// minimal Locus root needs beside u-root's: useradd, su, chown, chgrp
-// and stat. u-root has none of them, and without them no user but root
+// minimal Locus root needs beside u-root's: useradd, su, chown, chgrp,
+// stat and chmod. u-root has none of them but a chmod that refuses the
+// setuid, setgid and sticky bits, and without them no user but root
 // can work in the shared root. The locus binary runs them by name
 // (/bin/chown is a link to it), in the way of busybox applets.
 //
@@ -30,6 +31,7 @@ func Applets() map[string]Applet {
 		"chown":   Chown,
 		"chgrp":   Chgrp,
 		"stat":    Stat,
+		"chmod":   Chmod,
 	}
 }
 

@@ -90,3 +90,26 @@ func TestModeString(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyMode(t *testing.T) {
+	for _, c := range []struct {
+		spec string
+		from uint32
+		dir  bool
+		want uint32
+	}{
+		{"2750", 0o644, true, 0o2750}, {"4755", 0, false, 0o4755}, {"u+s", 0o755, false, 0o4755}, {"g+s", 0o750, true, 0o2750},
+		{"+t", 0o777, true, 0o1777}, {"o-rwx", 0o777, false, 0o770}, {"u=rw,go=r", 0o777, false, 0o644},
+		{"a+X", 0o600, true, 0o711}, {"a+X", 0o600, false, 0o600}, {"g-s", 0o2755, true, 0o755},
+	} {
+		got, err := applyMode(c.spec, c.from, c.dir)
+		if err != nil || got != c.want {
+			t.Errorf("applyMode(%q, %#o) = %#o, %v; want %#o", c.spec, c.from, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"8", "17777", "u", "u+q", "x+r"} {
+		if _, err := applyMode(bad, 0, false); err == nil {
+			t.Errorf("applyMode(%q) accepted", bad)
+		}
+	}
+}
