@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseEmptyGivesDefaults(t *testing.T) {
@@ -85,6 +86,8 @@ func TestParseErrors(t *testing.T) {
 		{"cfs standby is the server", "root: {source: cfs, cfs: {standby: 1}}\n", []string{"root.cfs.standby", "node 1"}},
 		{"cfs address without standby", "root: {source: cfs, cfs: {address: 10.77.0.100}}\n", []string{"root.cfs.address", "standby"}},
 		{"cfs address outside subnet", "root: {source: cfs, cfs: {standby: 2, address: 10.1.0.100}}\n", []string{"root.cfs.address", "outside"}},
+		{"cfs patience not a duration", "root: {source: cfs, cfs: {standby: 2, patience: soon}}\n", []string{"root.cfs.patience", "soon", "hard"}},
+		{"cfs patience too short", "root: {source: cfs, cfs: {standby: 2, patience: 10ms}}\n", []string{"root.cfs.patience", "10ms"}},
 		{"private on an initramfs root", "root: {private: [/etc/hostname]}\n", []string{"root.private", "shared root"}},
 		{"image without modules", "kernel: {package: '', image: /boot/vmlinuz}\n", []string{"kernel.modules"}},
 		{"bad admission", "netboot: {admission: maybe}\n", []string{"netboot.admission"}},
@@ -218,5 +221,14 @@ func TestFenceAction(t *testing.T) {
 	}
 	if _, err := Parse("t.yaml", []byte("cluster: {name: a}\nfencing: {action: cycle}\n")); err == nil || !strings.Contains(err.Error(), "fencing.action") {
 		t.Errorf("fencing.action cycle: %v", err)
+	}
+}
+
+// TestCFSPatience: hard by default and when said, else a duration.
+func TestCFSPatience(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 0, "hard": 0, "90s": 90 * time.Second, "2m": 2 * time.Minute} {
+		if got, err := (CFSRoot{Patience: in}).Wait(); err != nil || got != want {
+			t.Errorf("patience %q: %v, %v; want %v", in, got, err, want)
+		}
 	}
 }
