@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +17,47 @@ func newFSCmd(e *env) *cobra.Command {
 		Use:   "fs",
 		Short: "Check the filesystem this node sees (the shared root)",
 	}
-	cmd.AddCommand(newFSConformCmd(e))
+	cmd.AddCommand(newFSConformCmd(e), newFSBenchCmd(e))
+	return cmd
+}
+
+func newFSBenchCmd(e *env) *cobra.Command {
+	var output string
+	var n int
+	cmd := &cobra.Command{
+		Use:   "bench DIR",
+		Short: "Measure what a user waits for in DIR: lookups, creates, listings, writes, starting a program",
+		Long: `Runs each operation N times in a new directory under DIR and prints the
+median and 90th percentile: lstat of a path four levels deep, open and
+close, create and unlink, mkdir and rmdir, a 100-entry listing, a
+64 KiB write with fsync, and starting this locus binary (locus
+version), which on a node is read from the shared root.`,
+		Example: "  locus fs bench /var/tmp\n  locus fs bench -n 50 --output json /home",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			costs, err := fsconform.Bench(cmd.Context(), args[0], n, exe, "version")
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(costs)
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "OPERATION\tN\tMEDIAN\tP90")
+			for _, c := range costs {
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", c.Op, c.N, c.Median.Round(time.Microsecond), c.P90.Round(time.Microsecond))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.Flags().IntVarP(&n, "n", "n", 20, "times each operation runs")
 	return cmd
 }
 

@@ -35,3 +35,19 @@ func TestLocalFilesystem(t *testing.T) {
 		t.Errorf("only %d checks ran", len(r.Checks))
 	}
 }
+
+// TestBench: every operation runs and is timed.
+func TestBench(t *testing.T) {
+	costs, err := Bench(context.Background(), t.TempDir(), 3, "/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(costs) != 7 {
+		t.Fatalf("%d operations measured, want 7: %v", len(costs), costs)
+	}
+	for _, c := range costs {
+		if c.N != 3 || c.Median <= 0 || c.P90 < c.Median {
+			t.Errorf("%+v", c)
+		}
+	}
+}
