@@ -217,6 +217,7 @@ func (m *Member) SetRunLevel(level int) error {
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("clms: set run level %d: %w", level, err)
 	}
+	m.pushCommit()
 	if err, ok := f.Response().(error); ok {
 		return err
 	}
@@ -242,6 +243,7 @@ func (m *Member) formed(alive map[int]meta) bool {
 		m.cfg.Log.Warn("wait_for_all: commit", "err", err)
 		return false
 	}
+	m.pushCommit()
 	m.cfg.Log.Info("wait_for_all: every node seen at once; the cluster formed", "nodes", len(alive))
 	return true
 }
