@@ -83,7 +83,7 @@ func relayListener(t *testing.T, addr string) string {
 	return at
 }
 
-func startRelayTo(t *testing.T, addr string) (*Relay, string) {
+func startRelayTo(t testing.TB, addr string) (*Relay, string) {
 	t.Helper()
 	r := NewRelay(func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
