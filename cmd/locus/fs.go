@@ -14,8 +14,9 @@ import (
 
 func newFSCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "fs",
-		Short: "Check the filesystem this node sees (the shared root)",
+		Use:     "fs",
+		Short:   "Check the filesystem this node sees (the shared root)",
+		Example: "  locus fs conform /var/tmp\n  locus fs bench /var/tmp",
 	}
 	cmd.AddCommand(newFSConformCmd(e), newFSBenchCmd(e))
 	return cmd

@@ -13,9 +13,9 @@ import (
 // groups with the others, so only the credentials given count.
 var (
 	root  = Cred{}
-	user  = Cred{UID: 65534, GID: 65534}                             // the owner in most checks
+	user  = Cred{UID: 65534, GID: 65534}                              // the owner in most checks
 	userG = Cred{UID: 65534, GID: 65533, Groups: []int{65533, 65534}} // the same user, member of 65533 too
-	other = Cred{UID: 65533, GID: 65533}                             // another user
+	other = Cred{UID: 65533, GID: 65533}                              // another user
 )
 
 type group struct {
@@ -82,8 +82,10 @@ func chown(path string, uid, gid int) func() (string, error) {
 func lchown(path string, uid, gid int) func() (string, error) {
 	return call(func() error { return unix.Lchown(path, uid, gid) })
 }
-func unlink(path string) func() (string, error) { return call(func() error { return unix.Unlink(path) }) }
-func rmdir(path string) func() (string, error)  { return call(func() error { return unix.Rmdir(path) }) }
+func unlink(path string) func() (string, error) {
+	return call(func() error { return unix.Unlink(path) })
+}
+func rmdir(path string) func() (string, error) { return call(func() error { return unix.Rmdir(path) }) }
 func link(from, to string) func() (string, error) {
 	return call(func() error { return unix.Link(from, to) })
 }

@@ -35,7 +35,7 @@ type createJob struct {
 	// call is checked as the user's own (a write that must clear setuid).
 	caps bool
 	do   func() error
-	done     chan error
+	done chan error
 }
 
 // startCreators starts n creator threads, returning once all are set up.

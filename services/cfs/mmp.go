@@ -38,8 +38,8 @@ type MMP struct {
 	// block is the MMP block's byte offset in the device.
 	block int64
 	// seed is the metadata checksum seed; 0 without metadata_csum.
-	seed    uint32
-	csum    bool
+	seed uint32
+	csum bool
 }
 
 const (

@@ -89,7 +89,7 @@ type Config struct {
 	// CFSPatience is how long the relay's calls wait for the CFS server
 	// to come back before failing (0: as long as it takes).
 	CFSPatience time.Duration
-	CFSLocal netip.Addr
+	CFSLocal    netip.Addr
 	// CFSServer is the node that serves CFS at boot (node 1).
 	CFSServer int
 	// CFSTakeover, on the standby, is the GPT name of the shared root's
