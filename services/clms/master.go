@@ -41,10 +41,14 @@ func (m *Member) watchQuorum() {
 }
 
 // masterLoop reconciles the membership table with gossip while this node
-// is the Raft leader: on every gossip event and every 100 ms.
+// is the Raft leader: on every gossip event and every 100 ms. A node that
+// is not the leader only waits to become it: Raft's state changes poke
+// the loop (watchHeartbeats), and it looks once a second besides, so an
+// idle follower is not woken ten times a second for nothing.
 func (m *Member) masterLoop() {
 	defer m.wg.Done()
-	tick := time.NewTicker(100 * time.Millisecond)
+	const leaderTick, followerTick = 100 * time.Millisecond, time.Second
+	tick := time.NewTimer(followerTick)
 	defer tick.Stop()
 	was := false
 	for {
@@ -67,6 +71,11 @@ func (m *Member) masterLoop() {
 		if leader {
 			m.reconcile()
 		}
+		next := followerTick
+		if leader {
+			next = leaderTick
+		}
+		tick.Reset(next)
 	}
 }
 

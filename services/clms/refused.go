@@ -27,12 +27,16 @@ type refusedProof struct {
 	boot map[int]string // node -> the boot id it had when it refused
 }
 
-// watchHeartbeats follows r's failed heartbeats until the member stops.
+// watchHeartbeats follows r's failed heartbeats, and its changes of
+// state for the master loop, until the member stops.
 func (m *Member) watchHeartbeats(r *raft.Raft) {
 	ch := make(chan raft.Observation, 32)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.FailedHeartbeatObservation)
-		return ok
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.RaftState:
+			return true
+		}
+		return false
 	})
 	r.RegisterObserver(obs)
 	go func() {
@@ -42,8 +46,11 @@ func (m *Member) watchHeartbeats(r *raft.Raft) {
 			case <-m.stop:
 				return
 			case o := <-ch:
-				if fh, ok := o.Data.(raft.FailedHeartbeatObservation); ok {
-					m.checkRefused(r, fh.PeerID)
+				switch d := o.Data.(type) {
+				case raft.FailedHeartbeatObservation:
+					m.checkRefused(r, d.PeerID)
+				case raft.RaftState:
+					m.events.poke() // the master loop: leader now, or no more
 				}
 			}
 		}
