@@ -265,13 +265,57 @@ root: {source: cfs, cfs: {standby: 2}}
 	if !strings.Contains(string(sup), "request=\"off 1\"") {
 		t.Errorf("node 1 was never fenced:\n%s", tail(string(sup), 20))
 	}
+	// Node 1, powered on again while node 2 serves the disk they share,
+	// is kept off it by the disk's multi-mount protection: its boot
+	// fails in the network phase (where it mounts the disk) and never
+	// gets to the root phase. (Its event log starts anew with the VM,
+	// a moment after start returns: events from before the kill, a
+	// minute ago and more, are the first boot's.)
+	if out, err := locus("qemu", "start", "1"); err != nil {
+		t.Fatalf("start 1: %v\n%s", err, out)
+	}
+	restarted := time.Now()
+	for {
+		evs, _ := qemu.ReadEventLog(qemu.EventLog(state, 1))
+		var failed *events.Event
+		mounted := false
+		for i := range evs {
+			if evs[i].At.Before(killed) {
+				continue // the first boot's
+			}
+			switch e := evs[i]; {
+			case e.Kind == events.PhaseFailed && e.Name == "network":
+				failed = &evs[i]
+			case e.Kind == events.PhaseDone && (e.Name == "network" || e.Name == "root"):
+				mounted = true
+			}
+		}
+		if mounted {
+			t.Fatalf("node 1, started while node 2 serves the disk, mounted it: %v", evs)
+		}
+		if failed != nil {
+			t.Logf("node 1 started again while node 2 serves the disk: boot refused %.1fs later (%s)", time.Since(restarted).Seconds(), failed.Error)
+			break
+		}
+		if time.Since(restarted) > 3*time.Minute {
+			b, _ := os.ReadFile(qemu.SerialLog(state, 1))
+			t.Fatalf("node 1, started while node 2 serves its disk, neither mounted it nor failed within 3 min:\n%s", tail(string(b), 20))
+		}
+		time.Sleep(time.Second)
+	}
+	if out, err := locus("qemu", "kill", "1"); err != nil {
+		t.Fatalf("kill 1: %v\n%s", err, out)
+	}
+
 	// The cluster, now served by node 2, shuts down from node 2: node 2
 	// goes last and leaves the shared disk's root partition clean (no
 	// journal to replay), holding every record.
 	if out, err := locus("qemu", "exec", "2", "--", "locus", "shutdown", "--yes"); err != nil {
 		t.Fatalf("shutdown from node 2: %v\n%s", err, out)
 	}
-	waitPoweredOff(t, locus, 4, 4*time.Minute)
+	// Nodes 2-4 power off; node 1, killed above after its refused boot,
+	// stays in its failed stage.
+	waitPoweredOff(t, locus, 3, 4*time.Minute)
 	for n := 2; n <= 4; n++ {
 		b, _ := os.ReadFile(qemu.SerialLog(state, n))
 		var lines []string
