@@ -166,6 +166,17 @@ func readDB(path string) (*db, error) {
 
 func (d *db) fields(i int) []string { return strings.Split(d.lines[i], ":") }
 
+// field is field i of name's line, "" if there is none (os/user gives
+// no login shell).
+func (d *db) field(name string, i int) string {
+	for n := range d.lines {
+		if f := d.fields(n); f[0] == name && len(f) > i {
+			return f[i]
+		}
+	}
+	return ""
+}
+
 func (d *db) has(name string) bool {
 	for i := range d.lines {
 		if d.fields(i)[0] == name {
@@ -289,11 +300,10 @@ func Su(args []string, _, stderr io.Writer) error {
 		return fail(stderr, "su", err)
 	}
 	shell := "/bin/sh"
-	if u, err := user.Lookup(uname); err == nil {
-		if s := passwdShell(uname); s != "" {
+	if passwd, err := readDB(SystemEtc.Passwd); err == nil {
+		if s := passwd.field(uname, 6); s != "" {
 			shell = s
 		}
-		home = u.HomeDir
 	}
 	env := os.Environ()
 	if login {
@@ -323,20 +333,6 @@ func Su(args []string, _, stderr io.Writer) error {
 	}
 	err = syscall.Exec(shell, argv, env)
 	return fail(stderr, "su", fmt.Errorf("exec %s: %w", shell, err))
-}
-
-// passwdShell is name's login shell from /etc/passwd (os/user has none).
-func passwdShell(name string) string {
-	b, err := os.ReadFile(SystemEtc.Passwd)
-	if err != nil {
-		return ""
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Split(l, ":"); len(f) == 7 && f[0] == name {
-			return f[6]
-		}
-	}
-	return ""
 }
 
 func setEnv(env []string, k, v string) []string {

@@ -24,9 +24,9 @@ import (
 type creators struct {
 	jobs chan createJob
 	wg   sync.WaitGroup
-	// ready reports each thread's setup: an error there means no create
-	// can be made as its caller.
-	ready chan error
+	// root: the daemon runs as root and can take other ids (tests run as
+	// a user, whose files are all that user's).
+	root bool
 }
 
 type createJob struct {
@@ -40,14 +40,17 @@ type createJob struct {
 
 // startCreators starts n creator threads, returning once all are set up.
 func startCreators(n int) (*creators, error) {
-	c := &creators{jobs: make(chan createJob), ready: make(chan error, n)}
+	c := &creators{jobs: make(chan createJob), root: unix.Geteuid() == 0}
+	// Each thread reports its setup: an error there means no create can
+	// be made as its caller.
+	ready := make(chan error, n)
 	for range n {
 		c.wg.Add(1)
-		go c.run()
+		go c.run(ready)
 	}
 	var errs []error
 	for range n {
-		errs = append(errs, <-c.ready)
+		errs = append(errs, <-ready)
 	}
 	if err := errors.Join(errs...); err != nil {
 		c.stop()
@@ -62,18 +65,22 @@ func (c *creators) stop() {
 	c.wg.Wait()
 }
 
-func (c *creators) run() {
+func (c *creators) run(ready chan<- error) {
 	defer c.wg.Done()
 	// Never unlocked: the thread's filesystem context is its own now, so
 	// it must not run other goroutines; it exits with this one.
 	runtime.LockOSThread()
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
-		c.ready <- fmt.Errorf("cfs: creator thread: unshare CLONE_FS: %w", err)
+		ready <- fmt.Errorf("cfs: creator thread: unshare CLONE_FS: %w", err)
 		return
 	}
 	unix.Umask(0)
-	c.ready <- nil
+	ready <- nil
 	for j := range c.jobs {
+		if !c.root {
+			j.done <- j.do()
+			continue
+		}
 		j.done <- asCaller(j.uid, j.gid, j.caps, j.do)
 	}
 }
@@ -99,9 +106,6 @@ func (c *creators) run1(j createJob) error {
 // asCaller runs do with the thread's filesystem ids set to uid and gid,
 // capabilities kept if caps, and puts them back after.
 func asCaller(uid, gid int, caps bool, do func() error) error {
-	if unix.Geteuid() != 0 {
-		return do() // (tests as a user: everything is that user's)
-	}
 	if gid >= 0 {
 		if err := setfsid(unix.SetfsgidRetGid, gid); err != nil {
 			return fmt.Errorf("cfs: setfsgid %d: %w", gid, err)
