@@ -82,11 +82,11 @@ func (n *Node) mountShared(ctx context.Context) (string, string, error) {
 		what := fmt.Sprintf("cfs %s:%d", src, cfs.DefaultPort)
 		if moves {
 			// The service fails over to the standby: the kernel mounts
-			// through this node's relay (locusd, on a unix socket only
-			// root reaches), which dials the service address again when
-			// it moves. v9fs itself never reconnects.
-			src, opts = cfs.RelaySocket, cfsMountOptions+",trans=unix"
-			what = fmt.Sprintf("cfs %s:%d through the relay on %s", server.Addr(), cfs.DefaultPort, src)
+			// the shared root over FUSE, served by this node's relay
+			// (locusd), which dials the service address again when it
+			// moves. v9fs itself never reconnects.
+			what = fmt.Sprintf("cfs %s:%d through the relay (FUSE)", server.Addr(), cfs.DefaultPort)
+			return sysroot, what, mountFUSE(ctx, n, sysroot, 3*time.Minute)
 		}
 		// The server admits this node once the master has committed its
 		// join; until then it closes the connection and mount fails.
@@ -108,6 +108,57 @@ func (n *Node) rootDevice() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.rootDev
+}
+
+// mountFUSE mounts the shared root over FUSE on dir and hands the
+// connection to the relay in locusd, trying again while the relay is not
+// there yet, until wait has passed. The relay answers once it serves:
+// the CFS server admits this node once the master has committed its
+// join.
+func mountFUSE(ctx context.Context, n *Node, dir string, wait time.Duration) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := handOff(ctx, dir)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("root: %w (tried %d times in %s)", err, attempt, wait)
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			n.log.Info("root: waiting for the relay to serve the shared root", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// handOff makes one FUSE mount on dir and gives it to the relay; if the
+// relay does not take it, the mount goes again.
+func handOff(ctx context.Context, dir string) error {
+	// Only once the relay listens: until it serves, any access to dir
+	// would wait.
+	if _, err := os.Stat(cfs.FUSESocket); err != nil {
+		return err
+	}
+	dev, err := cfs.MountFUSE(dir)
+	if err != nil {
+		return err
+	}
+	defer dev.Close() // the relay has its own copy
+	if err := cfs.HandOff(ctx, cfs.FUSESocket, dev); err != nil {
+		if uerr := unix.Unmount(dir, unix.MNT_DETACH); uerr != nil {
+			return fmt.Errorf("%w; and unmount %s: %v", err, dir, uerr)
+		}
+		return err
+	}
+	return nil
 }
 
 // retryMount mounts m, trying again while the server is not there yet or

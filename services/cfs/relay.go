@@ -318,6 +318,22 @@ func (r *Relay) newFile(parent *relayFile, name string, uid p9.UID) *relayFile {
 	return f
 }
 
+// setPlace makes place name f (see relayFile.place).
+func (f *relayFile) setPlace(place func() ([]string, bool)) {
+	f.r.names.Lock()
+	f.parent, f.name, f.place = nil, "", place
+	f.r.names.Unlock()
+}
+
+// placed returns a file of uid's named by place, walked there on first
+// use; if known, the walk must find the file qid names.
+func (r *Relay) placed(uid p9.UID, place func() ([]string, bool), qid p9.QID, known bool) *relayFile {
+	f := r.newFile(nil, "", uid)
+	f.setPlace(place)
+	f.qid, f.known = qid, known
+	return f
+}
+
 // relayFile is one of the kernel's fids.
 type relayFile struct {
 	r *Relay
@@ -326,7 +342,11 @@ type relayFile struct {
 	// no parent.
 	parent *relayFile
 	name   string
-	uid    p9.UID // the user whose attach f was walked from
+	// place, if set, names the file instead of parent and name: the FUSE
+	// front (fuse.go) keeps the tree itself. It answers false once the
+	// file has no name (unlinked, or replaced by a rename onto it).
+	place func() ([]string, bool)
+	uid   p9.UID // the user whose attach f was walked from
 
 	mu     sync.Mutex
 	gen    uint64  // the upstream connection f belongs to
@@ -359,15 +379,31 @@ type lockCall struct {
 // unlock forgets them all.
 const maxLockCalls = 4096
 
-// path is the file's names from the root.
-func (f *relayFile) path() []string {
+// path is the file's names from the root; false if it has none.
+func (f *relayFile) path() ([]string, bool) {
 	f.r.names.RLock()
-	defer f.r.names.RUnlock()
 	var names []string
-	for p := f; p.parent != nil; p = p.parent {
+	p := f
+	for ; p.parent != nil; p = p.parent {
 		names = append([]string{p.name}, names...)
 	}
-	return names
+	place := p.place
+	f.r.names.RUnlock()
+	if place == nil {
+		return names, true
+	}
+	// Called without r.names held: place takes the front's own lock.
+	base, ok := place()
+	return append(base, names...), ok
+}
+
+// pathString is the file's path for log lines.
+func (f *relayFile) pathString() string {
+	names, ok := f.path()
+	if !ok {
+		return "(unlinked)"
+	}
+	return "/" + joinPath(names)
 }
 
 // current returns f's upstream fid on the current connection, walking
@@ -392,7 +428,13 @@ func (f *relayFile) current() (p9.File, error) {
 			f.mu.Unlock()
 			return nil, linux.EIO
 		}
-		qids, uf, err := root.Walk(f.path())
+		names, ok := f.path()
+		if !ok {
+			f.gone = true
+			f.mu.Unlock()
+			return nil, linux.ESTALE
+		}
+		qids, uf, err := root.Walk(names)
 		if err == nil && f.known && len(qids) > 0 {
 			if q := qids[len(qids)-1]; q.Path != f.qid.Path || q.Version != f.qid.Version || q.Type != f.qid.Type {
 				// Another node renamed or created a different file onto
@@ -401,7 +443,7 @@ func (f *relayFile) current() (p9.File, error) {
 				uf.Close()
 				f.gone = true
 				f.mu.Unlock()
-				f.r.log.Warn("cfs relay: a file open here was replaced on the server during the failover; its descriptors answer ESTALE", "path", "/"+joinPath(f.path()), "inode", f.qid.Path, "now", q.Path)
+				f.r.log.Warn("cfs relay: a file open here was replaced on the server during the failover; its descriptors answer ESTALE", "path", f.pathString(), "inode", f.qid.Path, "now", q.Path)
 				return nil, linux.ESTALE
 			}
 		}
@@ -427,11 +469,11 @@ func (f *relayFile) current() (p9.File, error) {
 		}
 		if err != nil {
 			f.mu.Unlock()
-			f.r.log.Warn("cfs relay: a file could not be found again on the new server", "path", "/"+joinPath(f.path()), "err", err)
+			f.r.log.Warn("cfs relay: a file could not be found again on the new server", "path", f.pathString(), "err", err)
 			return nil, linux.ESTALE
 		}
 		if f.gen != 0 {
-			f.r.log.Debug("cfs relay: reopened", "path", "/"+joinPath(f.path()), "generation", gen)
+			f.r.log.Debug("cfs relay: reopened", "path", f.pathString(), "generation", gen)
 		}
 		f.f, f.gen = uf, gen
 		f.mu.Unlock()
@@ -448,7 +490,7 @@ func (f *relayFile) relock(uf p9.File) error {
 		}
 		if err != nil || st != p9.LockStatusOK {
 			f.lost = true
-			f.r.log.Error("cfs relay: a POSIX lock held through a file could not be taken again on the new server; the file answers EIO", "path", "/"+joinPath(f.path()), "start", l.start, "length", l.length, "status", st, "err", err)
+			f.r.log.Error("cfs relay: a POSIX lock held through a file could not be taken again on the new server; the file answers EIO", "path", f.pathString(), "start", l.start, "length", l.length, "status", st, "err", err)
 			return linux.EIO
 		}
 	}
@@ -522,12 +564,15 @@ func (f *relayFile) do2(other p9.File, op func(uf, uo p9.File) error) error {
 // are what the walk answered (none for a clone, which is f's file).
 func (f *relayFile) child(name string, uf p9.File, gen uint64, qids []p9.QID) *relayFile {
 	f.r.names.RLock()
-	parent, own := f, name
+	parent, own, place := f, name, (func() ([]string, bool))(nil)
 	if name == "" { // a clone: same place as f
-		parent, own = f.parent, f.name
+		parent, own, place = f.parent, f.name, f.place
 	}
 	f.r.names.RUnlock()
 	c := f.r.newFile(parent, own, f.uid)
+	if place != nil {
+		c.setPlace(place)
+	}
 	c.f, c.gen = uf, gen
 	if len(qids) > 0 {
 		c.qid, c.known = qids[len(qids)-1], true
@@ -707,7 +752,7 @@ func (f *relayFile) Lock(pid int, t p9.LockType, flags p9.LockFlags, start, leng
 		f.locks = nil // nothing is held through f any more
 	case len(f.locks) >= maxLockCalls:
 		f.lost = true
-		f.r.log.Error("cfs relay: too many POSIX lock calls on one file to take them again after a failover; it will answer EIO after one", "path", "/"+joinPath(f.path()))
+		f.r.log.Error("cfs relay: too many POSIX lock calls on one file to take them again after a failover; it will answer EIO after one", "path", f.pathString())
 	default:
 		f.locks = append(f.locks, lockCall{typ: t, start: start, length: length, pid: pid, client: client})
 	}

@@ -271,5 +271,16 @@ func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 			cfg.Log.Error("cfs relay stopped", "err", err)
 		}
 	}()
+	// Init mounts the shared root over FUSE and hands the connection to
+	// the relay here (cfs.HandOff), in the same root-only directory.
+	hl, err := privsock.Listen(cfs.FUSESocket)
+	if err != nil {
+		return nil, fmt.Errorf("locusd: cfs relay: listen on %s: %w", cfs.FUSESocket, err)
+	}
+	go func() {
+		if err := relay.ServeHandOffs(ctx, hl.(*net.UnixListener)); err != nil {
+			cfg.Log.Error("cfs relay: FUSE hand-offs stopped", "err", err)
+		}
+	}()
 	return relay, nil
 }
