@@ -102,9 +102,9 @@ services:
 			t.Errorf("node %s's /etc/hostname and its private copy: %q", n, got)
 		}
 	}
-	// The client nodes' root is the 9P mount; /tmp is their own.
-	if got := run("2", "cat /proc/self/mountinfo"); !strings.Contains(got, " 9p 10.87.0.1 ") {
-		t.Errorf("node 2's mounts show no 9p root from node 1:\n%s", got)
+	// The client nodes' root is the relay's FUSE mount; /tmp is their own.
+	if got := run("2", "cat /proc/self/mountinfo"); !strings.Contains(got, " fuse.cfs cfs ") {
+		t.Errorf("node 2's mounts show no FUSE root from its relay:\n%s", got)
 	}
 	run("2", "echo private > /tmp/mine")
 	if got, _ := locus("qemu", "exec", "3", "--", "/bin/sh", "-c", "cat /tmp/mine 2>/dev/null || echo absent"); strings.TrimSpace(got) != "absent" {

@@ -13,16 +13,6 @@ import (
 	"github.com/locus-ssi/locus/internal/fsconform"
 )
 
-// clientKernelLimits are the conformance checks a CFS client may fail
-// where the server's ext4 passes, each for a reason no server can
-// change (docs/cfs.md lists them).
-var clientKernelLimits = map[string]string{
-	// Debian 6.1's v9fs leaves its superblock's time granularity at one
-	// second: the client's VFS truncates utimensat's times before it
-	// sends them, so the nanoseconds never reach the server.
-	"utimensat/3": "v9fs time granularity (1 s) in the client kernel",
-}
-
 // conform runs locus fs conform on node in a fresh directory of the
 // shared root and returns its report.
 func conform(t *testing.T, locus func(...string) (string, error), node string) fsconform.Report {
@@ -44,8 +34,7 @@ func conform(t *testing.T, locus func(...string) (string, error), node string) f
 
 // checkConformance runs the conformance checks on the CFS server's own
 // ext4 (server) and on a CFS client, in the same test: every check the
-// client fails, the server fails too, or it is a known client-kernel
-// limit.
+// client fails, the server fails too.
 func checkConformance(t *testing.T, locus func(...string) (string, error), server, client string) {
 	t.Helper()
 	onServer, onClient := conform(t, locus, server), conform(t, locus, client)
@@ -53,22 +42,15 @@ func checkConformance(t *testing.T, locus func(...string) (string, error), serve
 	for _, name := range onServer.Failed() {
 		serverFailed[name] = true
 	}
-	var only, limits []string
+	var only []string
 	for _, c := range onClient.Checks {
-		switch {
-		case c.OK || serverFailed[c.Name]:
-		case clientKernelLimits[c.Name] != "":
-			limits = append(limits, fmt.Sprintf("%s (%s: got %s, want %s): %s", c.Name, c.What, c.Got, c.Want, clientKernelLimits[c.Name]))
-		default:
+		if !c.OK && !serverFailed[c.Name] {
 			only = append(only, fmt.Sprintf("%s: %s: got %s, want %s", c.Name, c.What, c.Got, c.Want))
 		}
 	}
 	sort.Strings(only)
 	if len(only) > 0 {
 		t.Errorf("node %s (CFS client) fails %d checks that node %s's ext4 passes:\n%s", client, len(only), server, strings.Join(only, "\n"))
-	}
-	for _, l := range limits {
-		t.Logf("known client-kernel difference: %s", l)
 	}
 	if onServer.Failures > 0 {
 		t.Logf("node %s's ext4 fails: %v", server, onServer.Failed())

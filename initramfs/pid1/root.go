@@ -21,16 +21,6 @@ import (
 // moves into it.
 const sysroot = "/sysroot"
 
-// cfsMountOptions are the kernel 9P client's options for the shared root.
-// cache=mmap: read(2) and write(2) go straight to the server, so a write
-// returned on one node is what every other node's next read sees (the
-// server's page cache is the one copy); only mmap'd pages are cached, with
-// a fid of their own. (With cache=none a mapping reads through the fid of
-// the file that made it: once that process exits, every other process
-// mapping the same binary faults with SIGBUS and the inode's exec fails
-// with EIO from then on.)
-const cfsMountOptions = "version=9p2000.L,msize=262144,cache=mmap"
-
 // mountRoot sets up the node's root. With the initramfs root, every node
 // runs from its own copy of the image; /cluster/node<N> is this node's
 // private directory. With a shared root, init mounts it, gives it the
@@ -76,21 +66,16 @@ func (n *Node) mountShared(ctx context.Context) (string, string, error) {
 		if err != nil {
 			return "", "", err
 		}
-		// privport: the server serves only reserved source ports (root's).
-		src := server.Addr().String()
-		opts := cfsMountOptions + ",trans=tcp,privport,port=" + strconv.Itoa(cfs.DefaultPort)
-		what := fmt.Sprintf("cfs %s:%d", src, cfs.DefaultPort)
+		// The kernel mounts the shared root over FUSE, served by this
+		// node's relay (locusd), which forwards to the CFS server over
+		// 9P2000.L and, when the service moves to the standby, dials its
+		// address again (the kernel's own 9P client never reconnects,
+		// and keeps times to the second only).
+		what := fmt.Sprintf("cfs %s:%d through the relay (FUSE)", server.Addr(), cfs.DefaultPort)
 		if moves {
-			// The service fails over to the standby: the kernel mounts
-			// the shared root over FUSE, served by this node's relay
-			// (locusd), which dials the service address again when it
-			// moves. v9fs itself never reconnects.
-			what = fmt.Sprintf("cfs %s:%d through the relay (FUSE)", server.Addr(), cfs.DefaultPort)
-			return sysroot, what, mountFUSE(ctx, n, sysroot, 3*time.Minute)
+			what += ", failing over to node " + strconv.Itoa(r.CFS.Standby)
 		}
-		// The server admits this node once the master has committed its
-		// join; until then it closes the connection and mount fails.
-		return sysroot, what, retryMount(ctx, n, mount{src, sysroot, "9p", 0, opts}, 3*time.Minute)
+		return sysroot, what, mountFUSE(ctx, n, sysroot, 3*time.Minute)
 	case clusterspec.RootNFS:
 		src := r.NFS.Server + ":" + r.NFS.Export
 		opts := "addr=" + r.NFS.Server

@@ -3,6 +3,7 @@ package cfs
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -17,7 +18,8 @@ import (
 // p9.Attacher of a Server.
 type Export struct {
 	dir      string
-	root     int // O_PATH descriptor of dir
+	root     int    // O_PATH descriptor of dir, on a clone of its mount
+	dev      uint64 // the exported filesystem's device
 	creators *creators
 }
 
@@ -26,17 +28,38 @@ type Export struct {
 const nCreators = 4
 
 // NewExport opens dir for serving. Close releases it.
+//
+// The export is dir's filesystem alone, never what is mounted in it: the
+// server's node runs from the root it serves, with its own /proc, /sys,
+// /dev, /run and /tmp mounted there, and a client must see the shared
+// directories under them (which it covers with its own), not the
+// server's node's. So dir is served through a clone of its mount without
+// the mounts under it (open_tree(2), OPEN_TREE_CLONE, not recursive);
+// where that is refused (no CAP_SYS_ADMIN), through dir itself, and a
+// walk into another filesystem answers EXDEV.
 func NewExport(dir string) (*Export, error) {
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSYS) {
+		fd, err = unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cfs: export %s: %w", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("cfs: export %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		unix.Close(fd)
+		return nil, fmt.Errorf("cfs: export %s: not a directory", dir)
 	}
 	c, err := startCreators(nCreators)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("cfs: export %s: %w", dir, err)
 	}
-	return &Export{dir: dir, root: fd, creators: c}, nil
+	return &Export{dir: dir, root: fd, dev: st.Dev, creators: c}, nil
 }
 
 // Dir is the exported directory.
@@ -135,6 +158,11 @@ func (f *file) walkOne(name string) (*file, p9.QID, *unix.Stat_t, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, p9.QID{}, nil, err
+	}
+	if st.Dev != f.e.dev {
+		// A mount point of the server's own (see NewExport).
+		unix.Close(fd)
+		return nil, p9.QID{}, nil, linux.EXDEV
 	}
 	nf := &file{e: f.e, fd: fd, mode: st.Mode & unix.S_IFMT, uid: f.uid, gen: generation(fd)}
 	return nf, qidOf(&st, nf.gen), &st, nil
@@ -402,6 +430,38 @@ func (f *file) Lock(pid int, locktype p9.LockType, flags p9.LockFlags, start, le
 	default:
 		return p9.LockStatusError, nil
 	}
+}
+
+// GetLock implements p9.LockGetter with the server's F_OFD_GETLK: a
+// lock through another fid (any node's) conflicts. The holder's process
+// is not known here (another node's, or an open file description of the
+// server's): its PID is 0.
+func (f *file) GetLock(l p9.Lock) (p9.Lock, error) {
+	fd, err := f.ioFD()
+	if err != nil {
+		return p9.Lock{}, err
+	}
+	lk := unix.Flock_t{Whence: 0, Start: int64(l.Start), Len: int64(l.Length)}
+	switch l.Type {
+	case p9.ReadLock:
+		lk.Type = unix.F_RDLCK
+	case p9.WriteLock:
+		lk.Type = unix.F_WRLCK
+	default:
+		return p9.Lock{}, linux.EINVAL
+	}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
+		return p9.Lock{}, err
+	}
+	if lk.Type == unix.F_UNLCK {
+		l.Type = p9.Unlock
+		return l, nil
+	}
+	out := p9.Lock{Type: p9.ReadLock, Start: uint64(lk.Start), Length: uint64(lk.Len)}
+	if lk.Type == unix.F_WRLCK {
+		out.Type = p9.WriteLock
+	}
+	return out, nil
 }
 
 // Close implements p9.File.Close: the fid was clunked. A file written

@@ -78,11 +78,6 @@ type childKey struct {
 	name   string
 }
 
-type qidKey struct {
-	path    uint64
-	version uint32
-}
-
 // fuseFS implements fuse.RawFileSystem on a Relay.
 type fuseFS struct {
 	fuse.RawFileSystem // ENOSYS for what is not here
@@ -91,8 +86,7 @@ type fuseFS struct {
 
 	mu       sync.Mutex
 	nodes    map[uint64]*fnode
-	byQID    map[qidKey]*fnode
-	children map[childKey]*fnode
+	children map[childKey]*fnode // the node each name has, by directory
 	nextNode uint64
 	handles  map[uint64]*fhandle
 	nextFH   uint64
@@ -104,7 +98,6 @@ func newFuseFS(r *Relay, log *slog.Logger) (*fuseFS, error) {
 		r:             r,
 		log:           log,
 		nodes:         map[uint64]*fnode{},
-		byQID:         map[qidKey]*fnode{},
 		children:      map[childKey]*fnode{},
 		nextNode:      fuse.FUSE_ROOT_ID + 1,
 		handles:       map[uint64]*fhandle{},
@@ -242,30 +235,25 @@ func (fs *fuseFS) detach(parent uint64, name string) {
 }
 
 // enter makes the kernel's entry for name in p, whose fid cf (walked from
-// p.rf) found qid with attr; the node's lookup count goes up by one.
+// p.rf) found qid with attr; the node's lookup count goes up by one. The
+// name's node is the same as long as the name holds the same inode: the
+// kernel checks that a cached name still has its node ID, and drops the
+// name (and anything mounted on it) if not. Another name of the same
+// inode (a hard link) is another node: QIDs are unique only within one
+// server's filesystem, and a node of its own per name keeps it so.
 func (fs *fuseFS) enter(p *fnode, name string, cf *relayFile, qid p9.QID, attr p9.Attr, out *fuse.EntryOut) {
 	fs.mu.Lock()
-	k := qidKey{qid.Path, qid.Version}
-	n := fs.byQID[k]
-	if n != nil {
-		// The same inode again (another name of it, or found again after
-		// a rename elsewhere): it lives where it was found last.
+	k := childKey{p.id, name}
+	n := fs.children[k]
+	if n != nil && n.qid == qid {
 		n.lookups++
-		if n.parent != p || n.name != name || n.gone {
-			if n.parent != nil && !n.gone {
-				delete(fs.children, childKey{n.parent.id, n.name})
-			}
-			fs.detach(p.id, name)
-			n.parent, n.name, n.gone = p, name, false
-			fs.children[childKey{p.id, name}] = n
-		}
 		fs.mu.Unlock()
 		cf.Close()
 	} else {
 		n = &fnode{id: fs.nextNode, qid: qid, rf: cf, lookups: 1, parent: p, name: name}
 		fs.nextNode++
 		fs.detach(p.id, name)
-		fs.nodes[n.id], fs.byQID[k], fs.children[childKey{p.id, name}] = n, n, n
+		fs.nodes[n.id], fs.children[k] = n, n
 		fs.mu.Unlock()
 		cf.setPlace(fs.place(n))
 	}
@@ -325,9 +313,6 @@ func (fs *fuseFS) Forget(id, nlookup uint64) {
 		return
 	}
 	delete(fs.nodes, id)
-	if k := (qidKey{n.qid.Path, n.qid.Version}); fs.byQID[k] == n {
-		delete(fs.byQID, k)
-	}
 	if n.parent != nil && !n.gone {
 		if k := (childKey{n.parent.id, n.name}); fs.children[k] == n {
 			delete(fs.children, k)
@@ -855,6 +840,34 @@ func (fs *fuseFS) setLock(cancel <-chan struct{}, in *fuse.LkIn, wait bool) fuse
 		}
 		delay = min(2*delay, 500*time.Millisecond)
 	}
+}
+
+// GetLk implements fuse.RawFileSystem (F_GETLK).
+func (fs *fuseFS) GetLk(_ <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	t, start, length, ok := lockOf(in.Lk)
+	if !ok || t == p9.Unlock {
+		return fuse.EINVAL
+	}
+	l, err := h.rf.GetLock(p9.Lock{Type: t, Start: start, Length: length, PID: int32(in.Lk.Pid), Client: fmt.Sprintf("fuse-%x", in.Owner)})
+	if err != nil {
+		return status(err)
+	}
+	out.Lk = fuse.FileLock{Typ: syscall.F_UNLCK, Start: in.Lk.Start, End: in.Lk.End}
+	if l.Type == p9.Unlock {
+		return fuse.OK
+	}
+	out.Lk = fuse.FileLock{Typ: syscall.F_RDLCK, Start: l.Start, End: 1<<63 - 1}
+	if l.Type == p9.WriteLock {
+		out.Lk.Typ = syscall.F_WRLCK
+	}
+	if l.Length != 0 {
+		out.Lk.End = l.Start + l.Length - 1
+	}
+	return fuse.OK
 }
 
 // SetLk implements fuse.RawFileSystem.

@@ -2,6 +2,7 @@ package cfs
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/internal/fsconform"
@@ -105,4 +107,187 @@ func TestFUSETimes(t *testing.T) {
 			t.Errorf("%s: times %v %v; want %v %v", at, st.Atim, st.Mtim, ts[0], ts[1])
 		}
 	}
+}
+
+// TestFUSEFailover: through the FUSE front, an open file keeps being
+// written while the server dies and comes back (the write waits), a
+// directory renamed before is found under its new name, and a file
+// another node replaced by rename meanwhile answers ESTALE instead of
+// writing into the new one.
+func TestFUSEFailover(t *testing.T) {
+	srv := newFailoverServer(t)
+	if err := os.MkdirAll(filepath.Join(srv.export, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(srv.export, "doc"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	relay, mnt := fuseMount(t, srv.addr)
+	log, err := os.OpenFile(filepath.Join(mnt, "dir", "log"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	if _, err := log.WriteAt([]byte("one\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.OpenFile(filepath.Join(mnt, "doc"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer doc.Close()
+	if err := os.Rename(filepath.Join(mnt, "dir"), filepath.Join(mnt, "moved")); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.stop()
+	// The editor's atomic save, on another node while the server is away.
+	path := filepath.Join(srv.export, "doc")
+	if err := os.WriteFile(path+".new", []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	gap := 700 * time.Millisecond
+	go func() {
+		time.Sleep(gap)
+		srv.start(nil)
+	}()
+	start := time.Now()
+	if _, err := log.WriteAt([]byte("two\n"), 4); err != nil {
+		t.Fatalf("write through the failover: %v", err)
+	}
+	if waited := time.Since(start); waited < gap/2 {
+		t.Errorf("the write returned after %s, before the server came back", waited)
+	}
+	if err := log.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(srv.export, "moved", "log")); string(got) != "one\ntwo\n" {
+		t.Errorf("the file written through the failover holds %q", got)
+	}
+	if _, err := doc.WriteAt([]byte("XXX"), 0); !errors.Is(err, unix.ESTALE) {
+		t.Errorf("a write to the replaced file after the failover: %v; want ESTALE", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "new" {
+		t.Errorf("the file now under the name holds %q; want \"new\"", got)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "doc")); string(got) != "new" {
+		t.Errorf("reading the name again gives %q, %v", got, err)
+	}
+	if g := relay.Generation(); g != 2 {
+		t.Errorf("relay made %d upstream connections, want 2", g)
+	}
+}
+
+func setLock(t *testing.T, f *os.File, typ int16) error {
+	t.Helper()
+	return unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: typ, Whence: 0})
+}
+
+// TestFUSELocks: fcntl locks through two nodes' FUSE mounts exclude each
+// other on the server, F_GETLK sees the other node's, and a lock is
+// taken again on the server after a failover; one that another node
+// took meanwhile makes its file answer EIO.
+func TestFUSELocks(t *testing.T) {
+	srv := newFailoverServer(t)
+	for _, name := range []string{"kept", "lost"} {
+		if err := os.WriteFile(filepath.Join(srv.export, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, a := fuseMount(t, srv.addr)
+	_, b := fuseMount(t, srv.addr)
+	open := func(dir, name string) *os.File {
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	kept, lost := open(a, "kept"), open(a, "lost")
+	for _, f := range []*os.File{kept, lost} {
+		if err := setLock(t, f, unix.F_WRLCK); err != nil {
+			t.Fatalf("lock %s: %v", f.Name(), err)
+		}
+	}
+	other := open(b, "kept")
+	if err := setLock(t, other, unix.F_WRLCK); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("the other node's lock on a locked file: %v; want EAGAIN", err)
+	}
+	lk := unix.Flock_t{Type: unix.F_RDLCK}
+	if err := unix.FcntlFlock(other.Fd(), unix.F_GETLK, &lk); err != nil || lk.Type != unix.F_WRLCK {
+		t.Errorf("F_GETLK from the other node: type %d, %v; want F_WRLCK (%d)", lk.Type, err, unix.F_WRLCK)
+	}
+
+	srv.stop()
+	srv.start(nil)
+	// Another node takes "lost" on the new server before a comes back.
+	_, direct := attach(t, srv.addr)
+	o := walk(t, direct, "lost")
+	// The fid holds the lock: a collected clientFile clunks itself.
+	t.Cleanup(func() { o.Close() })
+	if _, _, err := o.Open(p9.ReadWrite); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := o.Lock(9, p9.WriteLock, 0, 0, 0, "node3"); err != nil || st != p9.LockStatusOK {
+		t.Fatalf("the other node's lock: %v %v", st, err)
+	}
+	if _, err := kept.WriteAt([]byte("y"), 0); err != nil {
+		t.Fatalf("write to the file whose lock was kept: %v", err)
+	}
+	if err := setLock(t, other, unix.F_WRLCK); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("the other node's lock after the failover: %v; want EAGAIN (the lock was taken again)", err)
+	}
+	if _, err := lost.WriteAt([]byte("y"), 0); !errors.Is(err, unix.EIO) {
+		t.Errorf("write to the file whose lock was taken meanwhile: %v; want EIO", err)
+	}
+	if err := setLock(t, kept, unix.F_UNLCK); err != nil {
+		t.Fatal(err)
+	}
+	if err := setLock(t, other, unix.F_WRLCK); err != nil {
+		t.Errorf("the other node's lock once released: %v", err)
+	}
+}
+
+// TestExportOwnFilesystemOnly: what is mounted inside the exported
+// directory (the server's node's own /proc, /tmp, ...) is not served:
+// clients see the shared directory under it, which they cover with
+// their own mounts.
+func TestExportOwnFilesystemOnly(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tmp", "under"), []byte("shared"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", filepath.Join(dir, "tmp"), "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(dir, "tmp"), unix.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(dir, "tmp", "servers-own"), []byte("private"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewExport(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	root, err := e.AttachUID("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if _, _, err := root.Walk([]string{"tmp", "servers-own"}); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("walk to a file of the server's own mount: %v; want ENOENT", err)
+	}
+	_, f, err := root.Walk([]string{"tmp", "under"})
+	if err != nil {
+		t.Fatalf("walk to the shared file under the mount point: %v", err)
+	}
+	f.Close()
 }

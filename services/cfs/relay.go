@@ -759,6 +759,19 @@ func (f *relayFile) Lock(pid int, t p9.LockType, flags p9.LockFlags, start, leng
 	return
 }
 
+// GetLock implements p9.LockGetter.
+func (f *relayFile) GetLock(l p9.Lock) (out p9.Lock, err error) {
+	err = f.do(func(uf p9.File) error {
+		lg, ok := uf.(p9.LockGetter)
+		if !ok {
+			return linux.ENOSYS
+		}
+		out, err = lg.GetLock(l)
+		return err
+	})
+	return
+}
+
 // Create implements p9.File.Create.
 func (f *relayFile) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
 	var (

@@ -73,36 +73,41 @@ func ConfigureNode(cfg *Config, mc *clms.Config, spec *clusterspec.Spec, o NodeO
 		}
 	}
 	cfg.ICS = ic
-	return configureHACFS(cfg, spec, mc)
+	return configureCFS(cfg, spec, mc)
 }
 
-// configureHACFS gives the daemon its part in a CFS root that fails over
-// (root.cfs.standby): node 1 claims the service address with the
-// service, the standby watches for node 1's fencing to take the service
-// over, and every node but node 1 mounts the shared root through its
-// relay so that the mount outlives the server.
-func configureHACFS(cfg *Config, spec *clusterspec.Spec, mc *clms.Config) error {
+// configureCFS gives the daemon its part in a CFS root: every node but
+// node 1 mounts the shared root through its relay. If it fails over
+// (root.cfs.standby), node 1 claims the service address with the
+// service and the standby watches for node 1's fencing to take the
+// service over; the relays follow the address.
+func configureCFS(cfg *Config, spec *clusterspec.Spec, mc *clms.Config) error {
 	if spec.Root.Source != clusterspec.RootCFS {
 		return nil
 	}
 	svc, moves, err := spec.CFSService()
-	if err != nil || !moves {
+	if err != nil {
 		return err
 	}
 	local, err := netip.ParseAddr(mc.Addr)
 	if err != nil {
 		return fmt.Errorf("locusd: cluster address %q: %w", mc.Addr, err)
 	}
-	iface, err := ifaceWith(local)
-	if err != nil {
-		return err
-	}
-	cfg.CFSService, cfg.CFSIface, cfg.CFSServer = svc, iface, 1
+	cfg.CFSService, cfg.CFSServer = svc, 1
 	if mc.Node != 1 {
+		// Every client mounts the shared root through its relay (init
+		// hands it the FUSE mount).
 		cfg.CFSRelay, cfg.CFSLocal = cfs.RelaySocket, local
 		if cfg.CFSPatience, err = spec.Root.CFS.Wait(); err != nil {
 			return fmt.Errorf("locusd: root.cfs.patience: %w", err)
 		}
+	}
+	if !moves {
+		return nil
+	}
+	// The service address moves: whichever node serves claims it.
+	if cfg.CFSIface, err = ifaceWith(local); err != nil {
+		return err
 	}
 	if mc.Node == spec.Root.CFS.Standby {
 		cfg.CFSTakeover, cfg.CFSTakeoverDir = layout.RootName, CFSTakeoverDir

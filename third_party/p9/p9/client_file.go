@@ -260,6 +260,18 @@ func (c *clientFile) SetAttr(valid SetAttrMask, attr SetAttr) error {
 }
 
 // Lock implements File.Lock
+// GetLock implements LockGetter.GetLock (Tgetlock).
+func (c *clientFile) GetLock(l Lock) (Lock, error) {
+	if atomic.LoadUint32(&c.closed) != 0 {
+		return Lock{}, linux.EBADF
+	}
+	r := rgetlock{}
+	if err := c.client.sendRecv(&tgetlock{fid: c.fid, Type: l.Type, Start: l.Start, Length: l.Length, PID: l.PID, Client: l.Client}, &r); err != nil {
+		return Lock{}, err
+	}
+	return Lock{Type: r.Type, Start: r.Start, Length: r.Length, PID: r.PID, Client: r.Client}, nil
+}
+
 func (c *clientFile) Lock(pid int, locktype LockType, flags LockFlags, start, length uint64, client string) (LockStatus, error) {
 	if atomic.LoadUint32(&c.closed) != 0 {
 		return LockStatusError, linux.EBADF

@@ -36,6 +36,24 @@ type UIDAttacher interface {
 	AttachUID(uname string, uid UID) (File, error)
 }
 
+// Lock is a POSIX record lock as Tgetlock asks about it and Rgetlock
+// answers; Length 0 is to the end of the file.
+type Lock struct {
+	Type   LockType
+	Start  uint64
+	Length uint64
+	PID    int32
+	Client string
+}
+
+// LockGetter is a File that can test for a lock that would conflict
+// with l (Tgetlock, fcntl's F_GETLK): it returns that lock, or l with
+// Type Unlock if there is none. The server answers ENOSYS for files that
+// are not LockGetters.
+type LockGetter interface {
+	GetLock(l Lock) (Lock, error)
+}
+
 // File is a set of operations corresponding to a single node.
 //
 // Note that on the server side, the server logic places constraints on

@@ -1138,6 +1138,25 @@ func (t *tlock) handle(cs *connState) message {
 	return &rlock{Status: status}
 }
 
+// handle implements handler.handle: files that cannot test for locks
+// (no LockGetter) answer ENOSYS.
+func (t *tgetlock) handle(cs *connState) message {
+	ref, ok := cs.LookupFID(t.fid)
+	if !ok {
+		return newErr(linux.EBADF)
+	}
+	defer ref.DecRef()
+	lg, ok := ref.file.(LockGetter)
+	if !ok {
+		return newErr(linux.ENOSYS)
+	}
+	l, err := lg.GetLock(Lock{Type: t.Type, Start: t.Start, Length: t.Length, PID: t.PID, Client: t.Client})
+	if err != nil {
+		return newErr(err)
+	}
+	return &rgetlock{Type: l.Type, Start: l.Start, Length: l.Length, PID: l.PID, Client: l.Client}
+}
+
 // walkOne walks zero or one path elements.
 //
 // The slice passed as qids is append and returned.

@@ -2182,7 +2182,73 @@ func (r *rlock) String() string {
 	return fmt.Sprintf("Rlock{Status: %s}", r.Status)
 }
 
-// Let's wait until we need this? POSIX locks over a network make 0 sense.
+// tgetlock is a Tgetlock message: is there a lock that would conflict
+// with this one?
+type tgetlock struct {
+	fid    fid
+	Type   LockType
+	Start  uint64
+	Length uint64
+	PID    int32
+	Client string
+}
+
+func (t *tgetlock) decode(b *buffer) {
+	t.fid = b.ReadFID()
+	t.Type = LockType(b.Read8())
+	t.Start = b.Read64()
+	t.Length = b.Read64()
+	t.PID = int32(b.Read32())
+	t.Client = b.ReadString()
+}
+
+func (t *tgetlock) encode(b *buffer) {
+	b.WriteFID(t.fid)
+	b.Write8(uint8(t.Type))
+	b.Write64(t.Start)
+	b.Write64(t.Length)
+	b.Write32(uint32(t.PID))
+	b.WriteString(t.Client)
+}
+
+func (*tgetlock) typ() msgType { return msgTgetlock }
+
+func (t *tgetlock) String() string {
+	return fmt.Sprintf("Tgetlock{Type: %s, Start: %d, Length: %d, PID: %d, Client: %s}", t.Type.String(), t.Start, t.Length, t.PID, t.Client)
+}
+
+// rgetlock answers a Tgetlock: the conflicting lock, or Type Unlock and
+// the lock asked about if there is none.
+type rgetlock struct {
+	Type   LockType
+	Start  uint64
+	Length uint64
+	PID    int32
+	Client string
+}
+
+func (r *rgetlock) decode(b *buffer) {
+	r.Type = LockType(b.Read8())
+	r.Start = b.Read64()
+	r.Length = b.Read64()
+	r.PID = int32(b.Read32())
+	r.Client = b.ReadString()
+}
+
+func (r *rgetlock) encode(b *buffer) {
+	b.Write8(uint8(r.Type))
+	b.Write64(r.Start)
+	b.Write64(r.Length)
+	b.Write32(uint32(r.PID))
+	b.WriteString(r.Client)
+}
+
+func (*rgetlock) typ() msgType { return msgRgetlock }
+
+func (r *rgetlock) String() string {
+	return fmt.Sprintf("Rgetlock{Type: %s, Start: %d, Length: %d, PID: %d, Client: %s}", r.Type.String(), r.Start, r.Length, r.PID, r.Client)
+}
+
 // getlock - test for the existence of a POSIX record lock
 // size[4] Tgetlock tag[2] fid[4] type[1] start[8] length[8] proc_id[4] client_id[s]
 // size[4] Rgetlock tag[2] type[1] start[8] length[8] proc_id[4] client_id[s]
@@ -2311,6 +2377,8 @@ func init() {
 	msgDotLRegistry.register(msgRlink, func() message { return &rlink{} })
 	msgDotLRegistry.register(msgTlock, func() message { return &tlock{} })
 	msgDotLRegistry.register(msgRlock, func() message { return &rlock{} })
+	msgDotLRegistry.register(msgTgetlock, func() message { return &tgetlock{} })
+	msgDotLRegistry.register(msgRgetlock, func() message { return &rgetlock{} })
 	msgDotLRegistry.register(msgTmkdir, func() message { return &tmkdir{} })
 	msgDotLRegistry.register(msgRmkdir, func() message { return &rmkdir{} })
 	msgDotLRegistry.register(msgTrenameat, func() message { return &trenameat{} })
