@@ -661,7 +661,7 @@ func (s *Spec) AllModules() []string {
 	extra := s.Modules
 	switch s.Root.Source {
 	case RootCFS:
-		extra = append([]string{"9p", "9pnet_fd", "fuse"}, extra...)
+		extra = append([]string{"fuse"}, extra...)
 	case RootNFS:
 		extra = append([]string{"nfs", "nfsv3", "nfsv4"}, extra...)
 	}

@@ -13,6 +13,8 @@
 //
 // Only nodes the cluster admitted may connect: Server asks an Allow
 // function (membership: is this address a node that is not Down?) for
-// every connection before it reads a byte. Nodes mount the export with
-// the kernel's v9fs client (trans=tcp, cache=none), see docs/cfs.md.
+// every connection before it reads a byte. A client node's kernel mounts
+// the shared root over FUSE, served by the node's Relay (fuse.go), which
+// forwards to the server over one 9P2000.L connection and follows the
+// service through a failover; see docs/cfs.md.
 package cfs

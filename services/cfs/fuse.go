@@ -15,8 +15,8 @@ import (
 )
 
 // FUSESocket is where a node's relay takes the kernel's FUSE connection
-// for the shared root from init (see HandOff), in the same root-only
-// directory as RelaySocket.
+// for the shared root from init (see HandOff), in a directory only root
+// may enter.
 const FUSESocket = "/run/locus/cfs/fuse.sock"
 
 // FUSEMountOptions are the kernel's options for a FUSE mount of the
@@ -267,7 +267,7 @@ func (fs *fuseFS) lookup(p *fnode, name string, out *fuse.EntryOut) fuse.Status 
 	if err != nil {
 		return status(err)
 	}
-	fs.enter(p, name, f.(*relayFile), qids[len(qids)-1], attr, out)
+	fs.enter(p, name, f, qids[len(qids)-1], attr, out)
 	return fuse.OK
 }
 
@@ -528,11 +528,10 @@ func (fs *fuseFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName 
 
 // open opens a fresh fid of n with the kernel's flags.
 func (fs *fuseFS) open(n *fnode, flags uint32) (*relayFile, error) {
-	_, f, err := n.rf.Walk(nil)
+	_, rf, err := n.rf.Walk(nil)
 	if err != nil {
 		return nil, err
 	}
-	rf := f.(*relayFile)
 	// The server opens with these; O_CREAT and O_EXCL the kernel has
 	// dealt with, O_TRUNC comes as a setattr.
 	of := p9.OpenFlags(flags & (unix.O_ACCMODE | unix.O_APPEND | unix.O_SYNC | unix.O_DSYNC | unix.O_NOATIME))
@@ -575,11 +574,10 @@ func (fs *fuseFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out 
 		return fuse.Status(syscall.ESTALE)
 	}
 	of := p9.OpenFlags(in.Flags & (unix.O_ACCMODE | unix.O_APPEND | unix.O_SYNC | unix.O_DSYNC | unix.O_EXCL))
-	cf, _, _, err := fs.as(p, in.Uid).Create(name, of, p9.FileMode(in.Mode&07777), p9.UID(in.Uid), p9.GID(in.Gid))
+	rf, _, _, err := fs.as(p, in.Uid).Create(name, of, p9.FileMode(in.Mode&07777), p9.UID(in.Uid), p9.GID(in.Gid))
 	if err != nil {
 		return status(err)
 	}
-	rf := cf.(*relayFile)
 	if st := fs.lookup(p, name, &out.EntryOut); !st.Ok() {
 		rf.Close()
 		return st

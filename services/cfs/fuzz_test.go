@@ -2,7 +2,6 @@ package cfs
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -116,41 +115,6 @@ func FuzzServer(f *testing.F) {
 		}
 		if b, _ := os.ReadFile(filepath.Join(dir, "outside")); string(b) != "keep" {
 			t.Errorf("the file outside the export changed: %q", b)
-		}
-	})
-}
-
-// FuzzRelay feeds a byte stream to the relay as the kernel's connection,
-// the relay forwarding to a real server: it must answer or hang up, never
-// crash or hang, and nothing outside the export may change.
-func FuzzRelay(f *testing.F) {
-	f.Add(recordSession(f, func(root p9.File) {
-		_, d, _ := root.Walk(nil)
-		nf, _, _, _ := d.Create("f", p9.ReadWrite, 0o644, p9.NoUID, p9.NoGID)
-		if nf != nil {
-			nf.WriteAt([]byte("hello"), 0)
-			nf.GetXattr("security.capability")
-			nf.SetXattr("user.x", []byte("v"), 0)
-			nf.Close()
-		}
-		root.RenameAt("f", root, "g")
-		root.UnlinkAt("g", 0)
-	}))
-	f.Fuzz(func(t *testing.T, stream []byte) {
-		addr, export, _ := serve(t, nil)
-		dir := filepath.Dir(export)
-		relay := NewRelay(func(ctx context.Context) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", addr)
-		}, slog.New(slog.DiscardHandler))
-		relay.SetPatience(200 * time.Millisecond)
-		feed(t, relay.p9, stream, 6*time.Second)
-		if b, _ := os.ReadFile(filepath.Join(dir, "secret")); string(b) != "outside" {
-			t.Errorf("the file outside the export changed: %q", b)
-		}
-		entries, _ := os.ReadDir(dir)
-		if len(entries) != 2 {
-			t.Errorf("something was made beside the export: %v", entries)
 		}
 	})
 }

@@ -126,15 +126,6 @@ func TestOwnership(t *testing.T) {
 	ownershipCases(t, attachAs(t, addr, 65534), export)
 }
 
-// TestOwnershipThroughRelay: the relay attaches upstream as each user
-// the kernel attaches as, so ownership is the same through it.
-func TestOwnershipThroughRelay(t *testing.T) {
-	needRoot(t)
-	srv := newFailoverServer(t)
-	relay := relayListener(t, srv.addr)
-	ownershipCases(t, attachAs(t, relay, 65534), srv.export)
-}
-
 // TestSetAttr: chmod keeps setuid and setgid; times are set to the
 // nanosecond, on a symlink itself too.
 func TestSetAttr(t *testing.T) {

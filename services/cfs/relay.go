@@ -3,7 +3,6 @@ package cfs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,35 +14,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RelaySocket is where a node's CFS relay listens for the kernel's
-// mount (trans=unix), in a directory only root may enter: no other user
-// of the node reaches the shared root through it.
-const RelaySocket = "/run/locus/cfs/relay.sock"
-
-// Relay stands between a node's kernel 9P client and the CFS server, so
-// that the shared root survives the server's failover: the kernel's v9fs
-// has no reconnect, a relay on loopback does.
+// Relay stands between a node's kernel and the CFS server, so that the
+// shared root survives the server's failover: the kernel mounts the
+// shared root over FUSE and the relay serves that mount (fuse.go) from
+// files of its own, each forwarding to the current CFS server over one
+// upstream 9P2000.L connection.
 //
-// The relay serves 9P2000.L to the kernel (the p9 server does the
-// protocol) and forwards every operation to the current CFS server over
-// one upstream connection. Each of the kernel's fids is a relayFile that
-// knows its name and parent, and whether and how it was opened. When the
-// upstream connection breaks (the server's node went Down, or a reply did
-// not come in time), calls wait while the relay dials the service address
-// again; the first call on each fid after that walks the fid's path from
-// the new server's root and opens it again, and the call is retried. The
-// kernel sees a pause, not an error.
+// Each relayFile knows its name (its place in the FUSE front's tree) and
+// whether and how it was opened. When the upstream connection breaks
+// (the server's node went Down, or a reply did not come in time), calls
+// wait while the relay dials the service address again; the first call
+// on each file after that walks the file's path from the new server's
+// root, checks that it found the same inode (QID: inode and generation;
+// another file now under the name answers ESTALE), opens it again, takes
+// its POSIX locks again (EIO if another node took a conflicting one
+// meanwhile), and the call is retried. The kernel sees a pause, not an
+// error.
 //
 // What cannot come back: a file unlinked while open (its name is gone;
-// such a fid answers ESTALE after a failover), and POSIX locks (held by
-// the old server's open files). A write that was in flight when the
-// server died is sent again: at the same offset that changes nothing, but
-// on a file opened O_APPEND (appended where the server's end is) it may
-// land twice if the first one reached the disk.
+// it answers ESTALE after a failover). A write that was in flight when
+// the server died is sent again: at the same offset that changes
+// nothing, but on a file opened O_APPEND (appended where the server's
+// end is) it may land twice if the first one reached the disk.
 type Relay struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	log  *slog.Logger
-	p9   *p9.Server // serves the kernel's connections
 	// patience is how long a call waits for the server to come back
 	// before it fails with EIO; 0 waits as long as it takes (a hard
 	// mount).
@@ -54,19 +49,16 @@ type Relay struct {
 	client *p9.Client
 	conn   net.Conn
 	// roots are the upstream attaches on the current connection, one
-	// for each user the kernel attached as: the server creates files
-	// as the user whose attach they are made under.
+	// for each user files were created as: the server creates files as
+	// the user whose attach they are made under.
 	roots map[p9.UID]p9.File
 	// ready is closed when a new upstream is there (or dialing gave up).
 	ready   chan struct{}
 	dialing bool
 	closed  bool
 
-	// names guards every relayFile's parent and name: the p9 server
-	// renames under its own global lock and calls Renamed; paths are read
-	// when a fid is reopened.
+	// names guards every relayFile's parent, name and place.
 	names sync.RWMutex
-	files map[*relayFile]struct{}
 }
 
 // NewRelay returns a relay that reaches the CFS server through dial
@@ -75,9 +67,7 @@ func NewRelay(dial func(ctx context.Context) (net.Conn, error), log *slog.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Relay{dial: dial, log: log, files: map[*relayFile]struct{}{}}
-	r.p9 = p9.NewServer(relayAttacher{r}, p9.WithServerLogger(slogPrintf{log}))
-	return r
+	return &Relay{dial: dial, log: log}
 }
 
 // SetPatience sets how long a call waits for the server to come back;
@@ -86,46 +76,13 @@ func NewRelay(dial func(ctx context.Context) (net.Conn, error), log *slog.Logger
 // for those who asked for it.
 func (r *Relay) SetPatience(d time.Duration) { r.patience = d }
 
-// Serve serves the kernel's connections on ln (loopback) until ctx ends.
-func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
-	stop := context.AfterFunc(ctx, func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		r.mu.Lock()
-		r.closed = true
-		if r.conn != nil {
-			r.conn.Close()
-		}
-		r.mu.Unlock()
-	})
-	defer stop()
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("cfs relay: accept on %s: %w", ln.Addr(), err)
-		}
-		mu.Lock()
-		conns[c] = struct{}{}
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.p9.Handle(guard(c), c)
-			mu.Lock()
-			delete(conns, c)
-			mu.Unlock()
-		}()
+// Close ends the relay: calls fail with EIO from then on.
+func (r *Relay) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.conn != nil {
+		r.conn.Close()
 	}
 }
 
@@ -291,31 +248,8 @@ func isTransport(err error) bool {
 	return !errors.As(err, &errno)
 }
 
-type relayAttacher struct{ r *Relay }
-
-// Attach implements p9.Attacher; the kernel always names its user.
-func (a relayAttacher) Attach() (p9.File, error) { return a.AttachUID("", p9.NoUID) }
-
-// AttachUID implements p9.UIDAttacher: the kernel's mount attaches to
-// the root, once for each user; the relay attaches upstream as the same.
-func (a relayAttacher) AttachUID(_ string, uid p9.UID) (p9.File, error) {
-	if !uid.Ok() {
-		uid = nobody
-	}
-	f := a.r.newFile(nil, "", uid)
-	if _, err := f.current(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
 func (r *Relay) newFile(parent *relayFile, name string, uid p9.UID) *relayFile {
-	f := &relayFile{r: r, parent: parent, name: name, uid: uid}
-	r.names.Lock()
-	r.files[f] = struct{}{}
-	r.names.Unlock()
-	return f
+	return &relayFile{r: r, parent: parent, name: name, uid: uid}
 }
 
 // setPlace makes place name f (see relayFile.place).
@@ -334,7 +268,7 @@ func (r *Relay) placed(uid p9.UID, place func() ([]string, bool), qid p9.QID, kn
 	return f
 }
 
-// relayFile is one of the kernel's fids.
+// relayFile is a file of the FUSE front's: a node, or an open file.
 type relayFile struct {
 	r *Relay
 
@@ -529,11 +463,7 @@ func (f *relayFile) do(op func(uf p9.File) error) error {
 
 // do2 is do for operations on two files (link, rename): both upstream
 // fids must belong to one connection.
-func (f *relayFile) do2(other p9.File, op func(uf, uo p9.File) error) error {
-	o, ok := other.(*relayFile)
-	if !ok {
-		return linux.EXDEV
-	}
+func (f *relayFile) do2(o *relayFile, op func(uf, uo p9.File) error) error {
 	for {
 		uf, err := f.current()
 		if err != nil {
@@ -584,8 +514,8 @@ func (f *relayFile) child(name string, uf p9.File, gen uint64, qids []p9.QID) *r
 	return c
 }
 
-// Walk implements p9.File.Walk. The p9 server walks one name at a time.
-func (f *relayFile) Walk(names []string) ([]p9.QID, p9.File, error) {
+// Walk walks to one name (none: a clone of f).
+func (f *relayFile) Walk(names []string) ([]p9.QID, *relayFile, error) {
 	if len(names) > 1 {
 		return nil, nil, linux.EINVAL
 	}
@@ -618,8 +548,8 @@ func (f *relayFile) genOf() uint64 {
 	return f.gen
 }
 
-// WalkGetAttr implements p9.File.WalkGetAttr.
-func (f *relayFile) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+// WalkGetAttr walks to one name and returns its attributes.
+func (f *relayFile) WalkGetAttr(names []string) ([]p9.QID, *relayFile, p9.AttrMask, p9.Attr, error) {
 	if len(names) > 1 {
 		return nil, nil, p9.AttrMask{}, p9.Attr{}, linux.EINVAL
 	}
@@ -643,29 +573,26 @@ func (f *relayFile) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask,
 	return qids, child, mask, attr, nil
 }
 
-// StatFS implements p9.File.StatFS.
+// StatFS forwards StatFS to the server.
 func (f *relayFile) StatFS() (st p9.FSStat, err error) {
 	err = f.do(func(uf p9.File) (err error) { st, err = uf.StatFS(); return })
 	return
 }
 
-// GetAttr implements p9.File.GetAttr.
+// GetAttr forwards GetAttr to the server.
 func (f *relayFile) GetAttr(req p9.AttrMask) (q p9.QID, m p9.AttrMask, a p9.Attr, err error) {
 	err = f.do(func(uf p9.File) (err error) { q, m, a, err = uf.GetAttr(req); return })
 	return
 }
 
-// SetAttr implements p9.File.SetAttr.
+// SetAttr forwards SetAttr to the server.
 func (f *relayFile) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 	return f.do(func(uf p9.File) error { return uf.SetAttr(valid, attr) })
 }
 
-// Close implements p9.File.Close: the upstream fid is clunked if its
+// Close forwards Close to the server: the upstream fid is clunked if its
 // connection is still the current one.
 func (f *relayFile) Close() error {
-	f.r.names.Lock()
-	delete(f.r.files, f)
-	f.r.names.Unlock()
 	f.mu.Lock()
 	uf, gen := f.f, f.gen
 	f.f = nil
@@ -684,7 +611,7 @@ func (f *relayFile) Close() error {
 	return nil
 }
 
-// Open implements p9.File.Open.
+// Open forwards Open to the server.
 func (f *relayFile) Open(flags p9.OpenFlags) (q p9.QID, iounit uint32, err error) {
 	err = f.do(func(uf p9.File) (err error) { q, iounit, err = uf.Open(flags); return })
 	if err == nil {
@@ -695,7 +622,7 @@ func (f *relayFile) Open(flags p9.OpenFlags) (q p9.QID, iounit uint32, err error
 	return
 }
 
-// ReadAt implements p9.File.ReadAt.
+// ReadAt forwards ReadAt to the server.
 func (f *relayFile) ReadAt(p []byte, offset int64) (n int, err error) {
 	err = f.do(func(uf p9.File) (err error) { n, err = uf.ReadAt(p, offset); return })
 	if err == io.EOF {
@@ -705,40 +632,40 @@ func (f *relayFile) ReadAt(p []byte, offset int64) (n int, err error) {
 	return
 }
 
-// WriteAt implements p9.File.WriteAt.
+// WriteAt forwards WriteAt to the server.
 func (f *relayFile) WriteAt(p []byte, offset int64) (n int, err error) {
 	err = f.do(func(uf p9.File) (err error) { n, err = uf.WriteAt(p, offset); return })
 	return
 }
 
-// SetXattr implements p9.File.SetXattr.
+// SetXattr forwards SetXattr to the server.
 func (f *relayFile) SetXattr(attr string, data []byte, flags p9.XattrFlags) error {
 	return f.do(func(uf p9.File) error { return uf.SetXattr(attr, data, flags) })
 }
 
-// GetXattr implements p9.File.GetXattr.
+// GetXattr forwards GetXattr to the server.
 func (f *relayFile) GetXattr(attr string) (b []byte, err error) {
 	err = f.do(func(uf p9.File) (err error) { b, err = uf.GetXattr(attr); return })
 	return
 }
 
-// ListXattrs implements p9.File.ListXattrs.
+// ListXattrs forwards ListXattrs to the server.
 func (f *relayFile) ListXattrs() (names []string, err error) {
 	err = f.do(func(uf p9.File) (err error) { names, err = uf.ListXattrs(); return })
 	return
 }
 
-// RemoveXattr implements p9.File.RemoveXattr.
+// RemoveXattr forwards RemoveXattr to the server.
 func (f *relayFile) RemoveXattr(attr string) error {
 	return f.do(func(uf p9.File) error { return uf.RemoveXattr(attr) })
 }
 
-// FSync implements p9.File.FSync.
+// FSync forwards FSync to the server.
 func (f *relayFile) FSync() error {
 	return f.do(func(uf p9.File) error { return uf.FSync() })
 }
 
-// Lock implements p9.File.Lock. What the server grants is kept, to be
+// Lock forwards Lock to the server. What the server grants is kept, to be
 // taken again after a failover.
 func (f *relayFile) Lock(pid int, t p9.LockType, flags p9.LockFlags, start, length uint64, client string) (st p9.LockStatus, err error) {
 	err = f.do(func(uf p9.File) (err error) { st, err = uf.Lock(pid, t, flags, start, length, client); return })
@@ -772,8 +699,8 @@ func (f *relayFile) GetLock(l p9.Lock) (out p9.Lock, err error) {
 	return
 }
 
-// Create implements p9.File.Create.
-func (f *relayFile) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
+// Create forwards Create to the server.
+func (f *relayFile) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (*relayFile, p9.QID, uint32, error) {
 	var (
 		child  *relayFile
 		q      p9.QID
@@ -801,94 +728,47 @@ func (f *relayFile) Create(name string, flags p9.OpenFlags, perm p9.FileMode, ui
 	return child, q, iounit, nil
 }
 
-// Mkdir implements p9.File.Mkdir.
+// Mkdir forwards Mkdir to the server.
 func (f *relayFile) Mkdir(name string, perm p9.FileMode, uid p9.UID, gid p9.GID) (q p9.QID, err error) {
 	err = f.do(func(uf p9.File) (err error) { q, err = uf.Mkdir(name, perm, uid, gid); return })
 	return
 }
 
-// Symlink implements p9.File.Symlink.
+// Symlink forwards Symlink to the server.
 func (f *relayFile) Symlink(oldName, newName string, uid p9.UID, gid p9.GID) (q p9.QID, err error) {
 	err = f.do(func(uf p9.File) (err error) { q, err = uf.Symlink(oldName, newName, uid, gid); return })
 	return
 }
 
-// Link implements p9.File.Link.
-func (f *relayFile) Link(target p9.File, newName string) error {
+// Link forwards Link to the server.
+func (f *relayFile) Link(target *relayFile, newName string) error {
 	return f.do2(target, func(uf, ut p9.File) error { return uf.Link(ut, newName) })
 }
 
-// Mknod implements p9.File.Mknod.
+// Mknod forwards Mknod to the server.
 func (f *relayFile) Mknod(name string, mode p9.FileMode, major, minor uint32, uid p9.UID, gid p9.GID) (q p9.QID, err error) {
 	err = f.do(func(uf p9.File) (err error) { q, err = uf.Mknod(name, mode, major, minor, uid, gid); return })
 	return
 }
 
-// Rename implements p9.File.Rename.
-func (f *relayFile) Rename(newDir p9.File, newName string) error {
-	err := f.do2(newDir, func(uf, ud p9.File) error { return uf.Rename(ud, newName) })
-	if err == nil {
-		f.r.replaced(newDir.(*relayFile), newName, f)
-	}
-	return err
+// RenameAt forwards RenameAt to the server.
+func (f *relayFile) RenameAt(oldName string, newDir *relayFile, newName string) error {
+	return f.do2(newDir, func(uf, ud p9.File) error { return uf.RenameAt(oldName, ud, newName) })
 }
 
-// RenameAt implements p9.File.RenameAt.
-func (f *relayFile) RenameAt(oldName string, newDir p9.File, newName string) error {
-	err := f.do2(newDir, func(uf, ud p9.File) error { return uf.RenameAt(oldName, ud, newName) })
-	if err == nil && !(newDir == p9.File(f) && oldName == newName) {
-		f.r.replaced(newDir.(*relayFile), newName, nil)
-	}
-	return err
-}
-
-// UnlinkAt implements p9.File.UnlinkAt.
+// UnlinkAt forwards UnlinkAt to the server.
 func (f *relayFile) UnlinkAt(name string, flags uint32) error {
-	err := f.do(func(uf p9.File) error { return uf.UnlinkAt(name, flags) })
-	if err == nil {
-		f.r.replaced(f, name, nil)
-	}
-	return err
+	return f.do(func(uf p9.File) error { return uf.UnlinkAt(name, flags) })
 }
 
-// replaced marks the files named name in dir as gone: unlinked, or
-// replaced by a rename onto their name (except moved, the file renamed).
-// The p9 server then tells the renamed files their new place (Renamed).
-func (r *Relay) replaced(dir *relayFile, name string, moved *relayFile) {
-	r.names.RLock()
-	var gone []*relayFile
-	for f := range r.files {
-		if f.parent == dir && f.name == name && f != moved {
-			gone = append(gone, f)
-		}
-	}
-	r.names.RUnlock()
-	for _, f := range gone {
-		f.mu.Lock()
-		f.gone = true
-		f.mu.Unlock()
-	}
-}
-
-// Readdir implements p9.File.Readdir.
+// Readdir forwards Readdir to the server.
 func (f *relayFile) Readdir(offset uint64, count uint32) (d p9.Dirents, err error) {
 	err = f.do(func(uf p9.File) (err error) { d, err = uf.Readdir(offset, count); return })
 	return
 }
 
-// Readlink implements p9.File.Readlink.
+// Readlink forwards Readlink to the server.
 func (f *relayFile) Readlink() (s string, err error) {
 	err = f.do(func(uf p9.File) (err error) { s, err = uf.Readlink(); return })
 	return
-}
-
-// Renamed implements p9.File.Renamed: f now lives at newDir/newName.
-func (f *relayFile) Renamed(newDir p9.File, newName string) {
-	d, ok := newDir.(*relayFile)
-	if !ok {
-		return
-	}
-	f.r.names.Lock()
-	f.parent, f.name = d, newName
-	f.r.names.Unlock()
 }

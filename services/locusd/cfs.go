@@ -232,8 +232,8 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 	return served, nil
 }
 
-// startRelay serves the kernel's mount of the shared root on cfg.CFSRelay
-// (loopback) and relays it to the CFS service.
+// startRelay takes the kernel's FUSE mount of the shared root from init
+// on cfg.CFSRelay and relays it to the CFS service.
 func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 	service := net.JoinHostPort(cfg.CFSService.Addr().String(), strconv.Itoa(cfs.DefaultPort))
 	relay := cfs.NewRelay(func(ctx context.Context) (net.Conn, error) {
@@ -258,27 +258,18 @@ func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 		return c, nil
 	}, cfg.Log.With("svc", "cfs-relay"))
 	relay.SetPatience(cfg.CFSPatience)
-	// The socket's directory is root's alone: only root on this node
-	// reaches the shared root through the relay.
+	// Init mounts the shared root over FUSE and hands the connection to
+	// the relay here (cfs.HandOff). The socket's directory is root's
+	// alone: only init (root) hands mounts over.
 	ln, err := privsock.Listen(cfg.CFSRelay)
 	if err != nil {
 		return nil, fmt.Errorf("locusd: cfs relay: listen on %s: %w", cfg.CFSRelay, err)
 	}
-	cfg.Log.Info("cfs: relay serving the shared root", "addr", ln.Addr().String(), "service", service)
+	cfg.Log.Info("cfs: relay taking the shared root's FUSE mount", "addr", ln.Addr().String(), "service", service)
 	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceCFSRelay, Detail: service})
+	context.AfterFunc(ctx, relay.Close)
 	go func() {
-		if err := relay.Serve(ctx, ln); err != nil {
-			cfg.Log.Error("cfs relay stopped", "err", err)
-		}
-	}()
-	// Init mounts the shared root over FUSE and hands the connection to
-	// the relay here (cfs.HandOff), in the same root-only directory.
-	hl, err := privsock.Listen(cfs.FUSESocket)
-	if err != nil {
-		return nil, fmt.Errorf("locusd: cfs relay: listen on %s: %w", cfs.FUSESocket, err)
-	}
-	go func() {
-		if err := relay.ServeHandOffs(ctx, hl.(*net.UnixListener)); err != nil {
+		if err := relay.ServeHandOffs(ctx, ln.(*net.UnixListener)); err != nil {
 			cfg.Log.Error("cfs relay: FUSE hand-offs stopped", "err", err)
 		}
 	}()

@@ -81,8 +81,8 @@ type Config struct {
 	// CFSIface of whichever node serves. Its server claims it.
 	CFSService netip.Prefix
 	CFSIface   string
-	// CFSRelay, if set, is the unix socket of this node's CFS relay
-	// (the kernel mounts the shared root from it); the relay reaches the
+	// CFSRelay, if set, is the unix socket where this node's CFS relay
+	// takes init's FUSE mount of the shared root; the relay reaches the
 	// service at CFSService from this node's address CFSLocal, and dials
 	// again when the serving node goes Down.
 	CFSRelay string

@@ -97,7 +97,7 @@ func configureCFS(cfg *Config, spec *clusterspec.Spec, mc *clms.Config) error {
 	if mc.Node != 1 {
 		// Every client mounts the shared root through its relay (init
 		// hands it the FUSE mount).
-		cfg.CFSRelay, cfg.CFSLocal = cfs.RelaySocket, local
+		cfg.CFSRelay, cfg.CFSLocal = cfs.FUSESocket, local
 		if cfg.CFSPatience, err = spec.Root.CFS.Wait(); err != nil {
 			return fmt.Errorf("locusd: root.cfs.patience: %w", err)
 		}
