@@ -299,7 +299,28 @@ type relayFile struct {
 	// a lock it could not reclaim.
 	locks []lockCall
 	lost  bool
+	// unsynced are the writes made through f since its last sync, which
+	// the server acknowledged from its page cache: a server that dies
+	// before writing them back loses them, so they are sent again to the
+	// next one, as an NFS client sends its unstable writes again when
+	// the server's write verifier changes. Not kept for O_APPEND files,
+	// where the server chooses the offset.
+	unsynced     []unsyncedWrite
+	unsyncedSize int
+	synced       uint64 // writes recorded so far, for FSync to forget those it covered
 }
+
+// unsyncedWrite is one acknowledged, not yet synced write.
+type unsyncedWrite struct {
+	seq  uint64
+	off  int64
+	data []byte
+}
+
+// maxUnsynced bounds the data one file keeps unsynced: a write beyond it
+// syncs the file first, as the kernel's dirty limits make a local
+// filesystem write back.
+const maxUnsynced = 8 << 20
 
 // lockCall is one granted Tlock.
 type lockCall struct {
@@ -392,6 +413,16 @@ func (f *relayFile) current() (p9.File, error) {
 				uf.Close()
 			}
 		}
+		if err == nil && len(f.unsynced) > 0 && f.gen != 0 {
+			if err = f.rewrite(uf); err != nil && !isTransport(err) {
+				uf.Close()
+				f.lost = true
+				f.r.log.Error("cfs relay: writes the old server acknowledged could not be made again on the new one; the file answers EIO", "path", f.pathString(), "err", err)
+				err = linux.EIO
+			} else if err != nil {
+				uf.Close()
+			}
+		}
 		if err == linux.EIO {
 			f.mu.Unlock()
 			return nil, err
@@ -413,6 +444,18 @@ func (f *relayFile) current() (p9.File, error) {
 		f.mu.Unlock()
 		return uf, nil
 	}
+}
+
+// rewrite sends f's unsynced writes again, in order, to a new server's
+// fid uf (f.mu held).
+func (f *relayFile) rewrite(uf p9.File) error {
+	for _, w := range f.unsynced {
+		if _, err := uf.WriteAt(w.data, w.off); err != nil {
+			return err
+		}
+	}
+	f.r.log.Info("cfs relay: writes not yet synced by the old server sent again", "path", f.pathString(), "writes", len(f.unsynced), "bytes", f.unsyncedSize)
+	return nil
 }
 
 // relock takes f's POSIX locks again on a new server's fid uf (f.mu held).
@@ -635,6 +678,24 @@ func (f *relayFile) ReadAt(p []byte, offset int64) (n int, err error) {
 // WriteAt forwards WriteAt to the server.
 func (f *relayFile) WriteAt(p []byte, offset int64) (n int, err error) {
 	err = f.do(func(uf p9.File) (err error) { n, err = uf.WriteAt(p, offset); return })
+	if n <= 0 {
+		return
+	}
+	f.mu.Lock()
+	if f.flags&p9.OpenFlags(unix.O_APPEND) != 0 || f.flags&p9.OpenFlags(unix.O_SYNC|unix.O_DSYNC) != 0 {
+		f.mu.Unlock()
+		return
+	}
+	f.synced++
+	f.unsynced = append(f.unsynced, unsyncedWrite{seq: f.synced, off: offset, data: append([]byte(nil), p[:n]...)})
+	f.unsyncedSize += n
+	full := f.unsyncedSize > maxUnsynced
+	f.mu.Unlock()
+	if full {
+		if serr := f.FSync(); serr != nil {
+			f.r.log.Warn("cfs relay: sync of a file with much unsynced data failed", "path", f.pathString(), "err", serr)
+		}
+	}
 	return
 }
 
@@ -662,7 +723,22 @@ func (f *relayFile) RemoveXattr(attr string) error {
 
 // FSync forwards FSync to the server.
 func (f *relayFile) FSync() error {
-	return f.do(func(uf p9.File) error { return uf.FSync() })
+	f.mu.Lock()
+	upto := f.synced
+	f.mu.Unlock()
+	if err := f.do(func(uf p9.File) error { return uf.FSync() }); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Writes made while the sync ran may not be covered: keep those.
+	i := 0
+	for i < len(f.unsynced) && f.unsynced[i].seq <= upto {
+		f.unsyncedSize -= len(f.unsynced[i].data)
+		i++
+	}
+	f.unsynced = append(f.unsynced[:0:0], f.unsynced[i:]...)
+	return nil
 }
 
 // Lock forwards Lock to the server. What the server grants is kept, to be
