@@ -296,10 +296,22 @@ func TestExportOwnFilesystemOnly(t *testing.T) {
 // not synced when it died are sent again to the next server (here the
 // dead server's loss is made by hand: the file is cut back to nothing,
 // as a crash before writeback leaves it), so the file holds everything
-// its writer wrote; what was synced is not sent again.
+// its writer wrote; what was synced is not sent again; of a log opened
+// O_APPEND, the appends past the new server's end of file are made
+// again, none twice.
 func TestFUSEUnsyncedWritesSurvive(t *testing.T) {
 	srv := newFailoverServer(t)
 	_, mnt := fuseMount(t, srv.addr)
+	log, err := os.OpenFile(filepath.Join(mnt, "log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for _, rec := range []string{"one\n", "two\n"} {
+		if _, err := log.WriteString(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f, err := os.OpenFile(filepath.Join(mnt, "data"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +337,17 @@ func TestFUSEUnsyncedWritesSurvive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The dead server wrote back the log's first record only.
+	if err := os.Truncate(filepath.Join(srv.export, "log"), 4); err != nil {
+		t.Fatal(err)
+	}
 	srv.start(nil)
+	if _, err := log.WriteString("three\n"); err != nil {
+		t.Fatalf("append after the failover: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(srv.export, "log")); string(got) != "one\ntwo\nthree\n" {
+		t.Errorf("the log appended to through the failover holds %q", got)
+	}
 	if _, err := f.WriteAt([]byte("after"), 7); err != nil {
 		t.Fatalf("write after the failover: %v", err)
 	}

@@ -303,8 +303,10 @@ type relayFile struct {
 	// the server acknowledged from its page cache: a server that dies
 	// before writing them back loses them, so they are sent again to the
 	// next one, as an NFS client sends its unstable writes again when
-	// the server's write verifier changes. Not kept for O_APPEND files,
-	// where the server chooses the offset.
+	// the server's write verifier changes. For a file opened O_APPEND
+	// the offset is where the kernel expected the write to land, and
+	// only those at or beyond the new server's end of file are sent
+	// again (see rewrite).
 	unsynced     []unsyncedWrite
 	unsyncedSize int
 	synced       uint64 // writes recorded so far, for FSync to forget those it covered
@@ -448,13 +450,34 @@ func (f *relayFile) current() (p9.File, error) {
 
 // rewrite sends f's unsynced writes again, in order, to a new server's
 // fid uf (f.mu held).
+//
+// An append lands where the server's end of file is, at or beyond the
+// offset the kernel expected (another node may have appended since it
+// last looked). The new server's file is a prefix of what the old one
+// acknowledged, so an append expected at or beyond its end is not in it
+// and is sent again; one expected before it may be there (or torn), and
+// is not: an append is never made twice by this, and a file only this
+// node appends to (a log) comes back whole.
 func (f *relayFile) rewrite(uf p9.File) error {
+	var end uint64
+	if f.flags&p9.OpenFlags(unix.O_APPEND) != 0 {
+		_, _, a, err := uf.GetAttr(p9.AttrMask{Size: true})
+		if err != nil {
+			return err
+		}
+		end = a.Size
+	}
+	sent, bytes := 0, 0
 	for _, w := range f.unsynced {
+		if uint64(w.off) < end {
+			continue
+		}
 		if _, err := uf.WriteAt(w.data, w.off); err != nil {
 			return err
 		}
+		sent, bytes = sent+1, bytes+len(w.data)
 	}
-	f.r.log.Info("cfs relay: writes not yet synced by the old server sent again", "path", f.pathString(), "writes", len(f.unsynced), "bytes", f.unsyncedSize)
+	f.r.log.Info("cfs relay: writes the old server had not synced sent again", "path", f.pathString(), "writes", sent, "bytes", bytes, "kept", len(f.unsynced))
 	return nil
 }
 
@@ -682,7 +705,7 @@ func (f *relayFile) WriteAt(p []byte, offset int64) (n int, err error) {
 		return
 	}
 	f.mu.Lock()
-	if f.flags&p9.OpenFlags(unix.O_APPEND) != 0 || f.flags&p9.OpenFlags(unix.O_SYNC|unix.O_DSYNC) != 0 {
+	if f.flags&p9.OpenFlags(unix.O_SYNC|unix.O_DSYNC) != 0 {
 		f.mu.Unlock()
 		return
 	}
