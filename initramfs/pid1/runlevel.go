@@ -33,14 +33,16 @@ type service struct {
 	done   chan struct{}
 }
 
-// localStatus asks this node's daemon for its membership view.
+// localStatus asks this node's daemon for its membership view (the
+// status alone: the whole cluster view would have the daemon ask every
+// node for its own, every second).
 func localStatus(ctx context.Context) (clms.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var st clms.Status
 	c := locusd.LocalClient(locusd.SocketPath)
 	defer c.Close()
-	err := c.Get(ctx, "/v1/cluster", &st)
+	err := c.Get(ctx, "/v1/cluster/status", &st)
 	return st, err
 }
 

@@ -109,6 +109,12 @@ func TestAdmissionAndICS(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// The membership alone, as node 2 sees it, without asking any node.
+	var st clms.Status
+	if err := node2.Get(ctx, "/v1/cluster/status", &st); err != nil || len(st.Nodes) != 2 || st.RunLevel != view.RunLevel {
+		t.Errorf("node 2's /v1/cluster/status: %+v, %v; want its two nodes at run level %d", st, err, view.RunLevel)
+	}
+
 	checkAPITrust(t, ctx, filepath.Join(dir, "ca"), adminTLS)
 
 	// The secret is spent, and others never worked.

@@ -342,6 +342,12 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(views.get(r.Context()))
 		})
+		// The membership alone, as this node sees it: no call to any other
+		// node (init asks it every second for the cluster's run level).
+		handle("GET /v1/cluster/status", look, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(m.Status())
+		})
 		handle("GET /v1/cluster/events", look, streams.wrap(func(w http.ResponseWriter, r *http.Request) {
 			streamTransitions(w, r, m)
 		}))
