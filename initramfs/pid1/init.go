@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/events"
+	"github.com/locus-ssi/locus/services/locusd"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
@@ -42,6 +43,9 @@ type Node struct {
 	// feed is the node's event feed (services/events): init owns it for
 	// the whole boot; locusd publishes to it through its socket.
 	feed *events.Feed
+	// daemon calls this node's locusd on its local socket, keeping its
+	// connection between calls (init asks every second).
+	daemon *locusd.Client
 	// portWritten is the last event written to the QEMU event port.
 	portWritten atomic.Uint64
 
@@ -84,6 +88,7 @@ func Main() {
 		log:     slog.New(newConsoleHandler(console)),
 		procs:   NewProcs(),
 		feed:    events.NewFeed(0),
+		daemon:  locusd.LocalClient(locusd.SocketPath),
 		state:   "ComingUp",
 	}
 	ctx := context.Background()

@@ -36,19 +36,17 @@ type service struct {
 // localStatus asks this node's daemon for its membership view (the
 // status alone: the whole cluster view would have the daemon ask every
 // node for its own, every second).
-func localStatus(ctx context.Context) (clms.Status, error) {
+func (n *Node) localStatus(ctx context.Context) (clms.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var st clms.Status
-	c := locusd.LocalClient(locusd.SocketPath)
-	defer c.Close()
-	err := c.Get(ctx, "/v1/cluster/status", &st)
+	err := n.daemon.Get(ctx, "/v1/cluster/status", &st)
 	return st, err
 }
 
 // clusterRunLevel asks this node's daemon for the cluster's run level.
 func (n *Node) clusterRunLevel(ctx context.Context) (int, bool) {
-	st, err := localStatus(ctx)
+	st, err := n.localStatus(ctx)
 	if err != nil || st.RunLevel < 1 || st.RunLevel > 5 {
 		return 0, false
 	}
@@ -218,7 +216,7 @@ func (n *Node) shutdown(ctx context.Context, r locusd.Request) {
 // does not wait).
 func (n *Node) waitOwnState(ctx context.Context, state clms.State, wait time.Duration) {
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		st, err := localStatus(ctx)
+		st, err := n.localStatus(ctx)
 		if err != nil {
 			return
 		}
@@ -327,7 +325,7 @@ func (n *Node) releaseTakenOver() {
 func (n *Node) waitOthersDown(ctx context.Context, wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	for last := ""; ; {
-		st, err := localStatus(ctx)
+		st, err := n.localStatus(ctx)
 		var up []string
 		for _, r := range st.Nodes {
 			// A node that left while shutting down is gone even when this

@@ -323,7 +323,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		member = m
 		memberRef.Store(m)
 		publishTransitions(m, cfg.events)
-		go followNode(ctx, cfg.NodeFile, cfg.ProcDir, m)
+		go followNode(ctx, cfg.NodeFile, cfg.ProcDir, m, cfg.Log)
 		handle("POST /v1/runlevel", control, runLevelHandler(m, icsNode.Load, cfg.Log))
 		handle("POST /v1/shutdown", control, shutdownHandler(cfg, m, icsNode.Load))
 		// Calls in flight to a node end the moment it is Down.

@@ -10,10 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
+	"golang.org/x/sys/unix"
 )
 
 // Request is what a node's daemon asks of its init, written to the
@@ -49,9 +52,16 @@ func writeRequest(nodeFile string, r Request) error {
 
 // followNode tells the membership what init records in the node file: the
 // run level it reached (a node is Up only once that is the cluster's), and
-// that it is shutting down.
-func followNode(ctx context.Context, nodeFile, procDir string, m *clms.Member) {
-	tick := time.NewTicker(300 * time.Millisecond)
+// that it is shutting down. It reads the file when init replaces it
+// (inotify on its directory) and every few seconds besides, in case a
+// change was missed (or the directory cannot be watched).
+func followNode(ctx context.Context, nodeFile, procDir string, m *clms.Member, log *slog.Logger) {
+	changed := watchFile(ctx, nodeFile, log)
+	every := 5 * time.Second
+	if changed == nil {
+		every = 300 * time.Millisecond
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		if info, err := ReadNodeInfo(nodeFile, procDir); err == nil {
@@ -63,9 +73,53 @@ func followNode(ctx context.Context, nodeFile, procDir string, m *clms.Member) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
 		case <-tick.C:
 		}
 	}
+}
+
+// watchFile returns a channel that receives when path is written or
+// replaced (renamed onto), until ctx ends; nil if it cannot be watched.
+func watchFile(ctx context.Context, path string, log *slog.Logger) <-chan struct{} {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		log.Warn("node file: no inotify; polling it", "err", err)
+		return nil
+	}
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_CLOSE_WRITE|unix.IN_MOVED_TO|unix.IN_CREATE); err != nil {
+		unix.Close(fd)
+		log.Warn("node file: cannot watch its directory; polling it", "dir", filepath.Dir(path), "err", err)
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "inotify") // non-blocking: Go's poller waits, Close ends a Read
+	context.AfterFunc(ctx, func() { f.Close() })
+	ch := make(chan struct{}, 1)
+	name := filepath.Base(path)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := f.Read(buf)
+			if err != nil {
+				return // closed: ctx ended
+			}
+			for b := buf[:n]; len(b) >= unix.SizeofInotifyEvent; {
+				ev := (*unix.InotifyEvent)(unsafe.Pointer(&b[0]))
+				end := unix.SizeofInotifyEvent + int(ev.Len)
+				if end > len(b) {
+					break
+				}
+				if strings.TrimRight(string(b[unix.SizeofInotifyEvent:end]), "\x00") == name {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+				b = b[end:]
+			}
+		}
+	}()
+	return ch
 }
 
 // RunLevelRequest is the body of POST /v1/runlevel.
