@@ -555,15 +555,20 @@ func (fs *fuseFS) addHandle(rf *relayFile) uint64 {
 // (FOPEN_KEEP_CACHE): the kernel drops them when the attributes it asks
 // for before a read show the file changed.
 func (fs *fuseFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	n := fs.node(in.NodeId)
+	return fs.openHandle(in.NodeId, in.Flags, fuse.FOPEN_KEEP_CACHE, out)
+}
+
+// openHandle opens node id with flags as a new file handle.
+func (fs *fuseFS) openHandle(id uint64, flags, openFlags uint32, out *fuse.OpenOut) fuse.Status {
+	n := fs.node(id)
 	if n == nil {
 		return fuse.Status(syscall.ESTALE)
 	}
-	rf, err := fs.open(n, in.Flags)
+	rf, err := fs.open(n, flags)
 	if err != nil {
 		return status(err)
 	}
-	out.Fh, out.OpenFlags = fs.addHandle(rf), fuse.FOPEN_KEEP_CACHE
+	out.Fh, out.OpenFlags = fs.addHandle(rf), openFlags
 	return fuse.OK
 }
 
@@ -663,16 +668,7 @@ func (fs *fuseFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) { fs.release(in
 
 // OpenDir implements fuse.RawFileSystem.
 func (fs *fuseFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	n := fs.node(in.NodeId)
-	if n == nil {
-		return fuse.Status(syscall.ESTALE)
-	}
-	rf, err := fs.open(n, unix.O_RDONLY)
-	if err != nil {
-		return status(err)
-	}
-	out.Fh = fs.addHandle(rf)
-	return fuse.OK
+	return fs.openHandle(in.NodeId, unix.O_RDONLY, 0, out)
 }
 
 // ReadDir implements fuse.RawFileSystem.
