@@ -298,7 +298,8 @@ func TestExportOwnFilesystemOnly(t *testing.T) {
 // as a crash before writeback leaves it), so the file holds everything
 // its writer wrote; what was synced is not sent again; of a log opened
 // O_APPEND, the appends past the new server's end of file are made
-// again, none twice.
+// again, and one that came back as NULs is written again in its place,
+// none twice.
 func TestFUSEUnsyncedWritesSurvive(t *testing.T) {
 	srv := newFailoverServer(t)
 	_, mnt := fuseMount(t, srv.addr)
@@ -311,6 +312,14 @@ func TestFUSEUnsyncedWritesSurvive(t *testing.T) {
 		if _, err := log.WriteString(rec); err != nil {
 			t.Fatal(err)
 		}
+	}
+	shared, err := os.OpenFile(filepath.Join(mnt, "shared"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	if _, err := shared.WriteString("mine\n"); err != nil {
+		t.Fatal(err)
 	}
 	f, err := os.OpenFile(filepath.Join(mnt, "data"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
@@ -337,11 +346,22 @@ func TestFUSEUnsyncedWritesSurvive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The dead server wrote back the log's first record only.
-	if err := os.Truncate(filepath.Join(srv.export, "log"), 4); err != nil {
+	// The dead server wrote back the log's first record and the size of
+	// the second, not its data: NULs where it was.
+	if err := os.WriteFile(filepath.Join(srv.export, "log"), []byte("one\n\x00\x00\x00\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Where this node's append was, the new server has another node's.
+	if err := os.WriteFile(filepath.Join(srv.export, "shared"), []byte("them\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	srv.start(nil)
+	if _, err := shared.WriteString("again\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(srv.export, "shared")); string(got) != "them\nagain\n" {
+		t.Errorf("a file another node appended to meanwhile holds %q; want \"them\\nagain\\n\" (nothing written over the other node's)", got)
+	}
 	if _, err := log.WriteString("three\n"); err != nil {
 		t.Fatalf("append after the failover: %v", err)
 	}

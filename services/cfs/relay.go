@@ -453,32 +453,75 @@ func (f *relayFile) current() (p9.File, error) {
 //
 // An append lands where the server's end of file is, at or beyond the
 // offset the kernel expected (another node may have appended since it
-// last looked). The new server's file is a prefix of what the old one
-// acknowledged, so an append expected at or beyond its end is not in it
-// and is sent again; one expected before it may be there (or torn), and
-// is not: an append is never made twice by this, and a file only this
-// node appends to (a log) comes back whole.
+// last looked). The new server's file is what the old one had on disk:
+// an append expected at or beyond its end is not in it, and is sent
+// again. One expected before its end was written back, or was not and
+// reads as NULs (ext4 orders a file's new size before the data of a
+// block it already had), or is another node's append: it is read back,
+// and written again at its place only if that reads as NULs. So an
+// append is never made twice, never written over another node's, and a
+// file only this node appends to (a log) comes back whole.
 func (f *relayFile) rewrite(uf p9.File) error {
-	var end uint64
+	var (
+		end uint64
+		at  p9.File // a fid of the file without O_APPEND, to read and repair
+	)
 	if f.flags&p9.OpenFlags(unix.O_APPEND) != 0 {
 		_, _, a, err := uf.GetAttr(p9.AttrMask{Size: true})
 		if err != nil {
 			return err
 		}
 		end = a.Size
+		defer func() {
+			if at != nil {
+				at.Close()
+			}
+		}()
 	}
-	sent, bytes := 0, 0
+	sent, repaired, bytes := 0, 0, 0
 	for _, w := range f.unsynced {
-		if uint64(w.off) < end {
+		if uint64(w.off) >= end {
+			if _, err := uf.WriteAt(w.data, w.off); err != nil {
+				return err
+			}
+			sent, bytes = sent+1, bytes+len(w.data)
 			continue
 		}
-		if _, err := uf.WriteAt(w.data, w.off); err != nil {
+		if at == nil {
+			_, c, err := uf.Walk(nil)
+			if err != nil {
+				return err
+			}
+			if _, _, err := c.Open(p9.ReadWrite); err != nil {
+				c.Close()
+				return err
+			}
+			at = c
+		}
+		have := make([]byte, min(uint64(len(w.data)), end-uint64(w.off)))
+		n, err := at.ReadAt(have, w.off)
+		if err != nil && err != io.EOF {
 			return err
 		}
-		sent, bytes = sent+1, bytes+len(w.data)
+		if !allZero(have[:n]) {
+			continue // written back, or another node's
+		}
+		if _, err := at.WriteAt(w.data, w.off); err != nil {
+			return err
+		}
+		repaired, bytes = repaired+1, bytes+len(w.data)
 	}
-	f.r.log.Info("cfs relay: writes the old server had not synced sent again", "path", f.pathString(), "writes", sent, "bytes", bytes, "kept", len(f.unsynced))
+	f.r.log.Info("cfs relay: writes the old server had not synced made again", "path", f.pathString(), "sent", sent, "repaired", repaired, "bytes", bytes, "kept", len(f.unsynced))
 	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // relock takes f's POSIX locks again on a new server's fid uf (f.mu held).
