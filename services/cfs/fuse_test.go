@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -383,5 +384,76 @@ func TestFUSEUnsyncedWritesSurvive(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(srv.export, "synced")); string(got) != "\x00\x00\x00\x00!" {
 		t.Errorf("a file synced before the failover holds %q after a write; want its synced bytes not sent again", got)
+	}
+}
+
+// TestHandOff: init's way of mounting. A FUSE mount made here
+// (MountFUSE) is handed to a relay listening on a unix socket
+// (ServeHandOffs), which answers once it serves it; a hand-off with no
+// descriptor is refused with a reason.
+func TestHandOff(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no FUSE here: %v", err)
+	}
+	addr, export, _ := serve(t, nil)
+	if err := os.WriteFile(filepath.Join(export, "hello"), []byte("from the server"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRelay(func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}, slog.New(slog.DiscardHandler))
+	sock := filepath.Join(t.TempDir(), "fuse.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.ServeHandOffs(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeHandOffs: %v", err)
+		}
+		r.Close()
+	})
+
+	// A connection that sends no descriptor is told why.
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte{'F'})
+	b := make([]byte, 200)
+	n, _ := c.Read(b)
+	c.Close()
+	if !strings.Contains(string(b[:n]), "error: the hand-off carries no descriptor") {
+		t.Errorf("a hand-off without a descriptor was answered %q", b[:n])
+	}
+
+	mnt := t.TempDir()
+	dev, err := MountFUSE(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer hcancel()
+	if err := HandOff(hctx, sock, dev); err != nil {
+		t.Fatalf("hand-off: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "hello")); err != nil || string(got) != "from the server" {
+		t.Errorf("the handed-off mount reads %q, %v", got, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil || st.Type != 0x65735546 {
+		t.Errorf("the mount is not FUSE: type %#x, %v", st.Type, err)
 	}
 }
