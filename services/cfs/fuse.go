@@ -725,6 +725,12 @@ func (fs *fuseFS) GetXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string, des
 	if err != nil {
 		return 0, status(err)
 	}
+	return xattrReply(dest, b)
+}
+
+// xattrReply answers getxattr and listxattr with b: its size alone for
+// an empty dest (the caller asks how much to allocate), else b copied.
+func xattrReply(dest, b []byte) (uint32, fuse.Status) {
 	if len(dest) == 0 {
 		return uint32(len(b)), fuse.OK
 	}
@@ -748,13 +754,7 @@ func (fs *fuseFS) ListXAttr(_ <-chan struct{}, h *fuse.InHeader, dest []byte) (u
 	for _, s := range names {
 		b = append(append(b, s...), 0)
 	}
-	if len(dest) == 0 {
-		return uint32(len(b)), fuse.OK
-	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), fuse.ERANGE
-	}
-	return uint32(copy(dest, b)), fuse.OK
+	return xattrReply(dest, b)
 }
 
 // SetXAttr implements fuse.RawFileSystem.
@@ -796,6 +796,9 @@ func lockOf(lk fuse.FileLock) (p9.LockType, uint64, uint64, bool) {
 	return t, lk.Start, length, true
 }
 
+// lockOwner names the kernel's lock owner of in as 9P's lock client.
+func lockOwner(in *fuse.LkIn) string { return fmt.Sprintf("fuse-%x", in.Owner) }
+
 func (fs *fuseFS) setLock(cancel <-chan struct{}, in *fuse.LkIn, wait bool) fuse.Status {
 	h := fs.handle(in.Fh)
 	if h == nil {
@@ -808,7 +811,7 @@ func (fs *fuseFS) setLock(cancel <-chan struct{}, in *fuse.LkIn, wait bool) fuse
 	if in.LkFlags&fuse.LK_FLOCK != 0 {
 		start, length = 0, 0 // flock(2): the whole file
 	}
-	client := fmt.Sprintf("fuse-%x", in.Owner)
+	client := lockOwner(in)
 	// The server never sleeps holding a request: a lock that must wait
 	// is asked for again, as the 9P client does.
 	delay := 10 * time.Millisecond
@@ -846,7 +849,7 @@ func (fs *fuseFS) GetLk(_ <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.
 	if !ok || t == p9.Unlock {
 		return fuse.EINVAL
 	}
-	l, err := h.rf.GetLock(p9.Lock{Type: t, Start: start, Length: length, PID: int32(in.Lk.Pid), Client: fmt.Sprintf("fuse-%x", in.Owner)})
+	l, err := h.rf.GetLock(p9.Lock{Type: t, Start: start, Length: length, PID: int32(in.Lk.Pid), Client: lockOwner(in)})
 	if err != nil {
 		return status(err)
 	}

@@ -18,6 +18,17 @@ import (
 	"github.com/locus-ssi/locus/internal/fsconform"
 )
 
+// loopbackRelay is a relay to the server at addr on loopback that waits
+// 10 s for it to come back.
+func loopbackRelay(addr string) *Relay {
+	r := NewRelay(func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}, slog.New(slog.DiscardHandler))
+	r.SetPatience(10 * time.Second)
+	return r
+}
+
 // fuseMount mounts the shared root of the server at addr through a relay
 // and its FUSE front on a fresh directory.
 func fuseMount(t *testing.T, addr string) (*Relay, string) {
@@ -26,11 +37,7 @@ func fuseMount(t *testing.T, addr string) (*Relay, string) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no FUSE here: %v", err)
 	}
-	r := NewRelay(func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
-	}, slog.New(slog.DiscardHandler))
-	r.SetPatience(10 * time.Second)
+	r := loopbackRelay(addr)
 	dir := t.TempDir()
 	srv, err := r.MountFUSE(dir)
 	if err != nil {
@@ -400,10 +407,7 @@ func TestHandOff(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(export, "hello"), []byte("from the server"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := NewRelay(func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
-	}, slog.New(slog.DiscardHandler))
+	r := loopbackRelay(addr)
 	sock := filepath.Join(t.TempDir(), "fuse.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
