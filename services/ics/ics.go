@@ -11,6 +11,10 @@
 // flight to a node is cancelled, with ErrNodeDown, the moment membership
 // takes that node Down (NodeDown).
 //
+// A duplex stream (Duplex) carries messages both ways for as long as it
+// lasts, without the default deadline: a remote process's terminal. It
+// ends, with ErrNodeDown, when either end's node goes Down.
+//
 // Messages are opaque bytes routed by method name; the wire encoding is
 // JSON through gRPC's codec interface, so no generated code is needed.
 package ics
@@ -51,6 +55,11 @@ type Handler func(ctx context.Context, from int, req []byte) ([]byte, error)
 // StreamHandler serves a server-streaming method, calling send for each
 // message.
 type StreamHandler func(ctx context.Context, from int, req []byte, send func([]byte) error) error
+
+// DuplexHandler serves a bidirectional stream: recv returns the caller's
+// next message (io.EOF once it closed its side), send sends one (safe
+// from several goroutines). The stream ends when the handler returns.
+type DuplexHandler func(ctx context.Context, from int, recv func() ([]byte, error), send func([]byte) error) error
 
 // envelope is the one message type on the wire.
 type envelope struct {
@@ -123,8 +132,12 @@ type Node struct {
 	mu       sync.Mutex
 	handlers map[string]Handler
 	streams  map[string]StreamHandler
+	duplexes map[string]DuplexHandler
 	conns    map[int]*grpc.ClientConn
 	inflight map[int]map[*inflightCall]struct{}
+	// inbound are the duplex streams other nodes opened here, by node:
+	// they end when that node goes Down.
+	inbound map[int]map[*inflightCall]struct{}
 }
 
 type inflightCall struct{ cancel context.CancelCauseFunc }
@@ -139,6 +152,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, tls: tc, pool: pool, handlers: map[string]Handler{}, streams: map[string]StreamHandler{},
+		duplexes: map[string]DuplexHandler{}, inbound: map[int]map[*inflightCall]struct{}{},
 		conns: map[int]*grpc.ClientConn{}, inflight: map[int]map[*inflightCall]struct{}{}}
 	stc := tc.Clone()
 	stc.ClientAuth = tls.RequireAndVerifyClientCert
@@ -149,7 +163,8 @@ func Start(cfg Config) (*Node, error) {
 		ServiceName: "locus.ics.ICS",
 		HandlerType: (*any)(nil),
 		Methods:     []grpc.MethodDesc{{MethodName: "Call", Handler: n.serveCall}},
-		Streams:     []grpc.StreamDesc{{StreamName: "Stream", Handler: n.serveStream, ServerStreams: true}},
+		Streams: []grpc.StreamDesc{{StreamName: "Stream", Handler: n.serveStream, ServerStreams: true},
+			{StreamName: "Duplex", Handler: n.serveDuplex, ServerStreams: true, ClientStreams: true}},
 	}, n)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -175,6 +190,13 @@ func (n *Node) HandleStream(method string, h StreamHandler) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.streams[method] = h
+}
+
+// HandleDuplex registers a duplex method.
+func (n *Node) HandleDuplex(method string, h DuplexHandler) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.duplexes[method] = h
 }
 
 // caller authenticates the peer of ctx: its verified certificate names a
@@ -247,6 +269,84 @@ func (n *Node) serveStream(srv any, ss grpc.ServerStream) error {
 	}
 	err = h(ss.Context(), from, req.Body, func(b []byte) error { return ss.SendMsg(&envelope{Method: req.Method, Body: b}) })
 	if err != nil {
+		return status.Error(codes.Unknown, err.Error())
+	}
+	return nil
+}
+
+func (n *Node) serveDuplex(srv any, ss grpc.ServerStream) error {
+	from, err := caller(ss.Context())
+	if err != nil {
+		n.cfg.Log.Warn("ics: refused duplex stream", "err", err)
+		return err
+	}
+	var req envelope
+	if err := ss.RecvMsg(&req); err != nil {
+		return status.Errorf(codes.InvalidArgument, "bad message: %v", err)
+	}
+	n.mu.Lock()
+	h := n.duplexes[req.Method]
+	n.mu.Unlock()
+	if h == nil {
+		return status.Errorf(codes.Unimplemented, "no duplex method %q", req.Method)
+	}
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	ic := &inflightCall{cancel: cancel}
+	n.mu.Lock()
+	if n.inbound[from] == nil {
+		n.inbound[from] = map[*inflightCall]struct{}{}
+	}
+	n.inbound[from][ic] = struct{}{}
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.inbound[from], ic)
+		n.mu.Unlock()
+		cancel(nil)
+	}()
+	var sendMu sync.Mutex
+	send := func(b []byte) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return ss.SendMsg(&envelope{Body: b})
+	}
+	// The pump ends when the stream does (the handler returned, or
+	// the caller went); recv also ends when the caller's node is Down.
+	msgs := make(chan []byte, 1)
+	var final error // set before msgs is closed
+	go func() {
+		defer close(msgs)
+		for {
+			var m envelope
+			if err := ss.RecvMsg(&m); err != nil {
+				final = err
+				if !errors.Is(err, io.EOF) {
+					if c := context.Cause(ctx); c != nil {
+						final = c
+					}
+				}
+				return
+			}
+			select {
+			case msgs <- m.Body:
+			case <-ctx.Done():
+				final = context.Cause(ctx)
+				return
+			}
+		}
+	}()
+	recv := func() ([]byte, error) {
+		select {
+		case b, ok := <-msgs:
+			if !ok {
+				return nil, final
+			}
+			return b, nil
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	if err := h(ctx, from, recv, send); err != nil {
 		return status.Error(codes.Unknown, err.Error())
 	}
 	return nil
@@ -401,17 +501,99 @@ func (n *Node) Stream(ctx context.Context, to int, method string, req []byte, re
 	}
 }
 
+// Duplex is an open duplex stream to another node.
+type Duplex struct {
+	s      grpc.ClientStream
+	ctx    context.Context
+	done   func()
+	to     int
+	method string
+	sendMu sync.Mutex
+}
+
+// OpenDuplex opens a duplex stream to method on node to. It lasts until
+// ctx ends, Close, the server's handler returning, or node to going Down.
+func (n *Node) OpenDuplex(ctx context.Context, to int, method string) (*Duplex, error) {
+	c, err := n.conn(to)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	ic := &inflightCall{cancel: cancel}
+	n.add(to, ic)
+	d := &Duplex{ctx: ctx, to: to, method: method, done: func() { n.remove(to, ic); cancel(nil) }}
+	d.s, err = c.NewStream(ctx, &grpc.StreamDesc{StreamName: "Duplex", ServerStreams: true, ClientStreams: true}, "/locus.ics.ICS/Duplex")
+	if err == nil {
+		err = d.s.SendMsg(&envelope{Method: method})
+	}
+	if err != nil {
+		d.done()
+		return nil, callErr(ctx, to, method, err)
+	}
+	return d, nil
+}
+
+// Send sends one message (safe from several goroutines).
+func (d *Duplex) Send(b []byte) error {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
+	if err := d.s.SendMsg(&envelope{Body: b}); err != nil {
+		return d.err(err)
+	}
+	return nil
+}
+
+// CloseSend says this side sends no more; the server's recv gets io.EOF.
+func (d *Duplex) CloseSend() error {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
+	return d.s.CloseSend()
+}
+
+// Recv returns the server's next message, io.EOF once its handler
+// returned without error.
+func (d *Duplex) Recv() ([]byte, error) {
+	var m envelope
+	if err := d.s.RecvMsg(&m); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		return nil, d.err(err)
+	}
+	return m.Body, nil
+}
+
+func (d *Duplex) err(err error) error {
+	if errors.Is(err, io.EOF) {
+		// A send after the stream ended: the reason is Recv's.
+		if _, rerr := d.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
+			return rerr
+		}
+	}
+	return callErr(d.ctx, d.to, d.method, err)
+}
+
+// Close ends the stream (the server's context is cancelled).
+func (d *Duplex) Close() { d.done() }
+
 // NodeDown cancels every call in flight to node, with ErrNodeDown, and
-// drops the connection to it: membership calls it when it applies the
-// node's Down.
+// every duplex stream node opened here, and drops the connection to it:
+// membership calls it when it applies the node's Down.
 func (n *Node) NodeDown(node int) {
 	n.mu.Lock()
-	calls := n.inflight[node]
+	var calls []*inflightCall
+	for ic := range n.inflight[node] {
+		calls = append(calls, ic)
+	}
+	for ic := range n.inbound[node] {
+		calls = append(calls, ic)
+	}
 	delete(n.inflight, node)
+	delete(n.inbound, node)
 	c := n.conns[node]
 	delete(n.conns, node)
 	n.mu.Unlock()
-	for ic := range calls {
+	for _, ic := range calls {
 		ic.cancel(ErrNodeDown)
 	}
 	if c != nil {

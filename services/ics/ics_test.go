@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -187,4 +188,82 @@ func FuzzEnvelope(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDuplexBothWaysAndNodeDown(t *testing.T) {
+	ca, _ := LoadOrCreateCA(t.TempDir(), "t")
+	n1 := startNode(t, identity(t, ca, 1, "127.0.79.1"), nodeAddr(1))
+	n2 := startNode(t, identity(t, ca, 2, "127.0.79.2"), nodeAddr(2))
+	ended := make(chan error, 1)
+	n2.HandleDuplex("upper", func(ctx context.Context, from int, recv func() ([]byte, error), send func([]byte) error) error {
+		for {
+			b, err := recv()
+			if errors.Is(err, io.EOF) {
+				return send([]byte(fmt.Sprintf("bye node %d", from)))
+			}
+			if err != nil {
+				ended <- err
+				return err
+			}
+			if err := send([]byte(strings.ToUpper(string(b)))); err != nil {
+				return err
+			}
+		}
+	})
+	ctx := context.Background()
+	d, err := n1.OpenDuplex(ctx, 2, "upper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"a", "bc"} {
+		if err := d.Send([]byte(w)); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := d.Recv(); err != nil || string(b) != strings.ToUpper(w) {
+			t.Fatalf("Recv = %q, %v", b, err)
+		}
+	}
+	d.CloseSend()
+	if b, err := d.Recv(); err != nil || string(b) != "bye node 1" {
+		t.Fatalf("after CloseSend: %q, %v", b, err)
+	}
+	if _, err := d.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("end of stream: %v", err)
+	}
+	d.Close()
+
+	// Node 1 goes Down: its stream ends on both sides.
+	d, err = n1.OpenDuplex(ctx, 2, "upper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Send([]byte("x"))
+	d.Recv()
+	n2.NodeDown(1)
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrNodeDown) {
+			t.Errorf("server side ended with %v, want ErrNodeDown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server's handler did not end when the caller's node went Down")
+	}
+	d2, err := n1.OpenDuplex(ctx, 2, "upper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1.NodeDown(2)
+	if _, err := d2.Recv(); !errors.Is(err, ErrNodeDown) && !strings.Contains(err.Error(), "Down") {
+		t.Errorf("caller side after NodeDown: %v", err)
+	}
+	d.Close()
+	d2.Close()
+	d3, err := n1.OpenDuplex(ctx, 2, "nope")
+	if err == nil {
+		_, err = d3.Recv()
+		d3.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "Unimplemented") {
+		t.Errorf("an unknown duplex method: %v", err)
+	}
 }
