@@ -105,3 +105,16 @@ func has(m map[int]meta, n int) bool {
 // History returns the transitions this node applied (the most recent
 // ones, since it joined or restored a snapshot).
 func (m *Member) History() []Transition { return m.fsm.historyCopy() }
+
+// Up lists the nodes that are Up in this node's copy of the membership
+// table, in order: cheap enough to ask on every request.
+func (m *Member) Up() []int {
+	recs, _ := m.fsm.snapshot()
+	var out []int
+	for _, r := range recs {
+		if r.State == Up {
+			out = append(out, r.Node)
+		}
+	}
+	return out
+}

@@ -32,6 +32,11 @@ type Caller struct {
 	Name  string   `json:"name"`
 	Node  int      `json:"node,omitempty"`
 	Roles []string `json:"roles,omitempty"`
+	// UID, GID and Groups are a local user's (KindUser), as the kernel
+	// vouched for them on the user socket.
+	UID    uint32   `json:"uid,omitempty"`
+	GID    uint32   `json:"gid,omitempty"`
+	Groups []uint32 `json:"groups,omitempty"`
 }
 
 // Kinds of caller.
@@ -39,6 +44,7 @@ const (
 	KindOperator = "operator" // a certificate from the operators' CA
 	KindNode     = "node"     // a node certificate from the cluster CA
 	KindLocal    = "local"    // root on this node, through the unix socket
+	KindUser     = "user"     // a user of this node, through the user socket
 )
 
 func (c Caller) String() string {
@@ -49,6 +55,8 @@ func (c Caller) String() string {
 		return "operator " + c.Name
 	case KindLocal:
 		return "local " + c.Name
+	case KindUser:
+		return "user " + c.Name
 	default:
 		return c.Name
 	}
@@ -61,11 +69,12 @@ const (
 	public  level = iota // anyone: /healthz, admission (secret-gated)
 	look                 // readers, operators, admins, nodes
 	inspect              // readers and up, not nodes: netboot MACs and leases
+	run                  // operators and admins, and local users as themselves: run code, send signals
 	control              // operators and admins: run level, shutdown
 	admin                // admins: issuing credentials
 )
 
-var levelNames = map[level]string{public: "anyone", look: "a reader", inspect: "a reader", control: "an operator", admin: "an admin"}
+var levelNames = map[level]string{public: "anyone", look: "a reader", inspect: "a reader", run: "an operator or a local user", control: "an operator", admin: "an admin"}
 
 // may says whether c may use a route of level l.
 func (c Caller) may(l level) bool {
@@ -76,6 +85,8 @@ func (c Caller) may(l level) bool {
 		return true // root on the node is root of the cluster
 	case c.Kind == KindNode:
 		return l == look
+	case c.Kind == KindUser:
+		return l == look || l == run
 	case c.Kind != KindOperator:
 		return false
 	}

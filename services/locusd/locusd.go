@@ -35,6 +35,7 @@ import (
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
+	"github.com/locus-ssi/locus/services/proc"
 )
 
 // DefaultPort is the node API port on the interconnect.
@@ -110,6 +111,13 @@ type Config struct {
 	// Socket, if set, is the API's unix socket for root on this node
 	// (SocketPath); it serves every route to local root.
 	Socket string
+	// UserSocket, if set, is the API's unix socket for every user of
+	// this node (UserSocketPath): each may read the cluster and run jobs
+	// and send signals as itself.
+	UserSocket string
+	// JobGrace is how long a job whose stand-in went away has between
+	// SIGHUP and SIGKILL (0: proc.DefaultGrace).
+	JobGrace time.Duration
 	Log    *slog.Logger
 
 	// events is where the daemon's subsystems publish.
@@ -148,10 +156,23 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		}
 		local = localListener{Listener: ul, log: cfg.Log}
 	}
+	var users net.Listener
+	if cfg.UserSocket != "" {
+		if users, err = listenUsers(cfg.UserSocket, cfg.Log); err != nil {
+			ln.Close()
+			if local != nil {
+				local.Close()
+			}
+			return fmt.Errorf("locusd: %w", err)
+		}
+	}
 	closeAll := func() {
 		ln.Close()
 		if local != nil {
 			local.Close()
+		}
+		if users != nil {
+			users.Close()
 		}
 	}
 	streams := newStreamLimit()
@@ -191,8 +212,13 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	var icsNode atomic.Pointer[ics.Node]
 	var memberRef atomic.Pointer[clms.Member]
 	var mc clms.Config
+	var procs *proc.Service
 	if cfg.CLMS != nil {
 		mc = *cfg.CLMS
+		if procs, err = startProc(cfg, &memberRef, &icsNode); err != nil {
+			closeAll()
+			return fmt.Errorf("locusd: %w", err)
+		}
 	}
 	if cfg.ICS != nil {
 		var ca *cas
@@ -240,6 +266,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 				}
 				return json.Marshal(info)
 			})
+			if procs != nil {
+				procs.Register(n)
+			}
 			if gossipKey != nil {
 				// Only to a caller with a certificate from the CA.
 				n.Handle(gossipKeyMethod, func(context.Context, int, []byte) ([]byte, error) { return gossipKey, nil })
@@ -351,6 +380,8 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		handle("GET /v1/cluster/events", look, streams.wrap(func(w http.ResponseWriter, r *http.Request) {
 			streamTransitions(w, r, m)
 		}))
+		go procs.Run(ctx)
+		procRoutes(ctx, handle, procs, cfg.Log.With("svc", "proc"))
 	}
 	// The CFS roles end with the daemon: Run returns only once a
 	// taken-over root is unmounted.
@@ -373,22 +404,24 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn)}
 	}
 	srv := newServer()
-	localDone := make(chan struct{})
-	if local != nil {
+	var localDone sync.WaitGroup
+	for _, l := range []net.Listener{local, users} {
+		if l == nil {
+			continue
+		}
 		lsrv := newServer()
 		lsrv.ConnContext = localCaller
+		localDone.Add(1)
 		go func() {
-			defer close(localDone)
+			defer localDone.Done()
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			lsrv.Shutdown(sctx)
 		}()
-		go lsrv.Serve(local) // ends at Shutdown above
-	} else {
-		close(localDone)
+		go lsrv.Serve(l) // ends at Shutdown above
 	}
-	defer func() { <-localDone }()
+	defer localDone.Wait()
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -396,7 +429,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		srv.Shutdown(sctx)
 	}()
 	cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceLocusd, Detail: ln.Addr().String()})
-	cfg.Log.Info("locusd serving", "addr", ln.Addr().String(), "socket", cfg.Socket)
+	cfg.Log.Info("locusd serving", "addr", ln.Addr().String(), "socket", cfg.Socket, "user_socket", cfg.UserSocket)
 	if ready != nil {
 		ready <- ln.Addr()
 	}
@@ -404,6 +437,27 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		return fmt.Errorf("locusd: serve: %w", err)
 	}
 	return nil
+}
+
+// startProc makes the node's process service: jobs reach the nodes the
+// membership has Up, over ICS once the node has it.
+func startProc(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.Pointer[ics.Node]) (*proc.Service, error) {
+	self := cfg.CLMS.Node
+	up := func() []int {
+		m := member.Load()
+		if m == nil {
+			return []int{self}
+		}
+		out := []int{self}
+		for _, n := range m.Up() {
+			if n != self {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return proc.New(proc.Config{Node: self, ProcDir: cfg.ProcDir, Up: up, ICS: icsNode.Load, Grace: cfg.JobGrace,
+		Log: cfg.Log.With("svc", "proc")})
 }
 
 // admittedAddr says whether a is the interconnect address of a node in

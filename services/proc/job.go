@@ -1,0 +1,441 @@
+package proc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultGrace is how long a job whose stand-in went away has between
+// SIGHUP and SIGKILL.
+const DefaultGrace = 5 * time.Second
+
+// defaultPath is $PATH for a job whose environment has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Runner runs jobs on this node for stand-ins anywhere in the cluster.
+type Runner struct {
+	Node    int
+	ProcDir string
+	// Grace is the time between SIGHUP and SIGKILL for a job whose
+	// stand-in went away (0: DefaultGrace).
+	Grace time.Duration
+	Log   *slog.Logger
+	// Accepted, if set, is told of each job started here (the load
+	// vector counts them until they show in the run queue).
+	Accepted func()
+}
+
+// Run runs st's job: frames from the stand-in come from recv, the job's
+// go out through send, until the job ends (its Exit sent) or the
+// stand-in goes away (ctx ends or recv fails): then the job's session
+// gets SIGHUP and, Grace later, SIGKILL. A detached job runs on alone:
+// Run returns once it started.
+func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), send func(Frame) error) error {
+	log := r.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if len(st.Argv) == 0 || st.Argv[0] == "" {
+		return send(JSONFrame(KindExit, Exit{Code: 2, Reason: "no command given"}))
+	}
+	if st.User == nil {
+		return send(JSONFrame(KindExit, Exit{Code: 126, Reason: "the job carries no user to run as"}))
+	}
+	env := append(filterEnv(st.Env), "LOCUS_NODE="+strconv.Itoa(r.Node), "LOCUS_ORIGIN="+strconv.Itoa(st.Origin))
+	path, err := lookPath(st.Argv[0], envValue(env, "PATH", defaultPath), st.Dir)
+	if err != nil {
+		return send(JSONFrame(KindExit, Exit{Code: 127, Reason: st.Argv[0] + ": command not found"}))
+	}
+	cmd := exec.Command(path, st.Argv[1:]...)
+	cmd.Args[0] = st.Argv[0]
+	cmd.Env = env
+	var note string
+	cmd.Dir = st.Dir
+	if fi, err := os.Stat(st.Dir); st.Dir == "" || err != nil || !fi.IsDir() {
+		if st.Dir != "" {
+			note = fmt.Sprintf("locus: node %d has no directory %s; the job runs in /\n", r.Node, st.Dir)
+		}
+		cmd.Dir = "/"
+	}
+	attr := &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: st.User.UID, Gid: st.User.GID, Groups: st.User.Groups}}
+	cmd.SysProcAttr = attr
+	j := &job{r: r, cmd: cmd, send: send, log: log}
+	if st.Detach {
+		return j.detach(note)
+	}
+	var outs []*os.File
+	var stdin io.WriteCloser
+	if st.TTY {
+		ptmx, tty, err := pty.Open()
+		if err != nil {
+			return send(JSONFrame(KindExit, Exit{Code: 126, Reason: "no pseudo-terminal: " + err.Error()}))
+		}
+		defer tty.Close()
+		// The terminal is the user's, as sshd makes it.
+		tty.Chown(int(st.User.UID), int(st.User.GID))
+		tty.Chmod(0o620)
+		if st.Rows > 0 && st.Cols > 0 {
+			pty.Setsize(ptmx, &pty.Winsize{Rows: st.Rows, Cols: st.Cols})
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		attr.Setctty, attr.Ctty = true, 0
+		if st.Term != "" {
+			cmd.Env = append(cmd.Env, "TERM="+st.Term)
+		}
+		j.ptmx, stdin, outs = ptmx, ptmx, []*os.File{ptmx}
+	} else {
+		var files []*os.File
+		pipe := func() (*os.File, *os.File) {
+			pr, pw, err := os.Pipe()
+			if err == nil {
+				files = append(files, pr, pw)
+			}
+			return pr, pw
+		}
+		inR, inW := pipe()
+		outR, outW := pipe()
+		errR, errW := pipe()
+		if len(files) != 6 {
+			for _, f := range files {
+				f.Close()
+			}
+			return send(JSONFrame(KindExit, Exit{Code: 126, Reason: "no pipes for the job's stdio"}))
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+		defer func() { inR.Close(); outW.Close(); errW.Close() }()
+		stdin, outs = inW, []*os.File{outR, errR}
+	}
+	if err := cmd.Start(); err != nil {
+		for _, f := range outs {
+			f.Close()
+		}
+		stdin.Close()
+		return send(JSONFrame(KindExit, startFailed(st.Argv[0], err)))
+	}
+	// The child has its ends: the job's pipes end when it (and what it
+	// started) let go of them.
+	if c, ok := cmd.Stdin.(*os.File); ok {
+		c.Close()
+	}
+	if c, ok := cmd.Stdout.(*os.File); ok {
+		c.Close()
+	}
+	if c, ok := cmd.Stderr.(*os.File); ok {
+		c.Close()
+	}
+	if r.Accepted != nil {
+		r.Accepted()
+	}
+	pid := cmd.Process.Pid
+	log.Info("job started", "node", r.Node, "pid", pid, "uid", st.User.UID, "origin", st.Origin, "argv", st.Argv, "tty", st.TTY)
+	if err := send(JSONFrame(KindStarted, Started{Node: r.Node, PID: pid, CPID: CPID(r.Node, pid)})); err != nil {
+		j.hangUp(pid)
+		return err
+	}
+	if note != "" {
+		send(Frame{Kind: KindStderr, Data: []byte(note)})
+	}
+	return j.serve(ctx, recv, stdin, outs)
+}
+
+// job is one running job.
+type job struct {
+	r    *Runner
+	cmd  *exec.Cmd
+	send func(Frame) error
+	log  *slog.Logger
+	ptmx *os.File
+}
+
+func (j *job) detach(note string) error {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return j.send(JSONFrame(KindExit, Exit{Code: 126, Reason: err.Error()}))
+	}
+	defer null.Close()
+	j.cmd.Stdin, j.cmd.Stdout, j.cmd.Stderr = null, null, null
+	if err := j.cmd.Start(); err != nil {
+		return j.send(JSONFrame(KindExit, startFailed(j.cmd.Args[0], err)))
+	}
+	pid := j.cmd.Process.Pid
+	if j.r.Accepted != nil {
+		j.r.Accepted()
+	}
+	j.log.Info("detached job started", "node", j.r.Node, "pid", pid, "argv", j.cmd.Args)
+	go j.cmd.Wait() // reaps it; ends when it exits
+	if note != "" {
+		j.send(Frame{Kind: KindStderr, Data: []byte(note)})
+	}
+	return j.send(JSONFrame(KindStarted, Started{Node: j.r.Node, PID: pid, CPID: CPID(j.r.Node, pid)}))
+}
+
+// serve relays the job's stdio until it ends or its stand-in goes.
+func (j *job) serve(ctx context.Context, recv func() (Frame, error), stdin io.WriteCloser, outs []*os.File) error {
+	pid := j.cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- j.cmd.Wait() }()
+	var pumps sync.WaitGroup
+	for i, f := range outs {
+		kind := KindStdout
+		if i == 1 {
+			kind = KindStderr
+		}
+		pumps.Add(1)
+		go func() {
+			defer pumps.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := f.Read(buf)
+				if n > 0 {
+					if j.send(Frame{Kind: kind, Data: append([]byte(nil), buf[:n]...)}) != nil {
+						return
+					}
+				}
+				if err != nil {
+					return // EOF, EIO (a terminal whose last user left), or the deadline
+				}
+			}
+		}()
+	}
+	// Stdin is written apart, so that a job that does not read it holds
+	// up only its own input, not its signals.
+	input := make(chan []byte, 64)
+	go func() {
+		for b := range input {
+			if b == nil {
+				if j.ptmx == nil {
+					stdin.Close()
+				} else {
+					stdin.Write([]byte{4}) // ^D: end of input on a terminal
+				}
+				continue
+			}
+			stdin.Write(b)
+		}
+		if j.ptmx == nil {
+			stdin.Close()
+		}
+	}()
+	gone := make(chan struct{})
+	go func() {
+		defer close(input)
+		for {
+			f, err := recv()
+			if err != nil {
+				close(gone)
+				return
+			}
+			switch f.Kind {
+			case KindStdin:
+				input <- f.Data
+			case KindStdinClose:
+				input <- nil
+			case KindResize:
+				var rs Resize
+				if f.Decode(&rs) == nil && j.ptmx != nil && rs.Rows > 0 && rs.Cols > 0 {
+					pty.Setsize(j.ptmx, &pty.Winsize{Rows: rs.Rows, Cols: rs.Cols})
+				}
+			case KindSignal:
+				var s Signal
+				if f.Decode(&s) == nil && s.Signo > 0 && s.Signo < 65 {
+					j.signal(pid, syscall.Signal(s.Signo))
+				}
+			}
+		}
+	}()
+	finish := func(werr error) error {
+		// What the job wrote before it ended is sent; a pipe some child
+		// of it still holds open is not waited for.
+		for _, f := range outs {
+			f.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		}
+		pumps.Wait()
+		for _, f := range outs {
+			f.Close()
+		}
+		return j.send(JSONFrame(KindExit, exitOf(j.cmd.ProcessState, werr)))
+	}
+	select {
+	case err := <-exited:
+		return finish(err)
+	case <-ctx.Done():
+	case <-gone:
+	}
+	j.log.Info("job's stand-in went away: hanging up its session", "node", j.r.Node, "pid", pid)
+	j.hangUp(pid)
+	err := <-exited
+	for _, f := range outs {
+		f.Close()
+	}
+	pumps.Wait()
+	_ = err
+	return nil
+}
+
+// signal sends sig to the job: its process group, and on a terminal
+// also the terminal's foreground group (what ^C would reach).
+func (j *job) signal(pid int, sig syscall.Signal) {
+	syscall.Kill(-pid, sig)
+	if j.ptmx != nil {
+		if fg, err := unix.IoctlGetInt(int(j.ptmx.Fd()), unix.TIOCGPGRP); err == nil && fg > 0 && fg != pid {
+			syscall.Kill(-fg, sig)
+		}
+	}
+}
+
+// hangUp ends the job's session: SIGHUP (and SIGCONT, for stopped
+// members) now, SIGKILL to whatever of it is left after the grace.
+func (j *job) hangUp(sid int) {
+	grace := j.r.Grace
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	for _, p := range sessionMembers(j.r.ProcDir, sid) {
+		syscall.Kill(p, syscall.SIGHUP)
+		syscall.Kill(p, syscall.SIGCONT)
+	}
+	if j.ptmx != nil {
+		j.ptmx.Close()
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if len(sessionMembers(j.r.ProcDir, sid)) == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range sessionMembers(j.r.ProcDir, sid) {
+		j.log.Warn("job outlived its hang-up: killed", "node", j.r.Node, "session", sid, "pid", p)
+		syscall.Kill(p, syscall.SIGKILL)
+	}
+	// SIGKILL is not refused, but dying takes a moment.
+	for range 100 {
+		if len(sessionMembers(j.r.ProcDir, sid)) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sessionMembers lists the live (not zombie) processes of session sid.
+func sessionMembers(procDir string, sid int) []int {
+	if procDir == "" {
+		procDir = "/proc"
+	}
+	ents, _ := os.ReadDir(procDir)
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(procDir, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		p, err := ParseStat(b)
+		if err == nil && p.SID == sid && p.State != "Z" && p.State != "X" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// exitOf is how a process ended.
+func exitOf(ps *os.ProcessState, werr error) Exit {
+	if ps == nil {
+		return Exit{Code: 255, Reason: fmt.Sprintf("wait: %v", werr)}
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if !ok {
+		return Exit{Code: ps.ExitCode()}
+	}
+	if ws.Signaled() {
+		return Exit{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal()), Core: ws.CoreDump()}
+	}
+	return Exit{Code: ws.ExitStatus()}
+}
+
+// startFailed is the exit of a command that could not start, with the
+// status a shell gives: 127 not found, 126 found but not run.
+func startFailed(name string, err error) Exit {
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, exec.ErrNotFound):
+		return Exit{Code: 127, Reason: name + ": command not found"}
+	case errors.Is(err, os.ErrPermission):
+		return Exit{Code: 126, Reason: name + ": permission denied"}
+	}
+	return Exit{Code: 126, Reason: fmt.Sprintf("%s: %v", name, unwrapPathErr(err))}
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// lookPath finds name as the shell would on the job's $PATH; a name
+// with a slash is taken as it is (relative to dir).
+func lookPath(name, path, dir string) (string, error) {
+	if strings.Contains(name, "/") {
+		p := name
+		if !filepath.IsAbs(p) && dir != "" {
+			p = filepath.Join(dir, p)
+		}
+		if _, err := os.Stat(p); err != nil {
+			return "", err
+		}
+		return p, nil
+	}
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+func envValue(env []string, key, def string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
+			return v
+		}
+	}
+	return def
+}
+
+// filterEnv drops what belongs to the caller's node, not the job's:
+// its Locus job variables and its terminal's name (set again from
+// Start.Term).
+func filterEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LOCUS_NODE", "LOCUS_ORIGIN", "LOCUS_CPID", "TERM":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}

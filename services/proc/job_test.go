@@ -1,0 +1,209 @@
+package proc
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// localService is node 1's process service with no other node.
+func localService(t *testing.T) *Service {
+	t.Helper()
+	s, err := New(Config{Node: 1, Grace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// attach runs argv on s through a socket pair as the stand-in would.
+func attach(t *testing.T, s *Service, st Start, stdin string, sigs <-chan os.Signal) (Started, Exit, string, string) {
+	t.Helper()
+	a, b := net.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Exec(ctx, NewConn(b), User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())})
+	}()
+	var out, errb bytes.Buffer
+	var in *strings.Reader
+	io := Stdio{Stdout: &out, Stderr: &errb, Signals: sigs}
+	if stdin != "" {
+		in = strings.NewReader(stdin)
+		io.Stdin = in
+	}
+	started, exit := Attach(ctx, NewConn(a), st, io)
+	<-done
+	return started, exit, out.String(), errb.String()
+}
+
+func TestJobExitStatuses(t *testing.T) {
+	s := localService(t)
+	for _, c := range []struct {
+		argv   []string
+		code   int
+		signal int
+		reason string
+	}{
+		{[]string{"true"}, 0, 0, ""},
+		{[]string{"false"}, 1, 0, ""},
+		{[]string{"sh", "-c", "exit 42"}, 42, 0, ""},
+		{[]string{"sh", "-c", "kill -TERM $$"}, 128 + 15, 15, ""},
+		{[]string{"sh", "-c", "kill -KILL $$"}, 128 + 9, 9, ""},
+		{[]string{"sh", "-c", "kill -SEGV $$"}, 128 + 11, 11, ""},
+		{[]string{"no-such-command-anywhere"}, 127, 0, "command not found"},
+		{[]string{"/etc/passwd"}, 126, 0, "permission denied"},
+	} {
+		_, e, _, _ := attach(t, s, Start{Node: 1, Argv: c.argv}, "", nil)
+		if e.Code != c.code || e.Signal != c.signal || e.Lost || !strings.Contains(e.Reason, c.reason) {
+			t.Errorf("%v: exit %+v, want code %d signal %d reason %q", c.argv, e, c.code, c.signal, c.reason)
+		}
+	}
+}
+
+func TestJobStreamsEnvAndDir(t *testing.T) {
+	s := localService(t)
+	dir := t.TempDir()
+	started, e, out, errs := attach(t, s, Start{Node: 1, Argv: []string{"sh", "-c", "wc -l; pwd; echo $FOO $LOCUS_NODE; echo oops >&2"},
+		Env: []string{"FOO=bar", "PATH=" + os.Getenv("PATH")}, Dir: dir}, "a\nb\nc\n", nil)
+	if e.Code != 0 {
+		t.Fatalf("exit %+v (stderr %q)", e, errs)
+	}
+	if want := "3\n" + dir + "\nbar 1\n"; out != want {
+		t.Errorf("stdout %q, want %q", out, want)
+	}
+	if errs != "oops\n" {
+		t.Errorf("stderr %q", errs)
+	}
+	if started.Node != 1 || started.CPID != CPID(1, started.PID) || started.PID < 2 {
+		t.Errorf("started %+v", started)
+	}
+}
+
+func TestJobSignalReachesGroup(t *testing.T) {
+	s := localService(t)
+	sigs := make(chan os.Signal, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		sigs <- syscall.SIGTERM
+	}()
+	// The shell's child sleeps in the job's process group; TERM reaches both.
+	_, e, _, _ := attach(t, s, Start{Node: 1, Argv: []string{"sh", "-c", "sleep 30; echo survived"}}, "", sigs)
+	if e.Signal != int(syscall.SIGTERM) {
+		t.Errorf("exit %+v, want death by SIGTERM", e)
+	}
+}
+
+func TestJobOfAVanishedStandInLeavesNoOrphan(t *testing.T) {
+	s := localService(t)
+	a, b := net.Pipe()
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Exec(ctx, NewConn(b), User{})
+	}()
+	c := NewConn(a)
+	// The job ignores SIGHUP: it takes the SIGKILL after the grace.
+	c.Write(JSONFrame(KindStart, Start{Node: 1, Argv: []string{"sh", "-c", "trap '' HUP; sleep 300 & sleep 300"}}))
+	f, err := c.Read()
+	if err != nil || f.Kind != KindStarted {
+		t.Fatalf("first frame %q, %v", f.Kind, err)
+	}
+	var st Started
+	f.Decode(&st)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(sessionMembers("/proc", st.PID)); n < 2 {
+		t.Fatalf("the job's session has %d processes, want its shell and sleeps", n)
+	}
+	c.Close() // the stand-in is gone
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Exec did not end after its stand-in went")
+	}
+	if left := sessionMembers("/proc", st.PID); len(left) > 0 {
+		t.Errorf("processes of the job left behind: %v", left)
+	}
+}
+
+func TestJobDetached(t *testing.T) {
+	s := localService(t)
+	st, e, _, _ := attach(t, s, Start{Node: 1, Argv: []string{"sleep", "30"}, Detach: true}, "", nil)
+	if e.Code != 0 || st.PID == 0 {
+		t.Fatalf("detach: started %+v exit %+v", st, e)
+	}
+	defer syscall.Kill(st.PID, syscall.SIGKILL)
+	time.Sleep(200 * time.Millisecond)
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(st.PID) + "/stat")
+	if err != nil {
+		t.Fatalf("the detached job is gone once its stream ended: %v", err)
+	}
+	p, _ := ParseStat(b)
+	if p.SID != st.PID {
+		t.Errorf("the detached job's session is %d, want its own", p.SID)
+	}
+}
+
+func TestSnapshotHasThisProcess(t *testing.T) {
+	s := localService(t)
+	ps, errs := s.PS(context.Background(), nil)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, p := range ps {
+		if p.PID == os.Getpid() {
+			if p.CPID != CPID(1, os.Getpid()) || p.Node != 1 || p.Start < float64(time.Now().Add(-time.Hour).Unix()) || p.RSS == 0 || len(p.Args) == 0 {
+				t.Errorf("this process: %+v", p)
+			}
+			return
+		}
+	}
+	t.Fatalf("this process (%d) is not among %d", os.Getpid(), len(ps))
+}
+
+func FuzzParseStat(f *testing.F) {
+	b, _ := os.ReadFile("/proc/self/stat")
+	f.Add(b)
+	f.Add([]byte("1 (a) b) S 0 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0"))
+	f.Add([]byte("12 ()"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParseStat(b)
+	})
+}
+
+func FuzzFrames(f *testing.F) {
+	f.Add(JSONFrame(KindStart, Start{Node: 3, Argv: []string{"ls"}}).Marshal())
+	f.Add(Frame{Kind: KindStdin, Data: []byte("x")}.Marshal())
+	f.Add([]byte{'x', 0, 0, 0, 2, '{', '}'})
+	f.Add([]byte{'S', 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := UnmarshalFrame(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(fr.Marshal(), b) {
+			t.Fatalf("frame %q does not marshal back", b)
+		}
+		var st Start
+		var e Exit
+		fr.Decode(&st)
+		fr.Decode(&e)
+		r, w := net.Pipe()
+		go func() { w.Write(b); w.Close() }()
+		c := NewConn(r)
+		for {
+			if _, err := c.Read(); err != nil {
+				break
+			}
+		}
+	})
+}

@@ -1,0 +1,227 @@
+package proc
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Process is one process of one node, as ps shows it.
+type Process struct {
+	CPID int64  `json:"cpid"`
+	Node int    `json:"node"`
+	PID  int    `json:"pid"`
+	PPID int    `json:"ppid"`
+	PGID int    `json:"pgid"`
+	SID  int    `json:"sid"`
+	UID  uint32 `json:"uid"`
+	User string `json:"user"`
+	// State is the kernel's one-letter state (R, S, D, Z, T, ...).
+	State string `json:"state"`
+	// CPU is the percentage of one CPU used over the process's life,
+	// as ps computes %CPU.
+	CPU float64 `json:"cpu"`
+	// RSS is the resident set in KiB.
+	RSS int64 `json:"rss"`
+	// Start is when it started, Unix seconds (the node's clock).
+	Start   float64 `json:"start"`
+	Threads int     `json:"threads"`
+	Comm    string  `json:"comm"`
+	// Args is the command line; empty for kernel threads.
+	Args []string `json:"args,omitempty"`
+	// TTY is the controlling terminal's device number (0: none).
+	TTY int `json:"tty,omitempty"`
+}
+
+// Command is the process's command line, or [comm] for a kernel thread.
+func (p Process) Command() string {
+	if len(p.Args) == 0 {
+		return "[" + p.Comm + "]"
+	}
+	return strings.Join(p.Args, " ")
+}
+
+// clockTicks is USER_HZ: 100 on every Linux architecture Locus runs.
+const clockTicks = 100
+
+// Host is what a snapshot needs of the node: its /proc, and when it booted.
+type Host struct {
+	Node    int
+	ProcDir string
+	// btime is the boot time (Unix seconds), from /proc/stat.
+	btime    int64
+	pageSize int64
+	users    *userNames
+}
+
+// NewHost reads the node's boot time from procDir/stat.
+func NewHost(node int, procDir string) (*Host, error) {
+	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
+	if err != nil {
+		return nil, fmt.Errorf("proc: %w", err)
+	}
+	h := &Host{Node: node, ProcDir: procDir, pageSize: int64(os.Getpagesize()), users: newUserNames("/etc/passwd")}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			h.btime, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if h.btime == 0 {
+		return nil, fmt.Errorf("proc: %s/stat has no btime", procDir)
+	}
+	return h, nil
+}
+
+// Snapshot lists every process of the node. A process that exits while
+// it is read is left out.
+func (h *Host) Snapshot() ([]Process, error) {
+	ents, err := os.ReadDir(h.ProcDir)
+	if err != nil {
+		return nil, fmt.Errorf("proc: %w", err)
+	}
+	now := float64(time.Now().UnixNano()) / 1e9
+	out := make([]Process, 0, len(ents))
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid < 1 {
+			continue
+		}
+		p, err := h.Process(pid, now)
+		if err != nil {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Process reads one process.
+func (h *Host) Process(pid int, now float64) (Process, error) {
+	dir := filepath.Join(h.ProcDir, strconv.Itoa(pid))
+	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return Process{}, err
+	}
+	p, err := ParseStat(stat)
+	if err != nil {
+		return Process{}, fmt.Errorf("%s/stat: %w", dir, err)
+	}
+	p.Node, p.CPID = h.Node, CPID(h.Node, p.PID)
+	p.RSS *= h.pageSize / 1024
+	start := float64(h.btime) + p.Start/clockTicks
+	cpu := p.CPU / clockTicks
+	p.Start = start
+	p.CPU = 0
+	if age := now - start; age > 0 {
+		p.CPU = 100 * cpu / age
+	}
+	if st, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
+		p.UID = statusUID(st)
+	}
+	p.User = h.users.name(p.UID)
+	if cl, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(cl) > 0 {
+		p.Args = strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
+	}
+	return p, nil
+}
+
+// ParseStat reads /proc/PID/stat. CPU comes back as utime+stime in
+// ticks and Start as starttime in ticks since boot; RSS in pages.
+func ParseStat(b []byte) (Process, error) {
+	// comm may hold spaces and parentheses: it ends at the last ')'.
+	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 1 || close < open {
+		return Process{}, fmt.Errorf("no (comm) in %.40q", b)
+	}
+	var p Process
+	var err error
+	if p.PID, err = strconv.Atoi(string(bytes.TrimSpace(b[:open]))); err != nil {
+		return Process{}, fmt.Errorf("pid %q: %w", bytes.TrimSpace(b[:open]), err)
+	}
+	p.Comm = string(b[open+1 : close])
+	f := strings.Fields(string(b[close+1:]))
+	// f[0] is field 3 (state); field k is f[k-3].
+	if len(f) < 22 {
+		return Process{}, fmt.Errorf("%d fields after comm, want at least 22", len(f))
+	}
+	num := func(k int) int64 {
+		v, e := strconv.ParseInt(f[k-3], 10, 64)
+		if e != nil && err == nil {
+			err = fmt.Errorf("field %d %q: not a number", k, f[k-3])
+		}
+		return v
+	}
+	p.State = f[0]
+	p.PPID, p.PGID, p.SID, p.TTY = int(num(4)), int(num(5)), int(num(6)), int(num(7))
+	p.CPU = float64(num(14) + num(15))
+	p.Threads = int(num(20))
+	p.Start = float64(num(22))
+	p.RSS = num(24)
+	if err != nil {
+		return Process{}, err
+	}
+	return p, nil
+}
+
+func statusUID(b []byte) uint32 {
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			if f := strings.Fields(v); len(f) > 1 {
+				u, _ := strconv.ParseUint(f[1], 10, 32) // effective
+				return uint32(u)
+			}
+		}
+	}
+	return 0
+}
+
+// userNames maps uids to names from a passwd file, read again when it
+// changes.
+type userNames struct {
+	mu    sync.Mutex
+	path  string
+	mtime time.Time
+	names map[uint32]string
+}
+
+func newUserNames(path string) *userNames { return &userNames{path: path} }
+
+func (u *userNames) name(uid uint32) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if fi, err := os.Stat(u.path); err == nil && !fi.ModTime().Equal(u.mtime) {
+		u.mtime, u.names = fi.ModTime(), readPasswd(u.path)
+	}
+	if n, ok := u.names[uid]; ok {
+		return n
+	}
+	return strconv.FormatUint(uint64(uid), 10)
+}
+
+func readPasswd(path string) map[uint32]string {
+	m := map[uint32]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		return m
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Split(sc.Text(), ":")
+		if len(fs) < 3 {
+			continue
+		}
+		if uid, err := strconv.ParseUint(fs[2], 10, 32); err == nil {
+			if _, dup := m[uint32(uid)]; !dup {
+				m[uint32(uid)] = fs[0]
+			}
+		}
+	}
+	return m
+}
