@@ -118,7 +118,7 @@ type Config struct {
 	// JobGrace is how long a job whose stand-in went away has between
 	// SIGHUP and SIGKILL (0: proc.DefaultGrace).
 	JobGrace time.Duration
-	Log    *slog.Logger
+	Log      *slog.Logger
 
 	// events is where the daemon's subsystems publish.
 	events events.Publisher

@@ -43,7 +43,7 @@ type Frame struct {
 type Start struct {
 	// Node is where to run: a node number, or 0 for the least loaded
 	// node (fast).
-	Node int `json:"node"`
+	Node int      `json:"node"`
 	Argv []string `json:"argv"`
 	Env  []string `json:"env,omitempty"`
 	Dir  string   `json:"dir,omitempty"`
