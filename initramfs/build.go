@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/locus-ssi/locus/images/layout"
 	"github.com/locus-ssi/locus/internal/atomicfile"
 	"github.com/locus-ssi/locus/internal/userland"
+	"github.com/locus-ssi/locus/services/proc"
 )
 
 // Paths inside the image that init and locusd read.
@@ -199,6 +202,9 @@ func Overlay(o Options) ([]byte, []images.Module, error) {
 	add(cpio.Symlink("init", LocusPath))
 	add(cpio.Symlink("bin/cluster", "locus"))
 	for _, name := range userland.Names() {
+		add(cpio.Symlink("bin/"+name, "locus"))
+	}
+	for _, name := range slices.Sorted(maps.Keys(proc.Commands())) {
 		add(cpio.Symlink("bin/"+name, "locus"))
 	}
 	var order bytes.Buffer

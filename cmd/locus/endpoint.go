@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/locus-ssi/locus/images/layout"
@@ -59,9 +60,19 @@ func resolveEndpoint(flag, ctxName string) (*endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	if filepath.IsAbs(addr) {
+		// A daemon's socket on this machine (a loopback cluster's, say).
+		return &endpoint{API: addr, client: locusd.LocalClient(addr), From: from}, nil
+	}
 	if ctxName == "" && cfg.Context == "" && addr == "" {
 		if _, err := os.Stat("/" + layout.SpecPath); err == nil {
-			return &endpoint{API: locusd.SocketPath, client: locusd.LocalClient(locusd.SocketPath), From: "this node"}, nil
+			// Root has the whole API; every other user the user socket,
+			// as who the kernel says it is.
+			sock := locusd.SocketPath
+			if os.Geteuid() != 0 {
+				sock = locusd.UserSocketPath
+			}
+			return &endpoint{API: sock, client: locusd.LocalClient(sock), From: "this node"}, nil
 		}
 		return nil, errors.New("no cluster to talk to: run `locus qemu up` (it saves a context with the cluster's credential), or `locus config use NAME`")
 	}

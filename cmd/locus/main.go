@@ -12,6 +12,7 @@ import (
 
 	"github.com/locus-ssi/locus/initramfs/pid1"
 	"github.com/locus-ssi/locus/internal/userland"
+	"github.com/locus-ssi/locus/services/proc"
 )
 
 func main() {
@@ -31,6 +32,10 @@ func main() {
 		}
 		return
 	}
+	if verb, ok := proc.Commands()[filepath.Base(os.Args[0])]; ok {
+		// openSSI's names: onnode 3 cmd is locus onnode 3 cmd.
+		args = append([]string{verb}, args...)
+	}
 	if filepath.Base(os.Args[0]) == "cluster" {
 		// openSSI's cluster command: `cluster` is `locus cluster status`,
 		// `cluster events` is `locus cluster events`.
@@ -40,6 +45,10 @@ func main() {
 		args = append([]string{"cluster"}, args...)
 	}
 	if err := run(args, os.Stdin, os.Stdout, os.Stderr); err != nil {
+		var je jobExitError
+		if errors.As(err, &je) {
+			proc.Reraise(je.exit) // the job's status, or its signal, as this process's
+		}
 		var ec exitCodeError
 		if errors.As(err, &ec) {
 			os.Exit(ec.code) // a remote command's status, passed through

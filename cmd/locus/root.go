@@ -45,6 +45,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	root.AddGroup(
 		&cobra.Group{ID: groupBuild, Title: "Build and install:"},
 		&cobra.Group{ID: groupCluster, Title: "The cluster:"},
+		&cobra.Group{ID: groupProc, Title: "Processes, clusterwide:"},
 		&cobra.Group{ID: groupNode, Title: "Machines:"},
 		&cobra.Group{ID: groupQEMU, Title: "QEMU clusters on this machine:"},
 	)
@@ -55,6 +56,8 @@ early in boot and climbs to the cluster's run level with the others.`,
 		{groupBuild, newImageCmd(e)}, {groupBuild, newInstallCmd(e)}, {groupBuild, newNetbootCmd(e)},
 		{groupCluster, newClusterCmd(e)}, {groupCluster, newRunLevelCmd(e)}, {groupCluster, newShutdownCmd(e)}, {groupCluster, newProbeCmd(e)},
 		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)},
+		{groupProc, newOnnodeCmd(e)}, {groupProc, newOnallCmd(e)}, {groupProc, newFastCmd(e)}, {groupProc, newFastnodeCmd(e)},
+		{groupProc, newPSCmd(e)}, {groupProc, newKillCmd(e)}, {groupProc, newKill3Cmd(e)}, {groupProc, newWhereCmd(e)}, {groupProc, newLoadsCmd(e)},
 		{groupNode, newNodeCmd(e)}, {groupNode, newFSCmd(e)},
 		{groupQEMU, newQemuCmd(e)},
 	} {
@@ -73,6 +76,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 const (
 	groupBuild   = "build"
 	groupCluster = "cluster"
+	groupProc    = "proc"
 	groupNode    = "node"
 	groupQEMU    = "qemu"
 )

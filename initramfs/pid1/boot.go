@@ -29,7 +29,7 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		return err
 	}
 	go events.Serve(context.Background(), ln, n.feed, n.log) // for the node's life
-	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath, "--socket", locusd.SocketPath}
+	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath, "--socket", locusd.SocketPath, "--user-socket", locusd.UserSocketPath}
 	argv = append(argv, n.membershipArgs()...)
 	if id, err := givenIdentity(); err != nil {
 		return err

@@ -32,22 +32,22 @@ func TestDownNodeCannotWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	export := t.TempDir()
-	d := &daemons{t: t, bin: bin, dir: t.TempDir(), procs: map[int]*exec.Cmd{},
-		extra: map[int][]string{1: {"--cfs-export", export, "--cfs-listen", addr(1) + ":7475"}}}
+	d := &testutil.Daemons{T: t, Bin: bin, Dir: t.TempDir(), Procs: map[int]*exec.Cmd{}}
+	d.Extra = map[int][]string{1: {"--cfs-export", export, "--cfs-listen", d.Addr(1) + ":7475"}}
 	t.Cleanup(func() {
-		for n := range d.procs {
-			d.procs[n].Process.Signal(syscall.SIGCONT)
-			d.kill(n)
+		for n := range d.Procs {
+			d.Procs[n].Process.Signal(syscall.SIGCONT)
+			d.Kill(n)
 		}
 	})
 	for n := 1; n <= 3; n++ {
-		d.start(n)
+		d.Start(n)
 	}
-	d.wait("three daemons Up", map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up})
+	d.Wait("three daemons Up", map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := cfs.DialPrivileged(ctx, netip.MustParseAddr(addr(3)), addr(1)+":7475")
+	conn, err := cfs.DialPrivileged(ctx, netip.MustParseAddr(d.Addr(3)), d.Addr(1)+":7475")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,11 +72,11 @@ func TestDownNodeCannotWrite(t *testing.T) {
 		t.Fatalf("node 3 writes while Up: %v", err)
 	}
 
-	p3 := d.procs[3].Process
+	p3 := d.Procs[3].Process
 	p3.Signal(syscall.SIGSTOP)
 	start := time.Now()
 	for {
-		st, err := d.status(1)
+		st, err := d.Status(1)
 		if s, _ := transitionOf(st, 3); err == nil && s == clms.Down {
 			t.Logf("node 3, stopped, Down %v after SIGSTOP (no fence agent: it is still running)", time.Since(start).Round(time.Millisecond))
 			break

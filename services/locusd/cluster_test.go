@@ -5,10 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -20,139 +17,18 @@ import (
 
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/services/clms"
-	"github.com/locus-ssi/locus/services/locusd"
 )
 
-// daemons is a loopback cluster of separate `locus daemon` processes,
-// node N on 127.0.77.N with the real ports, as on an interconnect.
-type daemons struct {
-	t     *testing.T
-	bin   string
-	dir   string
-	procs map[int]*exec.Cmd
-	// profile, if set, is the daemons' timing profile (default: auto).
-	profile string
-	// extra are more flags for a node's daemon.
-	extra map[int][]string
-}
-
-func addr(n int) string { return fmt.Sprintf("127.0.77.%d", n) }
-
-func (d *daemons) start(n int) {
-	d.t.Helper()
-	nodeFile := filepath.Join(d.dir, fmt.Sprintf("node%d.json", n))
-	os.WriteFile(nodeFile, []byte(fmt.Sprintf(`{"node":%d}`, n)), 0o644)
-	// Each node's credential, from one CA, as the QEMU harness gives a
-	// direct-booted cluster its own: membership over mutual TLS with
-	// sealed gossip, as on a real cluster.
-	// Written once: a daemon started earlier may be reading it (a file
-	// rewritten under it reads empty, which is the default spec).
-	spec := filepath.Join(d.dir, "locus.yaml")
-	if _, err := os.Stat(spec); err != nil {
-		os.WriteFile(spec, []byte("cluster: {name: loop}\ninterconnect: {subnet: 127.0.77.0/24}\n"), 0o644)
-	}
-	identity := filepath.Join(d.dir, fmt.Sprintf("node%d.identity", n))
-	if err := locusd.IssueIdentityFile(filepath.Join(d.dir, "ca"), "loop", n, netip.MustParseAddr(addr(n)), identity); err != nil {
-		d.t.Fatal(err)
-	}
-	args := []string{"daemon", "--listen", addr(n) + ":7470", "--node-file", nodeFile, "--netboot-admin", "",
-		"--node", fmt.Sprint(n), "--cluster-addr", addr(n), "--join", addr(1) + ":7473," + addr(2) + ":7473",
-		"--socket", d.socket(n), "--spec", spec, "--identity", identity}
-	if d.profile != "" {
-		args = append(args, "--profile", d.profile)
-	}
-	if n == 1 {
-		args = append(args, "--bootstrap", "--data-dir", filepath.Join(d.dir, "node1-state"))
-	}
-	args = append(args, d.extra[n]...)
-	cmd := exec.Command(d.bin, args...)
-	log, _ := os.Create(filepath.Join(d.dir, fmt.Sprintf("node%d.log", n)))
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		d.t.Fatal(err)
-	}
-	d.procs[n] = cmd
-}
-
-// socket is node n's API socket: these daemons have no certificates,
-// so the test asks them as local root.
-func (d *daemons) socket(n int) string {
-	return filepath.Join(d.dir, "run", fmt.Sprintf("node%d.sock", n))
-}
-
-func (d *daemons) client(n int) *locusd.Client { return locusd.LocalClient(d.socket(n)) }
-
-// kill ends node n with SIGKILL: no goodbye to the others.
-func (d *daemons) kill(n int) {
-	d.procs[n].Process.Signal(syscall.SIGKILL)
-	d.procs[n].Wait()
-	delete(d.procs, n)
-}
-
-func (d *daemons) status(n int) (clms.Status, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	var st clms.Status
-	c := d.client(n)
-	defer c.Close()
-	err := c.Get(ctx, "/v1/cluster", &st)
-	return st, err
-}
-
-// wait waits until every running daemon reports want, and returns the
-// transition id each reports for each node in want (the same everywhere).
-func (d *daemons) wait(what string, want map[int]clms.State) map[int]uint64 {
-	d.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		ids := map[int]uint64{}
-		ok := true
-		for n := range d.procs {
-			st, err := d.status(n)
-			if err != nil {
-				ok, last = false, err.Error()
-				break
-			}
-			got := map[int]clms.NodeStatus{}
-			for _, r := range st.Nodes {
-				got[r.Node] = r
-			}
-			for w, s := range want {
-				r := got[w]
-				if r.State != s {
-					ok, last = false, fmt.Sprintf("node %d sees node %d %s", n, w, r.State)
-					continue
-				}
-				if id, seen := ids[w]; seen && id != r.Transition {
-					d.t.Fatalf("node %d sees node %d at transition %d, another node at %d", n, w, r.Transition, id)
-				}
-				ids[w] = r.Transition
-			}
-		}
-		if ok {
-			return ids
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for n := range d.procs {
-		b, _ := os.ReadFile(filepath.Join(d.dir, fmt.Sprintf("node%d.log", n)))
-		d.t.Logf("node %d log:\n%s", n, b)
-	}
-	d.t.Fatalf("%s: %s", what, last)
-	return nil
-}
-
-// events reads node n's transition stream up to transition id upTo.
-func (d *daemons) events(n int, upTo uint64) []clms.Transition {
-	d.t.Helper()
+// transitions reads node n's transition stream up to transition id upTo.
+func transitions(d *testutil.Daemons, n int, upTo uint64) []clms.Transition {
+	d.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c := d.client(n)
+	c := d.Client(n)
 	defer c.Close()
 	resp, err := c.Open(ctx, "/v1/cluster/events")
 	if err != nil {
-		d.t.Fatal(err)
+		d.T.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var out []clms.Transition
@@ -160,7 +36,7 @@ func (d *daemons) events(n int, upTo uint64) []clms.Transition {
 	for sc.Scan() {
 		var t clms.Transition
 		if err := json.Unmarshal(sc.Bytes(), &t); err != nil {
-			d.t.Fatalf("node %d events: %v", n, err)
+			d.T.Fatalf("node %d events: %v", n, err)
 		}
 		t.At = time.Time{} // compared below: what, not when it was read
 		out = append(out, t)
@@ -171,21 +47,21 @@ func (d *daemons) events(n int, upTo uint64) []clms.Transition {
 	return out
 }
 
-// feed reads node n's event feed as it stands.
-func (d *daemons) feed(n int) []events.Event {
-	d.t.Helper()
+// feedOf reads node n's event feed as it stands.
+func feedOf(d *testutil.Daemons, n int) []events.Event {
+	d.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c := d.client(n)
+	c := d.Client(n)
 	defer c.Close()
 	resp, err := c.Open(ctx, "/v1/events")
 	if err != nil {
-		d.t.Fatal(err)
+		d.T.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var out []events.Event
 	if err := events.Read(resp.Body, func(e events.Event) { out = append(out, e) }); err != nil {
-		d.t.Fatalf("node %d events: %v", n, err)
+		d.T.Fatalf("node %d events: %v", n, err)
 	}
 	return out
 }
@@ -202,23 +78,23 @@ func has(evs []events.Event, match func(events.Event) bool) bool {
 
 // fiveDaemons starts nodes 1-5 as separate daemon processes (killed when
 // the test ends) and waits until all are Up.
-func fiveDaemons(t *testing.T, profile string) (*daemons, map[int]clms.State) {
+func fiveDaemons(t *testing.T, profile string) (*testutil.Daemons, map[int]clms.State) {
 	t.Helper()
 	bin, err := testutil.LocusBinary(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemons{t: t, bin: bin, dir: t.TempDir(), procs: map[int]*exec.Cmd{}, profile: profile}
+	d := &testutil.Daemons{T: t, Bin: bin, Dir: t.TempDir(), Procs: map[int]*exec.Cmd{}, Profile: profile}
 	t.Cleanup(func() {
-		for n := range d.procs {
-			d.kill(n)
+		for n := range d.Procs {
+			d.Kill(n)
 		}
 	})
 	for n := 1; n <= 5; n++ {
-		d.start(n)
+		d.Start(n)
 	}
 	up := map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up, 4: clms.Up, 5: clms.Up}
-	d.wait("five daemons Up", up)
+	d.Wait("five daemons Up", up)
 	return d, up
 }
 
@@ -226,15 +102,15 @@ func TestFiveDaemonProcesses(t *testing.T) {
 	d, up := fiveDaemons(t, "")
 
 	start := time.Now()
-	d.kill(3)
+	d.Kill(3)
 	up[3] = clms.Down
-	ids := d.wait("node 3 Down", up)
+	ids := d.Wait("node 3 Down", up)
 	t.Logf("node 3 Down on every survivor (transition %d), as the API shows it, %v after SIGKILL", ids[3], time.Since(start).Round(time.Millisecond))
 	// When each applied it, from its event feed: the API's answer waits
 	// up to a second more for the view it gathers from every node.
 	var applied time.Duration
 	for _, n := range []int{1, 2, 4, 5} {
-		for _, e := range d.feed(n) {
+		for _, e := range feedOf(d, n) {
 			if e.Kind == events.TransitionApplied && e.Subject == 3 && e.State == string(clms.Down) {
 				applied = max(applied, e.At.Sub(start))
 			}
@@ -246,17 +122,17 @@ func TestFiveDaemonProcesses(t *testing.T) {
 	}
 
 	start = time.Now()
-	d.kill(1)
+	d.Kill(1)
 	up[1] = clms.Down
-	ids = d.wait("master node 1 Down", up)
-	st, _ := d.status(2)
+	ids = d.Wait("master node 1 Down", up)
+	st, _ := d.Status(2)
 	t.Logf("master failover: node %d master, node 1 Down (transition %d) %v after SIGKILL", st.Master, ids[1], time.Since(start).Round(time.Millisecond))
 	if st.Master == 1 || st.Master == 0 || !st.Quorum {
 		t.Errorf("after the master's death: %+v", st)
 	}
 
 	// The feeds say the same as the table, as typed events.
-	feed2 := d.feed(2)
+	feed2 := feedOf(d, 2)
 	if !has(feed2, func(e events.Event) bool {
 		return e.Kind == events.ServiceStarted && e.Name == events.ServiceMembership && e.Attrs[events.AttrTLS] == "true"
 	}) {
@@ -269,7 +145,7 @@ func TestFiveDaemonProcesses(t *testing.T) {
 			t.Errorf("node 2's feed lacks transition %d: node %d Down", ids[dead], dead)
 		}
 	}
-	if !has(d.feed(st.Master), func(e events.Event) bool { return e.Kind == events.RoleTaken && e.Name == events.RoleMaster }) {
+	if !has(feedOf(d, st.Master), func(e events.Event) bool { return e.Kind == events.RoleTaken && e.Name == events.RoleMaster }) {
 		t.Errorf("the new master, node %d, has no master role.taken event", st.Master)
 	}
 	for i, e := range feed2 {
@@ -278,15 +154,15 @@ func TestFiveDaemonProcesses(t *testing.T) {
 		}
 	}
 
-	d.start(3)
+	d.Start(3)
 	up[3] = clms.Up
-	d.wait("node 3 back Up", up)
+	d.Wait("node 3 back Up", up)
 
 	// One sequence of transitions, whichever survivor is asked.
-	st, _ = d.status(2)
-	ref := d.events(2, st.LastTransition)
+	st, _ = d.Status(2)
+	ref := transitions(d, 2, st.LastTransition)
 	for _, n := range []int{3, 4, 5} {
-		got := d.events(n, st.LastTransition)
+		got := transitions(d, n, st.LastTransition)
 		// Node 3 rejoined with empty state: it has the whole log again
 		// (replayed from the master), so its sequence is the same too.
 		if !reflect.DeepEqual(got, ref) {
@@ -302,7 +178,7 @@ func TestFiveDaemonProcesses(t *testing.T) {
 // sub-second detection does not turn a busy machine into a failed one.
 func TestNoFlapUnderCPUSaturation(t *testing.T) {
 	d, _ := fiveDaemons(t, clms.ProfileLAN) // the fastest: the one that could flap
-	before, err := d.status(1)
+	before, err := d.Status(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,12 +204,12 @@ func TestNoFlapUnderCPUSaturation(t *testing.T) {
 	// Let anything suspected during the load be decided.
 	time.Sleep(3 * time.Second)
 
-	after, err := d.status(1)
+	after, err := d.Status(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.LastTransition != before.LastTransition {
-		t.Errorf("transitions %d..%d happened under CPU load, none should have:\n%v", before.LastTransition+1, after.LastTransition, d.events(1, after.LastTransition))
+		t.Errorf("transitions %d..%d happened under CPU load, none should have:\n%v", before.LastTransition+1, after.LastTransition, transitions(d, 1, after.LastTransition))
 	}
 	for _, n := range after.Nodes {
 		if n.State != clms.Up {
@@ -350,25 +226,25 @@ func TestNoFlapUnderCPUSaturation(t *testing.T) {
 // busy processes on every core) for 5 s stays Up.
 func TestLoneStallIsNotFenced(t *testing.T) {
 	d, up := fiveDaemons(t, "") // auto: steady on this (real) machine
-	before, err := d.status(1)
+	before, err := d.Status(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, t4 := transitionOf(before, 4)
-	p4 := d.procs[4].Process
+	p4 := d.Procs[4].Process
 	for _, stall := range []time.Duration{300 * time.Millisecond, 800 * time.Millisecond} {
 		p4.Signal(syscall.SIGSTOP)
 		time.Sleep(stall)
 		p4.Signal(syscall.SIGCONT)
 		time.Sleep(3 * time.Second)
-		st, err := d.status(1)
+		st, err := d.Status(1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if s, id := transitionOf(st, 4); s != clms.Up || id != t4 {
 			t.Errorf("node 4 stopped for %v: %s at transition %d, want still Up at %d", stall, s, id, t4)
 		}
-		d.wait(fmt.Sprintf("all Up after a %v stall", stall), up)
+		d.Wait(fmt.Sprintf("all Up after a %v stall", stall), up)
 	}
 
 	// Starved: the busy processes run at normal priority, node 4 at
@@ -391,7 +267,7 @@ func TestLoneStallIsNotFenced(t *testing.T) {
 	}
 	exec.Command("chrt", "--other", "-p", "0", strconv.Itoa(p4.Pid)).Run()
 	time.Sleep(time.Second)
-	if st, err := d.status(1); err != nil {
+	if st, err := d.Status(1); err != nil {
 		t.Fatal(err)
 	} else if s, id := transitionOf(st, 4); s != clms.Up || id != t4 {
 		t.Errorf("node 4 starved of CPU for 5 s: %s at transition %d, want still Up at %d", s, id, t4)
@@ -402,7 +278,7 @@ func TestLoneStallIsNotFenced(t *testing.T) {
 	p4.Signal(syscall.SIGSTOP)
 	defer p4.Signal(syscall.SIGCONT)
 	for {
-		st, err := d.status(1)
+		st, err := d.Status(1)
 		if s, _ := transitionOf(st, 4); err == nil && s == clms.Down {
 			t.Logf("node 4, stopped, Down %v after SIGSTOP", time.Since(start).Round(time.Millisecond))
 			if time.Since(start) < time.Second {

@@ -30,3 +30,10 @@
 // counting the jobs it placed in the last seconds as load, so that a
 // burst of launches spreads instead of herding.
 package proc
+
+// Commands are openSSI's process commands, which the image links to
+// locus, and the locus verb each one is.
+func Commands() map[string]string {
+	return map[string]string{"onnode": "onnode", "onall": "onall", "fast": "fast", "fastnode": "fastnode",
+		"where_pid": "where", "loads": "loads", "kill3": "kill3"}
+}
