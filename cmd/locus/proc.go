@@ -140,7 +140,11 @@ A command that does not exist exits 127, one that cannot run 126.`,
 			if err != nil {
 				return err
 			}
-			return e.runJob(node, dropDashes(args[1:]), f, nil)
+			argv, err := jobArgs(cmd, args[1:])
+			if err != nil {
+				return err
+			}
+			return e.runJob(node, argv, f, nil)
 		},
 	}
 	f.add(cmd)
@@ -163,12 +167,38 @@ each node in the last seconds, so a burst of launches spreads.`,
 			if f.verbose {
 				onStarted = func(s proc.Started) { fmt.Fprintf(e.stderr, "locus: fast: node %d\n", s.Node) }
 			}
-			return e.runJob(0, dropDashes(args), f, onStarted)
+			argv, err := jobArgs(cmd, args)
+			if err != nil {
+				return err
+			}
+			return e.runJob(0, argv, f, onStarted)
 		},
 	}
 	f.add(cmd)
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "print the chosen node on stderr")
 	return cmd
+}
+
+// jobArgs is the command of onnode NODE [FLAGS] -- COMMAND...: flags
+// may come after the node when a -- ends them (onnode 3 -d -- cmd);
+// without --, everything after the node is the command (onnode 3 ls -l).
+func jobArgs(cmd *cobra.Command, args []string) ([]string, error) {
+	i := slices.Index(args, "--")
+	if i < 0 {
+		return args, nil
+	}
+	for _, a := range args[:i] {
+		if !strings.HasPrefix(a, "-") {
+			return args, nil // a -- inside the command
+		}
+	}
+	if err := cmd.Flags().Parse(args[:i]); err != nil {
+		return nil, err
+	}
+	if len(args) == i+1 {
+		return nil, errors.New("no command after --")
+	}
+	return args[i+1:], nil
 }
 
 func dropDashes(args []string) []string {

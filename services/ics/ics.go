@@ -564,12 +564,8 @@ func (d *Duplex) Recv() ([]byte, error) {
 }
 
 func (d *Duplex) err(err error) error {
-	if errors.Is(err, io.EOF) {
-		// A send after the stream ended: the reason is Recv's.
-		if _, rerr := d.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
-			return rerr
-		}
-	}
+	// A send after the stream ended gets io.EOF; the reason is what
+	// Recv returns (called from the one goroutine that receives).
 	return callErr(d.ctx, d.to, d.method, err)
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -210,6 +211,10 @@ func Reraise(e Exit) {
 		sig := syscall.Signal(e.Signal)
 		signal.Reset(sig)
 		unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
+		// The Go runtime keeps its handler for SIGSEGV and the like
+		// (signal.Reset leaves it): put the kernel's default back.
+		var dfl [4]uint64 // struct sigaction: handler SIG_DFL, flags, restorer, mask
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0)
 		syscall.Kill(os.Getpid(), sig)
 		time.Sleep(100 * time.Millisecond) // a signal this process cannot die of
 		os.Exit(128 + e.Signal)
