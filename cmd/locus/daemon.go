@@ -22,6 +22,7 @@ import (
 	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
+	"github.com/locus-ssi/locus/services/proc"
 )
 
 // nodeSpecPath is the spec the image carries when running on a node, else
@@ -86,6 +87,8 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.CFSListen, "cfs-listen", ":"+strconv.Itoa(cfs.DefaultPort), "address to serve CFS on")
 	f.StringVar(&cfg.EventSocket, "events", "", "PID 1's event feed socket, to publish on and serve (empty: the daemon keeps its own feed)")
 	f.StringVar(&cfg.UserSocket, "user-socket", "", "serve the API to every user of this node at this unix socket, each as who the kernel says it is (init passes "+locusd.UserSocketPath+")")
+	f.StringVar(&cfg.ProcSocket, "proc-socket", "", "take init's FUSE mount of the clusterwide /proc at this unix socket (init passes "+proc.ProcSocket+")")
+	f.StringVar(&cfg.ProcMount, "proc-mount", "", "mount the clusterwide /proc on this directory (tests; on a node init mounts it)")
 	f.DurationVar(&cfg.JobGrace, "job-grace", 0, "time between SIGHUP and SIGKILL for a job whose stand-in went away (default 5s)")
 	f.StringVar(&cfg.Socket, "socket", "", "serve the API to root on this node at this unix socket too (init passes "+locusd.SocketPath+")")
 	cmd.Flags().StringVar(&cfg.NetbootAdmin, "netboot-admin", netboot.AdminSocket, "netboot admin API (socket or loopback host:port): its registry is served at /v1/netboot/nodes, its secrets redeemed at admission (empty: none)")

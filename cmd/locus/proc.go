@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -464,7 +465,8 @@ func nodeSet(nodes []int) string {
 }
 
 func newPSCmd(e *env) *cobra.Command {
-	var output, nodesFlag, userFlag, command string
+	var output, nodesFlag, userFlag, command, procDir string
+	var procps bool
 	cmd := &cobra.Command{
 		Use:   "ps",
 		Short: "Every process of every node, by cluster PID",
@@ -472,9 +474,18 @@ func newPSCmd(e *env) *cobra.Command {
 is the cluster PID (node<<22 | pid; NODE:PID is accepted wherever a CPID
 is), %CPU is over the process's life as ps computes it, RSS in KiB, START
 on the node's clock.`,
-		Example: "  locus ps\n  locus ps --nodes 3 --user alice\n  locus ps --command sleep --output json",
-		Args:    cobra.NoArgs,
+		Example: "  locus ps\n  locus ps --nodes 3 --user alice\n  locus ps --command sleep --output json\n  locus ps --procps -- aux   # procps' own ps over the clusterwide /proc",
+		Args:    cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if procps {
+				if len(args) == 0 {
+					args = []string{"-ef"}
+				}
+				return e.ssi(procDir, append([]string{"ps"}, args...))
+			}
+			if len(args) > 0 {
+				return fmt.Errorf("ps: unexpected %q (procps' own arguments go after --procps --)", args)
+			}
 			if err := checkOutput(output); err != nil {
 				return err
 			}
@@ -518,7 +529,71 @@ on the node's clock.`,
 	cmd.Flags().StringVarP(&nodesFlag, "nodes", "w", "", "only these nodes (2,4-6)")
 	cmd.Flags().StringVarP(&userFlag, "user", "u", "", "only this user's processes (name or uid)")
 	cmd.Flags().StringVarP(&command, "command", "c", "", "only processes whose command line has this")
+	cmd.Flags().BoolVar(&procps, "procps", false, "run the system's own ps (procps, u-root) with the clusterwide /proc as its /proc; its arguments after --")
+	cmd.Flags().StringVar(&procDir, "proc", proc.ProcMount, "the clusterwide /proc")
 	return cmd
+}
+
+// ssi runs argv with the clusterwide /proc at procDir over /proc, in a
+// mount namespace of its own, and ends as it did.
+func (e *env) ssi(procDir string, argv []string) error {
+	if _, err := os.Stat(filepath.Join(procDir, "self")); err != nil {
+		return fmt.Errorf("no clusterwide /proc at %s (%v): the node daemon serves it on every node", procDir, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := proc.SSICommand(self, []string{"ssi-enter"}, procDir, argv)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdin, e.stdout, e.stderr
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT) // the command's, as a shell's child
+	defer signal.Reset(syscall.SIGINT, syscall.SIGQUIT)
+	err = cmd.Run()
+	if cmd.ProcessState == nil {
+		return fmt.Errorf("ssi: %w", err)
+	}
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return jobExitError{proc.Exit{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal())}}
+	}
+	if ws.ExitStatus() != 0 {
+		return exitCodeError{code: ws.ExitStatus()}
+	}
+	return nil
+}
+
+func newSSICmd(e *env) *cobra.Command {
+	var procDir string
+	cmd := &cobra.Command{
+		Use:   "ssi [--] COMMAND [ARG...]",
+		Short: "Run a command that sees every process of the cluster in /proc",
+		Long: `Ssi runs COMMAND in a mount namespace of its own where the clusterwide /proc
+(/cluster/proc) covers /proc, so that unmodified tools (procps' ps and top,
+u-root's ps) list every node's processes by cluster PID. Only for one
+command: programs read /proc/self/exe, fd and maps, which only a
+process's own node has.`,
+		Example: "  locus ssi -- ps -ef\n  locus ssi -- top -b -n1",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.ssi(procDir, dropDashes(args))
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().StringVar(&procDir, "proc", proc.ProcMount, "the clusterwide /proc")
+	return cmd
+}
+
+func newSSIEnterCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "ssi-enter DIR -- COMMAND [ARG...]",
+		Short:              "ssi's helper, in the command's new mount namespace",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		Args:               cobra.MinimumNArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return proc.EnterSSI(args[0], dropDashes(args[1:]))
+		},
+	}
 }
 
 func startTime(unixSec float64, now time.Time) string {

@@ -57,7 +57,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 		{groupCluster, newClusterCmd(e)}, {groupCluster, newRunLevelCmd(e)}, {groupCluster, newShutdownCmd(e)}, {groupCluster, newProbeCmd(e)},
 		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)},
 		{groupProc, newOnnodeCmd(e)}, {groupProc, newOnallCmd(e)}, {groupProc, newFastCmd(e)}, {groupProc, newFastnodeCmd(e)},
-		{groupProc, newPSCmd(e)}, {groupProc, newKillCmd(e)}, {groupProc, newKill3Cmd(e)}, {groupProc, newWhereCmd(e)}, {groupProc, newLoadsCmd(e)},
+		{groupProc, newPSCmd(e)}, {groupProc, newKillCmd(e)}, {groupProc, newKill3Cmd(e)}, {groupProc, newWhereCmd(e)}, {groupProc, newLoadsCmd(e)}, {groupProc, newSSICmd(e)},
 		{groupNode, newNodeCmd(e)}, {groupNode, newFSCmd(e)},
 		{groupQEMU, newQemuCmd(e)},
 	} {
@@ -68,7 +68,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	// documented (docs/cli.md) but not listed.
 	daemon, fence := newDaemonCmd(e), newFenceCmd(e)
 	daemon.Hidden, fence.Hidden = true, true
-	root.AddCommand(newVersionCmd(e), daemon, fence)
+	root.AddCommand(newVersionCmd(e), daemon, fence, newSSIEnterCmd())
 	return root
 }
 

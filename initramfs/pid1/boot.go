@@ -19,6 +19,7 @@ import (
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
+	"github.com/locus-ssi/locus/services/proc"
 )
 
 // startLocusd starts the node daemon and waits until it answers.
@@ -29,7 +30,7 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		return err
 	}
 	go events.Serve(context.Background(), ln, n.feed, n.log) // for the node's life
-	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath, "--socket", locusd.SocketPath, "--user-socket", locusd.UserSocketPath}
+	argv := []string{"/bin/locus", "daemon", "--listen", listen, "--node-file", NodeFile, "--events", events.SocketPath, "--socket", locusd.SocketPath, "--user-socket", locusd.UserSocketPath, "--proc-socket", proc.ProcSocket}
 	argv = append(argv, n.membershipArgs()...)
 	if id, err := givenIdentity(); err != nil {
 		return err

@@ -14,7 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
+	"github.com/locus-ssi/locus/internal/fusefd"
 	"github.com/locus-ssi/locus/services/cfs"
+	"github.com/locus-ssi/locus/services/proc"
 )
 
 // sysroot is where a client node mounts the shared root before init
@@ -35,7 +37,11 @@ func (n *Node) mountRoot(ctx context.Context) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		return mountAll([]mount{{"tmpfs", dir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}})
+		if err := mountAll([]mount{{"tmpfs", dir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}}); err != nil {
+			return err
+		}
+		n.mountClusterProc(ctx, "/")
+		return nil
 	}
 	start := time.Now()
 	dir, what, err := n.mountShared(ctx)
@@ -49,7 +55,41 @@ func (n *Node) mountRoot(ctx context.Context) error {
 	n.root = dir
 	n.mu.Unlock()
 	n.log.Info("shared root", "source", n.spec.Root.Source, "from", what, "took", time.Since(start).Round(time.Millisecond))
+	n.mountClusterProc(ctx, dir)
 	return nil
+}
+
+// mountClusterProc mounts the clusterwide /proc on root's /cluster/proc
+// and hands it to locusd's process service. Without it (no fuse module,
+// no daemon) the node boots all the same, with a warning: the process
+// verbs do not need it, only tools that read /proc do.
+func (n *Node) mountClusterProc(ctx context.Context, root string) {
+	dir := filepath.Join(root, proc.ProcMount)
+	err := func() error {
+		if _, err := os.Stat(proc.ProcSocket); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o555); err != nil {
+			return err
+		}
+		dev, err := fusefd.Mount("locus", dir, "fuse.locus-proc", proc.ProcMountOptions)
+		if err != nil {
+			return err
+		}
+		defer dev.Close() // locusd has its own copy
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := fusefd.HandOff(hctx, proc.ProcSocket, dev); err != nil {
+			unix.Unmount(dir, unix.MNT_DETACH)
+			return err
+		}
+		return nil
+	}()
+	if err != nil {
+		n.log.Warn("root: no clusterwide /proc on "+proc.ProcMount, "err", err)
+		return
+	}
+	n.log.Info("root: the clusterwide /proc is on " + proc.ProcMount)
 }
 
 // mountShared mounts the shared root and returns where, and what it is.

@@ -30,6 +30,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/locus-ssi/locus/internal/fusefd"
 	"github.com/locus-ssi/locus/internal/privsock"
 	"github.com/locus-ssi/locus/services/events"
 
@@ -115,6 +116,11 @@ type Config struct {
 	// this node (UserSocketPath): each may read the cluster and run jobs
 	// and send signals as itself.
 	UserSocket string
+	// ProcSocket, if set, is where init hands this daemon its FUSE mount
+	// of the clusterwide /proc (proc.ProcSocket); ProcMount, if set, is
+	// a directory the daemon mounts it on itself (tests).
+	ProcSocket string
+	ProcMount  string
 	// JobGrace is how long a job whose stand-in went away has between
 	// SIGHUP and SIGKILL (0: proc.DefaultGrace).
 	JobGrace time.Duration
@@ -382,6 +388,10 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		}))
 		go procs.Run(ctx)
 		procRoutes(ctx, handle, procs, cfg.Log.With("svc", "proc"))
+		if err := serveClusterProc(ctx, cfg, procs); err != nil {
+			closeAll()
+			return err
+		}
 	}
 	// The CFS roles end with the daemon: Run returns only once a
 	// taken-over root is unmounted.
@@ -435,6 +445,27 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	}
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("locusd: serve: %w", err)
+	}
+	return nil
+}
+
+// serveClusterProc serves the clusterwide /proc: init's mount handed
+// over on cfg.ProcSocket, or one the daemon makes on cfg.ProcMount
+// (unmounted when ctx ends).
+func serveClusterProc(ctx context.Context, cfg Config, procs *proc.Service) error {
+	if cfg.ProcSocket != "" {
+		ln, err := privsock.Listen(cfg.ProcSocket)
+		if err != nil {
+			return fmt.Errorf("locusd: clusterwide /proc socket: %w", err)
+		}
+		go fusefd.Serve(ctx, ln.(*net.UnixListener), procs.ServeProcFD, cfg.Log) // ends with ctx
+	}
+	if cfg.ProcMount != "" {
+		srv, err := procs.MountProc(cfg.ProcMount)
+		if err != nil {
+			return fmt.Errorf("locusd: %w", err)
+		}
+		context.AfterFunc(ctx, func() { srv.Unmount() }) // fs.Mount serves it already
 	}
 	return nil
 }

@@ -40,11 +40,17 @@ func startCluster(t *testing.T) *cluster {
 	}
 	d := &testutil.Daemons{T: t, Bin: bin, Dir: t.TempDir(), Procs: map[int]*exec.Cmd{}, Net: "127.0.78", Extra: map[int][]string{}}
 	for n := 1; n <= 5; n++ {
-		d.Extra[n] = []string{"--job-grace", "1s"}
+		dir := filepath.Join(d.Dir, fmt.Sprintf("proc%d", n))
+		os.MkdirAll(dir, 0o755)
+		d.Extra[n] = []string{"--job-grace", "1s", "--proc-mount", dir}
 	}
 	t.Cleanup(func() {
 		for n := range d.Procs {
 			d.Kill(n)
+		}
+		// A daemon killed leaves its mount behind, unserved.
+		for n := 1; n <= 5; n++ {
+			syscall.Unmount(filepath.Join(d.Dir, fmt.Sprintf("proc%d", n)), syscall.MNT_DETACH)
 		}
 	})
 	for n := 1; n <= 5; n++ {
@@ -321,6 +327,12 @@ locus onnode 4 -- sh -c 'exit 7' & wait $!; echo "status $?"`
 		}
 		root.Process.Kill()
 		root.Wait()
+		// The single-system view, in a user namespace of nobody's own.
+		cmd = asNobody(c.locus(2, "ssi", "--proc", filepath.Join(c.Dir, "proc2"), "--", "ps", "-eo", "pid,user,cmd"))
+		out, err = cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "65534") && !strings.Contains(string(out), "nobody") {
+			t.Errorf("nobody's ssi ps: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("no identity, no job", func(t *testing.T) {
@@ -388,6 +400,69 @@ locus onnode 4 -- sh -c 'exit 7' & wait $!; echo "status $?"`
 		}
 		if counts[5] != 0 {
 			t.Errorf("node 5, Down, got %d launches", counts[5])
+		}
+	})
+
+	t.Run("unmodified procps reads the clusterwide /proc", func(t *testing.T) {
+		out, errs, st := c.run(t, 2, "", "onnode", "3", "--detach", "--", "sleep", "321")
+		cpid, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+		if err != nil || st.ExitCode() != 0 {
+			t.Fatalf("onnode --detach: %q %q", out, errs)
+		}
+		_, pid := proc.SplitCPID(cpid)
+		defer syscall.Kill(pid, syscall.SIGKILL)
+		procDir := filepath.Join(c.Dir, "proc1")
+		out, errs, st = c.run(t, 1, "", "ssi", "--proc", procDir, "--", "ps", "-eo", "pid,ppid,user,stat,lstart,etime,%cpu,cmd")
+		if st.ExitCode() != 0 {
+			t.Fatalf("ps -eo through the clusterwide /proc: %v %q", st, errs)
+		}
+		byNode := map[int]int{}
+		var line string
+		for _, l := range strings.Split(out, "\n")[1:] {
+			f := strings.Fields(l)
+			if len(f) < 10 {
+				continue
+			}
+			v, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				t.Fatalf("ps printed PID %q: %s", f[0], l)
+			}
+			n, _ := proc.SplitCPID(v)
+			byNode[n]++
+			if v == cpid {
+				line = l
+			}
+		}
+		ups := 0
+		for _, st := range c.up {
+			if st == clms.Up {
+				ups++
+			}
+		}
+		if len(byNode) != ups || !strings.Contains(line, "sleep 321") || !strings.Contains(line, "root") {
+			t.Errorf("ps -e over the clusterwide /proc: processes by node %v; node 3's job: %q\n%s", byNode, line, errs)
+		}
+		// Its parent is node 3's daemon, by cluster PID.
+		f := strings.Fields(line)
+		if ppid, _ := strconv.ParseInt(f[1], 10, 64); len(f) < 2 || ppid>>proc.PIDBits != 3 {
+			t.Errorf("the job's PPID %v is not a node 3 CPID", f)
+		}
+		for _, args := range [][]string{{"ps", "aux"}, {"top", "-b", "-n1"}} {
+			out, errs, st := c.run(t, 4, "", append([]string{"ssi", "--proc", filepath.Join(c.Dir, "proc4"), "--"}, args...)...)
+			if st.ExitCode() != 0 || !strings.Contains(out, strconv.FormatInt(cpid, 10)) {
+				t.Errorf("%v over the clusterwide /proc: %v %q\n%s", args, st, errs, out)
+			}
+		}
+		b, err := os.ReadFile(filepath.Join(procDir, "loadavg"))
+		if err != nil || len(strings.Fields(string(b))) != 5 {
+			t.Errorf("the cluster's loadavg: %q %v", b, err)
+		}
+		b, err = os.ReadFile(filepath.Join(procDir, "nodes", "3", "uptime"))
+		if err != nil || len(b) == 0 {
+			t.Errorf("node 3's uptime: %q %v", b, err)
+		}
+		if target, err := os.Readlink(filepath.Join(procDir, "self")); err != nil || target != proc.FormatCPID(1, os.Getpid()) {
+			t.Errorf("self is %q (%v), want this process's CPID on node 1", target, err)
 		}
 	})
 

@@ -53,6 +53,7 @@ func (h *Host) Raw() (RawNode, error) {
 			r.Procs = append(r.Procs, p)
 		}
 	}
+	slices.SortFunc(r.Procs, func(a, b RawProc) int { return a.PID - b.PID })
 	return r, nil
 }
 

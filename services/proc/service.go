@@ -130,6 +130,7 @@ func (s *Service) Register(n *ics.Node) {
 		}
 		return nil, s.killLocal(k)
 	})
+	n.Handle(methodRaw, rawHandler(s))
 	n.Handle(methodLoads, func(ctx context.Context, from int, req []byte) ([]byte, error) {
 		var ls []Load
 		if err := json.Unmarshal(req, &ls); err != nil {
