@@ -110,6 +110,8 @@ services:
 	if got, _ := locus("qemu", "exec", "3", "--", "/bin/sh", "-c", "cat /tmp/mine 2>/dev/null || echo absent"); strings.TrimSpace(got) != "absent" {
 		t.Errorf("node 3 sees node 2's /tmp: %q", got)
 	}
+	// One process space over the four nodes.
+	checkProcesses(t, run)
 
 	// The cluster's run level, changed from a node: every node comes down
 	// to it (stopping its level-3 daemon) and goes back up.

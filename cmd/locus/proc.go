@@ -112,7 +112,9 @@ func (e *env) runJob(node int, argv []string, f jobFlags, onStarted func(proc.St
 		fmt.Fprintf(e.stderr, "locus: node %d: %s\n", started.Node, exit.Reason)
 	case exit.Reason != "":
 		where := "node " + strconv.Itoa(node)
-		if node == 0 {
+		if exit.Node > 0 {
+			where = "node " + strconv.Itoa(exit.Node)
+		} else if node == 0 {
 			where = "the least loaded node"
 		}
 		fmt.Fprintf(e.stderr, "locus: %s: %s\n", where, exit.Reason)

@@ -40,7 +40,7 @@ func (n *Node) mountRoot(ctx context.Context) error {
 		if err := mountAll([]mount{{"tmpfs", dir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}}); err != nil {
 			return err
 		}
-		n.mountClusterProc(ctx, "/")
+		go n.mountClusterProc(ctx, "/") // ends once mounted, or given up
 		return nil
 	}
 	start := time.Now()
@@ -55,16 +55,27 @@ func (n *Node) mountRoot(ctx context.Context) error {
 	n.root = dir
 	n.mu.Unlock()
 	n.log.Info("shared root", "source", n.spec.Root.Source, "from", what, "took", time.Since(start).Round(time.Millisecond))
-	n.mountClusterProc(ctx, dir)
+	go n.mountClusterProc(ctx, dir) // ends once mounted, or given up
 	return nil
 }
 
 // mountClusterProc mounts the clusterwide /proc on root's /cluster/proc
-// and hands it to locusd's process service. Without it (no fuse module,
-// no daemon) the node boots all the same, with a warning: the process
-// verbs do not need it, only tools that read /proc do.
+// and hands it to locusd's process service, once the service listens
+// (waiting a minute at most). Without it (no fuse module, no daemon) the
+// node runs all the same, with a warning: the process verbs do not need
+// it, only tools that read /proc do.
 func (n *Node) mountClusterProc(ctx context.Context, root string) {
 	dir := filepath.Join(root, proc.ProcMount)
+	for wait := time.Minute; ; wait -= 500 * time.Millisecond {
+		if _, err := os.Stat(proc.ProcSocket); err == nil || wait <= 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	err := func() error {
 		if _, err := os.Stat(proc.ProcSocket); err != nil {
 			return err

@@ -225,6 +225,12 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			closeAll()
 			return fmt.Errorf("locusd: %w", err)
 		}
+		// Served from the start (this node's processes until the
+		// membership has others): init mounts it in its root phase.
+		if err := serveClusterProc(ctx, cfg, procs); err != nil {
+			closeAll()
+			return err
+		}
 	}
 	if cfg.ICS != nil {
 		var ca *cas
@@ -388,10 +394,6 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		}))
 		go procs.Run(ctx)
 		procRoutes(ctx, handle, procs, cfg.Log.With("svc", "proc"))
-		if err := serveClusterProc(ctx, cfg, procs); err != nil {
-			closeAll()
-			return err
-		}
 	}
 	// The CFS roles end with the daemon: Run returns only once a
 	// taken-over root is unmounted.

@@ -101,6 +101,8 @@ type Exit struct {
 	// Reason says why, when the job did not simply exit: "node 3 went
 	// Down", "prog: command not found".
 	Reason string `json:"reason,omitempty"`
+	// Node is the node that ended it, when it never started there.
+	Node int `json:"node,omitempty"`
 }
 
 // Lost is the exit of a job whose stream to its node was cut.

@@ -44,7 +44,18 @@ type Runner struct {
 // stand-in goes away (ctx ends or recv fails): then the job's session
 // gets SIGHUP and, Grace later, SIGKILL. A detached job runs on alone:
 // Run returns once it started.
-func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), send func(Frame) error) error {
+func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), send0 func(Frame) error) error {
+	// An exit sent before the job started says which node refused it.
+	send := func(f Frame) error {
+		if f.Kind == KindExit {
+			var e Exit
+			if f.Decode(&e) == nil && e.Node == 0 {
+				e.Node = r.Node
+				f = JSONFrame(KindExit, e)
+			}
+		}
+		return send0(f)
+	}
 	log := r.Log
 	if log == nil {
 		log = slog.Default()
