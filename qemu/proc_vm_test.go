@@ -59,7 +59,7 @@ func checkProcesses(t *testing.T, run func(node, script string) string) {
 	if !found || len(nodes) != 4 {
 		t.Errorf("locus ps on node 1: job %s found %v, nodes %v", cpid, found, nodes)
 	}
-	if got := run("1", "locus ssi -- ps -e"); !regexp.MustCompile(`(?m)^\s*`+cpid+`\s.*sleep 600`).MatchString(got) {
+	if got := run("1", "locus ssi -- ps -e"); !regexp.MustCompile(`(?m)^\s*` + cpid + `\s.*sleep 600`).MatchString(got) {
 		t.Errorf("u-root's ps over the clusterwide /proc on node 1 lacks %s:\n%s", cpid, got)
 	}
 	// kill from node 2 of a process on node 4.
