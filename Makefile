@@ -24,6 +24,7 @@ deps:
 
 build:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o $(LOCUS) ./cmd/locus
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o $(dir $(LOCUS))onnode ./cmd/onnode
 
 image: deps build
 	$(LOCUS) image build --out $(OUT)
@@ -50,7 +51,7 @@ test-vm: deps build
 
 # The peers the benchmarks compare against. Installed with services kept
 # from starting (policy-rc.d), since the benchmarks start them themselves.
-BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod corosync
+BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod corosync openssh-server openssh-client
 bench-deps: deps
 	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -60,7 +61,13 @@ bench-deps: deps
 		[ -n "$$made" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-bench: bench-netboot bench-membership bench-cfs
+bench: bench-netboot bench-membership bench-cfs bench-proc
+
+# Remote execution and the process table on loopback daemons: onnode
+# against Debian's openssh (fresh and ControlMaster), fast launches, ps
+# over 8 nodes (about 2 minutes).
+bench-proc: bench-deps build
+	$(GO) run ./bench/proc -locus $(LOCUS) -results bench/RESULTS.md
 
 # Failure detection and master failover on 5-node loopback clusters:
 # Locus's timing against memberlist's defaults and Debian's corosync in

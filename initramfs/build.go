@@ -30,6 +30,8 @@ import (
 // Paths inside the image that init and locusd read.
 const (
 	LocusPath = "bin/locus"
+	// OnnodeName is the lean stand-in's binary (cmd/onnode), beside locus.
+	OnnodeName = "onnode"
 )
 
 // Compression of the archive segments.
@@ -95,7 +97,10 @@ type Options struct {
 	SpecYAML []byte
 	Kernel   *images.KernelFiles
 	// Locus is the path of a static linux/amd64 locus binary: /bin/locus,
-	// and /init (which runs its PID 1).
+	// and /init (which runs its PID 1). A static onnode beside it (make
+	// build makes both) is the image's /bin/onnode and /bin/fast, the
+	// lean stand-in of a remote job; without one they are links to
+	// locus.
 	Locus    string
 	CacheDir string
 	Compress Compression
@@ -204,8 +209,21 @@ func Overlay(o Options) ([]byte, []images.Module, error) {
 	for _, name := range userland.Names() {
 		add(cpio.Symlink("bin/"+name, "locus"))
 	}
+	lean, err := os.ReadFile(filepath.Join(filepath.Dir(o.Locus), OnnodeName))
+	if err == nil {
+		if err := CheckStatic(filepath.Join(filepath.Dir(o.Locus), OnnodeName)); err != nil {
+			return nil, nil, err
+		}
+		file("bin/"+OnnodeName, lean, 0o755)
+	}
 	for _, name := range slices.Sorted(maps.Keys(proc.Commands())) {
-		add(cpio.Symlink("bin/"+name, "locus"))
+		switch {
+		case lean != nil && name == OnnodeName:
+		case lean != nil && name == "fast":
+			add(cpio.Symlink("bin/"+name, OnnodeName))
+		default:
+			add(cpio.Symlink("bin/"+name, "locus"))
+		}
 	}
 	var order bytes.Buffer
 	for _, m := range mods {

@@ -13,6 +13,7 @@ import (
 	"github.com/locus-ssi/locus/initramfs/pid1"
 	"github.com/locus-ssi/locus/internal/userland"
 	"github.com/locus-ssi/locus/services/proc"
+	"github.com/locus-ssi/locus/services/proc/standin"
 )
 
 func main() {
@@ -47,7 +48,7 @@ func main() {
 	if err := run(args, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		var je jobExitError
 		if errors.As(err, &je) {
-			proc.Reraise(je.exit) // the job's status, or its signal, as this process's
+			standin.Reraise(je.exit) // the job's status, or its signal, as this process's
 		}
 		var ec exitCodeError
 		if errors.As(err, &ec) {

@@ -24,11 +24,12 @@ import (
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 	"github.com/locus-ssi/locus/services/proc"
+	"github.com/locus-ssi/locus/services/proc/standin"
 )
 
 // jobExitError carries a job's end out of run: main ends the process
-// the same way (proc.Reraise).
-type jobExitError struct{ exit proc.Exit }
+// the same way (standin.Reraise).
+type jobExitError struct{ exit standin.Exit }
 
 func (e jobExitError) Error() string { return fmt.Sprintf("job exited with status %d", e.exit.Code) }
 
@@ -43,16 +44,7 @@ func (e *env) procClient() (*locusd.Client, error) {
 
 // parseNode reads a node argument: 3, node3, or auto/fast (0: the least
 // loaded node).
-func parseNode(s string) (int, error) {
-	if s == "auto" || s == "fast" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(strings.TrimPrefix(s, "node"))
-	if err != nil || n < 1 || n > proc.MaxNode {
-		return 0, fmt.Errorf("node %q: want a node number (1-%d), nodeN, or auto", s, proc.MaxNode)
-	}
-	return n, nil
-}
+func parseNode(s string) (int, error) { return standin.ParseNode(s) }
 
 // jobFlags are onnode's and fast's.
 type jobFlags struct {
@@ -74,7 +66,7 @@ func (f *jobFlags) add(cmd *cobra.Command) {
 
 // runJob runs argv on node (0: the least loaded) as this process's
 // stand-in, and returns how it ended as a jobExitError.
-func (e *env) runJob(node int, argv []string, f jobFlags, onStarted func(proc.Started)) error {
+func (e *env) runJob(node int, argv []string, f jobFlags) error {
 	client, err := e.procClient()
 	if err != nil {
 		return err
@@ -83,42 +75,14 @@ func (e *env) runJob(node int, argv []string, f jobFlags, onStarted func(proc.St
 	if err != nil {
 		return err
 	}
-	dir := f.dir
-	if dir == "" {
-		dir, _ = os.Getwd()
-	}
-	st := proc.Start{Node: node, Argv: argv, Env: append(os.Environ(), f.env...), Dir: dir, Detach: f.detach, Term: os.Getenv("TERM")}
-	stdin, _ := e.stdin.(*os.File)
-	stdout, _ := e.stdout.(*os.File)
-	isTerm := func(f *os.File) bool { return f != nil && term.IsTerminal(int(f.Fd())) }
-	io := proc.Stdio{Stdout: e.stdout, Stderr: e.stderr, OnStarted: onStarted}
-	io.TTY = !f.noTTY && !f.detach && isTerm(stdin) && (f.tty || isTerm(stdout))
-	if !f.noStdin && !f.detach {
-		io.Stdin = e.stdin
-	}
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, proc.Relayed...)
-	defer signal.Stop(sigs)
-	io.Signals = sigs
-	started, exit := proc.Attach(context.Background(), proc.NewConn(rwc), st, io)
-	if f.detach && !exit.Lost && exit.Reason == "" && exit.Code == 0 {
+	o := standin.Options{Node: node, Argv: argv, Env: f.env, Dir: f.dir, TTY: f.tty, NoTTY: f.noTTY, NoStdin: f.noStdin,
+		Detach: f.detach, Verbose: f.verbose}
+	started, exit := standin.Launch(rwc, o, e.stdin, e.stdout, e.stderr)
+	if f.detach && standin.Detached(exit) {
 		fmt.Fprintln(e.stdout, started.CPID)
 		return nil
 	}
-	switch {
-	case exit.Lost && started.Node > 0:
-		fmt.Fprintf(e.stderr, "locus: %s; job %d (%d:%d) lost\n", exit.Reason, started.CPID, started.Node, started.PID)
-	case exit.Reason != "" && started.Node > 0:
-		fmt.Fprintf(e.stderr, "locus: node %d: %s\n", started.Node, exit.Reason)
-	case exit.Reason != "":
-		where := "node " + strconv.Itoa(node)
-		if exit.Node > 0 {
-			where = "node " + strconv.Itoa(exit.Node)
-		} else if node == 0 {
-			where = "the least loaded node"
-		}
-		fmt.Fprintf(e.stderr, "locus: %s: %s\n", where, exit.Reason)
-	}
+	standin.Report(e.stderr, node, started, exit)
 	return jobExitError{exit}
 }
 
@@ -147,7 +111,7 @@ A command that does not exist exits 127, one that cannot run 126.`,
 			if err != nil {
 				return err
 			}
-			return e.runJob(node, argv, f, nil)
+			return e.runJob(node, argv, f)
 		},
 	}
 	f.add(cmd)
@@ -166,15 +130,11 @@ each node in the last seconds, so a burst of launches spreads.`,
 		Example: "  locus fast -- make -j2\n  locus fast -v -- ./simulate    # say on stderr where it runs",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var onStarted func(proc.Started)
-			if f.verbose {
-				onStarted = func(s proc.Started) { fmt.Fprintf(e.stderr, "locus: fast: node %d\n", s.Node) }
-			}
 			argv, err := jobArgs(cmd, args)
 			if err != nil {
 				return err
 			}
-			return e.runJob(0, argv, f, onStarted)
+			return e.runJob(0, argv, f)
 		},
 	}
 	f.add(cmd)
@@ -354,7 +314,7 @@ func (e *env) onall(client *locusd.Client, nodes []int, argv []string, input []b
 	var mu sync.Mutex
 	type result struct {
 		node int
-		exit proc.Exit
+		exit standin.Exit
 	}
 	results := make(chan result, len(nodes))
 	sigChans := map[int]chan os.Signal{}
@@ -369,17 +329,17 @@ func (e *env) onall(client *locusd.Client, nodes []int, argv []string, input []b
 			if label {
 				out.prefix, errw.prefix = fmt.Sprintf("node%d: ", n), fmt.Sprintf("node%d: ", n)
 			}
-			io := proc.Stdio{Stdout: out, Stderr: errw, Signals: sc}
+			io := standin.Stdio{Stdout: out, Stderr: errw, Signals: sc}
 			if input != nil {
 				io.Stdin = bytes.NewReader(input)
 			}
-			var exit proc.Exit
+			var exit standin.Exit
 			rwc, err := client.OpenJob(context.Background())
 			if err != nil {
-				exit = proc.Lost(err.Error())
+				exit = standin.Lost(err.Error())
 			} else {
-				st := proc.Start{Node: n, Argv: argv, Env: os.Environ(), Dir: dir}
-				_, exit = proc.Attach(context.Background(), proc.NewConn(rwc), st, io)
+				st := standin.Start{Node: n, Argv: argv, Env: os.Environ(), Dir: dir}
+				_, exit = standin.Attach(context.Background(), standin.NewConn(rwc), st, io)
 			}
 			out.flush()
 			errw.flush()
@@ -556,7 +516,7 @@ func (e *env) ssi(procDir string, argv []string) error {
 	}
 	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
-		return jobExitError{proc.Exit{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal())}}
+		return jobExitError{standin.Exit{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal())}}
 	}
 	if ws.ExitStatus() != 0 {
 		return exitCodeError{code: ws.ExitStatus()}

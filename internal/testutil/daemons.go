@@ -8,17 +8,25 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
 )
 
+// TB is what Daemons needs of a test (testing.T), or of a benchmark's
+// main (Fatal ends it).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
 // Daemons is a loopback cluster of separate `locus daemon` processes,
 // node N on 127.0.77.N with the real ports, as on an interconnect.
 type Daemons struct {
-	T     *testing.T
+	T     TB
 	Bin   string
 	Dir   string
 	Procs map[int]*exec.Cmd
@@ -87,7 +95,7 @@ func (d *Daemons) Client(n int) *locusd.Client { return locusd.LocalClient(d.Soc
 
 // UserSocket is node n's user socket.
 func (d *Daemons) UserSocket(n int) string {
-	return filepath.Join(d.Dir, "run", fmt.Sprintf("node%d-users.sock", n))
+	return filepath.Join(d.Dir, "users", fmt.Sprintf("node%d.sock", n))
 }
 
 // Kill ends node n with SIGKILL: no goodbye to the others.

@@ -15,19 +15,20 @@ import (
 	"github.com/locus-ssi/locus/initramfs"
 )
 
-// LocusBinary returns $LOCUS_BIN when set (make test builds it), else
-// builds a static locus into dir.
+// LocusBinary returns $LOCUS_BIN when set (make test builds it, and the
+// lean onnode beside it), else builds a static locus and onnode into dir.
 func LocusBinary(dir string) (string, error) {
 	if p := os.Getenv("LOCUS_BIN"); p != "" {
 		return p, nil
 	}
-	out := filepath.Join(dir, "locus")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/locus-ssi/locus/cmd/locus")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build locus: %v: %s", err, b)
+	for _, c := range []string{"locus", "onnode"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, c), "github.com/locus-ssi/locus/cmd/"+c)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %v: %s", c, err, b)
+		}
 	}
-	return out, nil
+	return filepath.Join(dir, "locus"), nil
 }
 
 // BuildImage builds an image from specYAML into out with the locus binary.

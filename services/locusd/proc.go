@@ -17,16 +17,13 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/proc"
+	"github.com/locus-ssi/locus/services/proc/standin"
 )
 
 // UserSocketPath is the daemon's API for every user of the node: who
 // connects is who the kernel says (SO_PEERCRED), and may run jobs and
 // send signals as that user only.
-const UserSocketPath = "/run/locus/locusd.sock"
-
-// ExecUpgrade is the protocol a job's stream upgrades to from GET
-// /v1/proc/exec: proc's frames, both ways.
-const ExecUpgrade = "locus-exec/1"
+const UserSocketPath = standin.UserSocket
 
 // userListener accepts every local user on the user socket, each
 // connection marked with who the kernel says is at the other end.
@@ -103,14 +100,14 @@ func localUser(pid int32, uid, gid uint32) Caller {
 // jobUser is who a caller's jobs and signals run as: a local user as
 // itself; local root and operators (who may control the cluster) as
 // root.
-func (c Caller) jobUser() (proc.User, bool) {
+func (c Caller) jobUser() (standin.User, bool) {
 	switch {
 	case c.Kind == KindUser:
-		return proc.User{UID: c.UID, GID: c.GID, Groups: c.Groups}, true
+		return standin.User{UID: c.UID, GID: c.GID, Groups: c.Groups}, true
 	case c.Kind == KindLocal, c.Kind == KindOperator && c.may(run):
-		return proc.User{}, true
+		return standin.User{}, true
 	}
-	return proc.User{}, false
+	return standin.User{}, false
 }
 
 // PSReply is GET /v1/proc/ps.
@@ -209,8 +206,8 @@ func procRoutes(ctx context.Context, handle func(string, level, http.HandlerFunc
 			http.Error(w, "locusd: "+c.String()+" may not run jobs", http.StatusForbidden)
 			return
 		}
-		if !strings.EqualFold(r.Header.Get("Upgrade"), ExecUpgrade) {
-			http.Error(w, "locusd: a job's stream upgrades to "+ExecUpgrade, http.StatusUpgradeRequired)
+		if !strings.EqualFold(r.Header.Get("Upgrade"), standin.Upgrade) {
+			http.Error(w, "locusd: a job's stream upgrades to "+standin.Upgrade, http.StatusUpgradeRequired)
 			return
 		}
 		hj, ok := w.(http.Hijacker)
@@ -223,13 +220,13 @@ func procRoutes(ctx context.Context, handle func(string, level, http.HandlerFunc
 			return
 		}
 		conn.SetDeadline(time.Time{})
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + ExecUpgrade + "\r\nConnection: Upgrade\r\n\r\n")
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + standin.Upgrade + "\r\nConnection: Upgrade\r\n\r\n")
 		if err := brw.Flush(); err != nil {
 			conn.Close()
 			return
 		}
 		log.Info("job stream", "caller", c.String(), "uid", u.UID)
-		svc.Exec(ctx, proc.NewConn(hijacked{Reader: brw.Reader, Conn: conn}), u)
+		svc.Exec(ctx, standin.NewConn(hijacked{Reader: brw.Reader, Conn: conn}), u)
 	})
 }
 
@@ -291,7 +288,7 @@ func (c *Client) OpenJob(ctx context.Context) (io.ReadWriteCloser, error) {
 		return nil, fmt.Errorf("locusd: %s: %w", c.Addr, err)
 	}
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", ExecUpgrade)
+	req.Header.Set("Upgrade", standin.Upgrade)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("locusd: %s: %w", c.Addr, err)

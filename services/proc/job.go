@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/locus-ssi/locus/services/proc/standin"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,14 +45,14 @@ type Runner struct {
 // stand-in goes away (ctx ends or recv fails): then the job's session
 // gets SIGHUP and, Grace later, SIGKILL. A detached job runs on alone:
 // Run returns once it started.
-func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), send0 func(Frame) error) error {
+func (r *Runner) Run(ctx context.Context, st standin.Start, recv func() (standin.Frame, error), send0 func(standin.Frame) error) error {
 	// An exit sent before the job started says which node refused it.
-	send := func(f Frame) error {
-		if f.Kind == KindExit {
-			var e Exit
+	send := func(f standin.Frame) error {
+		if f.Kind == standin.KindExit {
+			var e standin.Exit
 			if f.Decode(&e) == nil && e.Node == 0 {
 				e.Node = r.Node
-				f = JSONFrame(KindExit, e)
+				f = standin.JSONFrame(standin.KindExit, e)
 			}
 		}
 		return send0(f)
@@ -61,15 +62,15 @@ func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), 
 		log = slog.Default()
 	}
 	if len(st.Argv) == 0 || st.Argv[0] == "" {
-		return send(JSONFrame(KindExit, Exit{Code: 2, Reason: "no command given"}))
+		return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 2, Reason: "no command given"}))
 	}
 	if st.User == nil {
-		return send(JSONFrame(KindExit, Exit{Code: 126, Reason: "the job carries no user to run as"}))
+		return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 126, Reason: "the job carries no user to run as"}))
 	}
 	env := append(filterEnv(st.Env), "LOCUS_NODE="+strconv.Itoa(r.Node), "LOCUS_ORIGIN="+strconv.Itoa(st.Origin))
 	path, err := lookPath(st.Argv[0], envValue(env, "PATH", defaultPath), st.Dir)
 	if err != nil {
-		return send(JSONFrame(KindExit, Exit{Code: 127, Reason: st.Argv[0] + ": command not found"}))
+		return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 127, Reason: st.Argv[0] + ": command not found"}))
 	}
 	cmd := exec.Command(path, st.Argv[1:]...)
 	cmd.Args[0] = st.Argv[0]
@@ -93,7 +94,7 @@ func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), 
 	if st.TTY {
 		ptmx, tty, err := pty.Open()
 		if err != nil {
-			return send(JSONFrame(KindExit, Exit{Code: 126, Reason: "no pseudo-terminal: " + err.Error()}))
+			return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 126, Reason: "no pseudo-terminal: " + err.Error()}))
 		}
 		defer tty.Close()
 		// The terminal is the user's, as sshd makes it.
@@ -124,7 +125,7 @@ func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), 
 			for _, f := range files {
 				f.Close()
 			}
-			return send(JSONFrame(KindExit, Exit{Code: 126, Reason: "no pipes for the job's stdio"}))
+			return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 126, Reason: "no pipes for the job's stdio"}))
 		}
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 		defer func() { inR.Close(); outW.Close(); errW.Close() }()
@@ -135,7 +136,7 @@ func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), 
 			f.Close()
 		}
 		stdin.Close()
-		return send(JSONFrame(KindExit, startFailed(st.Argv[0], err)))
+		return send(standin.JSONFrame(standin.KindExit, startFailed(st.Argv[0], err)))
 	}
 	// The child has its ends: the job's pipes end when it (and what it
 	// started) let go of them.
@@ -153,12 +154,12 @@ func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), 
 	}
 	pid := cmd.Process.Pid
 	log.Info("job started", "node", r.Node, "pid", pid, "uid", st.User.UID, "origin", st.Origin, "argv", st.Argv, "tty", st.TTY)
-	if err := send(JSONFrame(KindStarted, Started{Node: r.Node, PID: pid, CPID: CPID(r.Node, pid)})); err != nil {
+	if err := send(standin.JSONFrame(standin.KindStarted, standin.Started{Node: r.Node, PID: pid, CPID: CPID(r.Node, pid)})); err != nil {
 		j.hangUp(pid)
 		return err
 	}
 	if note != "" {
-		send(Frame{Kind: KindStderr, Data: []byte(note)})
+		send(standin.Frame{Kind: standin.KindStderr, Data: []byte(note)})
 	}
 	return j.serve(ctx, recv, stdin, outs)
 }
@@ -167,7 +168,7 @@ func (r *Runner) Run(ctx context.Context, st Start, recv func() (Frame, error), 
 type job struct {
 	r    *Runner
 	cmd  *exec.Cmd
-	send func(Frame) error
+	send func(standin.Frame) error
 	log  *slog.Logger
 	ptmx *os.File
 }
@@ -175,12 +176,12 @@ type job struct {
 func (j *job) detach(note string) error {
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
-		return j.send(JSONFrame(KindExit, Exit{Code: 126, Reason: err.Error()}))
+		return j.send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 126, Reason: err.Error()}))
 	}
 	defer null.Close()
 	j.cmd.Stdin, j.cmd.Stdout, j.cmd.Stderr = null, null, null
 	if err := j.cmd.Start(); err != nil {
-		return j.send(JSONFrame(KindExit, startFailed(j.cmd.Args[0], err)))
+		return j.send(standin.JSONFrame(standin.KindExit, startFailed(j.cmd.Args[0], err)))
 	}
 	pid := j.cmd.Process.Pid
 	if j.r.Accepted != nil {
@@ -189,21 +190,21 @@ func (j *job) detach(note string) error {
 	j.log.Info("detached job started", "node", j.r.Node, "pid", pid, "argv", j.cmd.Args)
 	go j.cmd.Wait() // reaps it; ends when it exits
 	if note != "" {
-		j.send(Frame{Kind: KindStderr, Data: []byte(note)})
+		j.send(standin.Frame{Kind: standin.KindStderr, Data: []byte(note)})
 	}
-	return j.send(JSONFrame(KindStarted, Started{Node: j.r.Node, PID: pid, CPID: CPID(j.r.Node, pid)}))
+	return j.send(standin.JSONFrame(standin.KindStarted, standin.Started{Node: j.r.Node, PID: pid, CPID: CPID(j.r.Node, pid)}))
 }
 
 // serve relays the job's stdio until it ends or its stand-in goes.
-func (j *job) serve(ctx context.Context, recv func() (Frame, error), stdin io.WriteCloser, outs []*os.File) error {
+func (j *job) serve(ctx context.Context, recv func() (standin.Frame, error), stdin io.WriteCloser, outs []*os.File) error {
 	pid := j.cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- j.cmd.Wait() }()
 	var pumps sync.WaitGroup
 	for i, f := range outs {
-		kind := KindStdout
+		kind := standin.KindStdout
 		if i == 1 {
-			kind = KindStderr
+			kind = standin.KindStderr
 		}
 		pumps.Add(1)
 		go func() {
@@ -212,7 +213,7 @@ func (j *job) serve(ctx context.Context, recv func() (Frame, error), stdin io.Wr
 			for {
 				n, err := f.Read(buf)
 				if n > 0 {
-					if j.send(Frame{Kind: kind, Data: append([]byte(nil), buf[:n]...)}) != nil {
+					if j.send(standin.Frame{Kind: kind, Data: append([]byte(nil), buf[:n]...)}) != nil {
 						return
 					}
 				}
@@ -251,17 +252,17 @@ func (j *job) serve(ctx context.Context, recv func() (Frame, error), stdin io.Wr
 				return
 			}
 			switch f.Kind {
-			case KindStdin:
+			case standin.KindStdin:
 				input <- f.Data
-			case KindStdinClose:
+			case standin.KindStdinClose:
 				input <- nil
-			case KindResize:
-				var rs Resize
+			case standin.KindResize:
+				var rs standin.Resize
 				if f.Decode(&rs) == nil && j.ptmx != nil && rs.Rows > 0 && rs.Cols > 0 {
 					pty.Setsize(j.ptmx, &pty.Winsize{Rows: rs.Rows, Cols: rs.Cols})
 				}
-			case KindSignal:
-				var s Signal
+			case standin.KindSignal:
+				var s standin.Signal
 				if f.Decode(&s) == nil && s.Signo > 0 && s.Signo < 65 {
 					j.signal(pid, syscall.Signal(s.Signo))
 				}
@@ -278,7 +279,7 @@ func (j *job) serve(ctx context.Context, recv func() (Frame, error), stdin io.Wr
 		for _, f := range outs {
 			f.Close()
 		}
-		return j.send(JSONFrame(KindExit, exitOf(j.cmd.ProcessState, werr)))
+		return j.send(standin.JSONFrame(standin.KindExit, exitOf(j.cmd.ProcessState, werr)))
 	}
 	select {
 	case err := <-exited:
@@ -367,30 +368,30 @@ func sessionMembers(procDir string, sid int) []int {
 }
 
 // exitOf is how a process ended.
-func exitOf(ps *os.ProcessState, werr error) Exit {
+func exitOf(ps *os.ProcessState, werr error) standin.Exit {
 	if ps == nil {
-		return Exit{Code: 255, Reason: fmt.Sprintf("wait: %v", werr)}
+		return standin.Exit{Code: 255, Reason: fmt.Sprintf("wait: %v", werr)}
 	}
 	ws, ok := ps.Sys().(syscall.WaitStatus)
 	if !ok {
-		return Exit{Code: ps.ExitCode()}
+		return standin.Exit{Code: ps.ExitCode()}
 	}
 	if ws.Signaled() {
-		return Exit{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal()), Core: ws.CoreDump()}
+		return standin.Exit{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal()), Core: ws.CoreDump()}
 	}
-	return Exit{Code: ws.ExitStatus()}
+	return standin.Exit{Code: ws.ExitStatus()}
 }
 
 // startFailed is the exit of a command that could not start, with the
 // status a shell gives: 127 not found, 126 found but not run.
-func startFailed(name string, err error) Exit {
+func startFailed(name string, err error) standin.Exit {
 	switch {
 	case errors.Is(err, os.ErrNotExist), errors.Is(err, exec.ErrNotFound):
-		return Exit{Code: 127, Reason: name + ": command not found"}
+		return standin.Exit{Code: 127, Reason: name + ": command not found"}
 	case errors.Is(err, os.ErrPermission):
-		return Exit{Code: 126, Reason: name + ": permission denied"}
+		return standin.Exit{Code: 126, Reason: name + ": permission denied"}
 	}
-	return Exit{Code: 126, Reason: fmt.Sprintf("%s: %v", name, unwrapPathErr(err))}
+	return standin.Exit{Code: 126, Reason: fmt.Sprintf("%s: %v", name, unwrapPathErr(err))}
 }
 
 func unwrapPathErr(err error) error {

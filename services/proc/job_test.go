@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/locus-ssi/locus/services/proc/standin"
 )
 
 // localService is node 1's process service with no other node.
@@ -23,7 +25,7 @@ func localService(t *testing.T) *Service {
 }
 
 // attach runs argv on s through a socket pair as the stand-in would.
-func attach(t *testing.T, s *Service, st Start, stdin string, sigs <-chan os.Signal) (Started, Exit, string, string) {
+func attach(t *testing.T, s *Service, st standin.Start, stdin string, sigs <-chan os.Signal) (standin.Started, standin.Exit, string, string) {
 	t.Helper()
 	a, b := net.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -31,16 +33,16 @@ func attach(t *testing.T, s *Service, st Start, stdin string, sigs <-chan os.Sig
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Exec(ctx, NewConn(b), User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())})
+		s.Exec(ctx, standin.NewConn(b), standin.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())})
 	}()
 	var out, errb bytes.Buffer
 	var in *strings.Reader
-	io := Stdio{Stdout: &out, Stderr: &errb, Signals: sigs}
+	io := standin.Stdio{Stdout: &out, Stderr: &errb, Signals: sigs}
 	if stdin != "" {
 		in = strings.NewReader(stdin)
 		io.Stdin = in
 	}
-	started, exit := Attach(ctx, NewConn(a), st, io)
+	started, exit := standin.Attach(ctx, standin.NewConn(a), st, io)
 	<-done
 	return started, exit, out.String(), errb.String()
 }
@@ -62,7 +64,7 @@ func TestJobExitStatuses(t *testing.T) {
 		{[]string{"no-such-command-anywhere"}, 127, 0, "command not found"},
 		{[]string{"/etc/passwd"}, 126, 0, "permission denied"},
 	} {
-		_, e, _, _ := attach(t, s, Start{Node: 1, Argv: c.argv}, "", nil)
+		_, e, _, _ := attach(t, s, standin.Start{Node: 1, Argv: c.argv}, "", nil)
 		if e.Code != c.code || e.Signal != c.signal || e.Lost || !strings.Contains(e.Reason, c.reason) {
 			t.Errorf("%v: exit %+v, want code %d signal %d reason %q", c.argv, e, c.code, c.signal, c.reason)
 		}
@@ -72,7 +74,7 @@ func TestJobExitStatuses(t *testing.T) {
 func TestJobStreamsEnvAndDir(t *testing.T) {
 	s := localService(t)
 	dir := t.TempDir()
-	started, e, out, errs := attach(t, s, Start{Node: 1, Argv: []string{"sh", "-c", "wc -l; pwd; echo $FOO $LOCUS_NODE; echo oops >&2"},
+	started, e, out, errs := attach(t, s, standin.Start{Node: 1, Argv: []string{"sh", "-c", "wc -l; pwd; echo $FOO $LOCUS_NODE; echo oops >&2"},
 		Env: []string{"FOO=bar", "PATH=" + os.Getenv("PATH")}, Dir: dir}, "a\nb\nc\n", nil)
 	if e.Code != 0 {
 		t.Fatalf("exit %+v (stderr %q)", e, errs)
@@ -96,7 +98,7 @@ func TestJobSignalReachesGroup(t *testing.T) {
 		sigs <- syscall.SIGTERM
 	}()
 	// The shell's child sleeps in the job's process group; TERM reaches both.
-	_, e, _, _ := attach(t, s, Start{Node: 1, Argv: []string{"sh", "-c", "sleep 30; echo survived"}}, "", sigs)
+	_, e, _, _ := attach(t, s, standin.Start{Node: 1, Argv: []string{"sh", "-c", "sleep 30; echo survived"}}, "", sigs)
 	if e.Signal != int(syscall.SIGTERM) {
 		t.Errorf("exit %+v, want death by SIGTERM", e)
 	}
@@ -109,16 +111,16 @@ func TestJobOfAVanishedStandInLeavesNoOrphan(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Exec(ctx, NewConn(b), User{})
+		s.Exec(ctx, standin.NewConn(b), standin.User{})
 	}()
-	c := NewConn(a)
+	c := standin.NewConn(a)
 	// The job ignores SIGHUP: it takes the SIGKILL after the grace.
-	c.Write(JSONFrame(KindStart, Start{Node: 1, Argv: []string{"sh", "-c", "trap '' HUP; sleep 300 & sleep 300"}}))
+	c.Write(standin.JSONFrame(standin.KindStart, standin.Start{Node: 1, Argv: []string{"sh", "-c", "trap '' HUP; sleep 300 & sleep 300"}}))
 	f, err := c.Read()
-	if err != nil || f.Kind != KindStarted {
+	if err != nil || f.Kind != standin.KindStarted {
 		t.Fatalf("first frame %q, %v", f.Kind, err)
 	}
-	var st Started
+	var st standin.Started
 	f.Decode(&st)
 	time.Sleep(300 * time.Millisecond)
 	if n := len(sessionMembers("/proc", st.PID)); n < 2 {
@@ -137,7 +139,7 @@ func TestJobOfAVanishedStandInLeavesNoOrphan(t *testing.T) {
 
 func TestJobDetached(t *testing.T) {
 	s := localService(t)
-	st, e, _, _ := attach(t, s, Start{Node: 1, Argv: []string{"sleep", "30"}, Detach: true}, "", nil)
+	st, e, _, _ := attach(t, s, standin.Start{Node: 1, Argv: []string{"sleep", "30"}, Detach: true}, "", nil)
 	if e.Code != 0 || st.PID == 0 {
 		t.Fatalf("detach: started %+v exit %+v", st, e)
 	}
@@ -181,25 +183,25 @@ func FuzzParseStat(f *testing.F) {
 }
 
 func FuzzFrames(f *testing.F) {
-	f.Add(JSONFrame(KindStart, Start{Node: 3, Argv: []string{"ls"}}).Marshal())
-	f.Add(Frame{Kind: KindStdin, Data: []byte("x")}.Marshal())
+	f.Add(standin.JSONFrame(standin.KindStart, standin.Start{Node: 3, Argv: []string{"ls"}}).Marshal())
+	f.Add(standin.Frame{Kind: standin.KindStdin, Data: []byte("x")}.Marshal())
 	f.Add([]byte{'x', 0, 0, 0, 2, '{', '}'})
 	f.Add([]byte{'S', 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, err := UnmarshalFrame(b)
+		fr, err := standin.UnmarshalFrame(b)
 		if err != nil {
 			return
 		}
 		if !bytes.Equal(fr.Marshal(), b) {
 			t.Fatalf("frame %q does not marshal back", b)
 		}
-		var st Start
-		var e Exit
+		var st standin.Start
+		var e standin.Exit
 		fr.Decode(&st)
 		fr.Decode(&e)
 		r, w := net.Pipe()
 		go func() { w.Write(b); w.Close() }()
-		c := NewConn(r)
+		c := standin.NewConn(r)
 		for {
 			if _, err := c.Read(); err != nil {
 				break

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/ics"
+	"github.com/locus-ssi/locus/services/proc/standin"
 )
 
 // ICS methods of the process service.
@@ -87,23 +88,23 @@ func (s *Service) Register(n *ics.Node) {
 		if err != nil {
 			return err
 		}
-		f, err := UnmarshalFrame(b)
-		if err != nil || f.Kind != KindStart {
-			return fmt.Errorf("proc: node %d's job stream does not begin with Start", from)
+		f, err := standin.UnmarshalFrame(b)
+		if err != nil || f.Kind != standin.KindStart {
+			return fmt.Errorf("proc: node %d's job stream does not begin with standin.Start", from)
 		}
-		var st Start
+		var st standin.Start
 		if err := f.Decode(&st); err != nil {
 			return err
 		}
 		st.Origin = from
-		frecv := func() (Frame, error) {
+		frecv := func() (standin.Frame, error) {
 			b, err := recv()
 			if err != nil {
-				return Frame{}, err
+				return standin.Frame{}, err
 			}
-			return UnmarshalFrame(b)
+			return standin.UnmarshalFrame(b)
 		}
-		return s.runner.Run(ctx, st, frecv, func(f Frame) error { return send(f.Marshal()) })
+		return s.runner.Run(ctx, st, frecv, func(f standin.Frame) error { return send(f.Marshal()) })
 	})
 	n.Handle(methodPS, func(ctx context.Context, from int, req []byte) ([]byte, error) {
 		ps, err := s.host.Snapshot()
@@ -319,16 +320,16 @@ func (s *Service) local(pid int) (Process, error) {
 }
 
 type killRequest struct {
-	PID    int  `json:"pid"`
-	Group  bool `json:"group,omitempty"`
-	Signal int  `json:"signal"`
-	User   User `json:"user"`
+	PID    int          `json:"pid"`
+	Group  bool         `json:"group,omitempty"`
+	Signal int          `json:"signal"`
+	User   standin.User `json:"user"`
 }
 
 // Kill sends sig to node's process pid (its process group, with
 // group), as user: allowed as the kernel allows it (root, or the same
 // real or saved uid as the target's).
-func (s *Service) Kill(ctx context.Context, user User, node, pid int, group bool, sig int) error {
+func (s *Service) Kill(ctx context.Context, user standin.User, node, pid int, group bool, sig int) error {
 	if sig < 0 || sig > 64 {
 		return fmt.Errorf("signal %d is not a signal", sig)
 	}
@@ -439,15 +440,15 @@ func groupMembers(procDir string, pgid int) []int {
 // ways until the job ends. Over ICS, the job's node going Down ends the
 // stream with a lost Exit at once; the stand-in going (its connection
 // closed) ends the job's session.
-func (s *Service) Exec(ctx context.Context, c *Conn, user User) {
+func (s *Service) Exec(ctx context.Context, c *standin.Conn, user standin.User) {
 	defer c.Close()
 	f, err := c.Read()
 	if err != nil {
 		return
 	}
-	var st Start
-	if f.Kind != KindStart || f.Decode(&st) != nil {
-		c.Write(JSONFrame(KindExit, Exit{Code: 2, Reason: "the stream did not begin with a Start frame"}))
+	var st standin.Start
+	if f.Kind != standin.KindStart || f.Decode(&st) != nil {
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 2, Reason: "the stream did not begin with a standin.Start frame"}))
 		return
 	}
 	st.User, st.Origin = &user, s.cfg.Node
@@ -456,7 +457,7 @@ func (s *Service) Exec(ctx context.Context, c *Conn, user User) {
 		st.Node = s.Place(1, true)[0]
 	}
 	if st.Node < 0 || st.Node > MaxNode {
-		c.Write(JSONFrame(KindExit, Exit{Code: 255, Reason: fmt.Sprintf("node %d: not a node number", st.Node)}))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: fmt.Sprintf("node %d: not a node number", st.Node)}))
 		return
 	}
 	if st.Node == s.cfg.Node {
@@ -464,28 +465,28 @@ func (s *Service) Exec(ctx context.Context, c *Conn, user User) {
 		return
 	}
 	if !slices.Contains(up, st.Node) {
-		c.Write(JSONFrame(KindExit, Exit{Code: 255, Reason: fmt.Sprintf("node %d is not Up", st.Node)}))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: fmt.Sprintf("node %d is not Up", st.Node)}))
 		return
 	}
 	n := s.cfg.ICS()
 	if n == nil {
-		c.Write(JSONFrame(KindExit, Exit{Code: 255, Reason: fmt.Sprintf("node %d: this node has no ICS to reach it", st.Node)}))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: fmt.Sprintf("node %d: this node has no ICS to reach it", st.Node)}))
 		return
 	}
 	s.relay(ctx, n, c, st)
 }
 
-func (s *Service) relay(ctx context.Context, n *ics.Node, c *Conn, st Start) {
+func (s *Service) relay(ctx context.Context, n *ics.Node, c *standin.Conn, st standin.Start) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d, err := n.OpenDuplex(ctx, st.Node, methodExec)
 	if err != nil {
-		c.Write(JSONFrame(KindExit, Lost(fmt.Sprintf("node %d: %v", st.Node, remoteErr(err)))))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Lost(fmt.Sprintf("node %d: %v", st.Node, remoteErr(err)))))
 		return
 	}
 	defer d.Close()
-	if err := d.Send(JSONFrame(KindStart, st).Marshal()); err != nil {
-		c.Write(JSONFrame(KindExit, Lost(fmt.Sprintf("node %d: %v", st.Node, err))))
+	if err := d.Send(standin.JSONFrame(standin.KindStart, st).Marshal()); err != nil {
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Lost(fmt.Sprintf("node %d: %v", st.Node, err))))
 		return
 	}
 	var wg sync.WaitGroup
@@ -500,7 +501,7 @@ func (s *Service) relay(ctx context.Context, n *ics.Node, c *Conn, st Start) {
 			if err != nil {
 				return
 			}
-			if f.Kind == KindStart {
+			if f.Kind == standin.KindStart {
 				continue
 			}
 			if d.Send(f.Marshal()) != nil {
@@ -519,20 +520,20 @@ func (s *Service) relay(ctx context.Context, n *ics.Node, c *Conn, st Start) {
 			if errors.Is(err, io.EOF) {
 				reason = fmt.Sprintf("node %d ended the job's stream without its exit", st.Node)
 			}
-			c.Write(JSONFrame(KindExit, Lost(reason)))
+			c.Write(standin.JSONFrame(standin.KindExit, standin.Lost(reason)))
 			c.Close()
 			return
 		}
-		f, err := UnmarshalFrame(b)
+		f, err := standin.UnmarshalFrame(b)
 		if err != nil {
-			c.Write(JSONFrame(KindExit, Lost(fmt.Sprintf("node %d: %v", st.Node, err))))
+			c.Write(standin.JSONFrame(standin.KindExit, standin.Lost(fmt.Sprintf("node %d: %v", st.Node, err))))
 			c.Close()
 			return
 		}
 		if c.Write(f) != nil {
 			return
 		}
-		if f.Kind == KindExit || (st.Detach && f.Kind == KindStarted) {
+		if f.Kind == standin.KindExit || (st.Detach && f.Kind == standin.KindStarted) {
 			c.Close()
 			return
 		}
