@@ -459,12 +459,11 @@ on the node's clock.`,
 			if err != nil {
 				return err
 			}
-			path := "/v1/proc/ps"
-			if len(nodes) > 0 {
-				path += "?nodes=" + nodesFlag
+			if len(nodes) == 0 {
+				nodesFlag = ""
 			}
-			var reply locusd.PSReply
-			if err := client.Get(cmd.Context(), path, &reply); err != nil {
+			reply, err := client.PS(cmd.Context(), nodesFlag)
+			if err != nil {
 				return err
 			}
 			reply.Processes = slices.DeleteFunc(reply.Processes, func(p proc.Process) bool {

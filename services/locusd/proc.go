@@ -3,12 +3,14 @@ package locusd
 import (
 	"bufio"
 	"context"
+	"encoding/gob"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -110,6 +112,10 @@ func (c Caller) jobUser() (standin.User, bool) {
 	return standin.User{}, false
 }
 
+// GobType is the media type a client asks GET /v1/proc/ps for to have
+// its answer in encoding/gob rather than JSON.
+const GobType = "application/x-gob"
+
 // PSReply is GET /v1/proc/ps.
 type PSReply struct {
 	Processes []proc.Process `json:"processes"`
@@ -147,7 +153,15 @@ func procRoutes(ctx context.Context, handle func(string, level, http.HandlerFunc
 			return
 		}
 		ps, errs := svc.PS(r.Context(), nodes)
-		writeJSON(w, PSReply{Processes: ps, Unreachable: errs})
+		reply := PSReply{Processes: ps, Unreachable: errs}
+		if r.Header.Get("Accept") == GobType {
+			// locus ps's own encoding: tens of thousands of rows cost a
+			// third of their JSON.
+			w.Header().Set("Content-Type", GobType)
+			gob.NewEncoder(w).Encode(reply)
+			return
+		}
+		writeJSON(w, reply)
 	})
 	handle("GET /v1/proc/where", look, func(w http.ResponseWriter, r *http.Request) {
 		node, pid, err := proc.ParseCPID(r.URL.Query().Get("cpid"))
@@ -278,6 +292,37 @@ func ParseNodeList(s string) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// PS is GET /v1/proc/ps?nodes=nodes, in gob.
+func (c *Client) PS(ctx context.Context, nodes string) (*PSReply, error) {
+	path := "/v1/proc/ps"
+	if nodes != "" {
+		path += "?nodes=" + url.QueryEscape(nodes)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("locusd: %s: %w", c.Addr, err)
+	}
+	req.Header.Set("Accept", GobType)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("locusd: %s: %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusErr(c.Addr, path, resp)
+	}
+	var reply PSReply
+	if resp.Header.Get("Content-Type") != GobType {
+		err = json.NewDecoder(resp.Body).Decode(&reply)
+	} else {
+		err = gob.NewDecoder(resp.Body).Decode(&reply)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("locusd: %s%s: bad reply: %w", c.Addr, path, err)
+	}
+	return &reply, nil
 }
 
 // OpenJob opens a job's stream on the daemon: the frames of

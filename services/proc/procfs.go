@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Process is one process of one node, as ps shows it.
@@ -87,12 +89,14 @@ func (h *Host) Snapshot() ([]Process, error) {
 	}
 	now := float64(time.Now().UnixNano()) / 1e9
 	out := make([]Process, 0, len(ents))
+	users := h.users.snapshot()
+	buf := make([]byte, 64<<10)
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid < 1 {
 			continue
 		}
-		p, err := h.Process(pid, now)
+		p, err := h.process(pid, now, users, buf)
 		if err != nil {
 			continue
 		}
@@ -103,12 +107,23 @@ func (h *Host) Snapshot() ([]Process, error) {
 
 // Process reads one process.
 func (h *Host) Process(pid int, now float64) (Process, error) {
-	dir := filepath.Join(h.ProcDir, strconv.Itoa(pid))
-	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+	return h.process(pid, now, h.users.snapshot(), make([]byte, 64<<10))
+}
+
+// process reads one process with few system calls: its directory's
+// owner is its effective uid (as ps takes it), and stat and cmdline are
+// each read whole into buf with one read.
+func (h *Host) process(pid int, now float64, users map[uint32]string, buf []byte) (Process, error) {
+	dir := h.ProcDir + "/" + strconv.Itoa(pid)
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return Process{}, err
+	}
+	n, err := readProcFile(dir+"/stat", buf)
 	if err != nil {
 		return Process{}, err
 	}
-	p, err := ParseStat(stat)
+	p, err := ParseStat(buf[:n])
 	if err != nil {
 		return Process{}, fmt.Errorf("%s/stat: %w", dir, err)
 	}
@@ -121,14 +136,33 @@ func (h *Host) Process(pid int, now float64) (Process, error) {
 	if age := now - start; age > 0 {
 		p.CPU = 100 * cpu / age
 	}
-	if st, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
-		p.UID = statusUID(st)
+	p.UID = st.Uid
+	if name, ok := users[p.UID]; ok {
+		p.User = name
+	} else {
+		p.User = strconv.FormatUint(uint64(p.UID), 10)
 	}
-	p.User = h.users.name(p.UID)
-	if cl, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(cl) > 0 {
-		p.Args = strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
+	if n, err := readProcFile(dir+"/cmdline", buf); err == nil && n > 0 {
+		p.Args = strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
 	}
 	return p, nil
+}
+
+// readProcFile reads a /proc file into buf: the kernel gives a
+// process's stat or cmdline whole to one read that has room for it.
+func readProcFile(path string, buf []byte) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, err
+	}
 }
 
 // ParseStat reads /proc/PID/stat. CPU comes back as utime+stime in
@@ -192,16 +226,14 @@ type userNames struct {
 
 func newUserNames(path string) *userNames { return &userNames{path: path} }
 
-func (u *userNames) name(uid uint32) string {
+// snapshot is the uid-to-name map as the passwd file now has it.
+func (u *userNames) snapshot() map[uint32]string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if fi, err := os.Stat(u.path); err == nil && !fi.ModTime().Equal(u.mtime) {
 		u.mtime, u.names = fi.ModTime(), readPasswd(u.path)
 	}
-	if n, ok := u.names[uid]; ok {
-		return n
-	}
-	return strconv.FormatUint(uint64(uid), 10)
+	return u.names
 }
 
 func readPasswd(path string) map[uint32]string {

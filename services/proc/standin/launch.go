@@ -89,7 +89,9 @@ func Report(w io.Writer, node int, started Started, e Exit) {
 }
 
 // Dial opens a job's stream on the node daemon's unix socket at sock
-// (its user socket: who connects is who the kernel says).
+// (its user socket: who connects is who the kernel says). It does not
+// wait for the daemon's answer: the Start frame goes with the request,
+// and the first read finds out whether the daemon took it.
 func Dial(sock string) (io.ReadWriteCloser, error) {
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -99,33 +101,46 @@ func Dial(sock string) (io.ReadWriteCloser, error) {
 		c.Close()
 		return nil, fmt.Errorf("the node daemon at %s: %w", sock, err)
 	}
-	br := bufio.NewReader(c)
-	tp := textproto.NewReader(br)
-	status, err := tp.ReadLine()
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("the node daemon at %s: %w", sock, err)
-	}
-	hdr, _ := tp.ReadMIMEHeader()
-	if f := strings.Fields(status); len(f) < 2 || f[1] != "101" {
-		// The answer's body says why (401, 403, ...).
-		msg := status
-		if n, err := strconv.Atoi(hdr.Get("Content-Length")); err == nil && n > 0 && n < 4096 {
-			b := make([]byte, n)
-			if _, err := io.ReadFull(br, b); err == nil {
-				msg += ": " + strings.TrimSpace(string(b))
-			}
-		}
-		c.Close()
-		return nil, fmt.Errorf("the node daemon at %s: %s", sock, msg)
-	}
-	return bufferedConn{Reader: br, Conn: c}, nil
+	return &upgraded{Reader: bufio.NewReader(c), Conn: c, sock: sock}, nil
 }
 
-// bufferedConn reads what the reader of the answer's header holds first.
-type bufferedConn struct {
+// upgraded is a stream whose first read checks the daemon's answer to
+// the upgrade.
+type upgraded struct {
 	*bufio.Reader
 	net.Conn
+	sock     string
+	answered bool
+	err      error
 }
 
-func (b bufferedConn) Read(p []byte) (int, error) { return b.Reader.Read(p) }
+func (u *upgraded) Read(p []byte) (int, error) {
+	if !u.answered {
+		u.answered, u.err = true, u.answer()
+	}
+	if u.err != nil {
+		return 0, u.err
+	}
+	return u.Reader.Read(p)
+}
+
+// answer reads the daemon's answer: 101, or why not (401, 403, ...).
+func (u *upgraded) answer() error {
+	tp := textproto.NewReader(u.Reader)
+	status, err := tp.ReadLine()
+	if err != nil {
+		return fmt.Errorf("the node daemon at %s: %w", u.sock, err)
+	}
+	hdr, _ := tp.ReadMIMEHeader()
+	if f := strings.Fields(status); len(f) >= 2 && f[1] == "101" {
+		return nil
+	}
+	msg := status
+	if n, err := strconv.Atoi(hdr.Get("Content-Length")); err == nil && n > 0 && n < 4096 {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(u.Reader, b); err == nil {
+			msg += ": " + strings.TrimSpace(string(b))
+		}
+	}
+	return fmt.Errorf("the node daemon at %s: %s", u.sock, msg)
+}
