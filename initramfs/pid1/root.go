@@ -40,7 +40,7 @@ func (n *Node) mountRoot(ctx context.Context) error {
 		if err := mountAll([]mount{{"tmpfs", dir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}}); err != nil {
 			return err
 		}
-		go n.mountClusterProc(ctx, "/") // ends once mounted, or given up
+		go n.mountClusterProc(context.WithoutCancel(ctx), "/") // outlives the phase; ends once mounted, or given up
 		return nil
 	}
 	start := time.Now()
@@ -55,7 +55,7 @@ func (n *Node) mountRoot(ctx context.Context) error {
 	n.root = dir
 	n.mu.Unlock()
 	n.log.Info("shared root", "source", n.spec.Root.Source, "from", what, "took", time.Since(start).Round(time.Millisecond))
-	go n.mountClusterProc(ctx, dir) // ends once mounted, or given up
+	go n.mountClusterProc(context.WithoutCancel(ctx), dir) // outlives the phase; ends once mounted, or given up
 	return nil
 }
 
