@@ -68,6 +68,9 @@ type InitramfsInput struct {
 	SpecYAML []byte
 	Kernel   *KernelFiles
 	Locus    string
+	// Shell, if set, is a static busybox: the minimal root's
+	// job-control sh (ShellPackage).
+	Shell    string
 	CacheDir string
 	Compress string
 	Progress io.Writer
@@ -123,7 +126,11 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*lay
 	if err := copyFile(kf.Image, filepath.Join(stage, layout.KernelFile)); err != nil {
 		return nil, err
 	}
-	in := InitramfsInput{Spec: spec, SpecYAML: specYAML, Kernel: kf, Locus: o.Locus, CacheDir: cache, Compress: o.Compress, Progress: o.Progress}
+	shell, err := FetchShell(ctx, cache, o.Progress)
+	if err != nil {
+		fmt.Fprintf(o.Progress, "shell: no job-control shell in the image (%v): sh is u-root's gosh\n", err)
+	}
+	in := InitramfsInput{Spec: spec, SpecYAML: specYAML, Kernel: kf, Locus: o.Locus, Shell: shell, CacheDir: cache, Compress: o.Compress, Progress: o.Progress}
 	tmpInitrd := filepath.Join(stage, "initramfs")
 	mods, ext, err := mkInitramfs(ctx, in, tmpInitrd)
 	if err != nil {

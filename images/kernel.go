@@ -102,27 +102,11 @@ func fetchDebianKernel(ctx context.Context, pkg, cacheDir string, progress io.Wr
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("images: kernel cache: %w", err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".fetch-")
+	root, cleanup, err := downloadDeb(ctx, name, version, filepath.Dir(dir), "kernel", progress)
 	if err != nil {
-		return nil, fmt.Errorf("images: kernel cache: %w", err)
+		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	fmt.Fprintf(progress, "kernel: downloading %s %s with apt\n", name, version)
-	dl := exec.CommandContext(ctx, "apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", name+"="+version)
-	dl.Dir = tmp
-	dl.Stdout, dl.Stderr = progress, progress
-	if err := dl.Run(); err != nil {
-		return nil, fmt.Errorf("images: apt-get download %s=%s: %w (is the package list current? run apt-get update)", name, version, err)
-	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
-	if len(debs) != 1 {
-		return nil, fmt.Errorf("images: apt-get download %s left %d .deb files, want 1: %w", name, len(debs), ErrNoKernel)
-	}
-	fmt.Fprintf(progress, "kernel: unpacking %s\n", filepath.Base(debs[0]))
-	root := filepath.Join(tmp, "root")
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("images: dpkg-deb -x %s: %v: %s", filepath.Base(debs[0]), err, bytes.TrimSpace(out))
-	}
+	defer cleanup()
 	if err := os.Rename(root, dir); err != nil {
 		// Another build (a parallel test, a second shell) may have put the
 		// same kernel there first; theirs is as good as ours.
@@ -132,6 +116,38 @@ func fetchDebianKernel(ctx context.Context, pkg, cacheDir string, progress io.Wr
 		return nil, fmt.Errorf("images: kernel cache: %w", err)
 	}
 	return kernelFromTree(dir, name, version)
+}
+
+// downloadDeb downloads package name at version with apt-get download
+// into a temporary directory under parent and unpacks it there; it
+// returns the unpacked tree (to be renamed into the cache) and what
+// removes the rest. what names it in progress lines.
+func downloadDeb(ctx context.Context, name, version, parent, what string, progress io.Writer) (string, func(), error) {
+	tmp, err := os.MkdirTemp(parent, ".fetch-")
+	if err != nil {
+		return "", nil, fmt.Errorf("images: %s cache: %w", what, err)
+	}
+	cleanup := func() { os.RemoveAll(tmp) }
+	fmt.Fprintf(progress, "%s: downloading %s %s with apt\n", what, name, version)
+	dl := exec.CommandContext(ctx, "apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", name+"="+version)
+	dl.Dir = tmp
+	dl.Stdout, dl.Stderr = progress, progress
+	if err := dl.Run(); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("images: apt-get download %s=%s: %w (is the package list current? run apt-get update)", name, version, err)
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
+	if len(debs) != 1 {
+		cleanup()
+		return "", nil, fmt.Errorf("images: apt-get download %s left %d .deb files, want 1", name, len(debs))
+	}
+	fmt.Fprintf(progress, "%s: unpacking %s\n", what, filepath.Base(debs[0]))
+	root := filepath.Join(tmp, "root")
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("images: dpkg-deb -x %s: %v: %s", filepath.Base(debs[0]), err, bytes.TrimSpace(out))
+	}
+	return root, cleanup, nil
 }
 
 // kernelFromTree finds the kernel image and module tree in an unpacked

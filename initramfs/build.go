@@ -101,7 +101,11 @@ type Options struct {
 	// build makes both) is the image's /bin/onnode and /bin/fast, the
 	// lean stand-in of a remote job; without one they are links to
 	// locus.
-	Locus    string
+	Locus string
+	// Shell, if set, is a static busybox put in /usr/local/bin, with sh
+	// and ash linked to it: a shell with job control ahead of u-root's
+	// gosh on $PATH (/bin/sh stays gosh).
+	Shell    string
 	CacheDir string
 	Compress Compression
 	Progress io.Writer
@@ -162,15 +166,15 @@ func Build(ctx context.Context, o Options, out string) (*Manifest, error) {
 func CheckStatic(p string) error {
 	f, err := elf.Open(p)
 	if err != nil {
-		return fmt.Errorf("initramfs: locus binary %s: %w", p, err)
+		return fmt.Errorf("initramfs: binary %s: %w", p, err)
 	}
 	defer f.Close()
 	if f.Machine != elf.EM_X86_64 {
-		return fmt.Errorf("initramfs: locus binary %s is for %s, want x86-64 (build with GOARCH=amd64)", p, f.Machine)
+		return fmt.Errorf("initramfs: binary %s is for %s, want x86-64 (build with GOARCH=amd64)", p, f.Machine)
 	}
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			return fmt.Errorf("initramfs: locus binary %s is dynamically linked; rebuild it with CGO_ENABLED=0 (make build)", p)
+			return fmt.Errorf("initramfs: binary %s is dynamically linked; rebuild it with CGO_ENABLED=0 (make build)", p)
 		}
 	}
 	return nil
@@ -215,6 +219,21 @@ func Overlay(o Options) ([]byte, []images.Module, error) {
 			return nil, nil, err
 		}
 		file("bin/"+OnnodeName, lean, 0o755)
+	}
+	if o.Shell != "" {
+		b, err := os.ReadFile(o.Shell)
+		if err != nil {
+			return nil, nil, fmt.Errorf("initramfs: shell: %w", err)
+		}
+		if err := CheckStatic(o.Shell); err != nil {
+			return nil, nil, err
+		}
+		add(cpio.Directory("usr", 0o755))
+		add(cpio.Directory("usr/local", 0o755))
+		add(cpio.Directory("usr/local/bin", 0o755))
+		file("usr/local/bin/busybox", b, 0o755)
+		add(cpio.Symlink("usr/local/bin/sh", "busybox"))
+		add(cpio.Symlink("usr/local/bin/ash", "busybox"))
 	}
 	for _, name := range slices.Sorted(maps.Keys(proc.Commands())) {
 		switch {
@@ -301,7 +320,7 @@ func ForImages(ctx context.Context, in images.InitramfsInput, out string) ([]str
 		return nil, "", err
 	}
 	m, err := Build(ctx, Options{
-		Spec: in.Spec, SpecYAML: in.SpecYAML, Kernel: in.Kernel, Locus: in.Locus,
+		Spec: in.Spec, SpecYAML: in.SpecYAML, Kernel: in.Kernel, Locus: in.Locus, Shell: in.Shell,
 		CacheDir: in.CacheDir, Compress: c, Progress: in.Progress,
 	}, out)
 	if err != nil {

@@ -239,7 +239,7 @@ func procRoutes(ctx context.Context, handle func(string, level, http.HandlerFunc
 			conn.Close()
 			return
 		}
-		log.Info("job stream", "caller", c.String(), "uid", u.UID)
+		log.Debug("job stream", "caller", c.String(), "uid", u.UID)
 		svc.Exec(ctx, standin.NewConn(hijacked{Reader: brw.Reader, Conn: conn}), u)
 	})
 }

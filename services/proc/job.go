@@ -74,6 +74,11 @@ func (r *Runner) Run(ctx context.Context, st standin.Start, recv func() (standin
 	}
 	cmd := exec.Command(path, st.Argv[1:]...)
 	cmd.Args[0] = st.Argv[0]
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		// A link to a multi-call binary (u-root's /bin/sh, busybox)
+		// finds what to be by following argv[0]: give it the path.
+		cmd.Args[0] = path
+	}
 	cmd.Env = env
 	var note string
 	cmd.Dir = st.Dir
@@ -153,7 +158,7 @@ func (r *Runner) Run(ctx context.Context, st standin.Start, recv func() (standin
 		r.Accepted()
 	}
 	pid := cmd.Process.Pid
-	log.Info("job started", "node", r.Node, "pid", pid, "uid", st.User.UID, "origin", st.Origin, "argv", st.Argv, "tty", st.TTY)
+	log.Debug("job started", "node", r.Node, "pid", pid, "uid", st.User.UID, "origin", st.Origin, "argv", st.Argv, "tty", st.TTY)
 	if err := send(standin.JSONFrame(standin.KindStarted, standin.Started{Node: r.Node, PID: pid, CPID: CPID(r.Node, pid)})); err != nil {
 		j.hangUp(pid)
 		return err
@@ -187,7 +192,7 @@ func (j *job) detach(note string) error {
 	if j.r.Accepted != nil {
 		j.r.Accepted()
 	}
-	j.log.Info("detached job started", "node", j.r.Node, "pid", pid, "argv", j.cmd.Args)
+	j.log.Debug("detached job started", "node", j.r.Node, "pid", pid, "argv", j.cmd.Args)
 	go j.cmd.Wait() // reaps it; ends when it exits
 	if note != "" {
 		j.send(standin.Frame{Kind: standin.KindStderr, Data: []byte(note)})

@@ -416,7 +416,7 @@ func (s *Service) killLocal(k killRequest) error {
 			syscall.Kill(p, syscall.Signal(k.Signal))
 		}
 	}
-	s.cfg.Log.Info("signal sent", "cpid", name, "group", k.Group, "signal", k.Signal, "uid", k.User.UID)
+	s.cfg.Log.Debug("signal sent", "cpid", name, "group", k.Group, "signal", k.Signal, "uid", k.User.UID)
 	return nil
 }
 
