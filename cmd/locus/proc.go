@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -738,6 +739,10 @@ func newWhereCmd(e *env) *cobra.Command {
 					}
 				}
 				failed = true
+				var se *locusd.StatusError
+				if errors.As(err, &se) && se.Code == http.StatusNotFound {
+					err = errors.New(se.Msg) // the daemon's own words
+				}
 				fmt.Fprintf(e.stderr, "locus: where %s: %v\n", a, err)
 			}
 			if output == "json" {

@@ -88,7 +88,18 @@ func (c *Client) Open(ctx context.Context, path string) (*http.Response, error) 
 
 func statusErr(addr, path string, resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	return fmt.Errorf("locusd: %s%s: %s: %s", addr, path, resp.Status, strings.TrimSpace(string(msg)))
+	return &StatusError{Addr: addr, Path: path, Status: resp.Status, Code: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
+}
+
+// StatusError is the daemon's answer other than 200: Msg says why.
+type StatusError struct {
+	Addr, Path, Status string
+	Code               int
+	Msg                string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("locusd: %s%s: %s: %s", e.Addr, e.Path, e.Status, e.Msg)
 }
 
 func (c *Client) call(ctx context.Context, method, path string, body []byte, v any) error {

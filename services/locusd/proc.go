@@ -240,7 +240,7 @@ func procRoutes(ctx context.Context, handle func(string, level, http.HandlerFunc
 			return
 		}
 		log.Debug("job stream", "caller", c.String(), "uid", u.UID)
-		svc.Exec(ctx, standin.NewConn(hijacked{Reader: brw.Reader, Conn: conn}), u)
+		svc.Exec(ctx, standin.NewConn(hijacked{Reader: brw.Reader, Conn: conn}), u, c.Kind == KindOperator)
 	})
 }
 

@@ -173,7 +173,7 @@ func TestProcessVerbsOnFiveDaemons(t *testing.T) {
 			t.Errorf("a command that cannot run: %v %q", st, errs)
 		}
 		_, errs, st = c.run(t, 1, "", "onnode", "9", "--", "true")
-		if st.ExitCode() != 255 || !strings.Contains(errs, "node 9 is not Up") {
+		if st.ExitCode() != 255 || !strings.Contains(errs, "locus: node 9: not Up\n") {
 			t.Errorf("onnode to a node that is not Up: %v %q", st, errs)
 		}
 	})

@@ -33,7 +33,7 @@ func attach(t *testing.T, s *Service, st standin.Start, stdin string, sigs <-cha
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Exec(ctx, standin.NewConn(b), standin.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())})
+		s.Exec(ctx, standin.NewConn(b), standin.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, false)
 	}()
 	var out, errb bytes.Buffer
 	var in *strings.Reader
@@ -111,7 +111,7 @@ func TestJobOfAVanishedStandInLeavesNoOrphan(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Exec(ctx, standin.NewConn(b), standin.User{})
+		s.Exec(ctx, standin.NewConn(b), standin.User{}, false)
 	}()
 	c := standin.NewConn(a)
 	// The job ignores SIGHUP: it takes the SIGKILL after the grace.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -268,6 +269,33 @@ func (s *Service) PS(ctx context.Context, nodes []int) ([]Process, []NodeError) 
 	return all, errs
 }
 
+// nodeEnv is a foreign caller's job's environment: the node's PATH, the
+// user's HOME, USER and LOGNAME, and of the caller's only its locale.
+func nodeEnv(caller []string, u standin.User) []string {
+	name, home := "root", "/root"
+	if u.UID != 0 {
+		name, home = strconv.Itoa(int(u.UID)), "/"
+		if pw, err := user.LookupId(name); err == nil {
+			name, home = pw.Username, pw.HomeDir
+		}
+	}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "USER=" + name, "LOGNAME=" + name}
+	for _, kv := range caller {
+		if strings.HasPrefix(kv, "LANG=") || strings.HasPrefix(kv, "LC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// homeOf is the user's home directory ("/" if it has none here).
+func homeOf(u standin.User) string {
+	if pw, err := user.LookupId(strconv.Itoa(int(u.UID))); err == nil && pw.HomeDir != "" {
+		return pw.HomeDir
+	}
+	return "/"
+}
+
 // remotePS is node n's process table.
 func (s *Service) remotePS(ctx context.Context, n int) ([]Process, error) {
 	ic := s.cfg.ICS()
@@ -466,7 +494,12 @@ func groupMembers(procDir string, pgid int) []int {
 // ways until the job ends. Over ICS, the job's node going Down ends the
 // stream with a lost Exit at once; the stand-in going (its connection
 // closed) ends the job's session.
-func (s *Service) Exec(ctx context.Context, c *standin.Conn, user standin.User) {
+//
+// A caller from outside the cluster (an operator's workstation) is
+// foreign: its environment and directory mean nothing on a node, so the
+// job gets the node's own (PATH as the daemon has it, HOME and USER of
+// the user, the caller's TERM and locale) and runs in its home.
+func (s *Service) Exec(ctx context.Context, c *standin.Conn, user standin.User, foreign bool) {
 	defer c.Close()
 	f, err := c.Read()
 	if err != nil {
@@ -474,16 +507,19 @@ func (s *Service) Exec(ctx context.Context, c *standin.Conn, user standin.User) 
 	}
 	var st standin.Start
 	if f.Kind != standin.KindStart || f.Decode(&st) != nil {
-		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 2, Reason: "the stream did not begin with a standin.Start frame"}))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 2, Reason: "the stream did not begin with a Start frame"}))
 		return
 	}
 	st.User, st.Origin = &user, s.cfg.Node
+	if foreign {
+		st.Env, st.Dir = nodeEnv(st.Env, user), homeOf(user)
+	}
 	up := s.cfg.Up()
 	if st.Node == 0 {
 		st.Node = s.Place(1, true)[0]
 	}
 	if st.Node < 0 || st.Node > MaxNode {
-		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: fmt.Sprintf("node %d: not a node number", st.Node)}))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: "not a node number", Node: st.Node}))
 		return
 	}
 	if st.Node == s.cfg.Node {
@@ -491,12 +527,12 @@ func (s *Service) Exec(ctx context.Context, c *standin.Conn, user standin.User) 
 		return
 	}
 	if !slices.Contains(up, st.Node) {
-		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: fmt.Sprintf("node %d is not Up", st.Node)}))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: "not Up", Node: st.Node}))
 		return
 	}
 	n := s.cfg.ICS()
 	if n == nil {
-		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: fmt.Sprintf("node %d: this node has no ICS to reach it", st.Node)}))
+		c.Write(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 255, Reason: "this node has no ICS to reach it", Node: st.Node}))
 		return
 	}
 	s.relay(ctx, n, c, st)
