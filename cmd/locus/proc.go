@@ -148,21 +148,19 @@ each node in the last seconds, so a burst of launches spreads.`,
 // without --, everything after the node is the command (onnode 3 ls -l).
 func jobArgs(cmd *cobra.Command, args []string) ([]string, error) {
 	i := slices.Index(args, "--")
-	if i < 0 {
-		return args, nil
-	}
-	for _, a := range args[:i] {
-		if !strings.HasPrefix(a, "-") {
-			return args, nil // a -- inside the command
+	switch {
+	case i == 0:
+		args = args[1:]
+	case i > 0 && strings.HasPrefix(args[0], "-"):
+		if err := cmd.Flags().Parse(args[:i]); err != nil {
+			return nil, err
 		}
+		args = args[i+1:]
 	}
-	if err := cmd.Flags().Parse(args[:i]); err != nil {
-		return nil, err
+	if len(args) == 0 {
+		return nil, errors.New("no command to run")
 	}
-	if len(args) == i+1 {
-		return nil, errors.New("no command after --")
-	}
-	return args[i+1:], nil
+	return args, nil
 }
 
 func dropDashes(args []string) []string {
@@ -549,6 +547,7 @@ func newSSIEnterCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:                "ssi-enter DIR -- COMMAND [ARG...]",
 		Short:              "ssi's helper, in the command's new mount namespace",
+		Example:            "  locus ssi-enter /cluster/proc -- ps -e   # what locus ssi -- ps -e runs",
 		Hidden:             true,
 		DisableFlagParsing: true,
 		Args:               cobra.MinimumNArgs(3),

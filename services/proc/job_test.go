@@ -181,31 +181,3 @@ func FuzzParseStat(f *testing.F) {
 		ParseStat(b)
 	})
 }
-
-func FuzzFrames(f *testing.F) {
-	f.Add(standin.JSONFrame(standin.KindStart, standin.Start{Node: 3, Argv: []string{"ls"}}).Marshal())
-	f.Add(standin.Frame{Kind: standin.KindStdin, Data: []byte("x")}.Marshal())
-	f.Add([]byte{'x', 0, 0, 0, 2, '{', '}'})
-	f.Add([]byte{'S', 0xff, 0xff, 0xff, 0xff})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, err := standin.UnmarshalFrame(b)
-		if err != nil {
-			return
-		}
-		if !bytes.Equal(fr.Marshal(), b) {
-			t.Fatalf("frame %q does not marshal back", b)
-		}
-		var st standin.Start
-		var e standin.Exit
-		fr.Decode(&st)
-		fr.Decode(&e)
-		r, w := net.Pipe()
-		go func() { w.Write(b); w.Close() }()
-		c := standin.NewConn(r)
-		for {
-			if _, err := c.Read(); err != nil {
-				break
-			}
-		}
-	})
-}

@@ -120,7 +120,11 @@ func ParseArgs(prog string, args []string) (Options, error) {
 			return o, fmt.Errorf("%s: %w", prog, err)
 		}
 		rest = rest[1:]
-		if i := indexOf(rest, "--"); i >= 0 && allFlags(rest[:i]) {
+		// Flags after the node only with a -- after them (onnode 3 -d --
+		// cmd); onnode 3 ls -l is a command.
+		if i := indexOf(rest, "--"); i == 0 {
+			rest = rest[1:]
+		} else if i > 0 && strings.HasPrefix(rest[0], "-") {
 			if _, err := flags(rest[:i+1], false); err != nil {
 				return o, err
 			}
@@ -143,15 +147,6 @@ func indexOf(s []string, v string) int {
 		}
 	}
 	return -1
-}
-
-func allFlags(s []string) bool {
-	for _, a := range s {
-		if !strings.HasPrefix(a, "-") {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseNode reads a node: 3, node3, or auto/fast (0: the least loaded).
