@@ -29,6 +29,19 @@ set -x
 "$LOCUS" cluster status
 # Node 1's boot, as its init and daemon published it (its event feed).
 "$LOCUS" cluster events --kind phase.done,runlevel.reached,role.taken,service.started
+# One process space: run on another node, on all, on the least loaded;
+# every node's processes by cluster PID; a signal across nodes.
+"$LOCUS" qemu "${flags[@]}" exec 2 -- onnode 4 -- uname -n
+"$LOCUS" qemu "${flags[@]}" exec 2 -- onall -- uname -n
+"$LOCUS" qemu "${flags[@]}" exec 1 -- sh -c 'i=0; while [ $i -lt 20 ]; do fast -v -- hostname >/dev/null; i=$((i+1)); done 2>&1' | sort | uniq -c
+cpid=$("$LOCUS" qemu "${flags[@]}" exec 2 -- onnode 3 --detach -- sleep 600)
+"$LOCUS" qemu "${flags[@]}" exec 1 -- locus ps --command sleep
+"$LOCUS" qemu "${flags[@]}" exec 4 -- locus kill "$cpid"
+"$LOCUS" qemu "${flags[@]}" exec 1 -- sh -c "where_pid $cpid || true"
+# A job on node 3, its stand-in on node 1, when node 3 dies below.
+job=$(mktemp)
+"$LOCUS" qemu "${flags[@]}" exec 1 -- sh -c 'onnode 3 -- sleep 600; echo "onnode exited $?"' > "$job" 2>&1 &
+sleep 3
 # A fault: node 3 loses power. The master fences it (a reboot, through
 # the virtual BMC) and commits its Down; every node applies the same
 # transition, and node 3 boots again.
@@ -41,6 +54,10 @@ done
 set -x
 "$LOCUS" cluster status
 "$LOCUS" qemu "${flags[@]}" events 2 --kind transition.applied | tail -3
+# The stand-in of the job on node 3 ended with 255 as the Down was applied.
+wait
+cat "$job"
+rm -f "$job"
 # One root: a file written on node 2 is read on node 4.
 "$LOCUS" qemu "${flags[@]}" exec 2 -- sh -c 'echo written-on-node-2 > /demo.txt'
 "$LOCUS" qemu "${flags[@]}" exec "$N" -- cat /demo.txt
