@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,11 +46,6 @@ func newDaemonCmd(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if p := os.Getenv("LOCUS_CPUPROFILE"); p != "" { // SCRATCH
-				f, _ := os.Create(p)
-				pprof.StartCPUProfile(f)
-				defer pprof.StopCPUProfile()
-			}
 			cfg.Log = slog.New(slog.NewTextHandler(e.stderr, nil)).With("svc", "locusd")
 			if mc.Node > 0 {
 				mc.Log, mc.Console = cfg.Log.With("svc", "clms"), e.stdout
