@@ -141,9 +141,10 @@ func run(args []string, stdout io.Writer) (err error) {
 	if _, err := os.Stat(onnode); err != nil {
 		return fmt.Errorf("the lean onnode beside %s (make build makes it): %w", o.locus, err)
 	}
-	// lean runs the image's onnode or fast (argv0) through node 1.
-	lean := func(argv0 string, args ...string) (float64, error) {
-		cmd := exec.Command(onnode, args...)
+	// asUser runs bin as argv0 through node 1's user socket, as the
+	// benchmark's user, and times it.
+	asUser := func(bin, argv0 string, args ...string) (float64, error) {
+		cmd := exec.Command(bin, args...)
 		cmd.Args[0] = argv0
 		cmd.Dir = "/"
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
@@ -155,18 +156,9 @@ func run(args []string, stdout io.Writer) (err error) {
 		}
 		return since(start), nil
 	}
-	locus := func(args ...string) (float64, error) {
-		cmd := exec.Command(o.locus, args...)
-		cmd.Dir = "/"
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-		cmd.Env = append(os.Environ(), "LOCUS_ENDPOINT="+d.UserSocket(1), "LOCUS_CONTEXT=", "HOME=/")
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return 0, fmt.Errorf("locus %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return since(start), nil
-	}
+	// lean is the image's onnode or fast (argv0); locus the whole binary.
+	lean := func(argv0 string, args ...string) (float64, error) { return asUser(onnode, argv0, args...) }
+	locus := func(args ...string) (float64, error) { return asUser(o.locus, "locus", args...) }
 	// Warm up every side once (page cache, ssh's known_hosts).
 	for _, f := range []func() (float64, error){
 		func() (float64, error) { return lean("onnode", "2", "--", "true") },

@@ -254,14 +254,26 @@ type unixPeer struct {
 	caller Caller
 }
 
-// localListener accepts only root on the unix socket (SO_PEERCRED): the
-// socket's directory is root's alone already, this says so again.
-type localListener struct {
+// peerListener marks each connection on a unix socket with who the
+// kernel says is at the other end (SO_PEERCRED); admit says who that
+// caller is, or why it is refused.
+type peerListener struct {
 	net.Listener
-	log *slog.Logger
+	log   *slog.Logger
+	what  string
+	admit func(unix.Ucred) (Caller, error)
 }
 
-func (l localListener) Accept() (net.Conn, error) {
+// rootOnly admits only root: the API socket's directory is root's alone
+// already, this says so again.
+func rootOnly(cred unix.Ucred) (Caller, error) {
+	if cred.Uid != 0 {
+		return Caller{}, fmt.Errorf("refused a local caller that is not root (uid %d)", cred.Uid)
+	}
+	return Caller{Kind: KindLocal, Name: "root (pid " + strconv.Itoa(int(cred.Pid)) + ")"}, nil
+}
+
+func (l peerListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -273,12 +285,16 @@ func (l localListener) Accept() (net.Conn, error) {
 			continue
 		}
 		cred, err := peerCred(uc)
-		if err != nil || cred.Uid != 0 {
-			l.log.Warn("API socket: refused a local caller that is not root", "pid", cred.Pid, "uid", cred.Uid, "err", err)
+		var caller Caller
+		if err == nil {
+			caller, err = l.admit(cred)
+		}
+		if err != nil {
+			l.log.Warn(l.what+": refused", "pid", cred.Pid, "uid", cred.Uid, "err", err)
 			c.Close()
 			continue
 		}
-		return &unixPeer{Conn: c, caller: Caller{Kind: KindLocal, Name: "root (pid " + strconv.Itoa(int(cred.Pid)) + ")"}}, nil
+		return &unixPeer{Conn: c, caller: caller}, nil
 	}
 }
 

@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			ln.Close()
 			return fmt.Errorf("locusd: API socket: %w", err)
 		}
-		local = localListener{Listener: ul, log: cfg.Log}
+		local = peerListener{Listener: ul, log: cfg.Log, what: "API socket", admit: rootOnly}
 	}
 	var users net.Listener
 	if cfg.UserSocket != "" {

@@ -20,19 +20,13 @@ import (
 
 	"github.com/locus-ssi/locus/services/proc"
 	"github.com/locus-ssi/locus/services/proc/standin"
+	"golang.org/x/sys/unix"
 )
 
 // UserSocketPath is the daemon's API for every user of the node: who
 // connects is who the kernel says (SO_PEERCRED), and may run jobs and
 // send signals as that user only.
 const UserSocketPath = standin.UserSocket
-
-// userListener accepts every local user on the user socket, each
-// connection marked with who the kernel says is at the other end.
-type userListener struct {
-	net.Listener
-	log *slog.Logger
-}
 
 // listenUsers makes the user socket: a socket anyone on the node may
 // connect to, in a directory anyone may enter.
@@ -49,28 +43,9 @@ func listenUsers(path string, log *slog.Logger) (net.Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("user socket: %w", err)
 	}
-	return userListener{Listener: ln, log: log}, nil
-}
-
-func (l userListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		uc, ok := c.(*net.UnixConn)
-		if !ok {
-			c.Close()
-			continue
-		}
-		cred, err := peerCred(uc)
-		if err != nil {
-			l.log.Warn("user socket: no peer credentials", "err", err)
-			c.Close()
-			continue
-		}
-		return &unixPeer{Conn: c, caller: localUser(cred.Pid, cred.Uid, cred.Gid)}, nil
-	}
+	return peerListener{Listener: ln, log: log, what: "user socket", admit: func(cred unix.Ucred) (Caller, error) {
+		return localUser(cred.Pid, cred.Uid, cred.Gid), nil
+	}}, nil
 }
 
 // localUser is the caller the kernel vouched for: root is local root;

@@ -206,8 +206,18 @@ var (
 	_ fs.NodeGetattrer = (*procRoot)(nil)
 )
 
-// aggregates are the cluster's own files at the root.
-var aggregates = []string{"stat", "meminfo", "loadavg", "uptime", "cpuinfo"}
+// aggregates are the cluster's own files at the root (and each node's
+// under nodes/N).
+func aggregates() []string { return []string{"stat", "meminfo", "loadavg", "uptime", "cpuinfo"} }
+
+// fileEntries lists files names.
+func fileEntries(names []string) []fuse.DirEntry {
+	es := make([]fuse.DirEntry, 0, len(names))
+	for _, n := range names {
+		es = append(es, fuse.DirEntry{Name: n, Mode: syscall.S_IFREG})
+	}
+	return es
+}
 
 func (r *procRoot) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o555
@@ -222,7 +232,7 @@ func (r *procRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		out.SetEntryTimeout(0)
 		out.SetAttrTimeout(0)
 		return r.NewInode(ctx, &selfLink{v: v}, fs.StableAttr{Mode: syscall.S_IFLNK}), 0
-	case slices.Contains(aggregates, name):
+	case slices.Contains(aggregates(), name):
 		name := name
 		return r.NewInode(ctx, &genFile{gen: func(ctx context.Context) ([]byte, error) { return v.aggregate(ctx, name) }},
 			fs.StableAttr{Mode: syscall.S_IFREG}), 0
@@ -250,11 +260,7 @@ func (r *procRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 }
 
 func (r *procRoot) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	var es []fuse.DirEntry
-	for _, n := range aggregates {
-		es = append(es, fuse.DirEntry{Name: n, Mode: syscall.S_IFREG})
-	}
-	es = append(es, fuse.DirEntry{Name: "nodes", Mode: syscall.S_IFDIR}, fuse.DirEntry{Name: "sys", Mode: syscall.S_IFDIR},
+	es := append(fileEntries(aggregates()), fuse.DirEntry{Name: "nodes", Mode: syscall.S_IFDIR}, fuse.DirEntry{Name: "sys", Mode: syscall.S_IFDIR},
 		fuse.DirEntry{Name: "self", Mode: syscall.S_IFLNK})
 	for _, n := range r.v.all(ctx) {
 		for _, p := range n.Procs {
@@ -265,7 +271,7 @@ func (r *procRoot) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	// cluster has of its own).
 	ents, _ := os.ReadDir(r.v.s.cfg.ProcDir)
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err == nil || slices.Contains(aggregates, e.Name()) ||
+		if _, err := strconv.Atoi(e.Name()); err == nil || slices.Contains(aggregates(), e.Name()) ||
 			e.Name() == "self" || e.Name() == "sys" || e.Name() == "thread-self" {
 			continue
 		}
@@ -358,7 +364,7 @@ var (
 )
 
 // pidFiles are a process's files.
-var pidFiles = []string{"stat", "status", "cmdline", "statm", "node"}
+func pidFiles() []string { return []string{"stat", "status", "cmdline", "statm", "node"} }
 
 func (d *pidDir) attr(a *fuse.Attr) {
 	a.Mode = syscall.S_IFDIR | 0o555
@@ -371,15 +377,11 @@ func (d *pidDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 }
 
 func (d *pidDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	var es []fuse.DirEntry
-	for _, n := range pidFiles {
-		es = append(es, fuse.DirEntry{Name: n, Mode: syscall.S_IFREG})
-	}
-	return fs.NewListDirStream(es), 0
+	return fs.NewListDirStream(fileEntries(pidFiles())), 0
 }
 
 func (d *pidDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if !slices.Contains(pidFiles, name) {
+	if !slices.Contains(pidFiles(), name) {
 		return nil, syscall.ENOENT
 	}
 	f := &genFile{uid: d.uid, gid: d.gid, gen: func(ctx context.Context) ([]byte, error) { return d.file(ctx, name) }}
@@ -506,15 +508,11 @@ var (
 )
 
 func (d *nodeDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	var es []fuse.DirEntry
-	for _, n := range aggregates {
-		es = append(es, fuse.DirEntry{Name: n, Mode: syscall.S_IFREG})
-	}
-	return fs.NewListDirStream(es), 0
+	return fs.NewListDirStream(fileEntries(aggregates())), 0
 }
 
 func (d *nodeDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if !slices.Contains(aggregates, name) {
+	if !slices.Contains(aggregates(), name) {
 		return nil, syscall.ENOENT
 	}
 	f := &genFile{gen: func(ctx context.Context) ([]byte, error) {

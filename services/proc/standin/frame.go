@@ -122,8 +122,14 @@ func (f Frame) Decode(v any) error {
 	return nil
 }
 
-var knownKinds = map[Kind]bool{KindStart: true, KindStdin: true, KindStdinClose: true, KindResize: true, KindSignal: true,
-	KindStarted: true, KindStdout: true, KindStderr: true, KindExit: true}
+// known says whether k is a kind of frame.
+func (k Kind) known() bool {
+	switch k {
+	case KindStart, KindStdin, KindStdinClose, KindResize, KindSignal, KindStarted, KindStdout, KindStderr, KindExit:
+		return true
+	}
+	return false
+}
 
 // Marshal is the frame on the wire: kind, payload length (4 bytes, big
 // endian), payload.
@@ -153,7 +159,7 @@ func UnmarshalFrame(b []byte) (Frame, error) {
 
 func header(h []byte) (Frame, int, error) {
 	k := Kind(h[0])
-	if !knownKinds[k] {
+	if !k.known() {
 		return Frame{}, 0, fmt.Errorf("proc: unknown frame kind %q", h[0])
 	}
 	n := binary.BigEndian.Uint32(h[1:])

@@ -60,7 +60,7 @@ func Launch(rwc io.ReadWriteCloser, o Options, stdin io.Reader, stdout, stderr i
 		s.OnStarted = func(st Started) { fmt.Fprintf(stderr, "locus: fast: node %d\n", st.Node) }
 	}
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, Relayed...)
+	signal.Notify(sigs, Relayed()...)
 	defer signal.Stop(sigs)
 	s.Signals = sigs
 	return Attach(context.Background(), NewConn(rwc), st, s)

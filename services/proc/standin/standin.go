@@ -37,8 +37,10 @@ type Stdio struct {
 
 // Relayed are the signals a command line's stand-in passes on to its
 // job.
-var Relayed = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1,
-	syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP}
+func Relayed() []os.Signal {
+	return []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1,
+		syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP}
+}
 
 // Attach runs st through c as its stand-in and returns how the job
 // ended. A stream that ends without the job's Exit is a lost job.
