@@ -142,14 +142,18 @@ root: {source: cfs, cfs: {standby: 2}}
 	// commits on close, so it survives.
 	run("4", "echo closed-before-the-crash > /closed")
 
-	// A job on node 1 whose stand-in is on node 4: it ends with 255 as
-	// node 1's Down is applied, its status written to node 4's /tmp.
-	run("4", "setsid /bin/sh -c 'onnode 1 -- sleep 600 2>/tmp/lost.err; echo $? > /tmp/lost' </dev/null >/dev/null 2>&1 &")
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(run("1", "locus ps --nodes 1 --command 'sleep 600' 2>&1"), "sleep 600"); {
+	// A job on node 1 whose stand-in is on node 4 (its exec channel
+	// waits for it): the stand-in ends with 255 as node 1's Down is
+	// applied.
+	standIn := make(chan result, 1)
+	go func() {
+		out, err := locus("qemu", "exec", "4", "--", "/bin/sh", "-c", `onnode 1 -- sleep 600; echo "onnode exited $?"`)
+		standIn <- result{out, err}
+	}()
+	for deadline := time.Now().Add(time.Minute); !runsOn(t, run, "1", "sleep 600"); time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
 			t.Fatal("the job from node 4 does not run on node 1")
 		}
-		time.Sleep(time.Second)
 	}
 
 	// Node 1 dies: the CFS server and, being the first voter, the master.
@@ -171,16 +175,13 @@ root: {source: cfs, cfs: {standby: 2}}
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("node 2 serves the shared root %.1fs after node 1 was killed", took.Seconds())
-	// (Node 4 applies node 1's Down about when node 2 does.)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
-		got := run("4", "cat /tmp/lost /tmp/lost.err 2>/dev/null; true")
-		if strings.HasPrefix(got, "255\n") && strings.Contains(got, "node 1 went Down") {
-			break
+	select {
+	case r := <-standIn:
+		if !strings.Contains(r.out, "onnode exited 255") || !strings.Contains(r.out, "node 1 went Down") {
+			t.Errorf("the stand-in on node 4 of a job on node 1, after node 1 died: %v\n%s", r.err, r.out)
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("the stand-in on node 4 of a job on node 1, 30s after node 2 took over: %q", got)
-			break
-		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("the stand-in on node 4 of a job on node 1 still runs 30s after node 2 took over")
 	}
 	run("4", "echo replaced > /doc.new; mv /doc.new /doc; touch /go")
 	select {

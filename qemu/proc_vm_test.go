@@ -61,7 +61,8 @@ func checkProcesses(t *testing.T, run func(node, script string) string) {
 	if !found || len(nodes) != 4 {
 		t.Errorf("locus ps on node 1: job %s found %v, nodes %v", cpid, found, nodes)
 	}
-	if got := run("1", "locus ssi -- ps -e"); !regexp.MustCompile(`(?m)^\s*` + cpid + `\s.*sleep 600`).MatchString(got) {
+	// (Its default columns: PID, TTY, TIME and the command's name.)
+	if got := run("1", "locus ssi -- ps -e"); !regexp.MustCompile(`(?m)^\s*` + cpid + `\s.*\ssleep\s*$`).MatchString(got) {
 		t.Errorf("u-root's ps over the clusterwide /proc on node 1 lacks %s:\n%s", cpid, got)
 	}
 	// kill from node 2 of a process on node 4.
@@ -74,4 +75,19 @@ func checkProcesses(t *testing.T, run func(node, script string) string) {
 		t.Errorf("after node 2 killed %s, where_pid on node 3 says %q", cpid4, got)
 	}
 	run("1", "locus kill -9 "+cpid)
+}
+
+// runsOn says whether node runs a process whose command line is argv
+// (and not a ps looking for it), as locus ps there says.
+func runsOn(t *testing.T, run func(node, script string) string, node, argv string) bool {
+	var reply locusd.PSReply
+	if err := json.Unmarshal([]byte(run(node, "locus ps --nodes "+node+" --output json")), &reply); err != nil {
+		t.Fatalf("locus ps on node %s: %v", node, err)
+	}
+	for _, p := range reply.Processes {
+		if cmd := strings.Join(p.Args, " "); strings.HasSuffix(cmd, argv) && !strings.Contains(cmd, "locus") {
+			return true
+		}
+	}
+	return false
 }
