@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Load is a node's load vector, as it gossips it.
@@ -53,10 +55,13 @@ func (l Load) SPL() float64 {
 
 // Damping of the load, and how long things count.
 const (
-	sampleEvery   = 250 * time.Millisecond
-	measureEvery  = time.Second
-	gossipEvery   = 500 * time.Millisecond
-	gossipEntries = 20
+	sampleEvery  = 250 * time.Millisecond
+	measureEvery = time.Second
+	gossipEvery  = 500 * time.Millisecond
+	// idleGossipEvery is how often a node whose load does not move
+	// pushes its entry (under freshFor, so it stays fresh).
+	idleGossipEvery = 3 * time.Second
+	gossipEntries   = 20
 	// freshFor is how long a gossiped entry counts for placement.
 	freshFor = 4 * time.Second
 	// reserveFor is how long a placement counts as load on its node.
@@ -69,6 +74,9 @@ type meter struct {
 	procDir string
 	ncpu    int
 	speed   float64
+	// The files it reads every second or more often, kept open: a
+	// pread is one system call (under emulation, each one counts).
+	files map[string]*procFile
 
 	mu       sync.Mutex
 	samples  []float64
@@ -77,7 +85,10 @@ type meter struct {
 }
 
 func newMeter(node int, procDir string) *meter {
-	m := &meter{node: node, procDir: procDir, ncpu: runtime.NumCPU(), speed: cpuSpeed(procDir)}
+	m := &meter{node: node, procDir: procDir, ncpu: runtime.NumCPU(), speed: cpuSpeed(procDir), files: map[string]*procFile{}}
+	for _, name := range []string{"loadavg", "meminfo", "uptime"} {
+		m.files[name] = &procFile{path: filepath.Join(procDir, name)}
+	}
 	m.cur = Load{Node: node, NCPU: m.ncpu, Speed: m.speed}
 	m.measure(time.Now())
 	return m
@@ -101,20 +112,24 @@ func cpuSpeed(procDir string) float64 {
 	return 1
 }
 
-// sample reads the run queue once (procs_running, less the reader).
+// sample reads the run queue once: the running count of /proc/loadavg
+// (the kernel's nr_running, as /proc/stat's procs_running), less the
+// reader. loadavg is one short line; stat, on a VM with many
+// interrupts, is kilobytes read four times a second.
 func (m *meter) sample() {
-	b, err := os.ReadFile(filepath.Join(m.procDir, "stat"))
+	b, err := m.files["loadavg"].read()
 	if err != nil {
 		return
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "procs_running "); ok {
-			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-				m.mu.Lock()
-				m.samples = append(m.samples, float64(max(n-1, 0)))
-				m.mu.Unlock()
-			}
-		}
+	f := strings.Fields(string(b))
+	if len(f) < 4 {
+		return
+	}
+	running, _, _ := strings.Cut(f[3], "/")
+	if n, err := strconv.Atoi(running); err == nil {
+		m.mu.Lock()
+		m.samples = append(m.samples, float64(max(n-1, 0)))
+		m.mu.Unlock()
 	}
 }
 
@@ -162,7 +177,7 @@ func damp(mean, upper, x float64, first bool) (float64, float64) {
 }
 
 func (m *meter) readSystem(l *Load) {
-	if b, err := os.ReadFile(filepath.Join(m.procDir, "loadavg")); err == nil {
+	if b, err := m.files["loadavg"].read(); err == nil {
 		f := strings.Fields(string(b))
 		for i := 0; i < 3 && i < len(f); i++ {
 			l.LoadAvg[i], _ = strconv.ParseFloat(f[i], 64)
@@ -173,7 +188,7 @@ func (m *meter) readSystem(l *Load) {
 			}
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(m.procDir, "meminfo")); err == nil {
+	if b, err := m.files["meminfo"].read(); err == nil {
 		for line := range strings.Lines(string(b)) {
 			k, v, _ := strings.Cut(line, ":")
 			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
@@ -185,12 +200,43 @@ func (m *meter) readSystem(l *Load) {
 			}
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(m.procDir, "uptime")); err == nil {
+	if b, err := m.files["uptime"].read(); err == nil {
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			l.Uptime, _ = strconv.ParseFloat(f[0], 64)
 		}
 	}
 	l.Hostname, _ = os.Hostname()
+}
+
+// procFile is a /proc file read again and again through one open
+// descriptor: the kernel makes its contents anew at each read from
+// offset 0. Its buffer is reused: what read returns is valid until the
+// next read.
+type procFile struct {
+	mu   sync.Mutex
+	path string
+	fd   int
+	open bool
+	buf  []byte
+}
+
+func (f *procFile) read() ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.open {
+		fd, err := unix.Open(f.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		f.fd, f.open, f.buf = fd, true, make([]byte, 8<<10)
+	}
+	n, err := unix.Pread(f.fd, f.buf, 0)
+	if err != nil {
+		unix.Close(f.fd)
+		f.open = false
+		return nil, err
+	}
+	return append([]byte(nil), f.buf[:n]...), nil
 }
 
 // accept counts a job started here.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/user"
 	"slices"
@@ -159,6 +160,8 @@ func (s *Service) Run(ctx context.Context) {
 	defer measure.Stop()
 	gossip := time.NewTicker(gossipEvery)
 	defer gossip.Stop()
+	var last Load // this node's entry as last pushed
+	var lastAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -167,10 +170,25 @@ func (s *Service) Run(ctx context.Context) {
 			s.meter.sample()
 		case now := <-measure.C:
 			s.meter.measure(now)
-		case <-gossip.C:
+		case now := <-gossip.C:
+			// Every 500 ms while this node's load moves or it takes jobs;
+			// an idle node's entry is pushed every idleGossipEvery, which
+			// keeps it fresh (freshFor) at a sixth of the cost.
+			cur := s.meter.load()
+			if quiet(last, cur) && now.Sub(lastAt) < idleGossipEvery {
+				continue
+			}
 			s.gossip(ctx)
+			last, lastAt = cur, now
 		}
 	}
+}
+
+// quiet says whether this node's load has not moved since last (by a
+// tenth of a process's load) and it took no job since.
+func quiet(last, cur Load) bool {
+	tol := cur.SPL() / 10
+	return cur.Accepted == 0 && last.Accepted == 0 && math.Abs(cur.Upper-last.Upper) < tol && math.Abs(cur.Mean-last.Mean) < tol
 }
 
 // gossip pushes the fresh entries to one random peer and takes its own
