@@ -122,7 +122,7 @@ type KillResult struct {
 // procRoutes serves the process service's API.
 func procRoutes(ctx context.Context, handle func(string, level, http.HandlerFunc), svc *proc.Service, log *slog.Logger) {
 	handle("GET /v1/proc/ps", look, func(w http.ResponseWriter, r *http.Request) {
-		nodes, err := nodeList(r.URL.Query().Get("nodes"))
+		nodes, err := ParseNodeList(r.URL.Query().Get("nodes"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -231,11 +231,6 @@ func (h hijacked) Read(p []byte) (int, error) { return h.Reader.Read(p) }
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
-}
-
-// nodeList reads "2,4-6" (empty: none given).
-func nodeList(s string) ([]int, error) {
-	return ParseNodeList(s)
 }
 
 // ParseNodeList reads a node list as pdsh and bpsh write it: "2,4-6",

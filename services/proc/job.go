@@ -350,6 +350,11 @@ func (j *job) hangUp(sid int) {
 
 // sessionMembers lists the live (not zombie) processes of session sid.
 func sessionMembers(procDir string, sid int) []int {
+	return processesWhere(procDir, func(p Process) bool { return p.SID == sid && p.State != "Z" && p.State != "X" })
+}
+
+// processesWhere lists the processes of procDir whose stat keep takes.
+func processesWhere(procDir string, keep func(Process) bool) []int {
 	if procDir == "" {
 		procDir = "/proc"
 	}
@@ -364,8 +369,7 @@ func sessionMembers(procDir string, sid int) []int {
 		if err != nil {
 			continue
 		}
-		p, err := ParseStat(b)
-		if err == nil && p.SID == sid && p.State != "Z" && p.State != "X" {
+		if p, err := ParseStat(b); err == nil && keep(p) {
 			out = append(out, pid)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -180,4 +181,37 @@ func FuzzParseStat(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ParseStat(b)
 	})
+}
+
+func TestKillProcessGroup(t *testing.T) {
+	s := localService(t)
+	cmd := exec.Command("sh", "-c", "sleep 30 & sleep 30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	time.Sleep(200 * time.Millisecond)
+	pgid := cmd.Process.Pid
+	if n := len(groupMembers("/proc", pgid)); n < 2 {
+		t.Fatalf("process group %d has %d members, want the shell and its sleeps", pgid, n)
+	}
+	if err := s.Kill(context.Background(), standin.User{}, 1, pgid, true, int(syscall.SIGTERM)); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	for deadline := time.Now().Add(2 * time.Second); len(processesWhere("/proc", func(p Process) bool { return p.PGID == pgid && p.State != "Z" })) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("members of process group %d outlived SIGTERM to the group", pgid)
+		}
+	}
+	// A group whose only member exited and was reaped is gone.
+	gone := exec.Command("true")
+	gone.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Kill(context.Background(), standin.User{}, 1, gone.Process.Pid, true, int(syscall.SIGTERM)); err == nil || !strings.Contains(err.Error(), "no such process") {
+		t.Errorf("a kill of a group that is gone: %v", err)
+	}
 }

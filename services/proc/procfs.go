@@ -203,18 +203,6 @@ func ParseStat(b []byte) (Process, error) {
 	return p, nil
 }
 
-func statusUID(b []byte) uint32 {
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
-			if f := strings.Fields(v); len(f) > 1 {
-				u, _ := strconv.ParseUint(f[1], 10, 32) // effective
-				return uint32(u)
-			}
-		}
-	}
-	return 0
-}
-
 // userNames maps uids to names from a passwd file, read again when it
 // changes.
 type userNames struct {

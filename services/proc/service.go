@@ -489,22 +489,7 @@ func mayKill(procDir string, uid uint32, pid int) (bool, error) {
 
 // groupMembers lists the processes of process group pgid.
 func groupMembers(procDir string, pgid int) []int {
-	ents, _ := os.ReadDir(procDir)
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(procDir + "/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		if p, err := ParseStat(b); err == nil && p.PGID == pgid {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return processesWhere(procDir, func(p Process) bool { return p.PGID == pgid })
 }
 
 // Exec serves one stand-in's stream: its Start is run as user, on the
