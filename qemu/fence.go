@@ -42,8 +42,9 @@ func (c *Cluster) serveFence(vm *VM, log *slog.Logger) {
 	defer conn.Close()
 	sc := bufio.NewScanner(conn)
 	for sc.Scan() {
+		start := time.Now()
 		reply := c.fence(vm.cfg.Number, sc.Text())
-		log.Info("fence request", "from", vm.cfg.Number, "request", sc.Text(), "reply", reply)
+		log.Info("fence request", "from", vm.cfg.Number, "request", sc.Text(), "reply", reply, "took", time.Since(start).Round(time.Millisecond))
 		if _, err := fmt.Fprintln(conn, reply); err != nil {
 			return
 		}

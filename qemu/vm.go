@@ -2,9 +2,11 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +17,6 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/events"
-
-	"github.com/digitalocean/go-qemu/qmp"
 )
 
 // NodeConfig describes one VM of a cluster.
@@ -168,10 +168,14 @@ func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	// The serial console's pipe is ours, not exec's: once QEMU has exited
+	// its read end is closed after a moment even if something else still
+	// holds the write end, so the VM's end is always noticed.
+	stdout, serialOut, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	cmd.Stdout = serialOut
 	errLog, err := os.Create(filepath.Join(dir, "qemu.log"))
 	if err != nil {
 		return nil, err
@@ -187,8 +191,11 @@ func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
 		errLog.Close()
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	serialOut.Close()
+	if err != nil {
 		errLog.Close()
+		stdout.Close()
 		return nil, fmt.Errorf("qemu: node %d: start %s: %w", n.Number, bin, err)
 	}
 	vm.status.PID = cmd.Process.Pid
@@ -196,9 +203,15 @@ func startVM(c *ClusterConfig, n NodeConfig, dir string) (*VM, error) {
 	go func() { vm.Console.Pump(stdout); close(pumped) }()
 	go func() { vm.readEvents(pumped, vm.observeEvent); close(eventsRead) }()
 	go func() {
-		<-pumped
-		<-eventsRead
 		vm.waitErr = cmd.Wait()
+		select {
+		case <-pumped:
+		case <-time.After(2 * time.Second):
+			stdout.Close() // ends the pump
+			<-pumped
+		}
+		stdout.Close()
+		<-eventsRead // ends with the pump
 		errLog.Close()
 		vm.mu.Lock()
 		if vm.status.Stage != StageFailed {
@@ -473,26 +486,67 @@ func (vm *VM) Input(p []byte) error {
 	return err
 }
 
-// QMP runs one QMP command (e.g. {"execute":"quit"}) and returns the reply.
+// QMP runs one command on the VM's monitor and returns its reply. Every
+// step has a deadline: a QEMU that does not answer (still starting, or
+// stuck) gives an error, never a caller blocked for good.
 func (vm *VM) QMP(command string) ([]byte, error) {
-	mon, err := qmp.NewSocketMonitor("unix", qmpPath(vm.dir), 2*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("qemu: node %d: qmp: %w", vm.cfg.Number, err)
-	}
-	if err := mon.Connect(); err != nil {
-		return nil, fmt.Errorf("qemu: node %d: qmp connect: %w", vm.cfg.Number, err)
-	}
-	defer mon.Disconnect()
-	out, err := mon.Run([]byte(command))
-	if err != nil {
+	fail := func(err error) ([]byte, error) {
 		return nil, fmt.Errorf("qemu: node %d: qmp %s: %w", vm.cfg.Number, command, err)
 	}
-	return out, nil
+	conn, err := net.DialTimeout("unix", qmpPath(vm.dir), 2*time.Second)
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(qmpTimeout))
+	dec := json.NewDecoder(conn)
+	// The greeting, the capabilities handshake, then the command; replies
+	// are told from asynchronous events by having no "event" key.
+	reply := func() (json.RawMessage, error) {
+		for {
+			var m map[string]json.RawMessage
+			if err := dec.Decode(&m); err != nil {
+				return nil, err
+			}
+			if _, ev := m["event"]; ev {
+				continue
+			}
+			if e, ok := m["error"]; ok {
+				return nil, fmt.Errorf("%s", e)
+			}
+			if r, ok := m["return"]; ok {
+				return r, nil
+			}
+			if _, ok := m["QMP"]; ok {
+				return nil, nil
+			}
+		}
+	}
+	if _, err := reply(); err != nil {
+		return fail(fmt.Errorf("greeting: %w", err))
+	}
+	if _, err := io.WriteString(conn, `{"execute":"qmp_capabilities"}`); err != nil {
+		return fail(err)
+	}
+	if _, err := reply(); err != nil {
+		return fail(fmt.Errorf("capabilities: %w", err))
+	}
+	if _, err := io.WriteString(conn, command); err != nil {
+		return fail(err)
+	}
+	r, err := reply()
+	if err != nil {
+		return fail(err)
+	}
+	return r, nil
 }
+
+// qmpTimeout bounds one QMP exchange.
+const qmpTimeout = 5 * time.Second
 
 // Kill powers the VM off hard, as pulling the plug would: QMP quit, then
 // SIGKILL if QEMU is still there after a moment. It returns once QEMU is
-// gone.
+// gone (or, should its process linger unkillable, after 10 s).
 func (vm *VM) Kill() {
 	select {
 	case <-vm.done:
@@ -504,9 +558,13 @@ func (vm *VM) Kill() {
 	}
 	select {
 	case <-vm.done:
+		return
 	case <-time.After(3 * time.Second):
-		vm.cmd.Process.Kill()
-		<-vm.done
+	}
+	vm.cmd.Process.Kill()
+	select {
+	case <-vm.done:
+	case <-time.After(10 * time.Second):
 	}
 }
 

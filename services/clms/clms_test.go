@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -644,12 +645,25 @@ func TestTwoNode(t *testing.T) {
 		t.Errorf("voters %v, want only the master, node 1", v)
 	}
 
+	c.mu.Lock()
+	c.fenced = nil
+	c.mu.Unlock()
 	start := time.Now()
 	c.kill(1)
 	master := c.waitAll("node 2 alone", 20*time.Second, map[int]State{1: Down, 2: Up})
 	t.Logf("node 1 (master) killed: node 2 is master %v later", time.Since(start).Round(time.Millisecond))
 	if master != 2 {
 		t.Fatalf("master %d, want 2", master)
+	}
+	// Fenced once, by two_node; the Down it then commits does not power
+	// the node off again (with a reboot agent, that would hit its next
+	// boot).
+	c.mu.Lock()
+	fencedOnce := slices.Equal(c.fenced, []int{1})
+	fencedList := append([]int(nil), c.fenced...)
+	c.mu.Unlock()
+	if !fencedOnce {
+		t.Errorf("fences after node 1 was killed: %v, want [1]", fencedList)
 	}
 	m2 := c.running()[0]
 	if st := m2.Status(); !st.Quorum {

@@ -89,6 +89,23 @@ func (m *Member) fenced(r NodeRecord) bool {
 	return false
 }
 
+// markFenced records that node was fenced in the incarnation the table
+// holds now (two_node's fence of a lost master), so the reconcile that
+// then commits its Down does not power it off a second time: with a
+// reboot agent that second fence would hit the node's new boot.
+func (m *Member) markFenced(node int) {
+	r, ok := m.fsm.record(node)
+	if !ok {
+		return
+	}
+	m.fenceMu.Lock()
+	defer m.fenceMu.Unlock()
+	if m.fences == nil {
+		m.fences = map[int]*fenceJob{}
+	}
+	m.fences[node] = &fenceJob{transition: r.Transition, done: true, attempts: 1}
+}
+
 // forgetFence drops node's fencing: it went Down, or it is alive and
 // well again in the same incarnation (a suspicion that cleared).
 func (m *Member) forgetFence(node int) {

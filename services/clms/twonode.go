@@ -115,6 +115,7 @@ func (m *Member) goOnAlone(master int) error {
 	if err != nil {
 		return fmt.Errorf("fence node %d: %w", master, err)
 	}
+	m.markFenced(master)
 	m.raftMu.Lock()
 	defer m.raftMu.Unlock()
 	select {
