@@ -268,33 +268,39 @@ func (c *coordinator) reconcile(ctx context.Context, st clms.Status) {
 		c.mu.Unlock()
 	}
 	for _, ls := range names {
-		cur := c.members(ls)
-		var next []Member
-		redo := false
-		for _, m := range cur {
-			if !memberOf(st, m.Node) {
-				redo = true // Down: out
-				continue
-			}
-			if ns, ok := states[m.Node]; ok {
-				i := slices.IndexFunc(ns.Spaces, func(sp SpaceState) bool { return sp.Name == ls })
-				if i < 0 || ns.Boot != m.Boot {
-					redo = true // not there any more (another boot)
-					continue
-				}
-				if !ns.Spaces[i].Started && !ns.Spaces[i].Leaving && !ns.NoQuorum {
-					redo = true // stopped: start it again
-				}
-			}
-			next = append(next, m)
-		}
-		if !redo {
+		c.reconcileOne(ctx, st, ls, states)
+	}
+}
+
+// reconcileOne gives ls a round if a member is Down, gone or stopped;
+// its members are read under ls's lock, so a join's round that ran
+// meanwhile is not undone.
+func (c *coordinator) reconcileOne(ctx context.Context, st clms.Status, ls string, states map[int]NodeState) {
+	defer c.lock(ls)()
+	cur := c.members(ls)
+	var next []Member
+	redo := false
+	for _, m := range cur {
+		if !memberOf(st, m.Node) {
+			redo = true // Down: out
 			continue
 		}
-		unlock := c.lock(ls)
-		if err := c.round(ctx, ls, next, nil); err != nil {
-			c.s.log.Warn("dlm coordinator: reconcile", "lockspace", ls, "err", err)
+		if ns, ok := states[m.Node]; ok {
+			i := slices.IndexFunc(ns.Spaces, func(sp SpaceState) bool { return sp.Name == ls })
+			if i < 0 || ns.Boot != m.Boot {
+				redo = true // not there any more (another boot)
+				continue
+			}
+			if !ns.Spaces[i].Started && !ns.Spaces[i].Leaving && !ns.NoQuorum {
+				redo = true // stopped: start it again
+			}
 		}
-		unlock()
+		next = append(next, m)
+	}
+	if !redo || len(cur) == 0 {
+		return
+	}
+	if err := c.round(ctx, ls, next, nil); err != nil {
+		c.s.log.Warn("dlm coordinator: reconcile", "lockspace", ls, "err", err)
 	}
 }

@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/dlm/lockdev"
 	"github.com/locus-ssi/locus/services/ics"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultPort is the DLM's TCP port (the kernel's default, 21064).
@@ -106,6 +108,9 @@ type Service struct {
 	spaces  map[string]*space
 	comms   map[int]string // node -> the boot its comms entry is for
 	stopAll bool           // stopped for want of quorum
+	// shutdown is when the node began to shut down: joins are refused,
+	// and leaves the master does not answer within leaveBound end here.
+	shutdown time.Time
 
 	coord       *coordinator
 	reconciling atomic.Bool
@@ -412,6 +417,9 @@ func (s *Service) request(ctx context.Context, ls, op string) {
 		if !wanted {
 			return // answered (by a round another request or a new master ran)
 		}
+		if s.shuttingDown(ls, op) {
+			return
+		}
 		st := s.cfg.Status()
 		var err error
 		switch {
@@ -438,6 +446,52 @@ func (s *Service) request(ctx context.Context, ls, op string) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// leaveBound is how long a shutting-down node waits for the master to
+// take it out of a lockspace before it leaves on its own (the others
+// then see it fail, and recover its locks after its fenced Down).
+const leaveBound = 5 * time.Second
+
+func (s *Service) beginShutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown.IsZero() {
+		s.shutdown = time.Now()
+	}
+}
+
+// shuttingDown ends a join or leave of ls here, if the node is shutting
+// down: a join is refused (the kernel then sends its leave); a leave of
+// a lockspace never started, or one the master has not answered within
+// leaveBound, is answered without a round.
+func (s *Service) shuttingDown(ls, op string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sp := s.spaces[ls]
+	if s.shutdown.IsZero() || sp == nil {
+		return false
+	}
+	switch {
+	case op == "join":
+		sp.joining = false
+		if err := s.cfg.Kernel.EventDone(ls, -int(unix.EINTR)); err != nil {
+			s.log.Error("refuse a join at shutdown", "lockspace", ls, "err", err)
+		}
+		return true
+	case op == "leave" && (!sp.everStarted || time.Since(s.shutdown) > leaveBound):
+		if sp.started {
+			s.cfg.Kernel.Stop(ls)
+		}
+		s.cfg.Kernel.RemoveSpace(ls)
+		delete(s.spaces, ls)
+		if err := s.cfg.Kernel.EventDone(ls, 0); err != nil {
+			s.log.Error("leave at shutdown", "lockspace", ls, "err", err)
+		}
+		s.log.Warn("lockspace left without the master: the others see this node fail", "lockspace", ls)
+		return true
+	}
+	return false
 }
 
 // memberOf says whether node is admitted and alive in st (ComingUp or
@@ -610,6 +664,12 @@ func (s *Service) call(ctx context.Context, node int, method string, req any) ([
 			return nil, s.left(req.(stopRequest))
 		case methodState:
 			return json.Marshal(s.State())
+		case methodLocks:
+			locks, err := LocalLocks(s.cfg.Node, req.(string))
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(locks)
 		}
 		return nil, fmt.Errorf("dlm: no local method %s", method)
 	}
@@ -662,4 +722,70 @@ func nodeAddr(st clms.Status, node int) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// Locks gathers lockspace ls's locks from every member node (each
+// reports those held from it), sorted by resource, then holders before
+// waiters.
+func (s *Service) Locks(ctx context.Context, ls string) ([]LockInfo, error) {
+	if err := lockdev.CheckLockspaceName(ls); err != nil {
+		return nil, err
+	}
+	var out []LockInfo
+	var errs []error
+	for _, n := range s.liveNodes() {
+		b, err := s.call(ctx, n, methodLocks, ls)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %d: %w", n, err))
+			continue
+		}
+		var locks []LockInfo
+		if err := json.Unmarshal(b, &locks); err != nil {
+			errs = append(errs, fmt.Errorf("node %d: %w", n, err))
+			continue
+		}
+		out = append(out, locks...)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Resource != b.Resource {
+			return a.Resource < b.Resource
+		}
+		if (a.State == "granted") != (b.State == "granted") {
+			return a.State == "granted"
+		}
+		return a.For > b.For
+	})
+	return out, errors.Join(errs...)
+}
+
+// Nodes gathers every live node's report of its lockspaces.
+func (s *Service) Nodes(ctx context.Context) ([]NodeState, error) {
+	var out []NodeState
+	var errs []error
+	for _, n := range s.liveNodes() {
+		b, err := s.call(ctx, n, methodState, struct{}{})
+		var ns NodeState
+		if err == nil {
+			err = json.Unmarshal(b, &ns)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %d: %w", n, err))
+			continue
+		}
+		out = append(out, ns)
+	}
+	return out, errors.Join(errs...)
+}
+
+// liveNodes are the members of the cluster, this node first.
+func (s *Service) liveNodes() []int {
+	st := s.cfg.Status()
+	out := []int{s.cfg.Node}
+	for _, n := range st.Nodes {
+		if n.Node != s.cfg.Node && memberOf(st, n.Node) {
+			out = append(out, n.Node)
+		}
+	}
+	return out
 }
