@@ -38,6 +38,11 @@ func (n *Node) startLocusd(ctx context.Context) error {
 		argv = append(argv, "--identity", id)
 	}
 	argv = append(argv, n.cfsExportArgs()...)
+	if _, err := os.Stat("/sys/module/dlm"); err == nil && len(n.membershipArgs()) > 0 {
+		// The kernel's DLM is configured by this node's daemon, driven
+		// by the membership.
+		argv = append(argv, "--dlm")
+	}
 	env := Env()
 	if n.cmdline.Secret != "" {
 		// The secret goes in the environment, not argv (ps shows argv).

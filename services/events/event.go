@@ -63,6 +63,8 @@ const (
 	ServiceCFS        = "cfs"
 	ServiceCFSRelay   = "cfs-relay"
 	ServiceLocusd     = "locusd"
+	// ServiceDLM: the kernel DLM's control daemon.
+	ServiceDLM = "dlm"
 )
 
 // Attribute keys.

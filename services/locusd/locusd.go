@@ -35,6 +35,7 @@ import (
 	"github.com/locus-ssi/locus/services/events"
 
 	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/dlm"
 	"github.com/locus-ssi/locus/services/ics"
 	"github.com/locus-ssi/locus/services/proc"
 )
@@ -121,6 +122,9 @@ type Config struct {
 	// a directory the daemon mounts it on itself (tests).
 	ProcSocket string
 	ProcMount  string
+	// DLM runs the kernel DLM's control daemon (services/dlm) with the
+	// membership: on a node whose kernel has the dlm module.
+	DLM bool
 	// JobGrace is how long a job whose stand-in went away has between
 	// SIGHUP and SIGKILL (0: proc.DefaultGrace).
 	JobGrace time.Duration
@@ -219,6 +223,13 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	var memberRef atomic.Pointer[clms.Member]
 	var mc clms.Config
 	var procs *proc.Service
+	var dlmd *dlm.Daemon
+	if cfg.CLMS != nil && cfg.DLM {
+		if dlmd, err = startDLM(cfg, &memberRef, &icsNode); err != nil {
+			closeAll()
+			return fmt.Errorf("locusd: %w", err)
+		}
+	}
 	if cfg.CLMS != nil {
 		mc = *cfg.CLMS
 		if procs, err = startProc(cfg, &memberRef, &icsNode); err != nil {
@@ -280,6 +291,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			})
 			if procs != nil {
 				procs.Register(n)
+			}
+			if dlmd != nil {
+				dlmd.Register(n)
 			}
 			if gossipKey != nil {
 				// Only to a caller with a certificate from the CA.
@@ -394,6 +408,15 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		}))
 		go procs.Run(ctx)
 		procRoutes(ctx, handle, procs, cfg.Log.With("svc", "proc"))
+		if dlmd != nil {
+			// Its lockspaces are left before the membership closes
+			// (defers run last first): a clean leave, not a failure.
+			var dlmDone sync.WaitGroup
+			defer dlmDone.Wait()
+			runDLM(ctx, dlmd, m, &dlmDone)
+			dlmRoutes(handle, dlmd, cfg.Log.With("svc", "dlm"))
+			cfg.publish(events.Event{Source: events.SourceLocusd, Kind: events.ServiceStarted, Name: events.ServiceDLM, Detail: dlm.DefaultLockspace})
+		}
 	}
 	// The CFS roles end with the daemon: Run returns only once a
 	// taken-over root is unmounted.

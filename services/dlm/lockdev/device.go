@@ -112,7 +112,7 @@ func Open(name string) (*Lockspace, error) {
 	f, err := os.OpenFile(DevicePath(name), os.O_RDWR, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("dlm: lockspace %s does not exist on this node (%s)", name, DevicePath(name))
+			return nil, fmt.Errorf("dlm: lockspace %s: %w on this node (%s)", name, os.ErrNotExist, DevicePath(name))
 		}
 		return nil, fmt.Errorf("dlm: lockspace %s: %w", name, err)
 	}
@@ -240,6 +240,9 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, o Options) error {
 	if o.LVB != nil {
 		req.lvb = [LVBLen]byte{}
 		copy(req.lvb[:], o.LVB)
+		l.mu.Lock()
+		l.lvb = req.lvb // the kernel keeps it as the lock's value block
+		l.mu.Unlock()
 	}
 	return l.request(ctx, req, mode)
 }
