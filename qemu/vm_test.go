@@ -546,6 +546,10 @@ func TestVMInstalledCluster(t *testing.T) {
 		t.Errorf("node 4 stalled alone for 0.3 s and 0.8 s: the cluster went from %v to %v", b, a)
 	}
 
+	// The kernel's DLM under the membership: locks across nodes, and
+	// what node 3's death (below) must not break.
+	lf := checkLocksBeforeFailure(t, locus, host)
+
 	// Kill node 3 and start it again three seconds later, before the
 	// cluster has noticed (issue 13's sequence): every other node logs
 	// the old boot's Down with the same transition id, the master fences
@@ -589,6 +593,7 @@ func TestVMInstalledCluster(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	lf.checkLocksAfterFailure(t, locus, state, killed)
 	for {
 		out, err := locus("qemu", "status", "--output", "json")
 		var st []qemu.NodeStatus
@@ -602,6 +607,8 @@ func TestVMInstalledCluster(t *testing.T) {
 		time.Sleep(2 * time.Second)
 	}
 	waitCluster("node 3 back Up in cluster status", nil, allUp)
+	// Its new boot joined the default lockspace again.
+	before := waitLockspace(t, locus, "2", 1, 2, 3, 4)
 	// The fence was a reboot, and the supervisor carried it out once.
 	if b, err := os.ReadFile(filepath.Join(state, "supervisor.log")); err != nil || !strings.Contains(string(b), `request="reboot 3"`) || strings.Contains(string(b), `request="off 3"`) {
 		t.Errorf("the supervisor's log shows no reboot of node 3, or an off:\n%s", b)
@@ -618,6 +625,18 @@ func TestVMInstalledCluster(t *testing.T) {
 			stateOf(st, 2) == clms.Up && stateOf(st, 3) == clms.Up && stateOf(st, 4) == clms.Up
 	})
 	t.Logf("node %d is master, node 1 Down, %.1fs after node 1 was killed", st.Master, time.Since(killed).Seconds())
+	// The new master took the lockspace over from the nodes' own
+	// reports, under its own term, and its locks work.
+	after := waitLockspace(t, locus, "2", 2, 3, 4)
+	if !before.Less(after) || after.Term == before.Term {
+		t.Errorf("the lockspace's epoch after the master's death is %v, before %v: want a newer term", after, before)
+	}
+	held := bg(locus, "4", "lock", "after-master", "--", "sleep", "4")
+	waitHeld(t, onNode(locus, "2"), "after-master", 4)
+	if out, err := locus("qemu", "exec", "2", "--", "locus", "lock", "--wait", "0", "after-master", "--", "echo", "got it"); err == nil || strings.Contains(out, "got it") {
+		t.Errorf("node 2 took a lock node 4 held, under the new master: %v\n%s", err, out)
+	}
+	<-held
 }
 
 // TestVMExecBackToBack runs 150 execs on one node one right after the

@@ -70,6 +70,12 @@ process's: it ends with it); locus lock ls works from anywhere.`,
 				return fmt.Errorf("lock: %w", err)
 			}
 			ls, err := lockdev.Open(lockspace)
+			for deadline := time.Now().Add(15 * time.Second); errors.Is(err, os.ErrNotExist) && lockspace == dlm.DefaultLockspace && time.Now().Before(deadline); {
+				// A node just come up joins the default lockspace a
+				// moment after it is a member.
+				time.Sleep(200 * time.Millisecond)
+				ls, err = lockdev.Open(lockspace)
+			}
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) {
 					return fmt.Errorf("lock: %w: this node has not joined it (is it a cluster member, with the DLM?)", err)

@@ -1,0 +1,247 @@
+//go:build vm
+
+package qemu_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/locus-ssi/locus/services/dlm"
+	"github.com/locus-ssi/locus/services/locusd"
+)
+
+// lockspaceOn reads every node's report of the default lockspace,
+// asked on node via.
+func lockspaceOn(t *testing.T, locus func(...string) (string, error), via string) map[int]dlm.SpaceState {
+	t.Helper()
+	out, err := locus("qemu", "exec", via, "--", "locus", "lock", "spaces", "--output", "json")
+	var reply locusd.DLMReply
+	if err != nil || json.Unmarshal([]byte(out), &reply) != nil {
+		t.Fatalf("lock spaces on node %s: %v\n%s", via, err, out)
+	}
+	got := map[int]dlm.SpaceState{}
+	for _, n := range reply.Nodes {
+		for _, sp := range n.Spaces {
+			if sp.Name == dlm.DefaultLockspace {
+				got[n.Node] = sp
+			}
+		}
+	}
+	return got
+}
+
+// waitLockspace waits until the default lockspace runs on exactly
+// nodes, each with them as its members, at one epoch; it returns that
+// epoch.
+func waitLockspace(t *testing.T, locus func(...string) (string, error), via string, nodes ...int) dlm.Epoch {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := lockspaceOn(t, locus, via)
+		ok := len(got) == len(nodes)
+		var epoch dlm.Epoch
+		for _, n := range nodes {
+			sp, have := got[n]
+			var ms []int
+			for _, m := range sp.Members {
+				ms = append(ms, m.Node)
+			}
+			if !have || !sp.Started || !slices.Equal(ms, nodes) || epoch != (dlm.Epoch{}) && sp.Epoch != epoch {
+				ok = false
+			}
+			epoch = sp.Epoch
+		}
+		if ok {
+			return epoch
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lockspace %s not running on %v with those members within 60s: %+v", dlm.DefaultLockspace, nodes, got)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// bg runs locus on a node through the exec channel in the background;
+// the channel's answer (output, error, when it came) arrives on the
+// returned channel.
+type bgResult struct {
+	out string
+	err error
+	at  time.Time
+}
+
+func bg(locus func(...string) (string, error), node string, args ...string) <-chan bgResult {
+	return bgExec(locus, node, append([]string{"locus"}, args...)...)
+}
+
+// bgExec is bg for any command.
+func bgExec(locus func(...string) (string, error), node string, argv ...string) <-chan bgResult {
+	ch := make(chan bgResult, 1)
+	go func() {
+		out, err := locus(append([]string{"qemu", "exec", node, "--"}, argv...)...)
+		ch <- bgResult{out, err, time.Now()}
+	}()
+	return ch
+}
+
+// waitHeld waits until lock ls, asked with cli, shows resource granted
+// to node.
+func waitHeld(t *testing.T, cli func(...string) (string, error), resource string, node int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ := cli("lock", "ls", "--output", "json")
+		var reply locusd.DLMReply
+		json.Unmarshal([]byte(out), &reply)
+		if slices.ContainsFunc(reply.Locks, func(l dlm.LockInfo) bool {
+			return l.Resource == resource && l.Node == node && l.State == "granted"
+		}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lock ls never showed node %d holding %s:\n%s", node, resource, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// onNode runs locus on node n through the exec channel.
+func onNode(locus func(...string) (string, error), n string) func(...string) (string, error) {
+	return func(args ...string) (string, error) {
+		return locus(append([]string{"qemu", "exec", n, "--", "locus"}, args...)...)
+	}
+}
+
+// checkLocksBeforeFailure: the kernel DLM under the membership on four
+// nodes: every node in the default lockspace at one epoch; an EX lock
+// held on node 2 excludes node 4 (at once with --wait 0, and until it is
+// released otherwise); the host sees the holder. It then sets up what
+// the failure of node 3 must not break, for checkLocksAfterFailure: a
+// lock node 3 holds and node 1 waits for, and a counter in a value
+// block that nodes 2, 3 and 4 increment.
+func checkLocksBeforeFailure(t *testing.T, locus, host func(...string) (string, error)) *lockFailure {
+	e := waitLockspace(t, locus, "2", 1, 2, 3, 4)
+	t.Logf("the default lockspace runs on nodes 1-4 at epoch %v", e)
+
+	held := bg(locus, "2", "lock", "excl", "--", "sleep", "6")
+	waitHeld(t, host, "excl", 2) // the host, through node 1's API
+	if out, err := locus("qemu", "exec", "4", "--", "locus", "lock", "--wait", "0", "excl", "--", "echo", "got it"); err == nil || strings.Contains(out, "got it") {
+		t.Errorf("node 4 took excl with --wait 0 while node 2 held it: %v\n%s", err, out)
+	}
+	if out, err := locus("qemu", "exec", "4", "--", "locus", "lock", "excl", "--", "echo", "after"); err != nil || !strings.Contains(out, "after") {
+		t.Errorf("node 4 waiting for excl: %v\n%s", err, out)
+	}
+	if r := <-held; r.err != nil {
+		t.Errorf("node 2's holder of excl: %v\n%s", r.err, r.out)
+	} else if time.Since(r.at) > 3*time.Second {
+		t.Errorf("node 4 got excl %v after node 2 let it go", time.Since(r.at))
+	}
+
+	// Node 3 holds doomed and counts into the shared root, where its
+	// lines outlive it (each exec channel runs one command at a time,
+	// so node 3 runs both in one shell: the minimal root's busybox, as
+	// u-root's shell has no exec).
+	f := &lockFailure{file: "/ctr3-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	f.node3 = bgExec(locus, "3", "/usr/local/bin/busybox", "sh", "-c", "locus lock doomed -- sleep 600 >/dev/null 2>&1 & exec locus lock --increment 1000000 ctr > "+f.file)
+	waitHeld(t, host, "doomed", 3)
+	waitHeld(t, host, "ctr", 3)
+	f.waiter = bg(locus, "1", "lock", "doomed", "--", "true")
+	for _, n := range []string{"2", "4"} {
+		f.counters = append(f.counters, bg(locus, n, "lock", "--increment", "150", "ctr"))
+	}
+	time.Sleep(2 * time.Second) // the counters under way on all three
+	return f
+}
+
+type lockFailure struct {
+	file          string // node 3's counter values, on the shared root
+	node3, waiter <-chan bgResult
+	counters      []<-chan bgResult
+}
+
+// checkLocksAfterFailure: node 3 was killed (and fenced, and taken
+// Down). The lock it held is granted to node 1's waiter only after the
+// fence; the counter ends exact: no update lost, none doubled.
+func (f *lockFailure) checkLocksAfterFailure(t *testing.T, locus func(...string) (string, error), state string, killed time.Time) {
+	var w bgResult
+	select {
+	case w = <-f.waiter:
+	case <-time.After(90 * time.Second):
+		t.Fatal("node 1's waiter for doomed (held by the killed node 3) not granted within 90s")
+	}
+	if w.err != nil {
+		t.Fatalf("node 1's waiter for doomed: %v\n%s", w.err, w.out)
+	}
+	fenced := fenceTime(t, state, 3, killed)
+	t.Logf("doomed, held by node 3: granted to node 1's waiter %.1fs after the kill, %.2fs after the supervisor fenced node 3",
+		w.at.Sub(killed).Seconds(), w.at.Sub(fenced).Seconds())
+	if w.at.Before(fenced) {
+		t.Errorf("node 1 was granted the lock of the killed node 3 before node 3 was fenced (%v before)", fenced.Sub(w.at))
+	}
+	var values []int
+	for i, ch := range f.counters {
+		r := <-ch
+		if r.err != nil {
+			t.Errorf("counter on node %d: %v\n%s", []int{2, 4}[i], r.err, r.out)
+		}
+		values = append(values, counterValues(r.out)...)
+	}
+	own := len(values)
+	<-f.node3 // ended by the kill
+	out, err := locus("qemu", "exec", "2", "--", "cat", f.file)
+	if err != nil {
+		t.Fatalf("node 3's counter values in %s: %v\n%s", f.file, err, out)
+	}
+	values = append(values, counterValues(out)...)
+	slices.Sort(values)
+	if d := slices.Compact(slices.Clone(values)); len(d) != len(values) {
+		t.Errorf("the counter gave a value twice (a doubled or lost update): %d values, %d distinct", len(values), len(d))
+	}
+	top := values[len(values)-1]
+	// Node 3 may have committed one increment whose line it never got
+	// out before it died.
+	if top < len(values) || top > len(values)+1 {
+		t.Errorf("the counter ends at %d after %d increments seen (%d from nodes 2 and 4, %d from node 3 before it died)", top, len(values), own, len(values)-own)
+	}
+	t.Logf("counter: %d increments from nodes 2 and 4 and %d from node 3 before its death; it ends at %d", own, len(values)-own, top)
+}
+
+func counterValues(out string) []int {
+	var vs []int
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if v, err := strconv.Atoi(strings.TrimSpace(sc.Text())); err == nil {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// fenceTime is when the supervisor carried out the fence of node n
+// (after since), from its log.
+func fenceTime(t *testing.T, state string, n int, since time.Time) time.Time {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "supervisor.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, `msg="fence request"`) || !strings.Contains(l, "request=\"reboot "+strconv.Itoa(n)+"\"") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err == nil && at.After(since) {
+			return at
+		}
+	}
+	t.Fatalf("the supervisor's log has no fence of node %d after %v:\n%s", n, since, b)
+	return time.Time{}
+}
