@@ -7,9 +7,9 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/locus-ssi/locus.Version=$(VERSION)"
 export PATH := /usr/local/go/bin:$(PATH)
 
-DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2 binutils systemd-boot-efi debootstrap procps
+DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2 binutils systemd-boot-efi debootstrap procps gfs2-utils
 
-.PHONY: deps bench-deps build image demo netboot-demo test test-unit test-vm bench bench-netboot bench-membership bench-cfs clean
+.PHONY: deps bench-deps build image demo demo-gfs2 netboot-demo test test-unit test-vm bench bench-netboot bench-membership bench-cfs clean
 
 # deps installs the Debian packages the build and the tests need; it skips
 # what is already there.
@@ -34,6 +34,13 @@ image: deps build
 # stop it.
 demo: image
 	./scripts/demo.sh $(LOCUS) $(OUT)
+
+# demo-gfs2: the same journey on a GFS2 root every node mounts itself
+# (examples/gfs2.yaml): a write on one node read on another, a lock
+# across nodes, a node killed and the others going on.
+demo-gfs2: deps build
+	$(LOCUS) image build --spec examples/gfs2.yaml --out $(OUT)-gfs2
+	./scripts/demo-gfs2.sh $(LOCUS) $(OUT)-gfs2
 
 # netboot-demo: PXE-boot one VM from `locus netboot serve` (FIRMWARE=uefi
 # for OVMF).

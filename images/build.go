@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/images/layout"
@@ -154,6 +155,9 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*lay
 		Cluster: spec.Cluster.Name, KernelVersion: kf.Version, KernelOrigin: kf.Origin, Kernel: layout.KernelFile,
 		Initramfs: initrdName, InitramfsSize: size, InitramfsSHA256: sum, Modules: mods, Spec: layout.SpecFile, Disk: layout.DiskFile,
 	}
+	if spec.Root.Source == clusterspec.RootGFS2 {
+		m.SharedDisk = layout.GFS2DiskFile
+	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.WriteFile(filepath.Join(stage, layout.ManifestFile), append(mb, '\n'), 0o644); err != nil {
 		return nil, err
@@ -194,6 +198,14 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*lay
 		return nil, err
 	}
 	files := []string{layout.KernelFile, initrdName, layout.SpecFile, layout.NetbootDir, layout.DiskFile}
+	if m.SharedDisk != "" {
+		if err := mkfsGFS2(ctx, spec, filepath.Join(stage, m.SharedDisk), o.Progress); err != nil {
+			return nil, err
+		}
+		files = append(files, m.SharedDisk)
+	} else {
+		os.Remove(filepath.Join(o.Out, layout.GFS2DiskFile)) // not stale from an earlier build
+	}
 	switch o.DiskFormat {
 	case "", "raw":
 		os.Remove(filepath.Join(o.Out, layout.DiskQCOW2File)) // not stale from an earlier build
@@ -245,4 +257,36 @@ func fileSHA256(p string) (string, int64, error) {
 		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// mkfsGFS2 makes a gfs2 root's shared disk: a sparse image of the spec's
+// size with an empty clustered GFS2 filesystem (Debian's mkfs.gfs2), its
+// lock table the cluster's, a journal per node that may mount it. It is
+// filled at the cluster's first boot by the first node up, from the
+// install disk's root partition: the host's kernel cannot mount GFS2 and
+// mkfs.gfs2 cannot fill one, and the first boot needs no builder VM.
+func mkfsGFS2(ctx context.Context, spec *clusterspec.Spec, path string, progress io.Writer) error {
+	mkfs, err := exec.LookPath("mkfs.gfs2")
+	if err != nil {
+		return fmt.Errorf("images: a gfs2 root needs mkfs.gfs2 (make deps installs gfs2-utils): %w", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	err = f.Truncate(int64(spec.Root.GFS2.SizeMB) << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("images: %s: %w", path, err)
+	}
+	// 32 MB journals: the smallest that GFS2 keeps fast; a failed node's
+	// replay reads less.
+	out, err := exec.CommandContext(ctx, mkfs, "-O", "-p", "lock_dlm", "-t", spec.GFS2Table(), "-j", strconv.Itoa(spec.Root.GFS2.Journals), "-J", "32", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("images: mkfs.gfs2 %s: %v: %s", path, err, out)
+	}
+	fmt.Fprintf(progress, "disk: %s, GFS2 (lock table %s, %d journals, %d MiB), filled at the first boot\n", filepath.Base(path), spec.GFS2Table(), spec.Root.GFS2.Journals, spec.Root.GFS2.SizeMB)
+	return nil
 }

@@ -144,15 +144,16 @@ func checkLocksBeforeFailure(t *testing.T, locus, host func(...string) (string, 
 		t.Errorf("node 4 got excl %v after node 2 let it go", time.Since(r.at))
 	}
 
-	// Node 3 holds doomed and counts into the shared root, where its
-	// lines outlive it (each exec channel runs one command at a time,
-	// so node 3 runs both in one shell: the minimal root's busybox, as
-	// u-root's shell has no exec).
-	f := &lockFailure{file: "/ctr3-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
-	f.node3 = bgExec(locus, "3", "/usr/local/bin/busybox", "sh", "-c", "locus lock doomed -- sleep 600 >/dev/null 2>&1 & exec locus lock --increment 1000000 ctr > "+f.file)
+	// Node 3 holds doomed and counts, its values streamed to node 2 as
+	// they come (onnode's stdin), where they outlive node 3. Each exec
+	// channel runs one command at a time, so node 3 runs both in one
+	// shell: the minimal root's busybox, as u-root's shell has no exec.
+	f := &lockFailure{file: "/tmp/ctr3-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	f.node3 = bgExec(locus, "3", "/usr/local/bin/busybox", "sh", "-c", "locus lock doomed -- sleep 600 >/dev/null 2>&1 & "+
+		"locus lock --increment 1000000 ctr | onnode 2 -- /usr/local/bin/busybox sh -c 'cat > "+f.file+"'")
 	waitHeld(t, host, "doomed", 3)
 	waitHeld(t, host, "ctr", 3)
-	f.waiter = bg(locus, "1", "lock", "doomed", "--", "true")
+	f.waiter = bg(locus, "1", "lock", "doomed", "--", "echo", "granted")
 	for _, n := range []string{"2", "4"} {
 		f.counters = append(f.counters, bg(locus, n, "lock", "--increment", "150", "ctr"))
 	}
@@ -176,7 +177,7 @@ func (f *lockFailure) checkLocksAfterFailure(t *testing.T, locus func(...string)
 	case <-time.After(90 * time.Second):
 		t.Fatal("node 1's waiter for doomed (held by the killed node 3) not granted within 90s")
 	}
-	if w.err != nil {
+	if w.err != nil || !strings.Contains(w.out, "granted") {
 		t.Fatalf("node 1's waiter for doomed: %v\n%s", w.err, w.out)
 	}
 	fenced := fenceTime(t, state, 3, killed)

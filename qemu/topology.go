@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
@@ -40,6 +41,9 @@ func DirectTopology(t Topology) (ClusterConfig, error) {
 	spec, _, err := clusterspec.Load(filepath.Join(imageDir, m.Spec))
 	if err != nil {
 		return ClusterConfig{}, err
+	}
+	if spec.Root.Source == clusterspec.RootGFS2 {
+		return ClusterConfig{}, fmt.Errorf("the image in %s has a GFS2 root (root.source: gfs2), which node 1 fills from the install disk at the first boot: boot it without --direct", imageDir)
 	}
 	if spec.Root.Source == clusterspec.RootCFS {
 		return ClusterConfig{}, fmt.Errorf("the image in %s has a CFS root (root.source: cfs), which node 1 serves from the install disk: boot it without --direct (or build with root.source: initramfs)", imageDir)
@@ -106,6 +110,23 @@ func InstalledTopology(t Topology) (ClusterConfig, error) {
 		return ClusterConfig{}, fmt.Errorf("install disk: %w (run `locus image build`)", err)
 	}
 	cfg := ClusterConfig{Name: spec.Cluster.Name, Dir: dir, Accel: accel, MemoryMB: memory}
+	var shared string
+	if m.SharedDisk != "" {
+		// The cluster's own copy of the shared disk (GFS2): kept with
+		// its state, made from the image's empty one the first time.
+		if n > spec.Root.GFS2.Journals {
+			return cfg, fmt.Errorf("%d nodes, but the GFS2 root has %d journals (root.gfs2.journals): one per node that mounts it", n, spec.Root.GFS2.Journals)
+		}
+		shared = filepath.Join(dir, m.SharedDisk)
+		if _, err := os.Stat(shared); err != nil {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return cfg, err
+			}
+			if out, err := exec.Command("cp", "--sparse=always", filepath.Join(imageDir, m.SharedDisk), shared).CombinedOutput(); err != nil {
+				return cfg, fmt.Errorf("qemu: the cluster's shared disk: %v: %s", err, out)
+			}
+		}
+	}
 	for i := 1; i <= n; i++ {
 		row, _ := spec.NodeByNumber(i)
 		mac := row.MAC
@@ -128,6 +149,7 @@ func InstalledTopology(t Topology) (ClusterConfig, error) {
 		if i == 1 {
 			nc = NodeConfig{Number: 1, MAC: mac, Boot: "disk", Disk: disk, Firmware: "uefi", APIPort: apiPort, DiskShared: standby != 0}
 		}
+		nc.SharedDisk = shared
 		cfg.Nodes = append(cfg.Nodes, nc)
 	}
 	return cfg, nil

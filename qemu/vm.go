@@ -35,6 +35,9 @@ type NodeConfig struct {
 	// Disk is a raw disk image the node boots from ("disk" boot). The VM
 	// writes to a qcow2 overlay in its directory; the image stays as built.
 	Disk string `json:"disk,omitempty"`
+	// SharedDisk is a raw disk image every node of the cluster has (a
+	// GFS2 root's).
+	SharedDisk string `json:"shared_disk,omitempty"`
 	// DiskShared makes the node's disk a raw copy of the image in its
 	// directory rather than an overlay, without QEMU's image lock, so that
 	// another node can attach it too: shared storage, as a SAN LUN or a
@@ -302,6 +305,11 @@ func vmArgs(c *ClusterConfig, n NodeConfig, dir string) ([]string, error) {
 	}
 	if n.Identity != "" {
 		args = append(args, "-fw_cfg", "name="+IdentityFwCfg+",file="+n.Identity)
+	}
+	if n.SharedDisk != "" {
+		// Every node's: a cluster filesystem's disk (GFS2), unlocked so
+		// all the VMs open it, all writing through the host's page cache.
+		args = append(args, "-drive", "file="+n.SharedDisk+",if=virtio,format=raw,file.locking=off")
 	}
 	if n.AttachDisk != 0 {
 		// The other node's raw disk, unlocked: both VMs write through

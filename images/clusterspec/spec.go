@@ -190,6 +190,10 @@ type Root struct {
 	CFS CFSRoot `yaml:"cfs" json:"cfs,omitempty"`
 	// NFS is the export of an nfs root.
 	NFS NFSRoot `yaml:"nfs" json:"nfs,omitempty"`
+	// GFS2 shapes a gfs2 root: one disk every node sees (a SAN LUN; in
+	// QEMU one raw image attached to every VM), which every node mounts
+	// itself, its caches kept coherent by the kernel's DLM.
+	GFS2 GFS2Root `yaml:"gfs2" json:"gfs2,omitempty"`
 	// Device, FSType and Options are the mount(2) arguments of a mount
 	// root, e.g. /dev/sdb1, gfs2, "".
 	Device  string `yaml:"device" json:"device,omitempty"`
@@ -213,6 +217,23 @@ type Root struct {
 	// a tarball root; relative paths are from the spec's directory.
 	Tarball string `yaml:"tarball" json:"tarball,omitempty"`
 }
+
+// GFS2Root configures a gfs2 root.
+type GFS2Root struct {
+	// Journals is how many nodes may mount it at once (one journal
+	// each; more can be added later with gfs2_jadd). Default 8.
+	Journals int `yaml:"journals" json:"journals,omitempty"`
+	// SizeMB is the size of the disk image the builder makes (for QEMU
+	// clusters). Default 1024.
+	SizeMB int `yaml:"size_mb" json:"size_mb,omitempty"`
+}
+
+// GFS2Table is the lock table of the cluster's gfs2 root:
+// "<cluster>:root". Its lockspace is "root".
+func (s *Spec) GFS2Table() string { return s.Cluster.Name + ":" + GFS2FSName }
+
+// GFS2FSName is the gfs2 root's filesystem name (its lockspace).
+const GFS2FSName = "root"
 
 // CFSRoot configures the CFS server of a cfs root, and its failover
 // (HA-CFS): node 1 serves its root partition; Standby, a node that sees
@@ -288,6 +309,7 @@ const (
 	RootCFS              = "cfs"
 	RootNFS              = "nfs"
 	RootMount            = "mount"
+	RootGFS2             = "gfs2"
 	ContentMinimal       = "minimal"
 	ContentDebootstrap   = "debootstrap"
 	ContentTarball       = "tarball"
@@ -379,6 +401,14 @@ func (s *Spec) applyDefaults() {
 	}
 	if s.Root.Shared() && len(s.Root.Private) == 0 {
 		s.Root.Private = []string{"/etc/hostname"}
+	}
+	if s.Root.Source == RootGFS2 {
+		if s.Root.GFS2.Journals == 0 {
+			s.Root.GFS2.Journals = 8
+		}
+		if s.Root.GFS2.SizeMB == 0 {
+			s.Root.GFS2.SizeMB = 1024
+		}
 	}
 	if s.Root.Source == RootNFS && s.Root.NFS.Options == "" {
 		s.Root.NFS.Options = "vers=4.2"
@@ -665,6 +695,8 @@ func (s *Spec) AllModules() []string {
 		extra = append([]string{"fuse"}, extra...)
 	case RootNFS:
 		extra = append([]string{"nfs", "nfsv3", "nfsv4"}, extra...)
+	case RootGFS2:
+		extra = append([]string{"gfs2"}, extra...)
 	}
 	for _, m := range extra {
 		m = strings.ReplaceAll(m, "-", "_")
@@ -765,6 +797,17 @@ func (s *Spec) validateSource(bad func(key, format string, args ...any)) {
 	r := s.Root
 	switch r.Source {
 	case RootInitramfs, RootCFS:
+	case RootGFS2:
+		// mkfs.gfs2's rule for the lock table's cluster part.
+		if len(s.Cluster.Name) > 32 {
+			bad("cluster.name", "%q is longer than the 32 characters a GFS2 lock table allows (root.source: gfs2)", s.Cluster.Name)
+		}
+		if r.GFS2.Journals < 0 || r.GFS2.Journals > 192 {
+			bad("root.gfs2.journals", "%d must be 1 to 192 (0: the default, 8)", r.GFS2.Journals)
+		}
+		if r.GFS2.SizeMB != 0 && (r.GFS2.SizeMB < 128 || r.GFS2.SizeMB > 1<<20) {
+			bad("root.gfs2.size_mb", "%d must be 128 to 1048576 (0: the default, 1024)", r.GFS2.SizeMB)
+		}
 	case RootNFS:
 		if _, err := netip.ParseAddr(r.NFS.Server); err != nil {
 			bad("root.nfs.server", "%q is not an IP address", r.NFS.Server)
@@ -780,7 +823,7 @@ func (s *Spec) validateSource(bad func(key, format string, args ...any)) {
 			bad("root.fstype", "%q is not a filesystem type", r.FSType)
 		}
 	default:
-		bad("root.source", "%q must be %q, %q, %q or %q", r.Source, RootInitramfs, RootCFS, RootNFS, RootMount)
+		bad("root.source", "%q must be %q, %q, %q, %q or %q", r.Source, RootInitramfs, RootCFS, RootGFS2, RootNFS, RootMount)
 		return
 	}
 	if r.Source != RootCFS && (r.CFS != CFSRoot{}) {
@@ -804,6 +847,9 @@ func (s *Spec) validateSource(bad func(key, format string, args ...any)) {
 				bad("root.cfs.address", "%s is outside the interconnect subnet %s", a, p)
 			}
 		}
+	}
+	if r.Source != RootGFS2 && (r.GFS2 != GFS2Root{}) {
+		bad("root.gfs2", "applies only to root.source: %s", RootGFS2)
 	}
 	if r.Source != RootNFS && (r.NFS != NFSRoot{}) {
 		bad("root.nfs", "applies only to root.source: %s", RootNFS)

@@ -19,6 +19,9 @@ type Manifest struct {
 	Modules         []string `json:"modules"`
 	Spec            string   `json:"spec"`
 	Disk            string   `json:"disk"`
+	// SharedDisk, for a gfs2 root, is the disk every node mounts (made
+	// empty; the first node to boot fills it from the install disk).
+	SharedDisk string `json:"shared_disk,omitempty"`
 }
 
 // ReadManifest reads the manifest of a built output directory.

@@ -10,6 +10,8 @@ const (
 	NetbootDir = "netboot"
 	// DiskFile is the install disk (raw): node 1 boots it under UEFI.
 	DiskFile = "disk.img"
+	// GFS2DiskFile is a gfs2 root's shared disk.
+	GFS2DiskFile = "gfs2root.img"
 	// DiskQCOW2File is the install disk as qcow2 (--format qcow2).
 	DiskQCOW2File = "disk.qcow2"
 )

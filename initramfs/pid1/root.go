@@ -127,6 +127,9 @@ func (n *Node) mountShared(ctx context.Context) (string, string, error) {
 			what += ", failing over to node " + strconv.Itoa(r.CFS.Standby)
 		}
 		return sysroot, what, mountFUSE(ctx, n, sysroot, 3*time.Minute)
+	case clusterspec.RootGFS2:
+		what, err := n.mountGFS2(ctx, sysroot)
+		return sysroot, what, err
 	case clusterspec.RootNFS:
 		src := r.NFS.Server + ":" + r.NFS.Export
 		opts := "addr=" + r.NFS.Server
