@@ -21,6 +21,12 @@ import (
 // asked on node via.
 func lockspaceOn(t *testing.T, locus func(...string) (string, error), via string) map[int]dlm.SpaceState {
 	t.Helper()
+	return spaceOn(t, locus, via, dlm.DefaultLockspace)
+}
+
+// spaceOn reads every node's report of lockspace name, asked on node via.
+func spaceOn(t *testing.T, locus func(...string) (string, error), via, name string) map[int]dlm.SpaceState {
+	t.Helper()
 	out, err := locus("qemu", "exec", via, "--", "locus", "lock", "spaces", "--output", "json")
 	var reply locusd.DLMReply
 	if err != nil || json.Unmarshal([]byte(out), &reply) != nil {
@@ -29,7 +35,7 @@ func lockspaceOn(t *testing.T, locus func(...string) (string, error), via string
 	got := map[int]dlm.SpaceState{}
 	for _, n := range reply.Nodes {
 		for _, sp := range n.Spaces {
-			if sp.Name == dlm.DefaultLockspace {
+			if sp.Name == name {
 				got[n.Node] = sp
 			}
 		}

@@ -16,9 +16,9 @@ func newFSCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "fs",
 		Short:   "Check the filesystem this node sees (the shared root)",
-		Example: "  locus fs conform /var/tmp\n  locus fs bench /var/tmp",
+		Example: "  locus fs conform /var/tmp\n  locus fs bench /var/tmp\n  locus fs lock /srv/state -- app --update",
 	}
-	cmd.AddCommand(newFSConformCmd(e), newFSBenchCmd(e))
+	cmd.AddCommand(newFSConformCmd(e), newFSBenchCmd(e), newFSLockCmd(e))
 	return cmd
 }
 

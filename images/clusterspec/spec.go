@@ -323,10 +323,11 @@ const (
 // devices of the machines Locus boots on (QEMU and common servers), the
 // entropy source, the exec channel, and ext4 for the install disk's
 // partitions (with crc32c, which ext4 asks for at mount time rather than
-// as a module dependency), and the kernel's DLM (with configfs, its
-// configuration), which every node's daemon drives.
+// as a module dependency), the kernel's DLM (with configfs, its
+// configuration), which every node's daemon drives, and FUSE, which
+// serves the clusterwide /proc on every node.
 func BaseModules() []string {
-	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e", "crc32c_generic", "ext4", "qemu_fw_cfg", "configfs", "dlm"}
+	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "e1000", "e1000e", "crc32c_generic", "ext4", "qemu_fw_cfg", "configfs", "dlm", "fuse"}
 }
 
 // DefaultClusterSpec is the cluster `locus image build` makes without a

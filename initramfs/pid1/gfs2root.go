@@ -46,10 +46,10 @@ func (n *Node) mountGFS2(ctx context.Context, dir string) (string, error) {
 		case <-time.After(time.Second):
 		}
 	}
-	// localflocks: fcntl and flock locks are this node's own until the
-	// daemon serves the DLM's POSIX locks (docs/dlm.md).
+	// Without localflocks: fcntl locks are clusterwide (this node's
+	// daemon passes them to the master), flock ones are GFS2's own.
 	start := time.Now()
-	if err := retryMount(ctx, n, mount{dev, dir, "gfs2", unix.MS_NOATIME, "localflocks"}, 5*time.Minute); err != nil {
+	if err := retryMount(ctx, n, mount{dev, dir, "gfs2", unix.MS_NOATIME, ""}, 5*time.Minute); err != nil {
 		return "", err
 	}
 	what := fmt.Sprintf("gfs2 %s (lock table %s, mounted in %s)", dev, table, time.Since(start).Round(time.Millisecond))

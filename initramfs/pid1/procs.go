@@ -126,6 +126,10 @@ func (p *Procs) Daemon(ctx context.Context, log *slog.Logger, name, root string,
 		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = con, con
 		cmd.SysProcAttr.Setsid = true
+		// Stopped with SIGTERM, not exec's SIGKILL: a daemon leaves what
+		// it holds (the DLM's lockspaces, a taken-over root) cleanly; it
+		// is killed below if it has not gone within 5 s.
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		started := time.Now()
 		if err := p.Start(cmd); err != nil {
 			log.Warn("service failed to start", "service", name, "err", err)

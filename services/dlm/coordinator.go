@@ -29,10 +29,12 @@ type coordinator struct {
 	table    map[string][]Member // lockspace -> its members after the last round
 	locks    map[string]*sync.Mutex
 	lastScan time.Time
+	// plocks is the cluster's POSIX lock table, while this node is master.
+	plocks *plockTable
 }
 
 func newCoordinator(s *Service) *coordinator {
-	return &coordinator{s: s, table: map[string][]Member{}, locks: map[string]*sync.Mutex{}}
+	return &coordinator{s: s, table: map[string][]Member{}, locks: map[string]*sync.Mutex{}, plocks: newPlockTable()}
 }
 
 // resign forgets the table: another node is master (or none is).
@@ -81,6 +83,7 @@ func (c *coordinator) learn(ctx context.Context, st clms.Status) error {
 		return nil
 	}
 	table := map[string][]Member{}
+	var plocks []PlockRange
 	var maxSeq uint64
 	for _, n := range st.Nodes {
 		if !memberOf(st, n.Node) {
@@ -95,6 +98,7 @@ func (c *coordinator) learn(ctx context.Context, st clms.Status) error {
 			return fmt.Errorf("dlm coordinator: state of node %d: %w", n.Node, err)
 		}
 		addr, _ := nodeAddr(st, n.Node)
+		plocks = append(plocks, ns.Plocks...)
 		for _, sp := range ns.Spaces {
 			if sp.Epoch.Term == st.Term && sp.Epoch.Seq > maxSeq {
 				maxSeq = sp.Epoch.Seq
@@ -115,6 +119,7 @@ func (c *coordinator) learn(ctx context.Context, st clms.Status) error {
 		table[ls] = ms
 	}
 	c.table, c.known = table, true
+	c.plocks.load(plocks)
 	c.seq = max(c.seq, maxSeq)
 	c.s.log.Info("dlm coordinator: master; lockspaces learnt from the nodes", "term", st.Term, "lockspaces", len(table))
 	return nil

@@ -25,6 +25,7 @@ type Daemon struct {
 	*Service
 	uevents *ueventSocket
 	monitor *os.File
+	plocks  *os.File // the kernel's POSIX lock requests (GFS2 without localflocks)
 }
 
 // Start brings the control daemon up: configfs and debugfs mounted if
@@ -67,7 +68,13 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	s.LinkMiscDevices()
-	return &Daemon{Service: s, uevents: uev, monitor: mon}, nil
+	pl, err := os.OpenFile(PlockDevice, os.O_RDWR, 0)
+	if err != nil {
+		uev.Close()
+		mon.Close()
+		return nil, fmt.Errorf("dlm: %w", err)
+	}
+	return &Daemon{Service: s, uevents: uev, monitor: mon, plocks: pl}, nil
 }
 
 // mountIfMissing mounts fstype on dir unless want exists already.
@@ -93,6 +100,8 @@ func (d *Daemon) Run(ctx context.Context) {
 	runCtx, stopRun := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); d.Service.Run(runCtx, events) }()
+	served := make(chan struct{})
+	go func() { defer close(served); d.servePlocks(runCtx, d.plocks) }()
 	joined := make(chan struct{})
 	go func() { defer close(joined); d.joinDefault(ctx) }()
 	<-ctx.Done()
@@ -104,6 +113,8 @@ func (d *Daemon) Run(ctx context.Context) {
 	}
 	stopRun()
 	<-ran
+	d.plocks.Close()
+	<-served
 	d.uevents.Close()
 	d.monitor.Close()
 }

@@ -95,8 +95,10 @@ type NodeState struct {
 	Boot string `json:"boot"`
 	// NoQuorum: the node has stopped its lockspaces for want of quorum,
 	// and takes no start until it has it again.
-	NoQuorum bool         `json:"no_quorum,omitempty"`
-	Spaces   []SpaceState `json:"spaces"`
+	NoQuorum bool `json:"no_quorum,omitempty"`
+	// Plocks are the POSIX locks this node's processes hold.
+	Plocks []PlockRange `json:"plocks,omitempty"`
+	Spaces []SpaceState `json:"spaces"`
 }
 
 // Service is a node's DLM control daemon.
@@ -113,6 +115,7 @@ type Service struct {
 	shutdown time.Time
 
 	coord       *coordinator
+	ownPlocks   *plockTable // the POSIX locks this node's processes hold
 	reconciling atomic.Bool
 
 	kick chan struct{} // wakes the loop (a transition, a request)
@@ -126,6 +129,7 @@ const (
 	methodLeft   = "dlm.left"
 	methodState  = "dlm.state"
 	methodLocks  = "dlm.locks"
+	methodPlock  = "dlm.plock" // to the master: a POSIX lock operation
 )
 
 // New configures the kernel's DLM for this node: it refuses a kernel
@@ -160,11 +164,12 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: cfg.Log, spaces: map[string]*space{}, comms: map[int]string{cfg.Node: cfg.Boot},
 		kick: make(chan struct{}, 1)}
 	s.coord = newCoordinator(s)
+	s.ownPlocks = newPlockTable()
 	return s, nil
 }
 
 // Methods are the daemon's ICS methods, for Register.
-var Methods = []string{methodChange, methodStop, methodStart, methodLeft, methodState, methodLocks}
+var Methods = []string{methodChange, methodStop, methodStart, methodLeft, methodState, methodLocks, methodPlock}
 
 // Register serves the daemon's ICS methods on n.
 func (s *Service) Register(n *ics.Node) {
@@ -178,6 +183,8 @@ func (s *Service) Serve(ctx context.Context, from int, method string, b []byte) 
 	switch method {
 	case methodChange:
 		return s.handleChange(ctx, from, b)
+	case methodPlock:
+		return s.handlePlock(ctx, from, b)
 	case methodStop:
 		return nil, decodeThen(b, from, s.stop)
 	case methodStart:
@@ -219,6 +226,8 @@ func (s *Service) poke() {
 // Transition tells the daemon of a committed membership change.
 func (s *Service) Transition(t clms.Transition) {
 	if t.State == clms.Down && t.Node != s.cfg.Node {
+		// Its POSIX locks go (on the master, which holds the table).
+		s.coord.plocks.dropNode(t.Node)
 		// A Down node (fenced, when the cluster fences) is out of every
 		// lockspace: its comms entry goes before the next start, so the
 		// kernel recovers its journals.
@@ -239,7 +248,7 @@ func (s *Service) Transition(t clms.Transition) {
 func (s *Service) State() NodeState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := NodeState{Node: s.cfg.Node, Boot: s.cfg.Boot, NoQuorum: s.stopAll}
+	st := NodeState{Node: s.cfg.Node, Boot: s.cfg.Boot, NoQuorum: s.stopAll, Plocks: s.ownPlocks.ranges()}
 	for _, sp := range s.spaces {
 		st.Spaces = append(st.Spaces, SpaceState{Name: sp.name, Epoch: sp.epoch, Members: slices.Clone(sp.members),
 			Started: sp.started, Joining: sp.joining, Leaving: sp.leaving})

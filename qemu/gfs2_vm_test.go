@@ -1,0 +1,204 @@
+//go:build vm
+
+package qemu_test
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/locus-ssi/locus/services/clms"
+
+	"github.com/locus-ssi/locus/images/layout"
+)
+
+// TestVMGFS2Root: three nodes on one GFS2 root (examples/gfs2.yaml's
+// topology): every node mounts the shared disk itself, under the kernel's
+// DLM driven by the membership. What one node writes another reads at
+// once; appends from two nodes interleave without loss; a node killed
+// mid-write is fenced, and the survivors replay its journal and go on;
+// after a clean shutdown fsck.gfs2 finds the filesystem clean.
+func TestVMGFS2Root(t *testing.T) {
+	locus, state := specCluster(t, "gfs2", []byte(`cluster: {name: vmgfs}
+interconnect: {subnet: 10.87.0.0/24}
+root:
+  source: gfs2
+  gfs2: {journals: 4, size_mb: 512}
+`))
+	start := time.Now()
+	qemuUp(t, locus, "-n", "3", "--timeout", "8m", "--api-port", "17476")
+	t.Logf("3 nodes Up on one GFS2 root in %.1fs", time.Since(start).Seconds())
+	run := func(node, script string) string {
+		t.Helper()
+		out, err := locus("qemu", "exec", node, "--", "/usr/local/bin/busybox", "sh", "-c", script)
+		if err != nil {
+			t.Fatalf("on node %s: %q: %v\n%s", node, script, err, out)
+		}
+		return out
+	}
+	for _, n := range []string{"1", "2", "3"} {
+		if got := run(n, "grep ' / / ' /proc/self/mountinfo"); !strings.Contains(got, " - gfs2 ") {
+			t.Errorf("node %s's root is not the GFS2 disk:\n%s", n, got)
+		}
+	}
+	waitSpace(t, locus, "root", 1, 2, 3)
+
+	// Written on node 2, read on node 3 at once.
+	note := fmt.Sprintf("from node 2 at %d", time.Now().UnixNano())
+	run("2", "echo '"+note+"' > /note")
+	if got := strings.TrimSpace(run("3", "cat /note")); got != note {
+		t.Errorf("node 3 read %q, node 2 wrote %q", got, note)
+	}
+
+	// Appends from two nodes at once: every line of each, none torn.
+	a2 := bgExec(locus, "2", "/usr/local/bin/busybox", "sh", "-c", "i=0; while [ $i -lt 300 ]; do echo n2-$i >> /append.log; i=$((i+1)); done")
+	a3 := bgExec(locus, "3", "/usr/local/bin/busybox", "sh", "-c", "i=0; while [ $i -lt 300 ]; do echo n3-$i >> /append.log; i=$((i+1)); done")
+	for _, ch := range []<-chan bgResult{a2, a3} {
+		if r := <-ch; r.err != nil {
+			t.Fatalf("appender: %v\n%s", r.err, r.out)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(run("1", "cat /append.log")), "\n")
+	count := map[string]int{}
+	for _, l := range lines {
+		count[l]++
+	}
+	var missing, extra []string
+	for _, w := range []string{"n2", "n3"} {
+		for i := 0; i < 300; i++ {
+			l := fmt.Sprintf("%s-%d", w, i)
+			switch c := count[l]; {
+			case c == 0:
+				missing = append(missing, l)
+			case c > 1:
+				extra = append(extra, fmt.Sprintf("%q x%d", l, c))
+			}
+			delete(count, l)
+		}
+	}
+	for l, c := range count {
+		extra = append(extra, fmt.Sprintf("%q x%d", l, c))
+	}
+	if len(missing) > 0 || len(extra) > 0 || len(lines) != 600 {
+		t.Errorf("%d lines appended from nodes 2 and 3 (want 600): missing %v; not written or written twice %v", len(lines), missing, extra)
+	}
+
+	// POSIX (fcntl) locks exclude across nodes: the root is mounted
+	// without localflocks, and the nodes' daemons order them on the
+	// master.
+	held := bgExec(locus, "2", "locus", "fs", "lock", "/plk", "--", "sleep", "8")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, err := locus("qemu", "exec", "3", "--", "locus", "fs", "lock", "--wait", "0", "/plk", "--", "echo", "free")
+		if err != nil && strings.Contains(out, "is locked") {
+			break // node 2 holds it
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 3 never found /plk locked by node 2: %v\n%s", err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if out, err := locus("qemu", "exec", "3", "--", "locus", "fs", "lock", "/plk", "--", "echo", "got it"); err != nil || !strings.Contains(out, "got it") {
+		t.Errorf("node 3 waiting for node 2's fcntl lock: %v\n%s", err, out)
+	}
+	got := time.Now()
+	r := <-held
+	if r.err != nil {
+		t.Errorf("node 2's fcntl lock: %v\n%s", r.err, r.out)
+	}
+	if got.Before(r.at.Add(-time.Second)) {
+		t.Errorf("node 3 got the fcntl lock %v before node 2 let it go", r.at.Sub(got))
+	}
+
+	// Node 3 dies while writing /w3 (so it holds its lock in EX); node 2
+	// then appends to it: granted once node 3 is fenced and Down and its
+	// journal replayed.
+	bgExec(locus, "3", "/usr/local/bin/busybox", "sh", "-c", "i=0; while true; do echo $i >> /w3; i=$((i+1)); done")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := locus("qemu", "exec", "2", "--", "/usr/local/bin/busybox", "test", "-s", "/w3"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 3's writer never wrote /w3")
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(2 * time.Second)
+	killed := time.Now()
+	if out, err := locus("qemu", "kill", "3"); err != nil {
+		t.Fatalf("kill 3: %v\n%s", err, out)
+	}
+	run("2", "echo after-node-3 >> /w3")
+	wrote := time.Now()
+	fenced := fenceTime(t, state, 3, killed)
+	t.Logf("node 2 appended to node 3's file %.1fs after node 3 was killed, %.2fs after the supervisor fenced it", wrote.Sub(killed).Seconds(), wrote.Sub(fenced).Seconds())
+	if wrote.Before(fenced) {
+		t.Errorf("node 2 wrote to the file node 3 held %v before node 3 was fenced", fenced.Sub(wrote))
+	}
+	if got := run("1", "tail -n 1 /w3"); strings.TrimSpace(got) != "after-node-3" {
+		t.Errorf("node 1 sees the end of /w3 as %q", got)
+	}
+	waitSpace(t, locus, "root", 1, 2)
+	// Node 3 was fenced with a reboot: it boots again, mounts the root
+	// and is back in its lockspace.
+	for deadline := time.Now().Add(4 * time.Minute); ; {
+		if st, err := clusterStatus(hostCLI(state)); err == nil && stateOf(st, 3) == clms.Up {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 3 not back Up within 4 min of its fence")
+		}
+		time.Sleep(2 * time.Second)
+	}
+	waitSpace(t, locus, "root", 1, 2, 3)
+	if got := strings.TrimSpace(run("3", "tail -n 1 /w3")); got != "after-node-3" {
+		t.Errorf("node 3, back, sees the end of /w3 as %q", got)
+	}
+
+	// A clean shutdown leaves the lockspace on every node (a leave, not
+	// a failure) and the filesystem clean.
+	host := hostCLI(state)
+	if out, err := host("shutdown", "--yes"); err != nil {
+		t.Fatalf("shutdown: %v\n%s", err, out)
+	}
+	waitPoweredOff(t, locus, 3, 3*time.Minute)
+	fsck, err := exec.LookPath("fsck.gfs2")
+	if err != nil {
+		t.Fatalf("fsck.gfs2 (gfs2-utils, which make deps installs): %v", err)
+	}
+	if out, err := exec.Command(fsck, "-n", filepath.Join(state, layout.GFS2DiskFile)).CombinedOutput(); err != nil {
+		t.Errorf("fsck.gfs2 -n after the shutdown: %v\n%s", err, out)
+	}
+}
+
+// waitSpace waits until lockspace ls runs on exactly nodes, each with
+// them as its members, asked on the first of them.
+func waitSpace(t *testing.T, locus func(...string) (string, error), ls string, nodes ...int) {
+	t.Helper()
+	via := fmt.Sprint(nodes[0])
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := spaceOn(t, locus, via, ls)
+		ok := len(got) == len(nodes)
+		for _, n := range nodes {
+			sp, have := got[n]
+			var ms []int
+			for _, m := range sp.Members {
+				ms = append(ms, m.Node)
+			}
+			if !have || !sp.Started || !slices.Equal(ms, nodes) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lockspace %s not running on %v within 60s: %+v", ls, nodes, got)
+		}
+		time.Sleep(time.Second)
+	}
+}
