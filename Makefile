@@ -36,10 +36,10 @@ demo: image
 	./scripts/demo.sh $(LOCUS) $(OUT)
 
 # demo-gfs2: the same journey on a GFS2 root every node mounts itself
-# (examples/gfs2.yaml): a write on one node read on another, a lock
+# (images/clusterspec/examples/gfs2.yaml): a write on one node read on another, a lock
 # across nodes, a node killed and the others going on.
 demo-gfs2: deps build
-	$(LOCUS) image build --spec examples/gfs2.yaml --out $(OUT)-gfs2
+	$(LOCUS) image build --spec images/clusterspec/examples/gfs2.yaml --out $(OUT)-gfs2
 	./scripts/demo-gfs2.sh $(LOCUS) $(OUT)-gfs2
 
 # netboot-demo: PXE-boot one VM from `locus netboot serve` (FIRMWARE=uefi

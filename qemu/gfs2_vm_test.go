@@ -16,7 +16,7 @@ import (
 	"github.com/locus-ssi/locus/images/layout"
 )
 
-// TestVMGFS2Root: three nodes on one GFS2 root (examples/gfs2.yaml's
+// TestVMGFS2Root: three nodes on one GFS2 root (images/clusterspec/examples/gfs2.yaml's
 // topology): every node mounts the shared disk itself, under the kernel's
 // DLM driven by the membership. What one node writes another reads at
 // once; appends from two nodes interleave without loss; a node killed

@@ -236,7 +236,13 @@ func newLockSpacesCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "spaces",
 		Short: "Every node's lockspaces: members, epoch, running or stopped",
-		Args:  cobra.NoArgs,
+		Long: `Spaces lists, for every node, the DLM lockspaces it is in (the default
+"locus", a GFS2 root's "root", applications' own): running, stopped
+(recovering, or without quorum), joining or leaving; the epoch of the
+last change the master made (its Raft term, then a sequence), and the
+members it started with.`,
+		Example: "  locus lock spaces\n  locus lock spaces --output json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err

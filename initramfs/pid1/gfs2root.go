@@ -116,7 +116,7 @@ func copyTree(src, dst string, skip map[string]bool) (int, error) {
 				return err
 			}
 		case unix.S_IFREG:
-			if err := copyFile(path, target); err != nil {
+			if err := copyFile(path, target, os.O_TRUNC, 0o600); err != nil {
 				return err
 			}
 		case unix.S_IFLNK:
@@ -150,13 +150,15 @@ func copyTree(src, dst string, skip map[string]bool) (int, error) {
 	return count, err
 }
 
-func copyFile(src, dst string) error {
+// copyFile copies src's contents to dst, created with perm (flag adds
+// O_TRUNC or O_EXCL).
+func copyFile(src, dst string, flag int, perm os.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|flag, perm)
 	if err != nil {
 		return err
 	}

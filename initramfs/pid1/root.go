@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -291,20 +290,7 @@ func (n *Node) privateCopy(path, src, dst string) error {
 	if fi.IsDir() {
 		return os.Mkdir(src, fi.Mode().Perm())
 	}
-	in, err := os.Open(dst)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(src, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return copyFile(dst, src, os.O_EXCL, fi.Mode().Perm())
 }
 
 // bindMount binds src on dst (recursively for a tree of mounts), making

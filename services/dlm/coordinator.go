@@ -134,7 +134,8 @@ func (c *coordinator) members(ls string) []Member {
 	return slices.Clone(c.table[ls])
 }
 
-func (c *coordinator) join(ctx context.Context, st clms.Status, ls string, m Member) error {
+// change adds m to lockspace ls, or with leave takes it out.
+func (c *coordinator) change(ctx context.Context, st clms.Status, ls string, m Member, leave bool) error {
 	if err := c.learn(ctx, st); err != nil {
 		return err
 	}
@@ -144,24 +145,13 @@ func (c *coordinator) join(ctx context.Context, st clms.Status, ls string, m Mem
 		if o.Node != m.Node {
 			next = append(next, o)
 		}
+	}
+	if leave {
+		return c.round(ctx, ls, next, &m)
 	}
 	next = append(next, m)
 	sortMembers(next)
 	return c.round(ctx, ls, next, nil)
-}
-
-func (c *coordinator) leave(ctx context.Context, st clms.Status, ls string, m Member) error {
-	if err := c.learn(ctx, st); err != nil {
-		return err
-	}
-	defer c.lock(ls)()
-	var next []Member
-	for _, o := range c.members(ls) {
-		if o.Node != m.Node {
-			next = append(next, o)
-		}
-	}
-	return c.round(ctx, ls, next, &m)
 }
 
 // round moves lockspace ls from its members to next (leaver, if set,

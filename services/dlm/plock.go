@@ -425,21 +425,9 @@ func (s *Service) plock(ctx context.Context, op PlockOp) PlockOp {
 func (s *Service) plockOnMaster(ctx context.Context, op PlockOp) (PlockOp, bool) {
 	req, _ := json.Marshal(op)
 	for attempt := 1; ; attempt++ {
-		st := s.cfg.Status()
-		var b []byte
-		var err error
-		switch {
-		case !st.Quorum || st.Master == 0:
-			err = errors.New("no master with the quorum")
-		case st.Master == s.cfg.Node:
-			b, err = s.handlePlock(ctx, s.cfg.Node, req)
-		default:
-			// A waiting lock may wait long: not the calls' default
-			// deadline (which would requeue it at the back).
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-			b, err = s.cfg.Call(cctx, st.Master, methodPlock, req)
-			cancel()
-		}
+		// A waiting lock may wait long: not the calls' default deadline
+		// (which would requeue it at the back).
+		b, err := s.onMaster(ctx, s.cfg.Status(), methodPlock, req, 10*time.Minute)
 		if err == nil {
 			var ans PlockOp
 			if err := json.Unmarshal(b, &ans); err == nil {

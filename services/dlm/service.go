@@ -429,19 +429,11 @@ func (s *Service) request(ctx context.Context, ls, op string) {
 		if s.shuttingDown(ls, op) {
 			return
 		}
-		st := s.cfg.Status()
 		var err error
-		switch {
-		case !st.Quorum || st.Master == 0:
-			err = errors.New("no master with the quorum")
-		case !memberOf(st, s.cfg.Node):
+		if st := s.cfg.Status(); !memberOf(st, s.cfg.Node) {
 			err = errors.New("this node is not yet a cluster member")
-		case st.Master == s.cfg.Node:
-			_, err = s.handleChange(ctx, s.cfg.Node, req)
-		default:
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			_, err = s.cfg.Call(cctx, st.Master, methodChange, req)
-			cancel()
+		} else {
+			_, err = s.onMaster(ctx, st, methodChange, req, 30*time.Second)
 		}
 		if err == nil {
 			return
@@ -455,6 +447,20 @@ func (s *Service) request(ctx context.Context, ls, op string) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// onMaster calls method on the master (in this process when this node
+// is the master), with a deadline of within.
+func (s *Service) onMaster(ctx context.Context, st clms.Status, method string, req []byte, within time.Duration) ([]byte, error) {
+	switch {
+	case !st.Quorum || st.Master == 0:
+		return nil, errors.New("no master with the quorum")
+	case st.Master == s.cfg.Node:
+		return s.Serve(ctx, s.cfg.Node, method, req)
+	}
+	cctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	return s.cfg.Call(cctx, st.Master, method, req)
 }
 
 // leaveBound is how long a shutting-down node waits for the master to
@@ -710,10 +716,8 @@ func (s *Service) handleChange(ctx context.Context, from int, b []byte) ([]byte,
 		return nil, fmt.Errorf("dlm: node %d says its address is %s, the membership has %s", from, r.Member.Addr, want)
 	}
 	switch r.Op {
-	case "join":
-		return nil, s.coord.join(ctx, st, r.Lockspace, r.Member)
-	case "leave":
-		return nil, s.coord.leave(ctx, st, r.Lockspace, r.Member)
+	case "join", "leave":
+		return nil, s.coord.change(ctx, st, r.Lockspace, r.Member, r.Op == "leave")
 	}
 	return nil, fmt.Errorf("dlm: change %q: want join or leave", r.Op)
 }
