@@ -25,16 +25,16 @@ type coordinator struct {
 	mu       sync.Mutex
 	term     uint64 // the term this node is master in; 0 when it is not
 	seq      uint64
-	known    bool                // the table was learnt from the nodes this term
-	table    map[string][]Member // lockspace -> its members after the last round
-	locks    map[string]*sync.Mutex
+	known    bool                     // the table was learnt from the nodes this term
+	table    map[string][]Member      // lockspace -> its members after the last round
+	locks    map[string]chan struct{} // one round at a time per lockspace
 	lastScan time.Time
 	// plocks is the cluster's POSIX lock table, while this node is master.
 	plocks *plockTable
 }
 
 func newCoordinator(s *Service) *coordinator {
-	return &coordinator{s: s, table: map[string][]Member{}, locks: map[string]*sync.Mutex{}, plocks: newPlockTable()}
+	return &coordinator{s: s, table: map[string][]Member{}, locks: map[string]chan struct{}{}, plocks: newPlockTable()}
 }
 
 // resign forgets the table: another node is master (or none is).
@@ -56,16 +56,20 @@ func (c *coordinator) epoch() Epoch {
 	return Epoch{Term: c.term, Seq: c.seq}
 }
 
-func (c *coordinator) lock(ls string) func() {
+func (c *coordinator) lock(ctx context.Context, ls string) (func(), error) {
 	c.mu.Lock()
 	l := c.locks[ls]
 	if l == nil {
-		l = &sync.Mutex{}
+		l = make(chan struct{}, 1)
 		c.locks[ls] = l
 	}
 	c.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	select {
+	case l <- struct{}{}:
+		return func() { <-l }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("dlm coordinator: wait for lockspace %s's round: %w", ls, ctx.Err())
+	}
 }
 
 // learn builds the table from every live node's report: the first thing
@@ -139,7 +143,11 @@ func (c *coordinator) change(ctx context.Context, st clms.Status, ls string, m M
 	if err := c.learn(ctx, st); err != nil {
 		return err
 	}
-	defer c.lock(ls)()
+	unlock, err := c.lock(ctx, ls)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var next []Member
 	for _, o := range c.members(ls) {
 		if o.Node != m.Node {
@@ -187,8 +195,23 @@ func (c *coordinator) round(ctx context.Context, ls string, next []Member, leave
 			return fmt.Errorf("dlm coordinator: stop %s on node %d: %w", ls, m.Node, err)
 		}
 	}
-	for _, m := range next {
-		if _, err := c.s.call(ctx, m.Node, methodStart, startRequest{Lockspace: ls, Epoch: e, Members: next, Failed: failed}); err != nil {
+	for i := 0; i < len(next); i++ {
+		m := next[i]
+		_, err := c.s.call(ctx, m.Node, methodStart, startRequest{Lockspace: ls, Epoch: e, Members: next, Failed: failed})
+		if err != nil && (errors.Is(err, errNotMember) || isRemote(err, errNotMember)) && len(next) > 1 {
+			// m is leaving (its own leave comes) or gone: start the
+			// others without it, from the first again (they were all
+			// stopped, so none runs with a list it is not given now).
+			for _, started := range next[:i] {
+				if _, err := c.s.call(ctx, started.Node, methodStop, stopRequest{Lockspace: ls, Epoch: e}); err != nil {
+					return fmt.Errorf("dlm coordinator: stop %s on node %d again: %w", ls, started.Node, err)
+				}
+			}
+			next = slices.Delete(slices.Clone(next), i, i+1)
+			i = -1
+			continue
+		}
+		if err != nil {
 			// The members started so far run without m until the next
 			// round (the reconcile's, once m is Down or answers).
 			return fmt.Errorf("dlm coordinator: start %s on node %d: %w", ls, m.Node, err)
@@ -271,7 +294,11 @@ func (c *coordinator) reconcile(ctx context.Context, st clms.Status) {
 // its members are read under ls's lock, so a join's round that ran
 // meanwhile is not undone.
 func (c *coordinator) reconcileOne(ctx context.Context, st clms.Status, ls string, states map[int]NodeState) {
-	defer c.lock(ls)()
+	unlock, err := c.lock(ctx, ls)
+	if err != nil {
+		return
+	}
+	defer unlock()
 	cur := c.members(ls)
 	var next []Member
 	redo := false

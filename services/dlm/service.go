@@ -433,7 +433,14 @@ func (s *Service) request(ctx context.Context, ls, op string) {
 		if st := s.cfg.Status(); !memberOf(st, s.cfg.Node) {
 			err = errors.New("this node is not yet a cluster member")
 		} else {
-			_, err = s.onMaster(ctx, st, methodChange, req, 30*time.Second)
+			// At shutdown an attempt ends by the leave's bound, so the
+			// node then leaves on its own.
+			actx, cancel := context.WithCancel(ctx)
+			if end := s.leaveDeadline(); !end.IsZero() {
+				actx, cancel = context.WithDeadline(ctx, end)
+			}
+			_, err = s.onMaster(actx, st, methodChange, req, 30*time.Second)
+			cancel()
 		}
 		if err == nil {
 			return
@@ -467,6 +474,17 @@ func (s *Service) onMaster(ctx context.Context, st clms.Status, method string, r
 // take it out of a lockspace before it leaves on its own (the others
 // then see it fail, and recover its locks after its fenced Down).
 const leaveBound = 5 * time.Second
+
+// leaveDeadline is when a shutting-down node stops waiting for the
+// master (zero when it is not shutting down).
+func (s *Service) leaveDeadline() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown.IsZero() {
+		return time.Time{}
+	}
+	return s.shutdown.Add(leaveBound)
+}
 
 func (s *Service) beginShutdown() {
 	s.mu.Lock()

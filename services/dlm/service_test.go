@@ -368,3 +368,48 @@ func TestRefusesLeftoverLockspaces(t *testing.T) {
 type leftover struct{ fakeKernel }
 
 func (leftover) Lockspaces() ([]string, error) { return []string{"gfs2root"}, nil }
+
+// TestConcurrentLeaves: two members leave at once (a whole-cluster
+// shutdown): each is answered, and the one that stays runs alone.
+func TestConcurrentLeaves(t *testing.T) {
+	w := newWorld(t, 1, 2, 3)
+	for _, n := range []int{1, 2, 3} {
+		w.uevent(n, "online", "ls")
+	}
+	w.running("ls", 1, 2, 3)
+	w.uevent(2, "offline", "ls")
+	w.uevent(3, "offline", "ls")
+	w.running("ls", 1)
+	deadline := time.Now().Add(5 * time.Second)
+	for _, n := range []int{2, 3} {
+		for !slices.Equal(w.answered(n, "ls"), []int{0, 0}) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d's leave answered %v, want [0 0]", n, w.answered(n, "ls"))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// TestLeaveAtShutdownWithoutMaster: a node shutting down whose master
+// does not answer leaves on its own within the bound.
+func TestLeaveAtShutdownWithoutMaster(t *testing.T) {
+	w := newWorld(t, 1, 2)
+	w.uevent(2, "online", "ls")
+	w.running("ls", 2)
+	w.mu.Lock()
+	w.noQuorum[2] = true // no master it can reach
+	w.mu.Unlock()
+	w.svcs[2].beginShutdown()
+	start := time.Now()
+	w.uevent(2, "offline", "ls")
+	for !slices.Equal(w.answered(2, "ls"), []int{0, 0}) {
+		if time.Since(start) > leaveBound+3*time.Second {
+			t.Fatalf("node 2's leave answered %v after %v", w.answered(2, "ls"), time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := time.Since(start); got < leaveBound-time.Second {
+		t.Errorf("left on its own after %v, before the %v bound", got, leaveBound)
+	}
+}
