@@ -54,7 +54,7 @@ test-unit: build
 	$(GO) test -count=1 ./...
 
 test-vm: deps build
-	LOCUS_BIN=$(CURDIR)/$(LOCUS) $(GO) test -count=1 -tags vm -timeout 25m -v -run VM $$(grep -rl --include="*_test.go" "^//go:build vm" . | xargs -n1 dirname | sort -u)
+	LOCUS_BIN=$(CURDIR)/$(LOCUS) $(GO) test -count=1 -tags vm -timeout 40m -v -run VM $$(grep -rl --include="*_test.go" "^//go:build vm" . | xargs -n1 dirname | sort -u)
 
 # The peers the benchmarks compare against. Installed with services kept
 # from starting (policy-rc.d), since the benchmarks start them themselves.

@@ -11,5 +11,5 @@ go test -count=1 -timeout 15m ./...
 echo "== VM tests (QEMU; TCG unless KVM works here)"
 # The packages that have VM tests (files built with the vm tag).
 mapfile -t pkgs < <(grep -rl --include='*_test.go' '^//go:build vm' . | xargs -n1 dirname | sort -u)
-go test -count=1 -tags vm -timeout 25m -run VM -v "${pkgs[@]}" 2>&1 | grep -Ev '^(=== RUN|=== PAUSE|=== CONT)'
+go test -count=1 -tags vm -timeout 40m -run VM -v "${pkgs[@]}" 2>&1 | grep -Ev '^(=== RUN|=== PAUSE|=== CONT)'
 exit "${PIPESTATUS[0]}"

@@ -418,6 +418,7 @@ type changeRequest struct {
 // the daemon's lock while it waits, so the daemon goes on serving.
 func (s *Service) request(ctx context.Context, ls, op string) {
 	req, _ := json.Marshal(changeRequest{Lockspace: ls, Op: op, Member: s.self()})
+	begun := time.Now()
 	for attempt := 1; ; attempt++ {
 		s.mu.Lock()
 		sp := s.spaces[ls]
@@ -426,7 +427,7 @@ func (s *Service) request(ctx context.Context, ls, op string) {
 		if !wanted {
 			return // answered (by a round another request or a new master ran)
 		}
-		if s.shuttingDown(ls, op) {
+		if s.shuttingDown(ls, op, begun) {
 			return
 		}
 		var err error
@@ -436,8 +437,8 @@ func (s *Service) request(ctx context.Context, ls, op string) {
 			// At shutdown an attempt ends by the leave's bound, so the
 			// node then leaves on its own.
 			actx, cancel := context.WithCancel(ctx)
-			if end := s.leaveDeadline(); !end.IsZero() {
-				actx, cancel = context.WithDeadline(ctx, end)
+			if op == "leave" && s.leavingNode() {
+				actx, cancel = context.WithDeadline(ctx, begun.Add(leaveBound))
 			}
 			_, err = s.onMaster(actx, st, methodChange, req, 30*time.Second)
 			cancel()
@@ -475,15 +476,22 @@ func (s *Service) onMaster(ctx context.Context, st clms.Status, method string, r
 // then see it fail, and recover its locks after its fenced Down).
 const leaveBound = 5 * time.Second
 
-// leaveDeadline is when a shutting-down node stops waiting for the
-// master (zero when it is not shutting down).
-func (s *Service) leaveDeadline() time.Time {
+// leavingNode says whether this node is on its way out: its daemon
+// stopping, or the node ShuttingDown in the membership (its root is
+// unmounted before the daemon stops, and the master may be gone first).
+func (s *Service) leavingNode() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutdown.IsZero() {
-		return time.Time{}
+	stopping := !s.shutdown.IsZero()
+	s.mu.Unlock()
+	if stopping {
+		return true
 	}
-	return s.shutdown.Add(leaveBound)
+	for _, n := range s.cfg.Status().Nodes {
+		if n.Node == s.cfg.Node {
+			return n.State == clms.ShuttingDown || n.State == clms.GoingDown
+		}
+	}
+	return false
 }
 
 func (s *Service) beginShutdown() {
@@ -494,25 +502,27 @@ func (s *Service) beginShutdown() {
 	}
 }
 
-// shuttingDown ends a join or leave of ls here, if the node is shutting
-// down: a join is refused (the kernel then sends its leave); a leave of
-// a lockspace never started, or one the master has not answered within
-// leaveBound, is answered without a round.
-func (s *Service) shuttingDown(ls, op string) bool {
+// shuttingDown ends a join or leave of ls here, if the node is on its
+// way out: a join is refused at the daemon's stop (the kernel then sends
+// its leave); a leave of a lockspace never started, or one the master
+// has not answered within leaveBound of its start (begun), is answered
+// without a round.
+func (s *Service) shuttingDown(ls, op string, begun time.Time) bool {
+	leaving := s.leavingNode()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sp := s.spaces[ls]
-	if s.shutdown.IsZero() || sp == nil {
+	if !leaving || sp == nil {
 		return false
 	}
 	switch {
-	case op == "join":
+	case op == "join" && !s.shutdown.IsZero():
 		sp.joining = false
 		if err := s.cfg.Kernel.EventDone(ls, -int(unix.EINTR)); err != nil {
 			s.log.Error("refuse a join at shutdown", "lockspace", ls, "err", err)
 		}
 		return true
-	case op == "leave" && (!sp.everStarted || time.Since(s.shutdown) > leaveBound):
+	case op == "leave" && (!sp.everStarted || time.Since(begun) > leaveBound):
 		if sp.started {
 			s.cfg.Kernel.Stop(ls)
 		}

@@ -413,3 +413,24 @@ func TestLeaveAtShutdownWithoutMaster(t *testing.T) {
 		t.Errorf("left on its own after %v, before the %v bound", got, leaveBound)
 	}
 }
+
+// TestLeaveWhileShuttingDown: a node the membership has ShuttingDown
+// (its root unmounted before its daemon stops) whose master is gone
+// leaves on its own within the bound, not waiting for good.
+func TestLeaveWhileShuttingDown(t *testing.T) {
+	w := newWorld(t, 1, 2)
+	w.uevent(2, "online", "ls")
+	w.running("ls", 2)
+	w.setState(2, clms.ShuttingDown)
+	w.mu.Lock()
+	w.noQuorum[2] = true
+	w.mu.Unlock()
+	start := time.Now()
+	w.uevent(2, "offline", "ls")
+	for !slices.Equal(w.answered(2, "ls"), []int{0, 0}) {
+		if time.Since(start) > leaveBound+3*time.Second {
+			t.Fatalf("node 2's leave answered %v after %v", w.answered(2, "ls"), time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
