@@ -92,8 +92,7 @@ func mountIfMissing(fstype, dir, want string) error {
 }
 
 // Run serves until ctx ends, joining the default lockspace once this
-// node is a member; then it leaves the default lockspace (a clean leave:
-// the others see no failure) and lets go of the kernel.
+// node is a member; then it lets go of the kernel.
 func (d *Daemon) Run(ctx context.Context) {
 	events := make(chan Uevent, 64)
 	go d.readUevents(events) // ends when the socket is closed
@@ -105,8 +104,13 @@ func (d *Daemon) Run(ctx context.Context) {
 	joined := make(chan struct{})
 	go func() { defer close(joined); d.joinDefault(ctx) }()
 	<-ctx.Done()
+	// The default lockspace is not left through the kernel here: that
+	// write blocks, uninterruptibly, until a master runs the leave, and
+	// in a whole-cluster shutdown every node leaves at once, the master
+	// too. Closing the monitor stops it on this node; the others drop
+	// this node once the membership has it Down (a clean shutdown: no
+	// fence). A GFS2 root is left before, by its unmount.
 	d.beginShutdown()
-	d.leaveAll()
 	select {
 	case <-joined:
 	case <-time.After(10 * time.Second):
@@ -169,17 +173,5 @@ func (d *Daemon) joinDefault(ctx context.Context) {
 			return
 		case <-time.After(time.Second):
 		}
-	}
-}
-
-// leaveAll leaves the lockspaces this daemon made, within a bound: if
-// the master cannot be reached, the leave is ended here and the others
-// see this node fail instead.
-func (d *Daemon) leaveAll() {
-	if _, err := os.Stat(lockdev.DevicePath(DefaultLockspace)); err != nil {
-		return
-	}
-	if err := lockdev.Remove(DefaultLockspace, true); err != nil {
-		d.log.Warn("dlm: leave the default lockspace", "err", err)
 	}
 }
