@@ -31,12 +31,13 @@ q exec 3 -- locus lock --wait 0 demo -- echo never || echo "node 3: demo is held
 q exec 3 -- locus lock demo -- echo "node 3 got demo after node 2"
 wait
 # Node 3 dies while writing; once it is fenced and Down, node 2 writes on.
-q exec 3 -- sh -c 'i=0; while [ $i -ge 0 ]; do echo $i >> /node3-log; i=$((i+1)); done' &
-sleep 3
+q exec 3 -- /usr/local/bin/busybox sh -c 'i=0; while true; do echo $i >> /node3-log; i=$((i+1)); done' 2>/dev/null &
+sleep 4
+q exec 2 -- tail -n 1 /node3-log
 q kill 3
 start=$(date +%s)
-q exec 2 -- sh -c 'echo "node 2 writes after node 3 died" >> /shared-note; cat /shared-note; tail -n 1 /node3-log'
+q exec 2 -- sh -c 'echo "node 2 writes after node 3 died" >> /node3-log; tail -n 2 /node3-log'
 echo "node 2 wrote again $(( $(date +%s) - start ))s after node 3 was killed"
-"$LOCUS" cluster status
+q exec 2 -- locus cluster status
 q exec 2 -- locus lock spaces
 wait || true
