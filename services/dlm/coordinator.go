@@ -266,39 +266,40 @@ func (c *coordinator) reconcile(ctx context.Context, st clms.Status) {
 	}
 	c.mu.Unlock()
 	sort.Strings(names)
-	var states map[int]NodeState
 	if scan {
-		// Every few seconds, what the nodes say: a stopped member, or
-		// one at another epoch, gets a round.
-		states = map[int]NodeState{}
-		for _, n := range st.Nodes {
-			if !memberOf(st, n.Node) {
-				continue
-			}
-			b, err := c.s.call(ctx, n.Node, methodState, struct{}{})
-			var ns NodeState
-			if err == nil && json.Unmarshal(b, &ns) == nil {
-				states[n.Node] = ns
-			}
-		}
 		c.mu.Lock()
 		c.lastScan = time.Now()
 		c.mu.Unlock()
 	}
 	for _, ls := range names {
-		c.reconcileOne(ctx, st, ls, states)
+		c.reconcileOne(ctx, ls, scan)
 	}
 }
 
-// reconcileOne gives ls a round if a member is Down, gone or stopped;
-// its members are read under ls's lock, so a join's round that ran
-// meanwhile is not undone.
-func (c *coordinator) reconcileOne(ctx context.Context, st clms.Status, ls string, states map[int]NodeState) {
+// reconcileOne gives ls a round if a member is Down, gone or stopped.
+// Its members, and with scan what each says of ls, are read under ls's
+// lock, so a round that ran meanwhile (a join's) is not undone by a
+// stale view.
+func (c *coordinator) reconcileOne(ctx context.Context, ls string, scan bool) {
 	unlock, err := c.lock(ctx, ls)
 	if err != nil {
 		return
 	}
 	defer unlock()
+	st := c.s.cfg.Status() // not the loop's: a node may have joined since
+	states := map[int]NodeState{}
+	if scan {
+		for _, m := range c.members(ls) {
+			if !memberOf(st, m.Node) {
+				continue
+			}
+			b, err := c.s.call(ctx, m.Node, methodState, struct{}{})
+			var ns NodeState
+			if err == nil && json.Unmarshal(b, &ns) == nil {
+				states[m.Node] = ns
+			}
+		}
+	}
 	cur := c.members(ls)
 	var next []Member
 	redo := false
