@@ -4,8 +4,11 @@ package qemu_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locus-ssi/locus/qemu"
 	"github.com/locus-ssi/locus/services/dlm"
 	"github.com/locus-ssi/locus/services/locusd"
 )
@@ -251,4 +255,100 @@ func fenceTime(t *testing.T, state string, n int, since time.Time) time.Time {
 	}
 	t.Fatalf("the supervisor's log has no fence of node %d after %v:\n%s", n, since, b)
 	return time.Time{}
+}
+
+// checkLibdlmClients: a C program written for Debian's libdlm3
+// (testdata/dlmc, built here against libdlm-dev) runs unchanged on the
+// nodes, its libraries beside it on the shared root, with locusd as the
+// DLM's control daemon: in the default lockspace it is excluded by a
+// lock locus lock holds on another node and granted once that ends; a
+// lockspace it creates itself (dlm_create_lockspace) is joined by a
+// second node's copy, whose request is refused while the first holds
+// the resource.
+func checkLibdlmClients(t *testing.T, locus func(...string) (string, error), state string, a, b int) {
+	t.Helper()
+	dir := "/opt/dlmc-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	pushLibdlmClient(t, state, a, dir)
+	dlmc := func(args ...string) []string {
+		return append([]string{dir + "/ld-linux-x86-64.so.2", "--library-path", dir, dir + "/dlmc"}, args...)
+	}
+	na, nb := strconv.Itoa(a), strconv.Itoa(b)
+
+	held := bg(locus, nb, "lock", "cgate", "--", "sleep", "8")
+	waitHeld(t, onNode(locus, na), "cgate", b)
+	out, err := locus(append([]string{"qemu", "exec", na, "--"}, dlmc("-n", "locus", "cgate")...)...)
+	if code := exitCode(err); code != 11 || !strings.Contains(out, "busy") {
+		t.Errorf("libdlm client on node %d took cgate with LKF_NOQUEUE while node %d held it: exit %d\n%s", a, b, code, out)
+	}
+	out, err = locus(append([]string{"qemu", "exec", na, "--"}, dlmc("locus", "cgate")...)...)
+	granted := time.Now()
+	if err != nil || !strings.Contains(out, "granted ex") {
+		t.Fatalf("libdlm client on node %d waiting for cgate: %v\n%s", a, err, out)
+	}
+	if r := <-held; r.err != nil {
+		t.Errorf("node %d's holder of cgate: %v\n%s", b, r.err, r.out)
+	} else if r.at.After(granted.Add(time.Second)) {
+		t.Errorf("libdlm client on node %d was granted cgate %v before node %d's holder ended", a, r.at.Sub(granted), b)
+	}
+
+	first := bgExec(locus, na, dlmc("-c", "-h", "8", "clib", "r")...)
+	waitSpace(t, locus, "clib", a)
+	out, err = locus(append([]string{"qemu", "exec", nb, "--"}, dlmc("-c", "-n", "clib", "r")...)...)
+	if code := exitCode(err); code != 11 || !strings.Contains(out, "busy") {
+		t.Errorf("libdlm client on node %d got r in lockspace clib while node %d's held it: exit %d\n%s", b, a, code, out)
+	}
+	if r := <-first; r.err != nil || !strings.Contains(r.out, "granted ex") {
+		t.Errorf("libdlm client on node %d creating lockspace clib: %v\n%s", a, r.err, r.out)
+	}
+	t.Logf("a libdlm3 C client on nodes %d and %d: excluded by and granted after locus lock; its own lockspace clib shared across nodes", a, b)
+}
+
+// exitCode is a locus CLI run's exit status (0 when err is nil).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// pushLibdlmClient builds testdata/dlmc against the host's libdlm and
+// writes it, with every library it loads and its dynamic loader, into
+// dir on node's root, through the node's exec channel.
+func pushLibdlmClient(t *testing.T, state string, node int, dir string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "dlmc")
+	if out, err := exec.Command("gcc", "-O2", "-Wall", "-pthread", "-o", bin, "testdata/dlmc/dlmc.c", "-ldlm").CombinedOutput(); err != nil {
+		t.Fatalf("build the libdlm client (make deps installs gcc and libdlm-dev): %v\n%s", err, out)
+	}
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", bin, err)
+	}
+	files := []string{bin, "/lib/x86_64-linux-gnu/libgcc_s.so.1"} // libgcc_s: glibc loads it for pthread_cancel
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			files = append(files, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			files = append(files, f[0]) // the loader
+		}
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Join(dir, filepath.Base(f))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		res, err := qemu.Exec(ctx, qemu.ExecPath(state, node), []string{"/usr/local/bin/busybox", "sh", "-c", "mkdir -p " + dir + " && cat > " + name + " && chmod 755 " + name}, data)
+		cancel()
+		if err != nil || res.Exit != 0 {
+			t.Fatalf("write %s on node %d: %v %+v", name, node, err, res)
+		}
+	}
 }

@@ -21,7 +21,8 @@ import (
 // DLM driven by the membership. What one node writes another reads at
 // once; appends from two nodes under fcntl locks interleave without loss; a node killed
 // mid-write is fenced, and the survivors replay its journal and go on;
-// after a clean shutdown fsck.gfs2 finds the filesystem clean.
+// after a clean shutdown fsck.gfs2 finds the filesystem clean. A libdlm3
+// C client runs on the nodes beside the Go one.
 func TestVMGFS2Root(t *testing.T) {
 	locus, state := specCluster(t, "gfs2", []byte(`cluster: {name: vmgfs}
 interconnect: {subnet: 10.87.0.0/24}
@@ -120,6 +121,9 @@ root:
 	if got.Before(r.at.Add(-time.Second)) {
 		t.Errorf("node 3 got the fcntl lock %v before node 2 let it go", r.at.Sub(got))
 	}
+
+	// C programs written for libdlm work unchanged beside locus lock.
+	checkLibdlmClients(t, locus, state, 2, 3)
 
 	// Node 3 dies while writing /w3 (so it holds its lock in EX); node 2
 	// then appends to it: granted once node 3 is fenced and Down and its

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/locus-ssi/locus/services/locusd"
 	"github.com/locus-ssi/locus/services/proc"
@@ -20,6 +21,15 @@ import (
 func checkProcesses(t *testing.T, run func(node, script string) string) {
 	if got := run("1", "onnode 3 -- hostname"); got != "node3\n" {
 		t.Errorf("onnode 3 -- hostname on node 1: %q", got)
+	}
+	// A job runs where the node's own processes do: in the shared root,
+	// not in the initramfs its daemon runs from.
+	mark := fmt.Sprintf("/var/tmp/onnode-root-%d", time.Now().UnixNano())
+	run("2", "echo shared > "+mark)
+	for _, n := range []string{"1", "3"} {
+		if got := run("2", "onnode "+n+" -- cat "+mark+" 2>&1; onnode "+n+" -- /usr/local/bin/busybox sh -c \"grep ' / / ' /proc/self/mountinfo | cut -d' ' -f9\""); !strings.HasPrefix(got, "shared\n") || strings.Contains(got, "rootfs") {
+			t.Errorf("a job on node %s does not run in the shared root (%s written on node 2; the job's / last):\n%s", n, mark, got)
+		}
 	}
 	got := run("2", "onall -- uname -n")
 	for n := 1; n <= 4; n++ {

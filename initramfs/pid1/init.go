@@ -178,8 +178,8 @@ const NodeFile = "/run/locus/node.json"
 
 func (n *Node) writeNodeFile() {
 	n.mu.Lock()
-	s := fmt.Sprintf(`{"node":%d,"hostname":%q,"cluster":%q,"iface":%q,"addr":%q,"runlevel":%d,"state":%q}`+"\n",
-		n.number, n.hostname, n.clusterName(), n.iface, n.addr.String(), n.runLevel, n.state)
+	s := fmt.Sprintf(`{"node":%d,"hostname":%q,"cluster":%q,"iface":%q,"addr":%q,"runlevel":%d,"state":%q,"root":%q}`+"\n",
+		n.number, n.hostname, n.clusterName(), n.iface, n.addr.String(), n.runLevel, n.state, n.root)
 	n.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(NodeFile), 0o755); err != nil {
 		n.log.Warn("write node file", "err", err)

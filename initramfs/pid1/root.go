@@ -53,6 +53,7 @@ func (n *Node) mountRoot(ctx context.Context) error {
 	n.mu.Lock()
 	n.root = dir
 	n.mu.Unlock()
+	n.writeNodeFile() // locusd starts the node's jobs there from now on
 	n.log.Info("shared root", "source", n.spec.Root.Source, "from", what, "took", time.Since(start).Round(time.Millisecond))
 	go n.mountClusterProc(context.WithoutCancel(ctx), dir) // outlives the phase; ends once mounted, or given up
 	return nil

@@ -45,15 +45,18 @@ const DefaultPort = 7470
 
 // NodeInfo is the body of GET /v1/node.
 type NodeInfo struct {
-	Node     int     `json:"node"`
-	Hostname string  `json:"hostname"`
-	Cluster  string  `json:"cluster"`
-	Iface    string  `json:"iface"`
-	Addr     string  `json:"addr"`
-	RunLevel int     `json:"runlevel"`
-	State    string  `json:"state"`
-	Uptime   float64 `json:"uptime"`
-	Load1    float64 `json:"load1"`
+	Node     int    `json:"node"`
+	Hostname string `json:"hostname"`
+	Cluster  string `json:"cluster"`
+	Iface    string `json:"iface"`
+	Addr     string `json:"addr"`
+	RunLevel int    `json:"runlevel"`
+	State    string `json:"state"`
+	// Root is where the node's processes run chrooted: the shared root
+	// once init mounted it ("" : the initramfs).
+	Root   string  `json:"root,omitempty"`
+	Uptime float64 `json:"uptime"`
+	Load1  float64 `json:"load1"`
 }
 
 // Config configures the daemon.
@@ -512,7 +515,19 @@ func startProc(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.
 		}
 		return out
 	}
-	return proc.New(proc.Config{Node: self, ProcDir: cfg.ProcDir, Up: up, ICS: icsNode.Load, Grace: cfg.JobGrace,
+	// Jobs run where init runs the node's own processes: in the shared
+	// root once the root phase mounted it (init says so in its node file).
+	root := func() string {
+		if cfg.NodeFile == "" {
+			return ""
+		}
+		info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
+		if err != nil {
+			return ""
+		}
+		return info.Root
+	}
+	return proc.New(proc.Config{Node: self, ProcDir: cfg.ProcDir, Up: up, ICS: icsNode.Load, Root: root, Grace: cfg.JobGrace,
 		Log: cfg.Log.With("svc", "proc")})
 }
 

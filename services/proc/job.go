@@ -31,6 +31,11 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 type Runner struct {
 	Node    int
 	ProcDir string
+	// Root, if set, is the directory jobs run chrooted in, asked as each
+	// job starts: the node's shared root once init mounted it, where
+	// the console's and the services' processes run ("": the daemon's
+	// own root).
+	Root func() string
 	// Grace is the time between SIGHUP and SIGKILL for a job whose
 	// stand-in went away (0: DefaultGrace).
 	Grace time.Duration
@@ -68,13 +73,17 @@ func (r *Runner) Run(ctx context.Context, st standin.Start, recv func() (standin
 		return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 126, Reason: "the job carries no user to run as"}))
 	}
 	env := append(filterEnv(st.Env), "LOCUS_NODE="+strconv.Itoa(r.Node), "LOCUS_ORIGIN="+strconv.Itoa(st.Origin))
-	path, err := lookPath(st.Argv[0], envValue(env, "PATH", defaultPath), st.Dir)
+	root := ""
+	if r.Root != nil {
+		root = r.Root()
+	}
+	path, err := lookPath(root, st.Argv[0], envValue(env, "PATH", defaultPath), st.Dir)
 	if err != nil {
 		return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 127, Reason: st.Argv[0] + ": command not found"}))
 	}
 	cmd := exec.Command(path, st.Argv[1:]...)
 	cmd.Args[0] = st.Argv[0]
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+	if fi, err := statIn(root, path, false); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		// A link to a multi-call binary (u-root's /bin/sh, busybox)
 		// finds what to be by following argv[0]: give it the path.
 		cmd.Args[0] = path
@@ -82,13 +91,13 @@ func (r *Runner) Run(ctx context.Context, st standin.Start, recv func() (standin
 	cmd.Env = env
 	var note string
 	cmd.Dir = st.Dir
-	if fi, err := os.Stat(st.Dir); st.Dir == "" || err != nil || !fi.IsDir() {
+	if fi, err := statIn(root, st.Dir, true); st.Dir == "" || err != nil || !fi.IsDir() {
 		if st.Dir != "" {
 			note = fmt.Sprintf("locus: node %d has no directory %s; the job runs in /\n", r.Node, st.Dir)
 		}
 		cmd.Dir = "/"
 	}
-	attr := &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: st.User.UID, Gid: st.User.GID, Groups: st.User.Groups}}
+	attr := &syscall.SysProcAttr{Setsid: true, Chroot: root, Credential: &syscall.Credential{Uid: st.User.UID, Gid: st.User.GID, Groups: st.User.Groups}}
 	cmd.SysProcAttr = attr
 	j := &job{r: r, cmd: cmd, send: send, log: log}
 	if st.Detach {
@@ -411,15 +420,16 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-// lookPath finds name as the shell would on the job's $PATH; a name
-// with a slash is taken as it is (relative to dir).
-func lookPath(name, path, dir string) (string, error) {
+// lookPath finds name as the shell would on the job's $PATH, in root
+// (""; the daemon's own); a name with a slash is taken as it is
+// (relative to dir). The path returned is as the job sees it.
+func lookPath(root, name, path, dir string) (string, error) {
 	if strings.Contains(name, "/") {
 		p := name
 		if !filepath.IsAbs(p) && dir != "" {
 			p = filepath.Join(dir, p)
 		}
-		if _, err := os.Stat(p); err != nil {
+		if _, err := statIn(root, p, true); err != nil {
 			return "", err
 		}
 		return p, nil
@@ -429,11 +439,39 @@ func lookPath(name, path, dir string) (string, error) {
 			d = "."
 		}
 		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		if fi, err := statIn(root, p, true); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
 	return "", exec.ErrNotFound
+}
+
+// statIn stats p as a process chrooted in root would see it: symbolic
+// links, absolute ones too, resolve inside root (openat2's
+// RESOLVE_IN_ROOT). follow false stats a final link itself.
+func statIn(root, p string, follow bool) (os.FileInfo, error) {
+	if root == "" || root == "/" {
+		if follow {
+			return os.Stat(p)
+		}
+		return os.Lstat(p)
+	}
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(dir)
+	flags := uint64(unix.O_PATH | unix.O_CLOEXEC)
+	if !follow {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Openat2(dir, p, &unix.OpenHow{Flags: flags, Resolve: unix.RESOLVE_IN_ROOT})
+	if err != nil {
+		return nil, &os.PathError{Op: "openat2", Path: filepath.Join(root, p), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	return f.Stat()
 }
 
 func envValue(env []string, key, def string) string {

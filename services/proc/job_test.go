@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/proc/standin"
+	"golang.org/x/sys/unix"
 )
 
 // localService is node 1's process service with no other node.
@@ -214,4 +216,107 @@ func TestKillProcessGroup(t *testing.T) {
 	if err := s.Kill(context.Background(), standin.User{}, 1, gone.Process.Pid, true, int(syscall.SIGTERM)); err == nil || !strings.Contains(err.Error(), "no such process") {
 		t.Errorf("a kill of a group that is gone: %v", err)
 	}
+}
+
+// TestJobRunsInTheNodesRoot: with a process root set (a node's shared
+// root, as init reports it), a job runs chrooted there: its command is
+// found on that root's PATH, an operator's job gets the user's home and
+// name from that root's /etc/passwd, and it reads that root's files.
+func TestJobRunsInTheNodesRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: chroot and a bind mount")
+	}
+	root := t.TempDir()
+	for _, d := range []string{"usr", "etc", "home/alice", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The host's programs, seen through the root's own /bin, /lib and
+	// /lib64 links (relative ones, as Debian's merged /usr has them).
+	if err := unix.Mount("/usr", filepath.Join(root, "usr"), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		t.Fatalf("bind /usr into the test root: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(root, "usr"), unix.MNT_DETACH) })
+	for _, l := range []string{"bin", "lib", "lib64", "sbin"} {
+		if err := os.Symlink("usr/"+l, filepath.Join(root, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nalice:x:4242:4242::/home/alice:/bin/sh\n",
+		"etc/marker": "the node's shared root\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(filepath.Join(root, "home/alice"), 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Node: 1, Grace: time.Second, Root: func() string { return root }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Exec(ctx, standin.NewConn(b), standin.User{UID: 4242, GID: 4242}, true) // an operator's job, as alice
+	}()
+	var out, errb bytes.Buffer
+	_, e := standin.Attach(ctx, standin.NewConn(a), standin.Start{Node: 1, Argv: []string{"sh", "-c", "cat /etc/marker; pwd; echo $HOME $USER; id -u"}},
+		standin.Stdio{Stdout: &out, Stderr: &errb})
+	<-done
+	if e.Code != 0 {
+		t.Fatalf("exit %+v (stderr %q)", e, errb.String())
+	}
+	if want := "the node's shared root\n/home/alice\n/home/alice alice\n4242\n"; out.String() != want {
+		t.Errorf("stdout %q, want %q", out.String(), want)
+	}
+	// A program only the daemon's own root has (this test's binary, in
+	// a build directory) is not found in the node's root.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, e, _, _ := attachIn(t, s, []string{exe, "-test.run=^$"}); e.Code != 127 {
+		t.Errorf("%s, outside the node's root, ran there: exit %+v", exe, e)
+	}
+}
+
+// attachIn runs argv on s as the test's own user.
+func attachIn(t *testing.T, s *Service, argv []string) (standin.Started, standin.Exit, string, string) {
+	t.Helper()
+	return attach(t, s, standin.Start{Node: 1, Argv: argv}, "", nil)
+}
+
+func TestParsePasswd(t *testing.T) {
+	got := parsePasswd(strings.NewReader("root:x:0:0:root:/root:/bin/sh\n\nbad line\n:x:5:5::/nowhere:\nalice:x:4242:4242::/home/alice:/bin/sh\nalice2:x:4242:1::/other:/bin/sh\nbob:x:77:77\nneg:x:-1:0::/:\n"))
+	want := map[uint32]account{0: {"root", "/root"}, 4242: {"alice", "/home/alice"}, 77: {"bob", ""}}
+	if len(got) != len(want) {
+		t.Errorf("parsed %v, want %v", got, want)
+	}
+	for uid, a := range want {
+		if got[uid] != a {
+			t.Errorf("uid %d: %+v, want %+v", uid, got[uid], a)
+		}
+	}
+}
+
+// FuzzParsePasswd: a passwd file of any content gives a map, never a
+// crash, and every name in it is non-empty.
+func FuzzParsePasswd(f *testing.F) {
+	f.Add("root:x:0:0:root:/root:/bin/sh\nalice:x:4242:4242::/home/alice:/bin/sh\n")
+	f.Add("::::::\n:x:1\nx:x:99999999999:0::/:\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		for uid, a := range parsePasswd(strings.NewReader(s)) {
+			if a.name == "" {
+				t.Errorf("uid %d has an empty name", uid)
+			}
+		}
+	})
 }

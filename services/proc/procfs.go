@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,12 +64,14 @@ type Host struct {
 }
 
 // NewHost reads the node's boot time from procDir/stat.
-func NewHost(node int, procDir string) (*Host, error) {
+// root is the directory the node's processes run chrooted in ("" or
+// nil: this daemon's own root), whose /etc/passwd names their users.
+func NewHost(node int, procDir string, root func() string) (*Host, error) {
 	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
 	if err != nil {
 		return nil, fmt.Errorf("proc: %w", err)
 	}
-	h := &Host{Node: node, ProcDir: procDir, pageSize: int64(os.Getpagesize()), users: newUserNames("/etc/passwd")}
+	h := &Host{Node: node, ProcDir: procDir, pageSize: int64(os.Getpagesize()), users: newUserNames(root)}
 	for line := range strings.Lines(string(b)) {
 		if v, ok := strings.CutPrefix(line, "btime "); ok {
 			h.btime, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -113,7 +116,7 @@ func (h *Host) Process(pid int, now float64) (Process, error) {
 // process reads one process with few system calls: its directory's
 // owner is its effective uid (as ps takes it), and stat and cmdline are
 // each read whole into buf with one read.
-func (h *Host) process(pid int, now float64, users map[uint32]string, buf []byte) (Process, error) {
+func (h *Host) process(pid int, now float64, users map[uint32]account, buf []byte) (Process, error) {
 	dir := h.ProcDir + "/" + strconv.Itoa(pid)
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
@@ -137,8 +140,8 @@ func (h *Host) process(pid int, now float64, users map[uint32]string, buf []byte
 		p.CPU = 100 * cpu / age
 	}
 	p.UID = st.Uid
-	if name, ok := users[p.UID]; ok {
-		p.User = name
+	if a, ok := users[p.UID]; ok {
+		p.User = a.name
 	} else {
 		p.User = strconv.FormatUint(uint64(p.UID), 10)
 	}
@@ -203,45 +206,76 @@ func ParseStat(b []byte) (Process, error) {
 	return p, nil
 }
 
-// userNames maps uids to names from a passwd file, read again when it
-// changes.
+// userNames maps uids to accounts from the passwd file of the node's
+// process root (the shared root once it is mounted: one /etc/passwd for
+// the cluster), read again when it changes or the root moves.
 type userNames struct {
-	mu    sync.Mutex
-	path  string
-	mtime time.Time
-	names map[uint32]string
+	mu       sync.Mutex
+	root     func() string
+	path     string
+	mtime    time.Time
+	accounts map[uint32]account
 }
 
-func newUserNames(path string) *userNames { return &userNames{path: path} }
+// account is a passwd entry's name and home directory.
+type account struct{ name, home string }
 
-// snapshot is the uid-to-name map as the passwd file now has it.
-func (u *userNames) snapshot() map[uint32]string {
+func newUserNames(root func() string) *userNames {
+	if root == nil {
+		root = func() string { return "" }
+	}
+	return &userNames{root: root}
+}
+
+// snapshot is the uid-to-account map as the passwd file now has it.
+func (u *userNames) snapshot() map[uint32]account {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if fi, err := os.Stat(u.path); err == nil && !fi.ModTime().Equal(u.mtime) {
-		u.mtime, u.names = fi.ModTime(), readPasswd(u.path)
+	path := filepath.Join("/", u.root(), "etc/passwd")
+	if fi, err := os.Stat(path); err == nil && (path != u.path || !fi.ModTime().Equal(u.mtime)) {
+		u.path, u.mtime, u.accounts = path, fi.ModTime(), readPasswd(path)
 	}
-	return u.names
+	return u.accounts
 }
 
-func readPasswd(path string) map[uint32]string {
-	m := map[uint32]string{}
+// lookup is uid's account, if the passwd file has one.
+func (u *userNames) lookup(uid uint32) (account, bool) {
+	a, ok := u.snapshot()[uid]
+	return a, ok
+}
+
+func readPasswd(path string) map[uint32]account {
 	f, err := os.Open(path)
 	if err != nil {
-		return m
+		return map[uint32]account{}
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return parsePasswd(f)
+}
+
+// parsePasswd reads passwd(5) lines (name:password:uid:gid:gecos:home:shell);
+// malformed lines are skipped, and the first entry of a uid wins, as
+// getpwuid(3) gives it.
+func parsePasswd(r io.Reader) map[uint32]account {
+	m := map[uint32]account{}
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fs := strings.Split(sc.Text(), ":")
-		if len(fs) < 3 {
+		if len(fs) < 3 || fs[0] == "" {
 			continue
 		}
-		if uid, err := strconv.ParseUint(fs[2], 10, 32); err == nil {
-			if _, dup := m[uint32(uid)]; !dup {
-				m[uint32(uid)] = fs[0]
-			}
+		uid, err := strconv.ParseUint(fs[2], 10, 32)
+		if err != nil {
+			continue
 		}
+		if _, dup := m[uint32(uid)]; dup {
+			continue
+		}
+		a := account{name: fs[0]}
+		if len(fs) >= 6 {
+			a.home = fs[5]
+		}
+		m[uint32(uid)] = a
 	}
 	return m
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,7 +42,11 @@ type Config struct {
 	Up func() []int
 	// ICS is this node's ICS endpoint (nil while it has none: then only
 	// this node's processes are reachable).
-	ICS   func() *ics.Node
+	ICS func() *ics.Node
+	// Root is the directory this node's processes run chrooted in: the
+	// shared root once init mounted it ("" or nil: the daemon's own
+	// root). Jobs run there, and its /etc/passwd names their users.
+	Root  func() string
 	Grace time.Duration
 	Log   *slog.Logger
 }
@@ -72,13 +75,16 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ICS == nil {
 		cfg.ICS = func() *ics.Node { return nil }
 	}
-	h, err := NewHost(cfg.Node, cfg.ProcDir)
+	if cfg.Root == nil {
+		cfg.Root = func() string { return "" }
+	}
+	h, err := NewHost(cfg.Node, cfg.ProcDir, cfg.Root)
 	if err != nil {
 		return nil, err
 	}
 	m := newMeter(cfg.Node, cfg.ProcDir)
 	s := &Service{cfg: cfg, host: h, meter: m, table: newTable(m)}
-	s.runner = &Runner{Node: cfg.Node, ProcDir: cfg.ProcDir, Grace: cfg.Grace, Log: cfg.Log, Accepted: m.accept}
+	s.runner = &Runner{Node: cfg.Node, ProcDir: cfg.ProcDir, Root: cfg.Root, Grace: cfg.Grace, Log: cfg.Log, Accepted: m.accept}
 	return s, nil
 }
 
@@ -288,13 +294,14 @@ func (s *Service) PS(ctx context.Context, nodes []int) ([]Process, []NodeError) 
 }
 
 // nodeEnv is a foreign caller's job's environment: the node's PATH, the
-// user's HOME, USER and LOGNAME, and of the caller's only its locale.
-func nodeEnv(caller []string, u standin.User) []string {
+// user's HOME, USER and LOGNAME (from the process root's passwd), and of
+// the caller's only its locale.
+func (s *Service) nodeEnv(caller []string, u standin.User) []string {
 	name, home := "root", "/root"
 	if u.UID != 0 {
 		name, home = strconv.Itoa(int(u.UID)), "/"
-		if pw, err := user.LookupId(name); err == nil {
-			name, home = pw.Username, pw.HomeDir
+		if a, ok := s.host.users.lookup(u.UID); ok {
+			name, home = a.name, a.home
 		}
 	}
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "USER=" + name, "LOGNAME=" + name}
@@ -307,9 +314,9 @@ func nodeEnv(caller []string, u standin.User) []string {
 }
 
 // homeOf is the user's home directory ("/" if it has none here).
-func homeOf(u standin.User) string {
-	if pw, err := user.LookupId(strconv.Itoa(int(u.UID))); err == nil && pw.HomeDir != "" {
-		return pw.HomeDir
+func (s *Service) homeOf(u standin.User) string {
+	if a, ok := s.host.users.lookup(u.UID); ok && a.home != "" {
+		return a.home
 	}
 	return "/"
 }
@@ -515,7 +522,7 @@ func (s *Service) Exec(ctx context.Context, c *standin.Conn, user standin.User, 
 	}
 	st.User, st.Origin = &user, s.cfg.Node
 	if foreign {
-		st.Env, st.Dir = nodeEnv(st.Env, user), homeOf(user)
+		st.Env, st.Dir = s.nodeEnv(st.Env, user), s.homeOf(user)
 	}
 	up := s.cfg.Up()
 	if st.Node == 0 {
