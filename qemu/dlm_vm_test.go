@@ -291,8 +291,21 @@ func checkLibdlmClients(t *testing.T, locus func(...string) (string, error), sta
 		t.Errorf("libdlm client on node %d was granted cgate %v before node %d's holder ended", a, r.at.Sub(granted), b)
 	}
 
-	first := bgExec(locus, na, dlmc("-c", "-h", "8", "clib", "r")...)
-	waitSpace(t, locus, "clib", a)
+	first := bgExec(locus, na, dlmc("-c", "-h", "15", "clib", "r")...)
+	// Asked on node b: node a's exec channel runs the client.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
+		if sp, ok := spaceOn(t, locus, nb, "clib")[a]; ok && sp.Started {
+			break
+		}
+		if time.Now().After(deadline) {
+			select {
+			case r := <-first:
+				t.Fatalf("lockspace clib, created by the libdlm client on node %d, never ran there; the client: %v\n%s", a, r.err, r.out)
+			default:
+				t.Fatalf("lockspace clib, created by the libdlm client on node %d, not running there within 60s", a)
+			}
+		}
+	}
 	out, err = locus(append([]string{"qemu", "exec", nb, "--"}, dlmc("-c", "-n", "clib", "r")...)...)
 	if code := exitCode(err); code != 11 || !strings.Contains(out, "busy") {
 		t.Errorf("libdlm client on node %d got r in lockspace clib while node %d's held it: exit %d\n%s", b, a, code, out)

@@ -1,0 +1,429 @@
+// Command dlm is `make bench-dlm`: the kernel DLM under Locus against an
+// etcd concurrency.Mutex, both on the same three QEMU nodes in one run.
+// It boots the default image's cluster (locus qemu up -n 3), copies
+// bench/dlm/agent and Debian's etcd (with its libraries) onto the
+// shared root, starts a 3-member etcd (one member per node, data on the
+// nodes' tmpfs), and measures, round by round, each side first in turn:
+// lock+unlock round trips of a resource mastered on the asking node and
+// on another node, and locks per second with 64 clients over the three
+// nodes, each on its own resource. It writes bench/RESULTS.md's "dlm"
+// section.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/locus-ssi/locus/internal/benchresults"
+	"github.com/locus-ssi/locus/qemu"
+)
+
+// dir is where the agent and etcd go on the shared root.
+const dir = "/opt/locus-bench"
+
+type options struct {
+	locus, image, results string
+	rounds, n             int
+	dur                   time.Duration
+	clients               int
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.locus, "locus", "bin/locus", "the locus binary")
+	flag.StringVar(&o.image, "image", "out", "the image directory (make image)")
+	flag.StringVar(&o.results, "results", "", "bench/RESULTS.md to write the section into (empty: print it)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds, each side first in turn")
+	flag.IntVar(&o.n, "n", 200, "round trips per node per round")
+	flag.DurationVar(&o.dur, "dur", 10*time.Second, "how long each throughput run lasts")
+	flag.IntVar(&o.clients, "clients", 64, "throughput clients over the three nodes")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-dlm:", err)
+		os.Exit(1)
+	}
+}
+
+// bench is a booted cluster and the means to run things on it.
+type bench struct {
+	o     options
+	state string
+	env   []string
+}
+
+// cli runs locus with the cluster's image and state directories.
+func (b *bench) cli(args ...string) (string, error) {
+	full := append([]string{args[0], "--image-dir", b.o.image, "--state-dir", b.state}, args[1:]...)
+	cmd := exec.Command(b.o.locus, full...)
+	cmd.Env = b.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("locus %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// on runs argv on node n through its exec channel, with stdin.
+func (b *bench) on(n int, timeout time.Duration, stdin []byte, argv ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := qemu.Exec(ctx, qemu.ExecPath(b.state, n), argv, stdin)
+	if err != nil {
+		return "", fmt.Errorf("node %d: %v: %w", n, argv, err)
+	}
+	if res.Exit != 0 {
+		return string(res.Stdout), fmt.Errorf("node %d: %v: exit %d: %s%s", n, argv, res.Exit, res.Stdout, res.Stderr)
+	}
+	return string(res.Stdout), nil
+}
+
+func (b *bench) sh(n int, timeout time.Duration, script string) (string, error) {
+	return b.on(n, timeout, nil, "/usr/local/bin/busybox", "sh", "-c", script)
+}
+
+func run(o options) error {
+	start := time.Now()
+	state, err := os.MkdirTemp("", "bench-dlm-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(state)
+	b := &bench{o: o, state: state, env: append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(state, "xdg"),
+		"LOCUSCONFIG="+filepath.Join(state, "xdg", "locus-config"), "LOCUS_ENDPOINT=", "LOCUS_CONTEXT=")}
+	progress := func(f string, a ...any) {
+		fmt.Fprintf(os.Stderr, "[%5.0fs] "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
+	}
+	progress("booting 3 nodes from %s", o.image)
+	if _, err := b.cli("qemu", "up", "-n", "3", "--timeout", "10m", "--api-port", "17497"); err != nil {
+		return err
+	}
+	defer b.cli("qemu", "down")
+
+	agent := filepath.Join(state, "agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agent, "./bench/dlm/agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the agent: %w\n%s", err, out)
+	}
+	files := []string{agent, "/usr/bin/etcd"}
+	libs, err := libraries("/usr/bin/etcd")
+	if err != nil {
+		return err
+	}
+	for _, f := range append(files, libs...) {
+		progress("copying %s to node 1's %s", f, dir)
+		if err := b.push(1, f); err != nil {
+			return err
+		}
+	}
+	version, _ := b.sh(1, time.Minute, etcdCmd("--version")+" | head -1")
+
+	progress("starting a 3-member etcd")
+	if err := b.startEtcd(); err != nil {
+		return err
+	}
+	// Node 1 holds the remote resources in NL, so it masters them and
+	// nodes 2 and 3 reach it for every request; nodes 2 and 3 master
+	// their local resources (the first to ask a free resource masters it).
+	if _, err := b.sh(1, time.Minute, "setsid "+dir+"/agent dlm-hold -for 60m rtt-remote-2 rtt-remote-3 > /tmp/bench-hold.log 2>&1 &"); err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+
+	var s samples
+	for r := 0; r < o.rounds; r++ {
+		progress("round %d of %d (%s first)", r+1, o.rounds, map[bool]string{true: "DLM", false: "etcd"}[r%2 == 0])
+		err := benchresults.Alternate(r, func() error { return b.dlmRound(&s) }, func() error { return b.etcdRound(&s) })
+		if err != nil {
+			return err
+		}
+	}
+	masters, err := b.masters()
+	if err != nil {
+		return err
+	}
+	body := report(o, s, strings.TrimSpace(version), masters)
+	fmt.Print(body)
+	if o.results != "" {
+		return benchresults.WriteSection(o.results, "dlm", body)
+	}
+	return nil
+}
+
+// libraries lists the shared objects exe loads, its loader included.
+func libraries(exe string) ([]string, error) {
+	out, err := exec.Command("ldd", exe).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", exe, err)
+	}
+	var libs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			libs = append(libs, f[0])
+		}
+	}
+	return libs, nil
+}
+
+// push writes file into dir on node n's root, in pieces the exec
+// channel carries.
+func (b *bench) push(n int, file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	name := filepath.Join(dir, filepath.Base(file))
+	const piece = 4 << 20
+	for off := 0; off < len(data) || off == 0; off += piece {
+		end := min(off+piece, len(data))
+		op := ">>"
+		if off == 0 {
+			op = ">"
+		}
+		if _, err := b.on(n, 5*time.Minute, data[off:end], "/usr/local/bin/busybox", "sh", "-c", "mkdir -p "+dir+" && cat "+op+" "+name+" && chmod 755 "+name); err != nil {
+			return err
+		}
+		if end == len(data) {
+			break
+		}
+	}
+	return nil
+}
+
+// etcdCmd is Debian's etcd run through its own loader and libraries.
+func etcdCmd(args string) string {
+	return dir + "/ld-linux-x86-64.so.2 --library-path " + dir + " " + dir + "/etcd " + args
+}
+
+func addr(n int) string { return fmt.Sprintf("10.77.0.%d", n) }
+
+func endpoints() string { return "http://127.0.0.1:2379" }
+
+// startEtcd starts one member per node and waits until a lock works
+// through each.
+func (b *bench) startEtcd() error {
+	var initial []string
+	for n := 1; n <= 3; n++ {
+		initial = append(initial, fmt.Sprintf("n%d=http://%s:2380", n, addr(n)))
+	}
+	for n := 1; n <= 3; n++ {
+		// etcd's guidance for a LAN: heartbeat near the round trip, the
+		// election timeout 10x; under QEMU without KVM the defaults
+		// (100 ms, 1 s) are kept. The data directory is the node's tmpfs,
+		// so etcd's fsyncs cost nothing: the most favourable disk for it.
+		args := fmt.Sprintf("--name n%d --data-dir /tmp/etcd-bench --listen-peer-urls http://%s:2380 --initial-advertise-peer-urls http://%s:2380 "+
+			"--listen-client-urls http://%s:2379,http://127.0.0.1:2379 --advertise-client-urls http://%s:2379 --initial-cluster %s --initial-cluster-state new --log-level warn",
+			n, addr(n), addr(n), addr(n), addr(n), strings.Join(initial, ","))
+		if _, err := b.sh(n, time.Minute, "rm -rf /tmp/etcd-bench; setsid "+etcdCmd(args)+" > /tmp/etcd-bench.log 2>&1 &"); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for n := 1; n <= 3; n++ {
+		for {
+			_, err := b.on(n, time.Minute, nil, dir+"/agent", "etcd-rtt", "-endpoints", endpoints(), "-n", "10", "warmup")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				log, _ := b.sh(n, time.Minute, "tail -20 /tmp/etcd-bench.log")
+				return fmt.Errorf("etcd on node %d does not lock: %w\n%s", n, err, log)
+			}
+			time.Sleep(2 * time.Second)
+		}
+	}
+	return nil
+}
+
+// samples are the run's measurements, in microseconds and locks/s.
+type samples struct {
+	dlmLocal, dlmRemote, etcd []float64
+	dlmRate, etcdRate         []float64
+}
+
+type result struct {
+	SamplesUS []int64 `json:"samples_us"`
+	Ops       int64   `json:"ops"`
+	Seconds   float64 `json:"seconds"`
+}
+
+func (b *bench) agent(n int, args ...string) (result, error) {
+	out, err := b.on(n, 10*time.Minute, nil, append([]string{dir + "/agent"}, args...)...)
+	var r result
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &r)
+	}
+	return r, err
+}
+
+func us(v []int64) []float64 {
+	f := make([]float64, len(v))
+	for i, x := range v {
+		f[i] = float64(x)
+	}
+	return f
+}
+
+// throughput runs the agent on every node at once, the clients split
+// over them, from one start time; it returns locks per second.
+func (b *bench) throughput(args func(clients int) []string) (float64, error) {
+	at := time.Now().Add(3 * time.Second).UnixMilli()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var rate float64
+	var errs []error
+	for n := 1; n <= 3; n++ {
+		c := b.o.clients / 3
+		if n <= b.o.clients%3 {
+			c++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := b.agent(n, append(args(c), "-start", fmt.Sprint(at))...)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			rate += float64(r.Ops) / r.Seconds
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return 0, errs[0]
+	}
+	return rate, nil
+}
+
+func (b *bench) dlmRound(s *samples) error {
+	for _, n := range []int{2, 3} {
+		r, err := b.agent(n, "dlm-rtt", "-n", fmt.Sprint(b.o.n), fmt.Sprintf("rtt-local-%d", n))
+		if err != nil {
+			return err
+		}
+		s.dlmLocal = append(s.dlmLocal, us(r.SamplesUS)...)
+		r, err = b.agent(n, "dlm-rtt", "-n", fmt.Sprint(b.o.n), fmt.Sprintf("rtt-remote-%d", n))
+		if err != nil {
+			return err
+		}
+		s.dlmRemote = append(s.dlmRemote, us(r.SamplesUS)...)
+	}
+	rate, err := b.throughput(func(c int) []string {
+		return []string{"dlm-tput", "-clients", fmt.Sprint(c), "-dur", b.o.dur.String(), "tput"}
+	})
+	s.dlmRate = append(s.dlmRate, rate)
+	return err
+}
+
+func (b *bench) etcdRound(s *samples) error {
+	for _, n := range []int{2, 3} {
+		r, err := b.agent(n, "etcd-rtt", "-endpoints", endpoints(), "-n", fmt.Sprint(b.o.n), fmt.Sprintf("/bench/rtt-%d", n))
+		if err != nil {
+			return err
+		}
+		s.etcd = append(s.etcd, us(r.SamplesUS)...)
+	}
+	rate, err := b.throughput(func(c int) []string {
+		return []string{"etcd-tput", "-endpoints", endpoints(), "-clients", fmt.Sprint(c), "-dur", b.o.dur.String(), "/bench/tput"}
+	})
+	s.etcdRate = append(s.etcdRate, rate)
+	return err
+}
+
+// masters says which node masters the round-trip resources, from the
+// kernel's debug view (locus lock ls on node 1), so the table's "local"
+// and "remote" are checked, not assumed.
+func (b *bench) masters() (map[string]int, error) {
+	// The local resources are idle now: lock them once more, held a
+	// moment, so that lock ls shows them.
+	for _, n := range []int{2, 3} {
+		go b.sh(n, time.Minute, fmt.Sprintf("locus lock rtt-local-%d -- sleep 5", n))
+	}
+	time.Sleep(3 * time.Second)
+	out, err := b.sh(1, time.Minute, "locus lock ls --output json")
+	if err != nil {
+		return nil, err
+	}
+	var reply struct {
+		Locks []struct {
+			Resource string `json:"resource"`
+			Master   int    `json:"master"`
+		} `json:"locks"`
+	}
+	if err := json.Unmarshal([]byte(out), &reply); err != nil {
+		return nil, fmt.Errorf("lock ls: %w\n%s", err, out)
+	}
+	m := map[string]int{}
+	for _, l := range reply.Locks {
+		if strings.HasPrefix(l.Resource, "rtt-") {
+			m[l.Resource] = l.Master
+		}
+	}
+	for _, want := range []struct {
+		res    string
+		master int
+	}{{"rtt-local-2", 2}, {"rtt-local-3", 3}, {"rtt-remote-2", 1}, {"rtt-remote-3", 1}} {
+		if m[want.res] != want.master {
+			return m, fmt.Errorf("%s is mastered on node %d, the benchmark wants node %d (lock ls: %v)", want.res, m[want.res], want.master, m)
+		}
+	}
+	return m, nil
+}
+
+func percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+func report(o options, s samples, version string, masters map[string]int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Locks: the kernel DLM against etcd (make bench-dlm)\n\n")
+	fmt.Fprintf(&b, "%s. Three QEMU nodes (TCG, no KVM; the default image, `locus qemu up -n 3`), the same VMs for both sides: Locus's kernel DLM through each node's default lockspace (services/dlm/lockdev, the Go client `locus lock` uses) against `go.etcd.io/etcd/client/v3/concurrency.Mutex` on a 3-member etcd (Debian's %s, one member per node, each client through its own node's member; data on the nodes' tmpfs, so etcd's fsyncs cost nothing; default heartbeat and election timeouts). A round trip is lock (EX) + unlock of one resource, %d a node (nodes 2 and 3) a round; \"mastered here\" and \"mastered on another node\" are checked in the kernel's debug view after the run (%v). Throughput: %d clients over the three nodes for %s, each client on a resource (key) of its own. %d rounds, each side first in turn; %s.\n\n",
+		benchresults.Machine(), version, o.n, masters, o.clients, o.dur, o.rounds, benchresults.RatioRule)
+	el, er, ee := benchresults.Median(s.dlmLocal), benchresults.Median(s.dlmRemote), benchresults.Median(s.etcd)
+	b.WriteString("| what | Locus (kernel DLM) | etcd Mutex | ratio |\n|---|---|---|---|\n")
+	row := func(what string, l, e float64, unit string) float64 {
+		fmt.Fprintf(&b, "| %s | %.2f %s | %.2f %s | %.2f |\n", what, l, unit, e, unit, e/l)
+		return e / l
+	}
+	ms := func(v float64) float64 { return v / 1000 }
+	rows := []benchresults.Row{
+		{What: "round trip p50, mastered here", Ratio: row("lock+unlock p50, resource mastered on the asking node", ms(el), ms(ee), "ms")},
+		{What: "round trip p99, mastered here", Ratio: row("lock+unlock p99, resource mastered on the asking node", ms(percentile(s.dlmLocal, 0.99)), ms(percentile(s.etcd, 0.99)), "ms")},
+		{What: "round trip p50, mastered elsewhere", Ratio: row("lock+unlock p50, resource mastered on another node", ms(er), ms(ee), "ms")},
+		{What: "round trip p99, mastered elsewhere", Ratio: row("lock+unlock p99, resource mastered on another node", ms(percentile(s.dlmRemote, 0.99)), ms(percentile(s.etcd, 0.99)), "ms")},
+	}
+	lr, er2 := benchresults.Median(s.dlmRate), benchresults.Median(s.etcdRate)
+	fmt.Fprintf(&b, "| locks/s, %d clients over 3 nodes | %.0f | %.0f | %.2f |\n", o.clients, lr, er2, lr/er2)
+	rows = append(rows, benchresults.Row{What: "locks/s", Ratio: lr / er2})
+	fmt.Fprintf(&b, "\nGoals: at least 10x etcd's locks/s (%.1fx: %s) and a remote round trip p50 at most a quarter of etcd's (%.1fx faster: %s).\n\n",
+		lr/er2, met(lr/er2 >= 10), ee/er, met(ee/er >= 4))
+	b.WriteString(benchresults.Reading("etcd", rows) + "\n")
+	return b.String()
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "not met"
+}
