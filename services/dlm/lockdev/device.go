@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -167,7 +168,7 @@ func (ls *Lockspace) fail(err error) {
 	ls.pending = map[uint64]*Lock{}
 	ls.mu.Unlock()
 	for _, l := range locks {
-		l.deliver(result{status: 1, cookie: 0}) // wakes the waiter, who then sees ls.err
+		l.deliver(result{closed: true}) // wakes the waiter, who then returns ls.err
 	}
 }
 
@@ -266,6 +267,10 @@ func (l *Lock) Unlock(flags Flags, lvb []byte) error {
 	return err
 }
 
+// cancelWait bounds the wait for a request's completion after the
+// kernel refused to cancel it.
+const cancelWait = 5 * time.Second
+
 // request sends req and waits for its completion; mode is what a grant
 // means (-1: an unlock).
 func (l *Lock) request(ctx context.Context, req lockRequest, mode Mode) error {
@@ -292,11 +297,17 @@ func (l *Lock) request(ctx context.Context, req lockRequest, mode Mode) error {
 		cancel := lockRequest{cmd: cmdUnlock, flags: Cancel, lkid: l.lkid, cookie: l.cookie, name: l.name, lvb: l.lvb}
 		l.mu.Unlock()
 		if _, err := rawWrite(l.ls.f, cancel.encode()); err != nil && !errors.Is(err, unix.EBUSY) {
-			// Nothing to cancel (already granted): fall through to
-			// the completion on its way.
-			_ = err
+			// The kernel refused the cancel for another reason than
+			// "too late" (EBUSY: the completion is on its way): a
+			// completion may never come.
+			select {
+			case r = <-ch:
+			case <-time.After(cancelWait):
+				return fmt.Errorf("dlm: lock %q in lockspace %s: %w, and the kernel refused its cancel (%v): the request may still be granted, until the lockspace is closed", l.name, l.ls.name, ctx.Err(), err)
+			}
+		} else {
+			r = <-ch
 		}
-		r = <-ch
 		if r.status == 0 {
 			if req.flags&Convert == 0 {
 				// Granted before the cancel took: let it go again.
@@ -312,7 +323,7 @@ func (l *Lock) request(ctx context.Context, req lockRequest, mode Mode) error {
 	l.ls.mu.Lock()
 	lsErr := l.ls.err
 	l.ls.mu.Unlock()
-	if r.cookie == 0 && lsErr != nil {
+	if r.closed {
 		return lsErr
 	}
 	if err := statusError(r.status); err != nil {

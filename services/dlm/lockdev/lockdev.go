@@ -244,6 +244,9 @@ type result struct {
 	sbFlags  uint8
 	bastMode Mode
 	lvb      []byte // nil when the result carries none
+	// closed is set on the wake-up of a request whose lockspace's
+	// device stopped answering (not a result read from the kernel).
+	closed bool
 }
 
 // Flags of a completion (sb_flags).
