@@ -25,6 +25,11 @@ type Topology struct {
 	// APIPort is the host port forwarded to node 1's daemon (installed
 	// topology only).
 	APIPort int
+	// DataDisk, if set, is a raw disk image attached to every node
+	// (share-rw, as a SAN LUN every machine sees), for a cluster
+	// filesystem of the user's (GFS2 under the nodes' DLM); installed
+	// topology, and not with a GFS2 root, which takes that place.
+	DataDisk string
 }
 
 // DirectTopology describes a direct-boot cluster from the image: every
@@ -125,6 +130,17 @@ func InstalledTopology(t Topology) (ClusterConfig, error) {
 			if out, err := exec.Command("cp", "--sparse=always", filepath.Join(imageDir, m.SharedDisk), shared).CombinedOutput(); err != nil {
 				return cfg, fmt.Errorf("qemu: the cluster's shared disk: %v: %s", err, out)
 			}
+		}
+	}
+	if t.DataDisk != "" {
+		if shared != "" {
+			return cfg, fmt.Errorf("--shared-disk: the image's GFS2 root is already the disk every node shares")
+		}
+		if shared, err = filepath.Abs(t.DataDisk); err != nil {
+			return cfg, err
+		}
+		if _, err := os.Stat(shared); err != nil {
+			return cfg, fmt.Errorf("--shared-disk: %w", err)
 		}
 	}
 	for i := 1; i <= n; i++ {

@@ -102,8 +102,21 @@ func run(o options) error {
 	progress := func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.0fs] "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
 	}
+	// A GFS2 volume every node sees, beside the CFS root, for the
+	// filesystem comparison on the same VMs.
+	data := filepath.Join(state, "gfs2data.img")
+	if err := os.Truncate(data, 0); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	if f, err := os.Create(data); err == nil {
+		f.Truncate(512 << 20)
+		f.Close()
+	}
+	if out, err := exec.Command("mkfs.gfs2", "-O", "-p", "lock_dlm", "-t", "locus:bench", "-j", "3", "-J", "16", data).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.gfs2: %w\n%s", err, out)
+	}
 	progress("booting 3 nodes from %s", o.image)
-	if _, err := b.cli("qemu", "up", "-n", "3", "--timeout", "10m", "--api-port", "17497"); err != nil {
+	if _, err := b.cli("qemu", "up", "-n", "3", "--timeout", "10m", "--api-port", "17497", "--shared-disk", data); err != nil {
 		return err
 	}
 	defer b.cli("qemu", "down")
@@ -151,7 +164,19 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	body := report(o, s, strings.TrimSpace(version), masters)
+	progress("mounting the GFS2 volume on every node")
+	if err := b.mountGFS2(); err != nil {
+		return err
+	}
+	var fs fsSamples
+	for r := 0; r < o.rounds; r++ {
+		progress("filesystems, round %d of %d", r+1, o.rounds)
+		err := benchresults.Alternate(r, func() error { return b.fsRound(&fs, "gfs2", gfs2Dir) }, func() error { return b.fsRound(&fs, "cfs", cfsDir) })
+		if err != nil {
+			return err
+		}
+	}
+	body := report(o, s, strings.TrimSpace(version), masters) + "\n" + fsReport(fs)
 	fmt.Print(body)
 	if o.results != "" {
 		return benchresults.WriteSection(o.results, "dlm", body)
@@ -383,6 +408,101 @@ func (b *bench) masters() (map[string]int, error) {
 		}
 	}
 	return m, nil
+}
+
+// Where the filesystem comparison works: a directory per node on the
+// GFS2 volume, and on the CFS root.
+const (
+	gfs2Dir = "/mnt/gfs2"
+	cfsDir  = "/var/tmp/locus-bench"
+)
+
+// mountGFS2 mounts the shared volume on every node (the first virtio
+// disk that holds it).
+func (b *bench) mountGFS2() error {
+	for n := 1; n <= 3; n++ {
+		if _, err := b.sh(n, 2*time.Minute, "mkdir -p "+gfs2Dir+" "+cfsDir+"; for d in /dev/vda /dev/vdb; do mount -t gfs2 $d "+gfs2Dir+" 2>/dev/null && exit 0; done; echo no GFS2 volume mounts; exit 1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fsSamples are each operation's medians, per node and round, by side.
+type fsSamples struct {
+	ops   []string
+	costs map[string]map[string][]float64 // side, op: microseconds
+}
+
+// fsRound runs locus fs bench on every node at once in its own
+// directory under root.
+func (b *bench) fsRound(s *fsSamples, side, root string) error {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []error
+	for n := 1; n <= 3; n++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := b.sh(n, 10*time.Minute, fmt.Sprintf("mkdir -p %s/node%d && locus fs bench -n 20 --output json %s/node%d", root, n, root, n))
+			var costs []struct {
+				Op     string        `json:"op"`
+				Median time.Duration `json:"median_ns"`
+			}
+			if err == nil {
+				err = json.Unmarshal([]byte(out), &costs)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s on node %d: %w", side, n, err))
+				return
+			}
+			if s.costs == nil {
+				s.costs = map[string]map[string][]float64{}
+			}
+			if s.costs[side] == nil {
+				s.costs[side] = map[string][]float64{}
+			}
+			for _, c := range costs {
+				if !slices.Contains(s.ops, c.Op) {
+					s.ops = append(s.ops, c.Op)
+				}
+				s.costs[side][c.Op] = append(s.costs[side][c.Op], float64(c.Median.Microseconds()))
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+func fsReport(s fsSamples) string {
+	var b strings.Builder
+	b.WriteString("### The GFS2 volume against the CFS root, from the three nodes at once\n\n")
+	fmt.Fprintf(&b, "The same VMs: a GFS2 volume (mkfs.gfs2, lock table `locus:bench`, one raw image attached to every VM) mounted on every node under the kernel's DLM, and the cluster's CFS root (node 1 serves it from its disk; nodes 2 and 3 mount it over FUSE through their relays). `locus fs bench -n 20` runs on all three nodes at once, each in a directory of its own; each cell is the median over the nodes' medians and the rounds, in ms (lower is faster). Ratio: CFS / GFS2, above 1: GFS2 is faster.\n\n")
+	b.WriteString("| operation | GFS2 | CFS | ratio |\n|---|---|---|---|\n")
+	var faster, slower []string
+	for _, op := range s.ops {
+		g, c := benchresults.Median(s.costs["gfs2"][op]), benchresults.Median(s.costs["cfs"][op])
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.2f |\n", op, g/1000, c/1000, c/g)
+		if c >= g {
+			faster = append(faster, op)
+		} else {
+			slower = append(slower, op)
+		}
+	}
+	fmt.Fprintf(&b, "\nReading (generated from the table): GFS2 is faster for %s; CFS for %s.\n", list(faster), list(slower))
+	return b.String()
+}
+
+func list(v []string) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	return strings.Join(v, ", ")
 }
 
 func percentile(v []float64, p float64) float64 {

@@ -557,6 +557,24 @@ func newSSIEnterCmd() *cobra.Command {
 	}
 }
 
+func newJobEnterCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:                proc.EnterRootCommand + " ROOT DIR UID GID GROUPS PATH -- ARGV...",
+		Short:              "The node daemon's helper that starts a job in the node's root",
+		Example:            "  locus job-enter /sysroot /home/ann 1000 1000 - /bin/sh -- sh -i   # what locusd runs for onnode",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := proc.EnterRoot(args)
+			fmt.Fprintln(e.stderr, "locus:", err)
+			if errors.Is(err, os.ErrNotExist) {
+				return exitCodeError{127}
+			}
+			return exitCodeError{126}
+		},
+	}
+}
+
 func startTime(unixSec float64, now time.Time) string {
 	t := time.Unix(int64(unixSec), 0)
 	if now.Sub(t) < 24*time.Hour {

@@ -80,7 +80,7 @@ func newQemuUpCmd(e *env, q *qemuFlags) *cobra.Command {
 	var n, memory, apiPort int
 	var direct bool
 	var timeout time.Duration
-	var accel, output string
+	var accel, output, dataDisk string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Boot the cluster and wait until every node is Up",
@@ -95,8 +95,13 @@ cluster's segment. Node 1 also gets a user-mode NIC that forwards
 127.0.0.1:--api-port on the host to its node daemon.
 
 With --direct every node boots the built kernel and initramfs directly,
-with static addresses from the spec (no firmware, no PXE; fastest).`,
+with static addresses from the spec (no firmware, no PXE; fastest).
+
+--shared-disk attaches one raw disk image to every node, as a SAN LUN
+every machine sees (for a GFS2 filesystem of your own, made with
+mkfs.gfs2 -p lock_dlm -t <cluster>:<name>; the nodes' DLM serves it).`,
 		Example: `  locus qemu up -n 4
+  locus qemu up -n 3 --shared-disk data.img
   locus qemu up -n 3 --direct
   locus qemu up -n 1 --direct --timeout 3m --output json`,
 		Args: cobra.NoArgs,
@@ -111,9 +116,12 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 			if err != nil {
 				return err
 			}
-			t := qemu.Topology{ImageDir: q.imageDir, StateDir: dir, Nodes: n, Accel: accel, MemoryMB: memory, APIPort: apiPort}
+			t := qemu.Topology{ImageDir: q.imageDir, StateDir: dir, Nodes: n, Accel: accel, MemoryMB: memory, APIPort: apiPort, DataDisk: dataDisk}
 			var cfg qemu.ClusterConfig
 			if direct {
+				if dataDisk != "" {
+					return fmt.Errorf("--shared-disk: not with --direct")
+				}
 				cfg, err = qemu.DirectTopology(t)
 			} else {
 				cfg, err = qemu.InstalledTopology(t)
@@ -172,6 +180,7 @@ with static addresses from the spec (no firmware, no PXE; fastest).`,
 	f.StringVar(&accel, "accel", "auto", "accelerator: auto (kvm when /dev/kvm works, else tcg), kvm or tcg")
 	f.IntVar(&memory, "memory", 768, "MiB of memory per node")
 	f.IntVar(&apiPort, "api-port", 17470, "host port forwarded to node 1's daemon (disk boot)")
+	f.StringVar(&dataDisk, "shared-disk", "", "raw disk image attached to every node (share-rw)")
 	addOutputFlag(cmd, &output)
 	return cmd
 }

@@ -68,7 +68,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	// documented (docs/cli.md) but not listed.
 	daemon, fence := newDaemonCmd(e), newFenceCmd(e)
 	daemon.Hidden, fence.Hidden = true, true
-	root.AddCommand(newVersionCmd(e), daemon, fence, newSSIEnterCmd())
+	root.AddCommand(newVersionCmd(e), daemon, fence, newSSIEnterCmd(), newJobEnterCmd(e))
 	return root
 }
 

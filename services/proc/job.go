@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ type Runner struct {
 	// the console's and the services' processes run ("": the daemon's
 	// own root).
 	Root func() string
+	// Helper is the binary whose EnterRootCommand enters Root for a job
+	// ("": this process's own executable).
+	Helper string
 	// Grace is the time between SIGHUP and SIGKILL for a job whose
 	// stand-in went away (0: DefaultGrace).
 	Grace time.Duration
@@ -81,23 +85,43 @@ func (r *Runner) Run(ctx context.Context, st standin.Start, recv func() (standin
 	if err != nil {
 		return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 127, Reason: st.Argv[0] + ": command not found"}))
 	}
-	cmd := exec.Command(path, st.Argv[1:]...)
-	cmd.Args[0] = st.Argv[0]
+	argv := slices.Clone(st.Argv)
 	if fi, err := statIn(root, path, false); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		// A link to a multi-call binary (u-root's /bin/sh, busybox)
 		// finds what to be by following argv[0]: give it the path.
-		cmd.Args[0] = path
+		argv[0] = path
 	}
-	cmd.Env = env
 	var note string
-	cmd.Dir = st.Dir
+	dir := st.Dir
 	if fi, err := statIn(root, st.Dir, true); st.Dir == "" || err != nil || !fi.IsDir() {
 		if st.Dir != "" {
 			note = fmt.Sprintf("locus: node %d has no directory %s; the job runs in /\n", r.Node, st.Dir)
 		}
+		dir = "/"
+	}
+	var cmd *exec.Cmd
+	attr := &syscall.SysProcAttr{Setsid: true}
+	if root == "" {
+		cmd = exec.Command(path, argv[1:]...)
+		cmd.Args[0], cmd.Dir = argv[0], dir
+		attr.Credential = &syscall.Credential{Uid: st.User.UID, Gid: st.User.GID, Groups: st.User.Groups}
+	} else {
+		// Not chrooted by this process's fork: until its child execs,
+		// this process waits (a vfork), and with one CPU none of its
+		// goroutines runs; a child that execs from a root this daemon
+		// serves (the FUSE relay's) would wait for it forever. The
+		// helper is this daemon's own binary, in the initramfs; it
+		// enters the root, becomes the user and execs the command.
+		helper := r.Helper
+		if helper == "" {
+			if helper, err = os.Executable(); err != nil {
+				return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 126, Reason: "no helper to enter the node's root: " + err.Error()}))
+			}
+		}
+		cmd = exec.Command(helper, enterRootArgs(root, dir, *st.User, path, argv)...)
 		cmd.Dir = "/"
 	}
-	attr := &syscall.SysProcAttr{Setsid: true, Chroot: root, Credential: &syscall.Credential{Uid: st.User.UID, Gid: st.User.GID, Groups: st.User.Groups}}
+	cmd.Env = env
 	cmd.SysProcAttr = attr
 	j := &job{r: r, cmd: cmd, send: send, log: log}
 	if st.Detach {
