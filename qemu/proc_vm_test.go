@@ -24,7 +24,7 @@ func checkProcesses(t *testing.T, run func(node, script string) string) {
 	}
 	// A job runs where the node's own processes do: in the shared root,
 	// not in the initramfs its daemon runs from.
-	mark := fmt.Sprintf("/var/tmp/onnode-root-%d", time.Now().UnixNano())
+	mark := fmt.Sprintf("/onnode-root-%d", time.Now().UnixNano())
 	run("2", "echo shared > "+mark)
 	for _, n := range []string{"1", "3"} {
 		if got := run("2", "onnode "+n+" -- cat "+mark+" 2>&1; onnode "+n+" -- /usr/local/bin/busybox sh -c \"grep ' / / ' /proc/self/mountinfo | cut -d' ' -f9\""); !strings.HasPrefix(got, "shared\n") || strings.Contains(got, "rootfs") {
