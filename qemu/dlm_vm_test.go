@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 	"github.com/locus-ssi/locus/services/dlm"
 	"github.com/locus-ssi/locus/services/locusd"
@@ -337,20 +338,11 @@ func pushLibdlmClient(t *testing.T, state string, node int, dir string) {
 	if out, err := exec.Command("gcc", "-O2", "-Wall", "-pthread", "-o", bin, "testdata/dlmc/dlmc.c", "-ldlm").CombinedOutput(); err != nil {
 		t.Fatalf("build the libdlm client (make deps installs gcc and libdlm-dev): %v\n%s", err, out)
 	}
-	out, err := exec.Command("ldd", bin).Output()
+	libs, err := testutil.Libraries(bin)
 	if err != nil {
-		t.Fatalf("ldd %s: %v", bin, err)
+		t.Fatal(err)
 	}
-	files := []string{bin, "/lib/x86_64-linux-gnu/libgcc_s.so.1"} // libgcc_s: glibc loads it for pthread_cancel
-	for _, l := range strings.Split(string(out), "\n") {
-		f := strings.Fields(l)
-		switch {
-		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-			files = append(files, f[2])
-		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-			files = append(files, f[0]) // the loader
-		}
-	}
+	files := append([]string{bin, "/lib/x86_64-linux-gnu/libgcc_s.so.1"}, libs...) // libgcc_s: glibc loads it for pthread_cancel
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/internal/benchresults"
+	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 )
 
@@ -128,7 +129,7 @@ func run(o options) error {
 		return fmt.Errorf("build the agent: %w\n%s", err, out)
 	}
 	files := []string{agent, "/usr/bin/etcd"}
-	libs, err := libraries("/usr/bin/etcd")
+	libs, err := testutil.Libraries("/usr/bin/etcd")
 	if err != nil {
 		return err
 	}
@@ -182,25 +183,6 @@ func run(o options) error {
 		return benchresults.WriteSection(o.results, "dlm", body)
 	}
 	return nil
-}
-
-// libraries lists the shared objects exe loads, its loader included.
-func libraries(exe string) ([]string, error) {
-	out, err := exec.Command("ldd", exe).Output()
-	if err != nil {
-		return nil, fmt.Errorf("ldd %s: %w", exe, err)
-	}
-	var libs []string
-	for _, l := range strings.Split(string(out), "\n") {
-		f := strings.Fields(l)
-		switch {
-		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-			libs = append(libs, f[2])
-		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-			libs = append(libs, f[0])
-		}
-	}
-	return libs, nil
 }
 
 // push writes file into dir on node n's root, in pieces the exec
@@ -318,7 +300,9 @@ func (b *bench) throughput(args func(clients int) []string) (float64, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := b.agent(n, append(args(c), "-start", fmt.Sprint(at))...)
+			a := args(c) // command, flags, then the prefix: -start goes before it
+			a = append(a[:len(a)-1:len(a)-1], "-start", fmt.Sprint(at), a[len(a)-1])
+			r, err := b.agent(n, a...)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -375,28 +359,29 @@ func (b *bench) etcdRound(s *samples) error {
 // and "remote" are checked, not assumed.
 func (b *bench) masters() (map[string]int, error) {
 	// The local resources are idle now: lock them once more, held a
-	// moment, so that lock ls shows them.
+	// while, so that lock ls shows them.
 	for _, n := range []int{2, 3} {
-		go b.sh(n, time.Minute, fmt.Sprintf("locus lock rtt-local-%d -- sleep 5", n))
-	}
-	time.Sleep(3 * time.Second)
-	out, err := b.sh(1, time.Minute, "locus lock ls --output json")
-	if err != nil {
-		return nil, err
-	}
-	var reply struct {
-		Locks []struct {
-			Resource string `json:"resource"`
-			Master   int    `json:"master"`
-		} `json:"locks"`
-	}
-	if err := json.Unmarshal([]byte(out), &reply); err != nil {
-		return nil, fmt.Errorf("lock ls: %w\n%s", err, out)
+		go b.sh(n, time.Minute, fmt.Sprintf("locus lock rtt-local-%d -- sleep 20", n))
 	}
 	m := map[string]int{}
-	for _, l := range reply.Locks {
-		if strings.HasPrefix(l.Resource, "rtt-") {
-			m[l.Resource] = l.Master
+	for deadline := time.Now().Add(30 * time.Second); len(m) < 4 && time.Now().Before(deadline); time.Sleep(time.Second) {
+		out, err := b.sh(1, time.Minute, "locus lock ls --output json")
+		if err != nil {
+			return nil, err
+		}
+		var reply struct {
+			Locks []struct {
+				Resource string `json:"resource"`
+				Master   int    `json:"master"`
+			} `json:"locks"`
+		}
+		if err := json.Unmarshal([]byte(out), &reply); err != nil {
+			return nil, fmt.Errorf("lock ls: %w\n%s", err, out)
+		}
+		for _, l := range reply.Locks {
+			if strings.HasPrefix(l.Resource, "rtt-") {
+				m[l.Resource] = l.Master
+			}
 		}
 	}
 	for _, want := range []struct {

@@ -28,8 +28,15 @@ func localService(t *testing.T) *Service {
 	return s
 }
 
-// attach runs argv on s through a socket pair as the stand-in would.
+// attach runs argv on s through a socket pair as the stand-in would, as
+// the test's own user.
 func attach(t *testing.T, s *Service, st standin.Start, stdin string, sigs <-chan os.Signal) (standin.Started, standin.Exit, string, string) {
+	t.Helper()
+	return attachAs(t, s, st, standin.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, false, stdin, sigs)
+}
+
+// attachAs is attach as user, foreign (an operator's job) or not.
+func attachAs(t *testing.T, s *Service, st standin.Start, user standin.User, foreign bool, stdin string, sigs <-chan os.Signal) (standin.Started, standin.Exit, string, string) {
 	t.Helper()
 	a, b := net.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -37,7 +44,7 @@ func attach(t *testing.T, s *Service, st standin.Start, stdin string, sigs <-cha
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Exec(ctx, standin.NewConn(b), standin.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, false)
+		s.Exec(ctx, standin.NewConn(b), user, foreign)
 	}()
 	var out, errb bytes.Buffer
 	var in *strings.Reader
@@ -260,23 +267,13 @@ func TestJobRunsInTheNodesRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := net.Pipe()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.Exec(ctx, standin.NewConn(b), standin.User{UID: 4242, GID: 4242}, true) // an operator's job, as alice
-	}()
-	var out, errb bytes.Buffer
-	_, e := standin.Attach(ctx, standin.NewConn(a), standin.Start{Node: 1, Argv: []string{"sh", "-c", "cat /etc/marker; pwd; echo $HOME $USER; id -u"}},
-		standin.Stdio{Stdout: &out, Stderr: &errb})
-	<-done
+	_, e, out, errs := attachAs(t, s, standin.Start{Node: 1, Argv: []string{"sh", "-c", "cat /etc/marker; pwd; echo $HOME $USER; id -u"}},
+		standin.User{UID: 4242, GID: 4242}, true, "", nil) // an operator's job, as alice
 	if e.Code != 0 {
-		t.Fatalf("exit %+v (stderr %q)", e, errb.String())
+		t.Fatalf("exit %+v (stderr %q)", e, errs)
 	}
-	if want := "the node's shared root\n/home/alice\n/home/alice alice\n4242\n"; out.String() != want {
-		t.Errorf("stdout %q, want %q", out.String(), want)
+	if want := "the node's shared root\n/home/alice\n/home/alice alice\n4242\n"; out != want {
+		t.Errorf("stdout %q, want %q", out, want)
 	}
 	// A program only the daemon's own root has (this test's binary, in
 	// a build directory) is not found in the node's root.
@@ -284,15 +281,9 @@ func TestJobRunsInTheNodesRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, e, _, _ := attachIn(t, s, []string{exe, "-test.run=^$"}); e.Code != 127 {
+	if _, e, _, _ := attach(t, s, standin.Start{Node: 1, Argv: []string{exe, "-test.run=^$"}}, "", nil); e.Code != 127 {
 		t.Errorf("%s, outside the node's root, ran there: exit %+v", exe, e)
 	}
-}
-
-// attachIn runs argv on s as the test's own user.
-func attachIn(t *testing.T, s *Service, argv []string) (standin.Started, standin.Exit, string, string) {
-	t.Helper()
-	return attach(t, s, standin.Start{Node: 1, Argv: argv}, "", nil)
 }
 
 func TestParsePasswd(t *testing.T) {
