@@ -73,8 +73,8 @@ bench: bench-netboot bench-membership bench-cfs bench-proc bench-dlm
 # The kernel DLM against an etcd concurrency.Mutex on a 3-member etcd
 # (Debian's etcd-server), both on the same three QEMU nodes (about 10
 # minutes under TCG).
-bench-dlm: bench-deps image
-	$(GO) run ./bench/dlm -locus $(LOCUS) -image $(OUT) -results bench/RESULTS.md
+bench-dlm: bench-deps build
+	$(GO) run ./bench/dlm -locus $(LOCUS) -results bench/RESULTS.md
 
 # Remote execution and the process table on loopback daemons: onnode
 # against Debian's openssh (fresh and ControlMaster), fast launches, ps

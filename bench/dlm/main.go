@@ -41,7 +41,6 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.locus, "locus", "bin/locus", "the locus binary")
-	flag.StringVar(&o.image, "image", "out", "the image directory (make image)")
 	flag.StringVar(&o.results, "results", "", "bench/RESULTS.md to write the section into (empty: print it)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds, each side first in turn")
 	flag.IntVar(&o.n, "n", 200, "round trips per node per round")
@@ -116,7 +115,18 @@ func run(o options) error {
 	if out, err := exec.Command("mkfs.gfs2", "-O", "-p", "lock_dlm", "-t", "locus:bench", "-j", "3", "-J", "16", data).CombinedOutput(); err != nil {
 		return fmt.Errorf("mkfs.gfs2: %w\n%s", err, out)
 	}
-	progress("booting 3 nodes from %s", o.image)
+	// The default cluster (a CFS root, node 2 its standby), with the
+	// gfs2 module for the volume beside it.
+	b.o.image = filepath.Join(state, "image")
+	specFile := filepath.Join(state, "locus.yaml")
+	if err := os.WriteFile(specFile, []byte("cluster: {name: locus}\nroot: {source: cfs, cfs: {standby: 2}}\nmodules: [gfs2]\n"), 0o644); err != nil {
+		return err
+	}
+	progress("building the image")
+	if out, err := exec.Command(o.locus, "image", "build", "--spec", specFile, "--out", b.o.image).CombinedOutput(); err != nil {
+		return fmt.Errorf("image build: %w\n%s", err, out)
+	}
+	progress("booting 3 nodes")
 	if _, err := b.cli("qemu", "up", "-n", "3", "--timeout", "10m", "--api-port", "17497", "--shared-disk", data); err != nil {
 		return err
 	}
@@ -165,6 +175,13 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	locks := report(o, s, strings.TrimSpace(version), masters)
+	fmt.Print(locks)
+	if o.results != "" {
+		if err := benchresults.WriteSection(o.results, "dlm", locks); err != nil {
+			return err
+		}
+	}
 	progress("mounting the GFS2 volume on every node")
 	if err := b.mountGFS2(); err != nil {
 		return err
@@ -177,8 +194,8 @@ func run(o options) error {
 			return err
 		}
 	}
-	body := report(o, s, strings.TrimSpace(version), masters) + "\n" + fsReport(fs)
-	fmt.Print(body)
+	body := locks + "\n" + fsReport(fs)
+	fmt.Print(fsReport(fs))
 	if o.results != "" {
 		return benchresults.WriteSection(o.results, "dlm", body)
 	}
@@ -406,7 +423,7 @@ const (
 // disk that holds it).
 func (b *bench) mountGFS2() error {
 	for n := 1; n <= 3; n++ {
-		if _, err := b.sh(n, 2*time.Minute, "mkdir -p "+gfs2Dir+" "+cfsDir+"; for d in /dev/vda /dev/vdb; do mount -t gfs2 $d "+gfs2Dir+" 2>/dev/null && exit 0; done; echo no GFS2 volume mounts; exit 1"); err != nil {
+		if _, err := b.sh(n, 2*time.Minute, "mkdir -p "+gfs2Dir+" "+cfsDir+"; for d in /dev/vda /dev/vdb; do mount -t gfs2 $d "+gfs2Dir+" 2>/tmp/gfs2-mount.err && exit 0; done; cat /tmp/gfs2-mount.err; exit 1"); err != nil {
 			return err
 		}
 	}

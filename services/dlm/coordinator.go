@@ -174,7 +174,10 @@ func (c *coordinator) round(ctx context.Context, ls string, next []Member, leave
 	if leaver != nil && !slices.ContainsFunc(stops, func(m Member) bool { return m.Node == leaver.Node }) {
 		stops = append(stops, *leaver)
 	}
-	var failed []Member
+	// Every old member stops before any member starts (the DLM's rule);
+	// within each step the nodes are asked at once, so a round costs
+	// two calls' time, not two per member.
+	var failed, asked []Member
 	for _, m := range stops {
 		if !memberOf(st, m.Node) {
 			// Down: fenced (when the cluster fences) and so stopped.
@@ -186,7 +189,14 @@ func (c *coordinator) round(ctx context.Context, ls string, next []Member, leave
 			// kernel; the new one has the lockspace as a joiner.
 			failed = append(failed, m)
 		}
+		asked = append(asked, m)
+	}
+	errs := c.each(asked, func(m Member) error {
 		_, err := c.s.call(ctx, m.Node, methodStop, stopRequest{Lockspace: ls, Epoch: e})
+		return err
+	})
+	for i, err := range errs {
+		m := asked[i]
 		if err != nil && !(errors.Is(err, errNotMember) || isRemote(err, errNotMember)) {
 			if down(m.Node) {
 				failed = append(failed, m)
@@ -195,26 +205,48 @@ func (c *coordinator) round(ctx context.Context, ls string, next []Member, leave
 			return fmt.Errorf("dlm coordinator: stop %s on node %d: %w", ls, m.Node, err)
 		}
 	}
-	for i := 0; i < len(next); i++ {
-		m := next[i]
-		_, err := c.s.call(ctx, m.Node, methodStart, startRequest{Lockspace: ls, Epoch: e, Members: next, Failed: failed})
-		if err != nil && (errors.Is(err, errNotMember) || isRemote(err, errNotMember)) && len(next) > 1 {
-			// m is leaving (its own leave comes) or gone: start the
-			// others without it, from the first again (they were all
-			// stopped, so none runs with a list it is not given now).
-			for _, started := range next[:i] {
-				if _, err := c.s.call(ctx, started.Node, methodStop, stopRequest{Lockspace: ls, Epoch: e}); err != nil {
-					return fmt.Errorf("dlm coordinator: stop %s on node %d again: %w", ls, started.Node, err)
-				}
+	for {
+		req := startRequest{Lockspace: ls, Epoch: e, Members: next, Failed: failed}
+		errs := c.each(next, func(m Member) error {
+			_, err := c.s.call(ctx, m.Node, methodStart, req)
+			return err
+		})
+		var gone []int
+		var started []Member
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				started = append(started, next[i])
+			case errors.Is(err, errNotMember) || isRemote(err, errNotMember):
+				gone = append(gone, next[i].Node)
+			default:
+				// The members started run without the others until the
+				// next round (the reconcile's, once they are Down or
+				// answer).
+				return fmt.Errorf("dlm coordinator: start %s on node %d: %w", ls, next[i].Node, err)
 			}
-			next = slices.Delete(slices.Clone(next), i, i+1)
-			i = -1
-			continue
 		}
-		if err != nil {
-			// The members started so far run without m until the next
-			// round (the reconcile's, once m is Down or answers).
-			return fmt.Errorf("dlm coordinator: start %s on node %d: %w", ls, m.Node, err)
+		if len(gone) == 0 {
+			break
+		}
+		if len(next) == 1 {
+			return fmt.Errorf("dlm coordinator: start %s on node %d: %w", ls, next[0].Node, errs[0])
+		}
+		// Some are leaving (their own leaves come) or gone: stop the
+		// ones that started and start the rest without them, so none
+		// runs with a member list it is not given now.
+		errs = c.each(started, func(m Member) error {
+			_, err := c.s.call(ctx, m.Node, methodStop, stopRequest{Lockspace: ls, Epoch: e})
+			return err
+		})
+		for i, err := range errs {
+			if err != nil {
+				return fmt.Errorf("dlm coordinator: stop %s on node %d again: %w", ls, started[i].Node, err)
+			}
+		}
+		next = slices.DeleteFunc(slices.Clone(next), func(m Member) bool { return slices.Contains(gone, m.Node) })
+		if len(next) == 0 {
+			break
 		}
 	}
 	if leaver != nil && memberOf(c.s.cfg.Status(), leaver.Node) {
@@ -232,6 +264,22 @@ func (c *coordinator) round(ctx context.Context, ls string, next []Member, leave
 	c.s.log.Info("dlm round", "lockspace", ls, "epoch", e, "members", nodesOf(next), "failed", nodesOf(failed),
 		"took", time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// each runs f for every member at once and returns their errors, in
+// ms's order.
+func (c *coordinator) each(ms []Member, f func(Member) error) []error {
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(m)
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 func nodesOf(ms []Member) []int {
@@ -271,9 +319,17 @@ func (c *coordinator) reconcile(ctx context.Context, st clms.Status) {
 		c.lastScan = time.Now()
 		c.mu.Unlock()
 	}
+	// Each lockspace has a lock of its own: a round of one (a Down
+	// node's recovery) does not wait for another's.
+	var wg sync.WaitGroup
 	for _, ls := range names {
-		c.reconcileOne(ctx, ls, scan)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.reconcileOne(ctx, ls, scan)
+		}()
 	}
+	wg.Wait()
 }
 
 // reconcileOne gives ls a round if a member is Down, gone or stopped.
