@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,6 +151,7 @@ func run(o options) error {
 		}
 	}
 	version, _ := b.sh(1, time.Minute, etcdCmd("--version")+" | head -1")
+	version = strings.TrimPrefix(strings.TrimSpace(version), "etcd Version: ")
 
 	progress("starting a 3-member etcd")
 	if err := b.startEtcd(); err != nil {
@@ -484,12 +486,12 @@ func (b *bench) fsRound(s *fsSamples, side, root string) error {
 func fsReport(s fsSamples) string {
 	var b strings.Builder
 	b.WriteString("### The GFS2 volume against the CFS root, from the three nodes at once\n\n")
-	fmt.Fprintf(&b, "The same VMs: a GFS2 volume (mkfs.gfs2, lock table `locus:bench`, one raw image attached to every VM) mounted on every node under the kernel's DLM, and the cluster's CFS root (node 1 serves it from its disk; nodes 2 and 3 mount it over FUSE through their relays). `locus fs bench -n 20` runs on all three nodes at once, each in a directory of its own; each cell is the median over the nodes' medians and the rounds, in ms (lower is faster). Ratio: CFS / GFS2, above 1: GFS2 is faster.\n\n")
+	fmt.Fprintf(&b, "The same VMs: a GFS2 volume (mkfs.gfs2, lock table `locus:bench`, one raw image attached to every VM) mounted on every node under the kernel's DLM, and the cluster's CFS root (node 1 serves it from its disk; nodes 2 and 3 mount it over FUSE through their relays). `locus fs bench -n 20` runs on all three nodes at once, each in a directory of its own; each cell is the median over the nodes' medians and the rounds (lower is faster); three VMs on the host's two cores, so a cell includes waiting for a CPU. Ratio: CFS / GFS2, above 1: GFS2 is faster.\n\n")
 	b.WriteString("| operation | GFS2 | CFS | ratio |\n|---|---|---|---|\n")
 	var faster, slower []string
 	for _, op := range s.ops {
 		g, c := benchresults.Median(s.costs["gfs2"][op]), benchresults.Median(s.costs["cfs"][op])
-		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.2f |\n", op, g/1000, c/1000, c/g)
+		fmt.Fprintf(&b, "| %s | %.3f ms | %.3f ms | %.2f |\n", op, g/1000, c/1000, c/g)
 		if c >= g {
 			faster = append(faster, op)
 		} else {
@@ -519,28 +521,37 @@ func percentile(v []float64, p float64) float64 {
 func report(o options, s samples, version string, masters map[string]int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Locks: the kernel DLM against etcd (make bench-dlm)\n\n")
-	fmt.Fprintf(&b, "%s. Three QEMU nodes (TCG, no KVM; the default image, `locus qemu up -n 3`), the same VMs for both sides: Locus's kernel DLM through each node's default lockspace (services/dlm/lockdev, the Go client `locus lock` uses) against `go.etcd.io/etcd/client/v3/concurrency.Mutex` on a 3-member etcd (Debian's %s, one member per node, each client through its own node's member; data on the nodes' tmpfs, so etcd's fsyncs cost nothing; default heartbeat and election timeouts). A round trip is lock (EX) + unlock of one resource, %d a node (nodes 2 and 3) a round; \"mastered here\" and \"mastered on another node\" are checked in the kernel's debug view after the run (%v). Throughput: %d clients over the three nodes for %s, each client on a resource (key) of its own. %d rounds, each side first in turn; %s.\n\n",
-		benchresults.Machine(), version, o.n, masters, o.clients, o.dur, o.rounds, benchresults.RatioRule)
+	fmt.Fprintf(&b, "%s. Three QEMU nodes (TCG, no KVM, one vCPU each; the default cluster's spec with the gfs2 module added, `locus qemu up -n 3 --shared-disk`), the same VMs for both sides: Locus's kernel DLM through each node's default lockspace (services/dlm/lockdev, the Go client `locus lock` uses) against `go.etcd.io/etcd/client/v3/concurrency.Mutex` on a 3-member etcd (Debian's etcd %s, one member per node, each client through its own node's member; data on the nodes' tmpfs, so etcd's fsyncs cost nothing; default heartbeat and election timeouts). A round trip is lock (EX) + unlock of one resource, %d a node (nodes 2 and 3) a round; \"mastered here\" and \"mastered on another node\" are checked in the kernel's debug view after the run (%v). Throughput: %d clients over the three nodes for %s, each client on a resource (key) of its own. %d rounds, each side first in turn; %s.\n\n",
+		benchresults.Machine(), version, o.n, masterList(masters), o.clients, o.dur, o.rounds, benchresults.RatioRule)
 	el, er, ee := benchresults.Median(s.dlmLocal), benchresults.Median(s.dlmRemote), benchresults.Median(s.etcd)
 	b.WriteString("| what | Locus (kernel DLM) | etcd Mutex | ratio |\n|---|---|---|---|\n")
-	row := func(what string, l, e float64, unit string) float64 {
-		fmt.Fprintf(&b, "| %s | %.2f %s | %.2f %s | %.2f |\n", what, l, unit, e, unit, e/l)
+	row := func(what string, l, e float64) float64 {
+		fmt.Fprintf(&b, "| %s | %.1f µs | %.1f µs | %.2f |\n", what, l, e, e/l)
 		return e / l
 	}
-	ms := func(v float64) float64 { return v / 1000 }
 	rows := []benchresults.Row{
-		{What: "round trip p50, mastered here", Ratio: row("lock+unlock p50, resource mastered on the asking node", ms(el), ms(ee), "ms")},
-		{What: "round trip p99, mastered here", Ratio: row("lock+unlock p99, resource mastered on the asking node", ms(percentile(s.dlmLocal, 0.99)), ms(percentile(s.etcd, 0.99)), "ms")},
-		{What: "round trip p50, mastered elsewhere", Ratio: row("lock+unlock p50, resource mastered on another node", ms(er), ms(ee), "ms")},
-		{What: "round trip p99, mastered elsewhere", Ratio: row("lock+unlock p99, resource mastered on another node", ms(percentile(s.dlmRemote, 0.99)), ms(percentile(s.etcd, 0.99)), "ms")},
+		{What: "round trip p50, mastered here", Ratio: row("lock+unlock p50, resource mastered on the asking node", el, ee)},
+		{What: "round trip p99, mastered here", Ratio: row("lock+unlock p99, resource mastered on the asking node", percentile(s.dlmLocal, 0.99), percentile(s.etcd, 0.99))},
+		{What: "round trip p50, mastered elsewhere", Ratio: row("lock+unlock p50, resource mastered on another node", er, ee)},
+		{What: "round trip p99, mastered elsewhere", Ratio: row("lock+unlock p99, resource mastered on another node", percentile(s.dlmRemote, 0.99), percentile(s.etcd, 0.99))},
 	}
 	lr, er2 := benchresults.Median(s.dlmRate), benchresults.Median(s.etcdRate)
-	fmt.Fprintf(&b, "| locks/s, %d clients over 3 nodes | %.0f | %.0f | %.2f |\n", o.clients, lr, er2, lr/er2)
+	fmt.Fprintf(&b, "| locks/s, %d clients over 3 nodes | %.1f locks/s | %.1f locks/s | %.2f |\n", o.clients, lr, er2, lr/er2)
 	rows = append(rows, benchresults.Row{What: "locks/s", Ratio: lr / er2})
 	fmt.Fprintf(&b, "\nGoals: at least 10x etcd's locks/s (%.1fx: %s) and a remote round trip p50 at most a quarter of etcd's (%.1fx faster: %s).\n\n",
 		lr/er2, met(lr/er2 >= 10), ee/er, met(ee/er >= 4))
 	b.WriteString(benchresults.Reading("etcd", rows) + "\n")
 	return b.String()
+}
+
+// masterList says which node masters each resource, in name order.
+func masterList(m map[string]int) string {
+	names := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s on node %d", n, m[n])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func met(ok bool) string {
