@@ -224,6 +224,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	})
 	var icsNode atomic.Pointer[ics.Node]
 	var memberRef atomic.Pointer[clms.Member]
+	var nodeRoot atomic.Pointer[string] // the node file's root, as followNode last read it
 	var mc clms.Config
 	var procs *proc.Service
 	var dlmd *dlm.Daemon
@@ -235,7 +236,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	}
 	if cfg.CLMS != nil {
 		mc = *cfg.CLMS
-		if procs, err = startProc(cfg, &memberRef, &icsNode); err != nil {
+		if procs, err = startProc(cfg, &memberRef, &icsNode, &nodeRoot); err != nil {
 			closeAll()
 			return fmt.Errorf("locusd: %w", err)
 		}
@@ -381,7 +382,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		member = m
 		memberRef.Store(m)
 		publishTransitions(m, cfg.events)
-		go followNode(ctx, cfg.NodeFile, cfg.ProcDir, m, cfg.Log)
+		go followNode(ctx, cfg.NodeFile, cfg.ProcDir, m, &nodeRoot, cfg.Log)
 		handle("POST /v1/runlevel", control, runLevelHandler(m, icsNode.Load, cfg.Log))
 		handle("POST /v1/shutdown", control, shutdownHandler(cfg, m, icsNode.Load))
 		// Calls in flight to a node end the moment it is Down.
@@ -500,7 +501,7 @@ func serveClusterProc(ctx context.Context, cfg Config, procs *proc.Service) erro
 
 // startProc makes the node's process service: jobs reach the nodes the
 // membership has Up, over ICS once the node has it.
-func startProc(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.Pointer[ics.Node]) (*proc.Service, error) {
+func startProc(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.Pointer[ics.Node], nodeRoot *atomic.Pointer[string]) (*proc.Service, error) {
 	self := cfg.CLMS.Node
 	up := func() []int {
 		m := member.Load()
@@ -516,16 +517,13 @@ func startProc(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.
 		return out
 	}
 	// Jobs run where init runs the node's own processes: in the shared
-	// root once the root phase mounted it (init says so in its node file).
+	// root once the root phase mounted it (init says so in its node
+	// file, which followNode reads each time init rewrites it).
 	root := func() string {
-		if cfg.NodeFile == "" {
-			return ""
+		if r := nodeRoot.Load(); r != nil {
+			return *r
 		}
-		info, err := ReadNodeInfo(cfg.NodeFile, cfg.ProcDir)
-		if err != nil {
-			return ""
-		}
-		return info.Root
+		return ""
 	}
 	return proc.New(proc.Config{Node: self, ProcDir: cfg.ProcDir, Up: up, ICS: icsNode.Load, Root: root, Grace: cfg.JobGrace,
 		Log: cfg.Log.With("svc", "proc")})

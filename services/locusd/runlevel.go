@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -52,10 +53,11 @@ func writeRequest(nodeFile string, r Request) error {
 
 // followNode tells the membership what init records in the node file: the
 // run level it reached (a node is Up only once that is the cluster's), and
-// that it is shutting down. It reads the file when init replaces it
+// that it is shutting down; and it keeps in root where the node's
+// processes run (for the jobs of the process service). It reads the file when init replaces it
 // (inotify on its directory) and every few seconds besides, in case a
 // change was missed (or the directory cannot be watched).
-func followNode(ctx context.Context, nodeFile, procDir string, m *clms.Member, log *slog.Logger) {
+func followNode(ctx context.Context, nodeFile, procDir string, m *clms.Member, root *atomic.Pointer[string], log *slog.Logger) {
 	changed := watchFile(ctx, nodeFile, log)
 	every := 5 * time.Second
 	if changed == nil {
@@ -65,6 +67,7 @@ func followNode(ctx context.Context, nodeFile, procDir string, m *clms.Member, l
 	defer tick.Stop()
 	for {
 		if info, err := ReadNodeInfo(nodeFile, procDir); err == nil {
+			root.Store(&info.Root)
 			m.SetReached(info.RunLevel)
 			if info.State == "ShuttingDown" {
 				m.Leave()

@@ -81,19 +81,21 @@ func (r *Runner) Run(ctx context.Context, st standin.Start, recv func() (standin
 	if r.Root != nil {
 		root = r.Root()
 	}
-	path, err := lookPath(root, st.Argv[0], envValue(env, "PATH", defaultPath), st.Dir)
+	rv := openRoot(root)
+	defer rv.close()
+	path, err := lookPath(rv, st.Argv[0], envValue(env, "PATH", defaultPath), st.Dir)
 	if err != nil {
 		return send(standin.JSONFrame(standin.KindExit, standin.Exit{Code: 127, Reason: st.Argv[0] + ": command not found"}))
 	}
 	argv := slices.Clone(st.Argv)
-	if fi, err := statIn(root, path, false); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+	if fi, err := rv.stat(path, false); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		// A link to a multi-call binary (u-root's /bin/sh, busybox)
 		// finds what to be by following argv[0]: give it the path.
 		argv[0] = path
 	}
 	var note string
 	dir := st.Dir
-	if fi, err := statIn(root, st.Dir, true); st.Dir == "" || err != nil || !fi.IsDir() {
+	if fi, err := rv.stat(st.Dir, true); st.Dir == "" || err != nil || !fi.IsDir() {
 		if st.Dir != "" {
 			note = fmt.Sprintf("locus: node %d has no directory %s; the job runs in /\n", r.Node, st.Dir)
 		}
@@ -444,16 +446,16 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-// lookPath finds name as the shell would on the job's $PATH, in root
-// (""; the daemon's own); a name with a slash is taken as it is
-// (relative to dir). The path returned is as the job sees it.
-func lookPath(root, name, path, dir string) (string, error) {
+// lookPath finds name as the shell would on the job's $PATH, in the
+// job's root; a name with a slash is taken as it is (relative to dir).
+// The path returned is as the job sees it.
+func lookPath(rv rootView, name, path, dir string) (string, error) {
 	if strings.Contains(name, "/") {
 		p := name
 		if !filepath.IsAbs(p) && dir != "" {
 			p = filepath.Join(dir, p)
 		}
-		if _, err := statIn(root, p, true); err != nil {
+		if _, err := rv.stat(p, true); err != nil {
 			return "", err
 		}
 		return p, nil
@@ -463,35 +465,56 @@ func lookPath(root, name, path, dir string) (string, error) {
 			d = "."
 		}
 		p := filepath.Join(d, name)
-		if fi, err := statIn(root, p, true); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		if fi, err := rv.stat(p, true); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
 	return "", exec.ErrNotFound
 }
 
-// statIn stats p as a process chrooted in root would see it: symbolic
-// links, absolute ones too, resolve inside root (openat2's
-// RESOLVE_IN_ROOT). follow false stats a final link itself.
-func statIn(root, p string, follow bool) (os.FileInfo, error) {
+// rootView looks at paths as a process chrooted in a job's root sees
+// them: symbolic links, absolute ones too, resolve inside it (openat2's
+// RESOLVE_IN_ROOT). The root is opened once for all of a job's lookups.
+type rootView struct {
+	path string
+	fd   int   // -1: the daemon's own root
+	err  error // the root could not be opened
+}
+
+func openRoot(root string) rootView {
 	if root == "" || root == "/" {
-		if follow {
-			return os.Stat(p)
-		}
+		return rootView{fd: -1}
+	}
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return rootView{path: root, fd: -1, err: &os.PathError{Op: "open", Path: root, Err: err}}
+	}
+	return rootView{path: root, fd: fd}
+}
+
+func (rv rootView) close() {
+	if rv.fd >= 0 {
+		unix.Close(rv.fd)
+	}
+}
+
+// stat stats p in the root; follow false stats a final link itself.
+func (rv rootView) stat(p string, follow bool) (os.FileInfo, error) {
+	switch {
+	case rv.err != nil:
+		return nil, rv.err
+	case rv.fd < 0 && follow:
+		return os.Stat(p)
+	case rv.fd < 0:
 		return os.Lstat(p)
 	}
-	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: root, Err: err}
-	}
-	defer unix.Close(dir)
 	flags := uint64(unix.O_PATH | unix.O_CLOEXEC)
 	if !follow {
 		flags |= unix.O_NOFOLLOW
 	}
-	fd, err := unix.Openat2(dir, p, &unix.OpenHow{Flags: flags, Resolve: unix.RESOLVE_IN_ROOT})
+	fd, err := unix.Openat2(rv.fd, p, &unix.OpenHow{Flags: flags, Resolve: unix.RESOLVE_IN_ROOT})
 	if err != nil {
-		return nil, &os.PathError{Op: "openat2", Path: filepath.Join(root, p), Err: err}
+		return nil, &os.PathError{Op: "openat2", Path: filepath.Join(rv.path, p), Err: err}
 	}
 	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
