@@ -348,12 +348,11 @@ func pushLibdlmClient(t *testing.T, state string, node int, dir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := filepath.Join(dir, filepath.Base(f))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		res, err := qemu.Exec(ctx, qemu.ExecPath(state, node), []string{"/usr/local/bin/busybox", "sh", "-c", "mkdir -p " + dir + " && cat > " + name + " && chmod 755 " + name}, data)
+		err = qemu.WriteFile(ctx, qemu.ExecPath(state, node), filepath.Join(dir, filepath.Base(f)), data)
 		cancel()
-		if err != nil || res.Exit != 0 {
-			t.Fatalf("write %s on node %d: %v %+v", name, node, err, res)
+		if err != nil {
+			t.Fatalf("node %d: %v", node, err)
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/locus-ssi/locus/qemu/execwire"
@@ -28,6 +30,36 @@ var ErrExecUnavailable = errors.New("exec channel unavailable")
 // deadline of ctx (10 minutes when ctx has none).
 func Exec(ctx context.Context, sock string, argv []string, stdin []byte) (*ExecResult, error) {
 	return ExecIn(ctx, sock, argv, stdin, false)
+}
+
+// WriteFile writes data to path on the node whose exec socket is sock,
+// mode 0755, making its directory, in pieces the channel carries (a
+// message is at most execwire.MaxLine bytes): how tests and benchmarks
+// put programs onto a node's root. The node needs busybox, as images
+// have it at /usr/local/bin/busybox.
+func WriteFile(ctx context.Context, sock, path string, data []byte) error {
+	const piece = 4 << 20 // base64 in JSON: well under MaxLine
+	sh := func(script string, chunk []byte) error {
+		res, err := Exec(ctx, sock, []string{"/usr/local/bin/busybox", "sh", "-c", script}, chunk)
+		if err == nil && res.Exit != 0 {
+			err = fmt.Errorf("exit %d: %s", res.Exit, res.Stderr)
+		}
+		if err != nil {
+			return fmt.Errorf("qemu: write %s: %w", path, err)
+		}
+		return nil
+	}
+	q := "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
+	dir := "'" + strings.ReplaceAll(filepath.Dir(path), "'", `'\''`) + "'"
+	if err := sh("mkdir -p "+dir+" && : > "+q+" && chmod 755 "+q, nil); err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += piece {
+		if err := sh("cat >> "+q, data[off:min(off+piece, len(data))]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ExecIn is Exec, in init's own root (the initramfs) when initramfs is

@@ -204,29 +204,15 @@ func run(o options) error {
 	return nil
 }
 
-// push writes file into dir on node n's root, in pieces the exec
-// channel carries.
+// push writes file into dir on node n's root.
 func (b *bench) push(n int, file string) error {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
-	name := filepath.Join(dir, filepath.Base(file))
-	const piece = 4 << 20
-	for off := 0; off < len(data) || off == 0; off += piece {
-		end := min(off+piece, len(data))
-		op := ">>"
-		if off == 0 {
-			op = ">"
-		}
-		if _, err := b.on(n, 5*time.Minute, data[off:end], "/usr/local/bin/busybox", "sh", "-c", "mkdir -p "+dir+" && cat "+op+" "+name+" && chmod 755 "+name); err != nil {
-			return err
-		}
-		if end == len(data) {
-			break
-		}
-	}
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	return qemu.WriteFile(ctx, qemu.ExecPath(b.state, n), filepath.Join(dir, filepath.Base(file)), data)
 }
 
 // etcdCmd is Debian's etcd run through its own loader and libraries.
