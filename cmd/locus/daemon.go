@@ -89,6 +89,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.UserSocket, "user-socket", "", "serve the API to every user of this node at this unix socket, each as who the kernel says it is (init passes "+locusd.UserSocketPath+")")
 	f.StringVar(&cfg.ProcSocket, "proc-socket", "", "take init's FUSE mount of the clusterwide /proc at this unix socket (init passes "+proc.ProcSocket+")")
 	f.StringVar(&cfg.ProcMount, "proc-mount", "", "mount the clusterwide /proc on this directory (tests; on a node init mounts it)")
+	f.StringVar(&cfg.LoadDir, "load-proc", "", "read the load vector's /proc files (loadavg, meminfo, uptime, cpuinfo) from this directory (tests: daemons sharing one host; default /proc)")
 	f.BoolVar(&cfg.DLM, "dlm", false, "run the kernel DLM's control daemon (needs the dlm module; one per kernel)")
 	f.DurationVar(&cfg.JobGrace, "job-grace", 0, "time between SIGHUP and SIGKILL for a job whose stand-in went away (default 5s)")
 	f.StringVar(&cfg.Socket, "socket", "", "serve the API to root on this node at this unix socket too (init passes "+locusd.SocketPath+")")

@@ -42,7 +42,11 @@ type Status struct {
 	Waiting string `json:"waiting,omitempty"`
 	// Refused lists gossip members not taken for the node they claim,
 	// and why (docs/trust.md).
-	Refused []string     `json:"refused,omitempty"`
+	Refused []string `json:"refused,omitempty"`
+	// Leaving: this node has told the cluster it is shutting down. Its
+	// own row may not say so yet (or ever, in a whole-cluster shutdown,
+	// when the master goes first).
+	Leaving bool         `json:"leaving,omitempty"`
 	Nodes   []NodeStatus `json:"nodes"`
 }
 
@@ -62,7 +66,7 @@ type NodeStatus struct {
 // Status reports this node's view.
 func (m *Member) Status() Status {
 	recs, last := m.fsm.snapshot()
-	st := Status{Self: m.cfg.Node, LastTransition: last, RunLevel: m.RunLevel()}
+	st := Status{Self: m.cfg.Node, LastTransition: last, RunLevel: m.RunLevel(), Leaving: m.leaving.Load()}
 	if m.cfg.WaitForAll > 0 && !m.fsm.isFormed() {
 		st.Waiting = fmt.Sprintf("wait_for_all: not yet %d nodes seen at once", m.cfg.WaitForAll)
 	}

@@ -110,6 +110,7 @@ type Service struct {
 	spaces  map[string]*space
 	comms   map[int]string // node -> the boot its comms entry is for
 	stopAll bool           // stopped for want of quorum
+	lastOut bool           // no quorum, but the others are all leaving
 	// shutdown is when the node began to shut down: joins are refused,
 	// and leaves the master does not answer within leaveBound end here.
 	shutdown time.Time
@@ -298,15 +299,26 @@ func (s *Service) Run(ctx context.Context, events <-chan Uevent) {
 
 // checkQuorum stops every lockspace when this node has no quorum: the
 // other side may be recovering this node's locks. They start again
-// only when a master that has the quorum says so.
+// only when a master that has the quorum says so. The exception is a
+// whole-cluster shutdown, where the last nodes lose the quorum as the
+// others go: when every other node is Down or on its way out, none is
+// recovering this node's locks, and a stopped lockspace would only hang
+// this node's own unmount (GFS2 needs its locks to leave).
 func (s *Service) checkQuorum(st clms.Status) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st.Quorum {
-		s.stopAll = false
+		s.stopAll, s.lastOut = false, false
 		return
 	}
 	if s.stopAll {
+		return
+	}
+	if othersLeaving(st) {
+		if !s.lastOut {
+			s.lastOut = true
+			s.log.Warn("no quorum, but every other node is down or shutting down: lockspaces kept running until this node leaves them")
+		}
 		return
 	}
 	s.stopAll = true
@@ -477,16 +489,21 @@ func (s *Service) onMaster(ctx context.Context, st clms.Status, method string, r
 const leaveBound = 5 * time.Second
 
 // leavingNode says whether this node is on its way out: its daemon
-// stopping, or the node ShuttingDown in the membership (its root is
-// unmounted before the daemon stops, and the master may be gone first).
+// stopping, or the node shutting down in the membership (its root is
+// unmounted before the daemon stops, and the master may be gone first,
+// so its own row may never say ShuttingDown).
 func (s *Service) leavingNode() bool {
+	return s.leavingIn(s.cfg.Status())
+}
+
+func (s *Service) leavingIn(st clms.Status) bool {
 	s.mu.Lock()
 	stopping := !s.shutdown.IsZero()
 	s.mu.Unlock()
-	if stopping {
+	if stopping || st.Leaving {
 		return true
 	}
-	for _, n := range s.cfg.Status().Nodes {
+	for _, n := range st.Nodes {
 		if n.Node == s.cfg.Node {
 			return n.State == clms.ShuttingDown || n.State == clms.GoingDown
 		}
@@ -504,11 +521,14 @@ func (s *Service) beginShutdown() {
 
 // shuttingDown ends a join or leave of ls here, if the node is on its
 // way out: a join is refused at the daemon's stop (the kernel then sends
-// its leave); a leave of a lockspace never started, or one the master
-// has not answered within leaveBound of its start (begun), is answered
-// without a round.
+// its leave); a leave of a lockspace never started, one the master has
+// not answered within leaveBound of its start (begun), or one no master
+// will answer (no quorum, every other node gone or going: the last out
+// of a whole-cluster shutdown) is answered without a round.
 func (s *Service) shuttingDown(ls, op string, begun time.Time) bool {
-	leaving := s.leavingNode()
+	st := s.cfg.Status()
+	leaving := s.leavingIn(st)
+	last := !st.Quorum && othersLeaving(st)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sp := s.spaces[ls]
@@ -522,7 +542,7 @@ func (s *Service) shuttingDown(ls, op string, begun time.Time) bool {
 			s.log.Error("refuse a join at shutdown", "lockspace", ls, "err", err)
 		}
 		return true
-	case op == "leave" && (!sp.everStarted || time.Since(begun) > leaveBound):
+	case op == "leave" && (!sp.everStarted || last || time.Since(begun) > leaveBound):
 		if sp.started {
 			s.cfg.Kernel.Stop(ls)
 		}
@@ -531,10 +551,31 @@ func (s *Service) shuttingDown(ls, op string, begun time.Time) bool {
 		if err := s.cfg.Kernel.EventDone(ls, 0); err != nil {
 			s.log.Error("leave at shutdown", "lockspace", ls, "err", err)
 		}
-		s.log.Warn("lockspace left without the master: the others see this node fail", "lockspace", ls)
+		if last {
+			s.log.Info("lockspace left: the last node of a cluster shutting down", "lockspace", ls)
+		} else {
+			s.log.Warn("lockspace left without the master: the others see this node fail", "lockspace", ls)
+		}
 		return true
 	}
 	return false
+}
+
+// othersLeaving says whether every other node in st is Down or
+// ShuttingDown (or never came up). A ShuttingDown node leaves its
+// lockspaces through the master, and a Down for this node would need
+// the master to fence it first: none of them recovers this node's locks
+// behind its back.
+func othersLeaving(st clms.Status) bool {
+	for _, n := range st.Nodes {
+		if n.Node == st.Self {
+			continue
+		}
+		if n.State != clms.Down && n.State != clms.NeverUp && n.State != clms.ShuttingDown {
+			return false
+		}
+	}
+	return true
 }
 
 // memberOf says whether node is admitted and alive in st (ComingUp or

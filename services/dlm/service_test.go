@@ -41,6 +41,7 @@ type world struct {
 	spaces   map[int]map[string]*kspace
 	status   clms.Status
 	noQuorum map[int]bool
+	leaving  map[int]bool // told the cluster it shuts down
 	svcs     map[int]*Service
 	events   map[int]chan Uevent
 	boots    map[int]string
@@ -120,7 +121,7 @@ func (k fakeKernel) AckWithdraw(string) error { return nil }
 
 func newWorld(t *testing.T, nodes ...int) *world {
 	w := &world{t: t, comms: map[int]map[int]int{}, removed: map[int][]int{}, spaces: map[int]map[string]*kspace{},
-		noQuorum: map[int]bool{}, svcs: map[int]*Service{}, events: map[int]chan Uevent{}, boots: map[int]string{}}
+		noQuorum: map[int]bool{}, leaving: map[int]bool{}, svcs: map[int]*Service{}, events: map[int]chan Uevent{}, boots: map[int]string{}}
 	w.status = clms.Status{Master: 1, Quorum: true, Term: 5}
 	for _, n := range nodes {
 		w.status.Nodes = append(w.status.Nodes, clms.NodeStatus{NodeRecord: clms.NodeRecord{Node: n, State: clms.Up, Addr: fmt.Sprintf("10.9.0.%d:7472", n)}})
@@ -146,6 +147,7 @@ func (w *world) start(ctx context.Context, wg *sync.WaitGroup, n int, boot strin
 			if w.noQuorum[n] {
 				st.Quorum, st.Master = false, 0
 			}
+			st.Leaving = w.leaving[n]
 			return st
 		},
 		Call: func(ctx context.Context, to int, method string, req []byte) ([]byte, error) {
@@ -435,4 +437,64 @@ func leaveAlone(t *testing.T, w *world) time.Duration {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(start)
+}
+
+// TestLastOutOfClusterShutdown: in a whole-cluster shutdown the others
+// leave first and the last node loses the quorum before its own
+// ShuttingDown is committed. With every other node down or going, its
+// lockspace keeps running (GFS2 needs its locks to unmount; stopped, the
+// unmount never ends), and its leave is answered at once, not after the
+// bound. A node without quorum whose peer is still Up stops, as before.
+func TestLastOutOfClusterShutdown(t *testing.T) {
+	w := newWorld(t, 1, 2, 3)
+	for _, n := range []int{1, 2, 3} {
+		w.uevent(n, "online", "ls")
+	}
+	w.running("ls", 1, 2, 3)
+	w.setState(1, clms.ShuttingDown)
+	w.setState(2, clms.ShuttingDown)
+	w.uevent(2, "offline", "ls")
+	w.running("ls", 1, 3)
+	w.uevent(1, "offline", "ls")
+	w.running("ls", 3)
+	w.setState(2, clms.Down)
+	w.mu.Lock()
+	w.noQuorum[3], w.leaving[3] = true, true // node 1, the master, is gone
+	w.mu.Unlock()
+	time.Sleep(time.Second) // several of the daemon's quorum checks
+	w.running("ls", 3)
+
+	start := time.Now()
+	w.uevent(3, "offline", "ls")
+	for !slices.Equal(w.answered(3, "ls"), []int{0, 0}) {
+		if time.Since(start) > leaveBound-time.Second {
+			t.Fatalf("the last node's leave answered %v after %v: it waited for a master that is gone", w.answered(3, "ls"), time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The same loss with a peer still Up: that side may be recovering
+	// this node's locks, so it stops.
+	w2 := newWorld(t, 1, 2, 3)
+	for _, n := range []int{1, 2, 3} {
+		w2.uevent(n, "online", "ls")
+	}
+	w2.running("ls", 1, 2, 3)
+	w2.setState(1, clms.ShuttingDown)
+	w2.mu.Lock()
+	w2.noQuorum[3], w2.leaving[3] = true, true
+	w2.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w2.mu.Lock()
+		stopped := !w2.spaces[3]["ls"].running
+		w2.mu.Unlock()
+		if stopped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 3 without quorum, node 2 still Up: its lockspace still runs")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

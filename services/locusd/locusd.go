@@ -67,6 +67,8 @@ type Config struct {
 	NodeFile string
 	// ProcDir is /proc (a test may point elsewhere).
 	ProcDir string
+	// LoadDir is where the process service reads the load (proc.Config).
+	LoadDir string
 	// NetbootAdmin is the netboot service's admin API (its socket); on the
 	// init node its registry is served read-only at GET /v1/netboot/nodes
 	// (how the host follows PXE boots through the forwarded API port).
@@ -525,7 +527,7 @@ func startProc(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.
 		}
 		return ""
 	}
-	return proc.New(proc.Config{Node: self, ProcDir: cfg.ProcDir, Up: up, ICS: icsNode.Load, Root: root, Grace: cfg.JobGrace,
+	return proc.New(proc.Config{Node: self, ProcDir: cfg.ProcDir, LoadDir: cfg.LoadDir, Up: up, ICS: icsNode.Load, Root: root, Grace: cfg.JobGrace,
 		Log: cfg.Log.With("svc", "proc")})
 }
 

@@ -42,7 +42,12 @@ func startCluster(t *testing.T) *cluster {
 	for n := 1; n <= 5; n++ {
 		dir := filepath.Join(d.Dir, fmt.Sprintf("proc%d", n))
 		os.MkdirAll(dir, 0o755)
-		d.Extra[n] = []string{"--job-grace", "1s", "--proc-mount", dir}
+		// Five daemons on one host would each read the host's run queue
+		// at another instant (busy with other tests, it is not idle):
+		// each node gets an idle load of its own.
+		load := filepath.Join(d.Dir, fmt.Sprintf("load%d", n))
+		writeIdleLoad(t, load)
+		d.Extra[n] = []string{"--job-grace", "1s", "--proc-mount", dir, "--load-proc", load}
 	}
 	t.Cleanup(func() {
 		for n := range d.Procs {
@@ -59,6 +64,26 @@ func startCluster(t *testing.T) *cluster {
 	c := &cluster{Daemons: d, up: map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up, 4: clms.Up, 5: clms.Up}}
 	d.Wait("five daemons Up", c.up)
 	return c
+}
+
+// writeIdleLoad writes the /proc files of an idle two-CPU node's load
+// into dir.
+func writeIdleLoad(t *testing.T, dir string) {
+	t.Helper()
+	files := map[string]string{
+		"loadavg": "0.00 0.00 0.00 1/180 4242\n",
+		"meminfo": "MemTotal:        2000000 kB\nMemFree:         1500000 kB\nMemAvailable:    1800000 kB\n",
+		"uptime":  "1000.00 1900.00\n",
+		"cpuinfo": "processor\t: 0\nbogomips\t: 4800.00\n\nprocessor\t: 1\nbogomips\t: 4800.00\n",
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // locus is the CLI run on node n (through its user socket).

@@ -337,11 +337,11 @@ func (t *table) all(now time.Time) []Load {
 	return out
 }
 
-// place picks the least loaded of the nodes up: by upper load, plus one
-// process's load for each job recently placed there (by this node's
-// own placements or the node's own count, whichever is more); ties
-// within a quarter of a process's load are broken at random. With
-// reserve, the choice counts as a placement.
+// place picks the least loaded of the nodes up (those it has a load
+// for): by upper load, plus one process's load for each job recently
+// placed there (by this node's own placements or the node's own count,
+// whichever is more); ties within a quarter of a process's load are
+// broken at random. With reserve, the choice counts as a placement.
 func (t *table) place(up []int, reserve bool, now time.Time) int {
 	self := t.self.load()
 	t.mu.Lock()
@@ -355,8 +355,11 @@ func (t *table) place(up []int, reserve bool, now time.Time) int {
 	for _, n := range up {
 		l := self
 		if n != self.Node {
+			// An Up node's last entry counts however old: a node whose
+			// load does not move gossips it seldom, and on a starved CPU
+			// the gossip comes late; one never heard of is left out.
 			e, ok := t.entries[n]
-			if !ok || now.Sub(e.at) > freshFor {
+			if !ok {
 				continue
 			}
 			l = e.Load

@@ -38,6 +38,11 @@ const callTimeout = 5 * time.Second
 type Config struct {
 	Node    int
 	ProcDir string
+	// LoadDir is where the load vector's files (loadavg, meminfo,
+	// uptime, cpuinfo) are read: ProcDir if empty. Daemons sharing one
+	// host in a test each get their own, so that a node's load is its
+	// own and not the host's, sampled at another instant.
+	LoadDir string
 	// Up lists the nodes that are Up now, this one included.
 	Up func() []int
 	// ICS is this node's ICS endpoint (nil while it has none: then only
@@ -82,7 +87,10 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := newMeter(cfg.Node, cfg.ProcDir)
+	if cfg.LoadDir == "" {
+		cfg.LoadDir = cfg.ProcDir
+	}
+	m := newMeter(cfg.Node, cfg.LoadDir)
 	s := &Service{cfg: cfg, host: h, meter: m, table: newTable(m)}
 	s.runner = &Runner{Node: cfg.Node, ProcDir: cfg.ProcDir, Root: cfg.Root, Grace: cfg.Grace, Log: cfg.Log, Accepted: m.accept}
 	return s, nil
