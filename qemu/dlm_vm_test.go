@@ -106,9 +106,19 @@ func bgExec(locus func(...string) (string, error), node string, argv ...string) 
 // to node.
 func waitHeld(t *testing.T, cli func(...string) (string, error), resource string, node int) {
 	t.Helper()
+	waitHeldIn(t, cli, "", resource, node)
+}
+
+// waitHeldIn is waitHeld in lockspace ls ("" the default).
+func waitHeldIn(t *testing.T, cli func(...string) (string, error), ls, resource string, node int) {
+	t.Helper()
+	args := []string{"lock", "ls", "--output", "json"}
+	if ls != "" {
+		args = []string{"lock", "ls", ls, "--output", "json"}
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, _ := cli("lock", "ls", "--output", "json")
+		out, _ := cli(args...)
 		var reply locusd.DLMReply
 		json.Unmarshal([]byte(out), &reply)
 		if slices.ContainsFunc(reply.Locks, func(l dlm.LockInfo) bool {
@@ -307,6 +317,9 @@ func checkLibdlmClients(t *testing.T, locus func(...string) (string, error), sta
 			}
 		}
 	}
+	// Running is not yet holding: the client asks for r once it has
+	// the lockspace.
+	waitHeldIn(t, onNode(locus, nb), "clib", "r", a)
 	out, err = locus(append([]string{"qemu", "exec", nb, "--"}, dlmc("-c", "-n", "clib", "r")...)...)
 	if code := exitCode(err); code != 11 || !strings.Contains(out, "busy") {
 		t.Errorf("libdlm client on node %d got r in lockspace clib while node %d's held it: exit %d\n%s", b, a, code, out)

@@ -60,6 +60,22 @@ func checkNode(file, key string, n *yaml.Node, t reflect.Type) error {
 		return nil // an explicit empty value keeps the default
 	}
 	switch t.Kind() {
+	case reflect.Pointer:
+		return checkNode(file, key, n, t.Elem())
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return at(n, "want a mapping of keys, got %s", describe(n))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				return at(k, "want a key, got %s", describe(k))
+			}
+			if err := checkNode(file, key+"."+k.Value, val, t.Elem()); err != nil {
+				return err
+			}
+		}
+		return nil
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			return at(n, "want a mapping of keys, got %s", describe(n))

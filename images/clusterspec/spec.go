@@ -296,6 +296,15 @@ type Service struct {
 	// Oneshot services must exit 0 before the level counts as reached;
 	// others are daemons, restarted when they exit.
 	Oneshot bool `yaml:"oneshot" json:"oneshot"`
+	// OCF names an OCF resource agent to run instead of a command
+	// (heartbeat/Dummy: $OCF_ROOT/resource.d/heartbeat/Dummy), with
+	// Params as its OCF_RESKEY_ variables; HA services only.
+	OCF    string            `yaml:"ocf" json:"ocf,omitempty"`
+	Params map[string]string `yaml:"params" json:"params,omitempty"`
+	// HA, if given, makes this an HA service (see HA): from Level on,
+	// the cluster keeps its instances running on nodes it picks among
+	// Nodes (empty: any).
+	HA *HA `yaml:"ha" json:"ha,omitempty"`
 }
 
 // Defaults of an empty spec.
@@ -583,9 +592,10 @@ func (s *Spec) Validate() error {
 		if sv.Level < 1 || sv.Level > 5 {
 			bad(key+".level", "%d must be between 1 and 5", sv.Level)
 		}
-		if len(sv.Command) == 0 {
-			bad(key+".command", "is required")
+		if len(sv.Command) == 0 && sv.OCF == "" {
+			bad(key+".command", "is required (or, for an HA service, ocf)")
 		}
+		checkHA(sv, key, bad)
 	}
 	switch s.Netboot.Admission {
 	case AdmitDeny, AdmitDiscover, AdmitAccept:
@@ -708,11 +718,12 @@ func (s *Spec) AllModules() []string {
 	return out
 }
 
-// ServicesFor returns the services of run level l that run on node n.
+// ServicesFor returns the services of run level l that init runs on
+// node n (not the HA services: the cluster places those).
 func (s *Spec) ServicesFor(n, l int) []Service {
 	var out []Service
 	for _, sv := range s.Services {
-		if sv.Level == l && (len(sv.Nodes) == 0 || slices.Contains(sv.Nodes, n)) {
+		if sv.Level == l && !sv.IsHA() && (len(sv.Nodes) == 0 || slices.Contains(sv.Nodes, n)) {
 			out = append(out, sv)
 		}
 	}

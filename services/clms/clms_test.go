@@ -514,6 +514,10 @@ func FuzzApply(f *testing.F) {
 			if last != lastBefore+1 || r.ID != last {
 				t.Fatalf("applied transition %+v, ids %d -> %d", r, lastBefore, last)
 			}
+		case nil, RunLevelSet, RecordsWritten:
+			if last != lastBefore {
+				t.Fatalf("a %T entry moved the transition id", r)
+			}
 		default:
 			t.Fatalf("Apply returned %T", res)
 		}

@@ -85,6 +85,8 @@ type command struct {
 	At     time.Time `json:"at"`
 	Master int       `json:"master"`
 	Reason string    `json:"reason,omitempty"`
+	// Writes are the record writes of a kindRecords command.
+	Writes []RecordWrite `json:"writes,omitempty"`
 }
 
 // kindRunLevel is the command that sets the cluster's run level.
@@ -108,13 +110,17 @@ type fsm struct {
 	target  int // the cluster's run level; 0 until first set
 	formed  bool
 	history []Transition
+	records map[string]Record
+	// watchers are poked when records change.
+	watchers  map[int]chan<- struct{}
+	nextWatch int
 	// applied receives every transition in order (never blocks: the
 	// member drains it).
 	applied func(Transition)
 }
 
 func newFSM(applied func(Transition)) *fsm {
-	return &fsm{nodes: map[int]*NodeRecord{}, applied: applied}
+	return &fsm{nodes: map[int]*NodeRecord{}, records: map[string]Record{}, watchers: map[int]chan<- struct{}{}, applied: applied}
 }
 
 // maxHistory bounds the transitions kept in memory.
@@ -140,6 +146,15 @@ func (f *fsm) Apply(l *raft.Log) any {
 		f.formed = true
 		f.mu.Unlock()
 		return nil
+	}
+	if c.Kind == kindRecords {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if err := f.applyRecords(c.Writes, l.Index); err != nil {
+			return err
+		}
+		f.pokeWatchers()
+		return RecordsWritten{Version: l.Index}
 	}
 	if c.Kind != "" {
 		return fmt.Errorf("%w: unknown command kind %q", errStale, c.Kind)
@@ -219,10 +234,11 @@ func (f *fsm) historyCopy() []Transition {
 }
 
 type fsmState struct {
-	Nodes  []NodeRecord `json:"nodes"`
-	Last   uint64       `json:"last"`
-	Target int          `json:"target,omitempty"`
-	Formed bool         `json:"formed,omitempty"`
+	Nodes   []NodeRecord `json:"nodes"`
+	Last    uint64       `json:"last"`
+	Target  int          `json:"target,omitempty"`
+	Formed  bool         `json:"formed,omitempty"`
+	Records []Record     `json:"records,omitempty"`
 }
 
 func (f *fsm) isFormed() bool {
@@ -243,7 +259,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	formed := f.formed
 	f.mu.Unlock()
-	b, err := json.Marshal(fsmState{Nodes: nodes, Last: last, Target: f.runLevel(), Formed: formed})
+	b, err := json.Marshal(fsmState{Nodes: nodes, Last: last, Target: f.runLevel(), Formed: formed, Records: f.recordsWith("")})
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +284,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.target = st.Target
 	f.formed = st.Formed
 	f.history = nil
+	f.records = map[string]Record{}
+	for _, r := range st.Records {
+		f.records[r.Key] = r
+	}
+	f.pokeWatchers()
 	return nil
 }
 

@@ -36,6 +36,7 @@ import (
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/dlm"
+	"github.com/locus-ssi/locus/services/ha"
 	"github.com/locus-ssi/locus/services/ics"
 	"github.com/locus-ssi/locus/services/proc"
 )
@@ -229,6 +230,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	var nodeRoot atomic.Pointer[string] // the node file's root, as followNode last read it
 	var mc clms.Config
 	var procs *proc.Service
+	var has *ha.Service
 	var dlmd *dlm.Daemon
 	if cfg.CLMS != nil && cfg.DLM {
 		if dlmd, err = startDLM(cfg, &memberRef, &icsNode); err != nil {
@@ -239,6 +241,10 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	if cfg.CLMS != nil {
 		mc = *cfg.CLMS
 		if procs, err = startProc(cfg, &memberRef, &icsNode, &nodeRoot); err != nil {
+			closeAll()
+			return fmt.Errorf("locusd: %w", err)
+		}
+		if has, err = startHA(cfg, &memberRef, &icsNode, &nodeRoot, procs); err != nil {
 			closeAll()
 			return fmt.Errorf("locusd: %w", err)
 		}
@@ -297,6 +303,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			})
 			if procs != nil {
 				procs.Register(n)
+			}
+			if has != nil {
+				has.Register(n)
 			}
 			if dlmd != nil {
 				dlmd.Register(n)
@@ -414,6 +423,13 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		}))
 		go procs.Run(ctx)
 		procRoutes(ctx, handle, procs, cfg.Log.With("svc", "proc"))
+		if has != nil {
+			// Its instances stop before the membership closes.
+			var haDone sync.WaitGroup
+			defer haDone.Wait()
+			runHA(ctx, has, m, &haDone)
+			haRoutes(handle, has, cfg.Log.With("svc", "ha"))
+		}
 		if dlmd != nil {
 			// Its lockspaces are left before the membership closes
 			// (defers run last first): a clean leave, not a failure.

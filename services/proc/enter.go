@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,4 +78,37 @@ func EnterRoot(args []string) error {
 	}
 	err := syscall.Exec(path, argv, os.Environ())
 	return &os.PathError{Op: "exec", Path: path, Err: err}
+}
+
+// RootCommand is a command that runs argv as root in the node's root
+// (root "": the daemon's own), argv[0] looked up on search there, in
+// directory "/": what the HA service starts instances and OCF agents
+// with. helper is the daemon's binary ("" : this executable).
+func RootCommand(root, helper string, argv []string, search string) (*exec.Cmd, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("no command")
+	}
+	rv := openRoot(root)
+	defer rv.close()
+	path, err := lookPath(rv, argv[0], search, "/")
+	if err != nil {
+		return nil, fmt.Errorf("%s in the node's root %q: %w", argv[0], root, err)
+	}
+	if root == "" || root == "/" {
+		cmd := exec.Command(path, argv[1:]...)
+		cmd.Args[0], cmd.Dir = argv[0], "/"
+		return cmd, nil
+	}
+	if helper == "" {
+		if helper, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("no helper to enter the node's root: %w", err)
+		}
+	}
+	args := slices.Clone(argv)
+	if fi, err := rv.stat(path, false); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		args[0] = path // a multi-call binary finds what to be by argv[0]
+	}
+	cmd := exec.Command(helper, enterRootArgs(root, "/", standin.User{}, path, args)...)
+	cmd.Dir = "/"
+	return cmd, nil
 }
