@@ -29,7 +29,7 @@ interconnect: {subnet: 10.87.0.0/24}
 root:
   source: gfs2
   gfs2: {journals: 4, size_mb: 512}
-`))
+`+haWeb))
 	start := time.Now()
 	qemuUp(t, locus, "-n", "3", "--timeout", "8m", "--api-port", "17476")
 	t.Logf("3 nodes Up on one GFS2 root in %.1fs", time.Since(start).Seconds())
@@ -47,6 +47,10 @@ root:
 		}
 	}
 	waitSpace(t, locus, "root", 1, 2, 3)
+	host := hostCLI(state)
+	// The HA service runs on its preferred node 3, from the shared root.
+	webInstance(t, host, 3, time.Minute)
+	checkWebServes(t, locus, "1", 3, "10.87.0")
 
 	// Written on node 2, read on node 3 at once.
 	note := fmt.Sprintf("from node 2 at %d", time.Now().UnixNano())
@@ -154,6 +158,22 @@ root:
 		t.Errorf("node 1 sees the end of /w3 as %q", got)
 	}
 	waitSpace(t, locus, "root", 1, 2)
+	// Node 3's HA service moved to node 2 once node 3 was Down.
+	in := webInstance(t, host, 2, 30*time.Second)
+	st, err := clusterStatus(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		if n.Node == 3 {
+			gap := in.Since.Sub(n.Since)
+			t.Logf("web on node 2 %v after node 3's Down (%s)", gap.Round(time.Millisecond), in.Why)
+			if gap > 2*time.Second {
+				t.Errorf("web started on node 2 %v after node 3's Down (goal ≤ 2s)", gap)
+			}
+		}
+	}
+	checkWebServes(t, locus, "1", 2, "10.87.0")
 	// Node 3 was fenced with a reboot: it boots again, mounts the root
 	// and is back in its lockspace.
 	for deadline := time.Now().Add(4 * time.Minute); ; {
@@ -172,7 +192,6 @@ root:
 
 	// A clean shutdown leaves the lockspace on every node (a leave, not
 	// a failure) and the filesystem clean.
-	host := hostCLI(state)
 	if out, err := host("shutdown", "--yes"); err != nil {
 		t.Fatalf("shutdown: %v\n%s", err, out)
 	}

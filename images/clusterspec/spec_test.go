@@ -45,7 +45,7 @@ func TestExampleShowsEveryKey(t *testing.T) {
 	ex := string(ExampleSpec())
 	for _, key := range []string{"cluster:", "name:", "interconnect:", "subnet:", "addressing:", "gateway:", "dns:",
 		"nodes:", "number:", "mac:", "hostname:", "addr:", "kernel:", "package:", "image:", "modules:", "cmdline:",
-		"runlevel:", "root:", "source:", "services:", "level:", "command:", "oneshot:", "console:", "netboot:", "admission:", "pool:", "lease_seconds:"} {
+		"runlevel:", "root:", "source:", "services:", "level:", "command:", "oneshot:", "ha:", "instances:", "placement:", "monitor:", "migration_threshold:", "failure_timeout:", "ocf:", "params:", "console:", "netboot:", "admission:", "pool:", "lease_seconds:"} {
 		if !strings.Contains(ex, key) {
 			t.Errorf("example spec does not show key %q", key)
 		}
@@ -94,6 +94,17 @@ func TestParseErrors(t *testing.T) {
 		{"pool outside", "netboot: {pool: 10.1.0.1-10.1.0.9}\n", []string{"netboot.pool"}},
 		{"pool backwards", "netboot: {pool: 10.77.0.9-10.77.0.1}\n", []string{"netboot.pool"}},
 		{"service without command", "services:\n  - {name: x, level: 2}\n", []string{"services[0].command"}},
+		{"ha placement", "services:\n  - {name: x, level: 3, command: [a], ha: {placement: random}}\n", []string{"services[0].ha", "placement", "random"}},
+		{"ha instances", "services:\n  - {name: x, level: 3, command: [a], ha: {instances: many}}\n", []string{"services[0].ha", "instances"}},
+		{"ha two probes", "services:\n  - {name: x, level: 3, command: [a], ha: {monitor: {tcp: 'h:1', http: 'http://h/'}}}\n", []string{"services[0].ha", "monitor"}},
+		{"ha bad duration", "services:\n  - {name: x, level: 3, command: [a], ha: {failure_timeout: soon}}\n", []string{"failure_timeout", "soon"}},
+		{"ocf and command", "services:\n  - {name: x, level: 3, command: [a], ocf: heartbeat/Dummy, ha: {}}\n", []string{"services[0].ocf", "not both"}},
+		{"ocf bad name", "services:\n  - {name: x, level: 3, ocf: '../evil', ha: {}}\n", []string{"services[0].ocf"}},
+		{"ocf without ha", "services:\n  - {name: x, level: 3, command: [a], ocf: heartbeat/Dummy}\n", []string{"services[0].ocf", "HA service"}},
+		{"ha param name", "services:\n  - {name: x, level: 3, ocf: heartbeat/Dummy, params: {'a b': 1}, ha: {}}\n", []string{"services[0].params"}},
+		{"ha oneshot", "services:\n  - {name: x, level: 3, command: [a], oneshot: true, ha: {}}\n", []string{"services[0].oneshot"}},
+		{"ha name", "services:\n  - {name: 'a/b', level: 3, command: [a], ha: {}}\n", []string{"services[0].name"}},
+		{"ha params not a map", "services:\n  - {name: x, level: 3, ocf: heartbeat/Dummy, params: [1], ha: {}}\n", []string{"services[0].params", "mapping"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse("locus.yaml", []byte(tt.in))
@@ -230,5 +241,27 @@ func TestCFSPatience(t *testing.T) {
 		if got, err := (CFSRoot{Patience: in}).Wait(); err != nil || got != want {
 			t.Errorf("patience %q: %v, %v; want %v", in, got, err, want)
 		}
+	}
+}
+
+// TestHAService: an HA service's defaults, and that init leaves it to
+// the cluster.
+func TestHAService(t *testing.T) {
+	s, err := Parse("locus.yaml", []byte("services:\n  - {name: web, level: 3, nodes: [2, 3], command: [httpd], ha: {instances: 2, monitor: {http: 'http://127.0.0.1/'}}}\n  - {name: d, level: 3, ocf: 'ocf:heartbeat:Dummy', params: {state: /run/x}, ha: {instances: all}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.ServicesFor(2, 3); len(got) != 0 {
+		t.Errorf("init would start HA services itself: %+v", got)
+	}
+	st, err := s.Services[0].HA.Settings()
+	if err != nil || st.Instances != 2 || st.Placement != PlacePrefer || st.MigrationThreshold != 3 || st.FailureTimeout != 10*time.Minute || st.MonitorInterval != 10*time.Second {
+		t.Errorf("web's settings: %+v %v", st, err)
+	}
+	if st, _ := s.Services[1].HA.Settings(); !st.All {
+		t.Errorf("instances: all read as %+v", st)
+	}
+	if len(s.HAServices()) != 2 {
+		t.Errorf("HA services: %+v", s.HAServices())
 	}
 }

@@ -259,9 +259,11 @@ func TestHAServicesOnFourDaemons(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		if out, err := c.locus(t, 3, "service", "ls"); err != nil || !strings.Contains(out, "flaky") || !strings.Contains(out, "unplaced") {
+		out, err := c.locus(t, 3, "service", "ls")
+		if err != nil || !strings.Contains(out, "flaky") || !strings.Contains(out, "unplaced") {
 			t.Errorf("service ls: %v\n%s", err, out)
 		}
+		t.Logf("locus service ls:\n%s", out)
 	})
 
 	t.Run("an OCF agent from resource-agents, moved by the operator", func(t *testing.T) {
@@ -278,6 +280,7 @@ func TestHAServicesOnFourDaemons(t *testing.T) {
 		if err != nil || !strings.Contains(out, "node3 dummy/0 ocf: stop: OCF_SUCCESS") || !strings.Contains(out, "node4 dummy/0 ocf: start: OCF_SUCCESS") {
 			t.Errorf("logs of the move: %v\n%s", err, out)
 		}
+		t.Logf("locus service logs dummy:\n%s", out)
 		// The agent's monitor finds it gone: a local restart.
 		os.Remove(c.state)
 		deadline := time.Now().Add(10 * time.Second)
