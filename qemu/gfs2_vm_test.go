@@ -48,7 +48,15 @@ root:
 	}
 	waitSpace(t, locus, "root", 1, 2, 3)
 	host := hostCLI(state)
-	// The HA service runs on its preferred node 3, from the shared root.
+	// The HA service runs from the shared root, on node 3 or 2 (the
+	// first Up of its list when the master placed it; no failback); an
+	// operator's move puts it on node 3.
+	if in := webInstance(t, host, 0, time.Minute); in.Node != 3 {
+		checkWebServes(t, locus, "1", in.Node, "10.87.0")
+		if out, err := host("service", "move", "web", "--to", "3"); err != nil {
+			t.Fatalf("service move web --to 3: %v\n%s", err, out)
+		}
+	}
 	webInstance(t, host, 3, time.Minute)
 	checkWebServes(t, locus, "1", 3, "10.87.0")
 

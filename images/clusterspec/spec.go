@@ -31,6 +31,8 @@ type Spec struct {
 	Root Root `yaml:"root" json:"root"`
 	// Services are started on the way up to the run level.
 	Services []Service `yaml:"services" json:"services"`
+	// ClusterIP is the cluster's one address for clients (IPVS).
+	ClusterIP *ClusterIP `yaml:"cluster_ip" json:"cluster_ip,omitempty"`
 	// Console is the kernel console device, ttyS0 by default.
 	Console string `yaml:"console" json:"console"`
 	// Netboot configures the built-in DHCP/TFTP/HTTP service.
@@ -597,6 +599,7 @@ func (s *Spec) Validate() error {
 		}
 		checkHA(sv, key, bad)
 	}
+	s.checkClusterIP(bad)
 	switch s.Netboot.Admission {
 	case AdmitDeny, AdmitDiscover, AdmitAccept:
 	default:
@@ -709,6 +712,7 @@ func (s *Spec) AllModules() []string {
 	case RootGFS2:
 		extra = append([]string{"gfs2"}, extra...)
 	}
+	extra = append(s.ClusterIPModules(), extra...)
 	for _, m := range extra {
 		m = strings.ReplaceAll(m, "-", "_")
 		if !slices.Contains(out, m) {

@@ -3,7 +3,6 @@ package clms
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"strconv"
@@ -55,7 +54,7 @@ func (m *Member) startGossip(tm timing) error {
 			Cluster: m.rn() != nil && m.rn().Leader() != ""})
 		return b
 	}}
-	mc.Logger = log.New(io.Discard, "", 0)
+	mc.Logger = log.New(newLibLog(cfg.Log, "memberlist"), "", 0)
 	if len(cfg.GossipKey) > 0 {
 		mc.SecretKey = cfg.GossipKey
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,7 +29,7 @@ func (m *Member) startRaft(tm timing) error {
 	// second to each follower (a third of a vCPU under TCG). A commit is
 	// pushed to the followers at once instead (pushCommit).
 	rc.CommitTimeout = tm.heartbeat
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: io.Discard})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: newLibLog(cfg.Log, "raft"), Level: hclog.Info, DisableTime: true})
 	m.rc = rc
 	m.raftAddr = net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.RaftPort))
 	trans, err := m.newTransport()
@@ -53,7 +52,7 @@ func (m *Member) startRaft(tm timing) error {
 		}
 		m.closer = append(m.closer, bs, meta)
 		m.logs, m.stable = bs, bs
-		fs, err := raft.NewFileSnapshotStore(cfg.DataDir, 2, io.Discard)
+		fs, err := raft.NewFileSnapshotStore(cfg.DataDir, 2, newLibLog(cfg.Log, "raft"))
 		if err != nil {
 			return fmt.Errorf("clms: snapshots %s: %w", cfg.DataDir, err)
 		}
@@ -99,16 +98,16 @@ func (m *Member) newTransport() (*raft.NetworkTransport, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clms: raft transport on %s: %w", m.raftAddr, err)
 		}
-		return raft.NewNetworkTransport(&tlsStream{Listener: ln, local: m.cfg.Addr, cfg: m.cfg.TLS, log: m.cfg.Log.Warn}, 4, 2*time.Second, io.Discard), nil
+		return raft.NewNetworkTransport(&tlsStream{Listener: ln, local: m.cfg.Addr, cfg: m.cfg.TLS, log: m.cfg.Log.Warn}, 4, 2*time.Second, newLibLog(m.cfg.Log, "raft")), nil
 	}
 	if m.cfg.Faults != nil {
 		ln, err := net.Listen("tcp", m.raftAddr)
 		if err != nil {
 			return nil, fmt.Errorf("clms: raft transport on %s: %w", m.raftAddr, err)
 		}
-		return raft.NewNetworkTransport(&raftStream{Listener: ln, self: m.cfg.Addr, f: m.cfg.Faults}, 4, 2*time.Second, io.Discard), nil
+		return raft.NewNetworkTransport(&raftStream{Listener: ln, self: m.cfg.Addr, f: m.cfg.Faults}, 4, 2*time.Second, newLibLog(m.cfg.Log, "raft")), nil
 	}
-	t, err := raft.NewTCPTransport(m.raftAddr, nil, 4, 2*time.Second, io.Discard)
+	t, err := raft.NewTCPTransport(m.raftAddr, nil, 4, 2*time.Second, newLibLog(m.cfg.Log, "raft"))
 	if err != nil {
 		return nil, fmt.Errorf("clms: raft transport on %s: %w", m.raftAddr, err)
 	}

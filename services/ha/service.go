@@ -443,6 +443,19 @@ func (s *Service) stopAll() {
 	s.wg.Wait()
 }
 
+// Running says whether an instance of service runs on this node now
+// (started, and not failed since): a real server for the cluster IP.
+func (s *Service) Running(service string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, in := range s.running {
+		if in.d.Name == service && in.status().State == "running" {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Service) localStatus() []InstanceStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -37,6 +37,7 @@ import (
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/dlm"
 	"github.com/locus-ssi/locus/services/ha"
+	"github.com/locus-ssi/locus/services/lvs"
 	"github.com/locus-ssi/locus/services/ics"
 	"github.com/locus-ssi/locus/services/proc"
 )
@@ -231,6 +232,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	var mc clms.Config
 	var procs *proc.Service
 	var has *ha.Service
+	var cip *lvs.Service
 	var dlmd *dlm.Daemon
 	if cfg.CLMS != nil && cfg.DLM {
 		if dlmd, err = startDLM(cfg, &memberRef, &icsNode); err != nil {
@@ -245,6 +247,10 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			return fmt.Errorf("locusd: %w", err)
 		}
 		if has, err = startHA(cfg, &memberRef, &icsNode, &nodeRoot, procs); err != nil {
+			closeAll()
+			return fmt.Errorf("locusd: %w", err)
+		}
+		if cip, err = startLVS(cfg, &memberRef, &icsNode, has); err != nil {
 			closeAll()
 			return fmt.Errorf("locusd: %w", err)
 		}
@@ -306,6 +312,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			}
 			if has != nil {
 				has.Register(n)
+			}
+			if cip != nil {
+				cip.Register(n)
 			}
 			if dlmd != nil {
 				dlmd.Register(n)
@@ -423,6 +432,13 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		}))
 		go procs.Run(ctx)
 		procRoutes(ctx, handle, procs, cfg.Log.With("svc", "proc"))
+		if cip != nil {
+			// The address is given up before the membership closes.
+			var lvsDone sync.WaitGroup
+			defer lvsDone.Wait()
+			runLVS(ctx, cip, m, &lvsDone)
+			lvsRoutes(handle, cip, cfg.Log.With("svc", "lvs"))
+		}
 		if has != nil {
 			// Its instances stop before the membership closes.
 			var haDone sync.WaitGroup
