@@ -37,8 +37,8 @@ import (
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/dlm"
 	"github.com/locus-ssi/locus/services/ha"
-	"github.com/locus-ssi/locus/services/lvs"
 	"github.com/locus-ssi/locus/services/ics"
+	"github.com/locus-ssi/locus/services/lvs"
 	"github.com/locus-ssi/locus/services/proc"
 )
 
