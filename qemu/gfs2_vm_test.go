@@ -29,7 +29,7 @@ interconnect: {subnet: 10.87.0.0/24}
 root:
   source: gfs2
   gfs2: {journals: 4, size_mb: 512}
-`+haWeb))
+`+haSpec))
 	start := time.Now()
 	qemuUp(t, locus, "-n", "3", "--timeout", "8m", "--api-port", "17476")
 	t.Logf("3 nodes Up on one GFS2 root in %.1fs", time.Since(start).Seconds())
@@ -48,17 +48,37 @@ root:
 	}
 	waitSpace(t, locus, "root", 1, 2, 3)
 	host := hostCLI(state)
-	// The HA service runs from the shared root, on node 3 or 2 (the
+	// The HA singleton runs from the shared root, on node 3 or 2 (the
 	// first Up of its list when the master placed it; no failback); an
 	// operator's move puts it on node 3.
-	if in := webInstance(t, host, 0, time.Minute); in.Node != 3 {
-		checkWebServes(t, locus, "1", in.Node, "10.87.0")
-		if out, err := host("service", "move", "web", "--to", "3"); err != nil {
-			t.Fatalf("service move web --to 3: %v\n%s", err, out)
+	if in := serviceInstance(t, host, "solo", 0, time.Minute); in.Node != 3 {
+		checkServes(t, locus, "1", fmt.Sprintf("10.87.0.%d", in.Node), 8081, in.Node)
+		if out, err := host("service", "move", "solo", "--to", "3"); err != nil {
+			t.Fatalf("service move solo --to 3: %v\n%s", err, out)
 		}
 	}
-	webInstance(t, host, 3, time.Minute)
-	checkWebServes(t, locus, "1", 3, "10.87.0")
+	serviceInstance(t, host, "solo", 3, time.Minute)
+	checkServes(t, locus, "1", "10.87.0.3", 8081, 3)
+	// The cluster IP: directed by node 3, both web instances behind it;
+	// a client on node 1 is answered by both.
+	serviceInstance(t, host, "web", 2, time.Minute)
+	serviceInstance(t, host, "web", 3, time.Minute)
+	// The first of directors [3, 2] Up when the master chose: node 3
+	// mostly, node 2 when it came Up first (no failback either way).
+	firstDirector := waitClusterIP(t, host, 0, []string{"10.87.0.2", "10.87.0.3"}, time.Minute).Director.Node
+	t.Logf("cluster IP directed by node %d", firstDirector)
+	seen := map[string]int{}
+	for range 12 {
+		if got, err := fetch(locus, "1", clusterIP, 8080); err == nil {
+			seen[got]++
+		}
+	}
+	t.Logf("12 requests to the cluster IP from node 1: %v", seen)
+	if seen["node2"] == 0 || seen["node3"] == 0 {
+		t.Errorf("the cluster IP did not spread requests over nodes 2 and 3: %v", seen)
+	}
+	stopClient := make(chan struct{})
+	probes := clientLoop(locus, stopClient)
 
 	// Written on node 2, read on node 3 at once.
 	note := fmt.Sprintf("from node 2 at %d", time.Now().UnixNano())
@@ -152,6 +172,13 @@ root:
 	}
 	time.Sleep(2 * time.Second)
 	killed := time.Now()
+	defer func() {
+		select {
+		case <-stopClient:
+		default:
+			close(stopClient)
+		}
+	}()
 	if out, err := locus("qemu", "kill", "3"); err != nil {
 		t.Fatalf("kill 3: %v\n%s", err, out)
 	}
@@ -166,8 +193,10 @@ root:
 		t.Errorf("node 1 sees the end of /w3 as %q", got)
 	}
 	waitSpace(t, locus, "root", 1, 2)
-	// Node 3's HA service moved to node 2 once node 3 was Down.
-	in := webInstance(t, host, 2, 30*time.Second)
+	// Node 3's singleton moved to node 2 once node 3 was Down, and the
+	// cluster IP's director with it.
+	in := serviceInstance(t, host, "solo", 2, 30*time.Second)
+	rep := waitClusterIP(t, host, 2, []string{"10.87.0.2"}, 30*time.Second)
 	st, err := clusterStatus(host)
 	if err != nil {
 		t.Fatal(err)
@@ -175,13 +204,43 @@ root:
 	for _, n := range st.Nodes {
 		if n.Node == 3 {
 			gap := in.Since.Sub(n.Since)
-			t.Logf("web on node 2 %v after node 3's Down (%s)", gap.Round(time.Millisecond), in.Why)
+			t.Logf("solo on node 2 %v after node 3's Down (%s)", gap.Round(time.Millisecond), in.Why)
 			if gap > 2*time.Second {
-				t.Errorf("web started on node 2 %v after node 3's Down (goal ≤ 2s)", gap)
+				t.Errorf("solo started on node 2 %v after node 3's Down (goal ≤ 2s)", gap)
+			}
+			if firstDirector == 3 {
+				dgap := rep.Director.Since.Sub(n.Since)
+				t.Logf("cluster IP directed by node 2 %v after node 3's Down (%s)", dgap.Round(time.Millisecond), rep.Director.Why)
+				if dgap > time.Second {
+					t.Errorf("the new director was chosen %v after node 3's Down (goal ≤ 1s)", dgap)
+				}
+			} else {
+				t.Logf("node 2 directed throughout; node 3 left its real servers")
 			}
 		}
 	}
-	checkWebServes(t, locus, "1", 2, "10.87.0")
+	checkServes(t, locus, "1", "10.87.0.2", 8081, 2)
+	checkServes(t, locus, "1", clusterIP, 8080, 2)
+	close(stopClient)
+	var lastOK, firstAfter time.Time
+	var before, after int
+	for _, p := range probes() {
+		switch {
+		case p.from != "" && p.at.Before(killed):
+			lastOK = p.at
+			before++
+		case p.from != "" && firstAfter.IsZero():
+			firstAfter = p.at
+			after++
+		case p.from != "":
+			after++
+		}
+	}
+	t.Logf("a client on node 1 asking the cluster IP every 100ms: %d answers before node 3 was killed, %d after; no answer for %.1fs (kill to the first answer after it: %.1fs)",
+		before, after, firstAfter.Sub(lastOK).Seconds(), firstAfter.Sub(killed).Seconds())
+	if after == 0 {
+		t.Error("the client got no answer from the cluster IP after the director's failure")
+	}
 	// Node 3 was fenced with a reboot: it boots again, mounts the root
 	// and is back in its lockspace.
 	for deadline := time.Now().Add(4 * time.Minute); ; {

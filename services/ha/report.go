@@ -65,39 +65,16 @@ func (s *Service) Report(ctx context.Context) ([]ServiceReport, []NodeError, err
 	st := m.Status()
 	v := readView(m.Records("ha/"))
 	byNode := map[int][]InstanceStatus{}
-	var errs []NodeError
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, n := range st.Nodes {
-		if n.State != clms.Up && n.State != clms.ComingUp && n.State != clms.ShuttingDown {
-			continue
+	errs := askNodes(ctx, s, st, methodStatus, nil, func(node int, b []byte) error {
+		var sts []InstanceStatus
+		if b == nil {
+			sts = s.localStatus()
+		} else if err := json.Unmarshal(b, &sts); err != nil {
+			return err
 		}
-		wg.Add(1)
-		go func(node int) {
-			defer wg.Done()
-			var sts []InstanceStatus
-			var err error
-			if node == s.cfg.Node {
-				sts = s.localStatus()
-			} else {
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				var b []byte
-				if b, err = s.cfg.Call(cctx, node, methodStatus, nil); err == nil {
-					err = json.Unmarshal(b, &sts)
-				}
-				cancel()
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, NodeError{Node: node, Error: err.Error()})
-				return
-			}
-			byNode[node] = sts
-		}(n.Node)
-	}
-	wg.Wait()
-	sort.Slice(errs, func(i, j int) bool { return errs[i].Node < errs[j].Node })
+		byNode[node] = sts
+		return nil
+	})
 	var out []ServiceReport
 	for _, d := range s.defs {
 		r := ServiceReport{Name: d.Name, Kind: d.Kind(), Instances: strconv.Itoa(d.Instances), Placement: d.Placement, Nodes: d.Nodes}
@@ -165,42 +142,59 @@ func (s *Service) Logs(ctx context.Context, service string) ([]LogLine, []NodeEr
 		return nil, nil, errors.New("ha: no membership on this node yet")
 	}
 	var out []LogLine
-	var errs []NodeError
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	req, _ := json.Marshal(service)
-	for _, n := range m.Status().Nodes {
-		if n.State != clms.Up && n.State != clms.ComingUp && n.State != clms.ShuttingDown {
-			continue
+	errs := askNodes(ctx, s, m.Status(), methodLogs, req, func(node int, b []byte) error {
+		var lines []LogLine
+		if b == nil {
+			lines = s.localLogs(service)
+		} else if err := json.Unmarshal(b, &lines); err != nil {
+			return err
 		}
-		wg.Add(1)
-		go func(node int) {
-			defer wg.Done()
-			var lines []LogLine
-			var err error
-			if node == s.cfg.Node {
-				lines = s.localLogs(service)
-			} else {
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				var b []byte
-				if b, err = s.cfg.Call(cctx, node, methodLogs, req); err == nil {
-					err = json.Unmarshal(b, &lines)
-				}
-				cancel()
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, NodeError{Node: node, Error: err.Error()})
-				return
-			}
-			out = append(out, lines...)
-		}(n.Node)
-	}
-	wg.Wait()
+		out = append(out, lines...)
+		return nil
+	})
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
 	return out, errs, nil
 }
 
 // IsUnknown says whether err is about a service the spec does not have.
 func IsUnknown(err error) bool { return errors.Is(err, errUnknownService) }
+
+// askNodes calls method on every live node of st in parallel and hands
+// each answer to take (one at a time; b nil for this node, which take
+// answers itself); the nodes that did not answer come back, by node.
+func askNodes(ctx context.Context, s *Service, st clms.Status, method string, req []byte, take func(node int, b []byte) error) []NodeError {
+	var errs []NodeError
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range st.Nodes {
+		if n.State != clms.Up && n.State != clms.ComingUp && n.State != clms.ShuttingDown {
+			continue
+		}
+		wg.Add(1)
+		go func(node int) {
+			defer wg.Done()
+			var b []byte
+			var err error
+			if node != s.cfg.Node {
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				b, err = s.cfg.Call(cctx, node, method, req)
+				cancel()
+				if err == nil && b == nil {
+					b = []byte("null")
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				err = take(node, b)
+			}
+			if err != nil {
+				errs = append(errs, NodeError{Node: node, Error: err.Error()})
+			}
+		}(n.Node)
+	}
+	wg.Wait()
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Node < errs[j].Node })
+	return errs
+}

@@ -38,13 +38,19 @@ func startDLM(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.P
 			}
 			return clms.Status{Self: cfg.CLMS.Node}
 		},
-		Call: func(ctx context.Context, node int, method string, req []byte) ([]byte, error) {
-			n := icsNode.Load()
-			if n == nil {
-				return nil, errNoICS
-			}
-			return n.Call(ctx, node, method, req)
-		}})
+		Call: icsCall(icsNode)})
+}
+
+// icsCall calls a method on a node over this node's ICS endpoint, once
+// it has one.
+func icsCall(icsNode *atomic.Pointer[ics.Node]) func(ctx context.Context, node int, method string, req []byte) ([]byte, error) {
+	return func(ctx context.Context, node int, method string, req []byte) ([]byte, error) {
+		n := icsNode.Load()
+		if n == nil {
+			return nil, errNoICS
+		}
+		return n.Call(ctx, node, method, req)
+	}
 }
 
 // runDLM runs the daemon until ctx ends (then it leaves its lockspaces);

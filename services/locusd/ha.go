@@ -45,13 +45,7 @@ func startHA(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.Po
 			}
 			return nil
 		},
-		Call: func(ctx context.Context, node int, method string, req []byte) ([]byte, error) {
-			n := icsNode.Load()
-			if n == nil {
-				return nil, errNoICS
-			}
-			return n.Call(ctx, node, method, req)
-		},
+		Call:  icsCall(icsNode),
 		Place: procs.PlaceAmong,
 		Command: func(argv []string) (*exec.Cmd, error) {
 			return proc.RootCommand(root(), "", argv, haPath)

@@ -34,13 +34,7 @@ func startLVS(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.P
 			}
 			return nil
 		},
-		Call: func(ctx context.Context, node int, method string, req []byte) ([]byte, error) {
-			n := icsNode.Load()
-			if n == nil {
-				return nil, errNoICS
-			}
-			return n.Call(ctx, node, method, req)
-		}})
+		Call: icsCall(icsNode)})
 }
 
 // runLVS runs it until ctx ends (the address given up then).

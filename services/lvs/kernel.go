@@ -145,6 +145,9 @@ func (k *linuxKernel) ApplyTable(vip netip.Addr, vs []VirtualService) error {
 		return err
 	}
 	have, err := c.Services()
+	if errors.Is(err, os.ErrNotExist) {
+		have, err = nil, nil // the client's word for an empty table
+	}
 	if err != nil {
 		return fmt.Errorf("lvs: list IPVS services: %w", err)
 	}
@@ -179,6 +182,9 @@ func (k *linuxKernel) ApplyTable(vip netip.Addr, vs []VirtualService) error {
 			}
 		}
 		dests, err := c.Destinations(svc)
+		if errors.Is(err, os.ErrNotExist) {
+			dests, err = nil, nil
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("lvs: destinations of %s: %w", key, err))
 			continue
