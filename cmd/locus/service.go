@@ -34,8 +34,9 @@ when its node fails (after the fence), fails too often
 func newServiceLsCmd(e *env, use string) *cobra.Command {
 	var output string
 	c := &cobra.Command{
-		Use:   use + " [NAME...]",
-		Short: "Each HA service's instances: node, state, restarts, why it is there; failure counts",
+		Use:     use + " [NAME...]",
+		Short:   "Each HA service's instances: node, state, restarts, why it is there; failure counts",
+		Example: "  locus service " + use + "\n  locus service " + use + " web --output json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -134,9 +135,10 @@ func newServiceVerbCmd(e *env, verb string) *cobra.Command {
 		"move":  "Move an instance to another node (--to N, or the next by its placement)",
 	}[verb]
 	c := &cobra.Command{
-		Use:   verb + " NAME",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Use:     verb + " NAME",
+		Short:   short,
+		Example: map[string]string{"start": "  locus service start web", "stop": "  locus service stop web", "move": "  locus service move web --to 3\n  locus service move web"}[verb],
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := locusd.ServiceControl{Instance: instance}
 			if to != "" {
@@ -168,9 +170,10 @@ func newServiceVerbCmd(e *env, verb string) *cobra.Command {
 func newServiceLogsCmd(e *env) *cobra.Command {
 	var output string
 	c := &cobra.Command{
-		Use:   "logs NAME",
-		Short: "A service's output and what the daemons did with it, from every node, by time",
-		Args:  cobra.ExactArgs(1),
+		Use:     "logs NAME",
+		Short:   "A service's output and what the daemons did with it, from every node, by time",
+		Example: "  locus service logs web\n  locus service logs web --output json",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
