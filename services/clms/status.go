@@ -2,6 +2,8 @@ package clms
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -121,4 +123,24 @@ func (m *Member) Up() []int {
 		}
 	}
 	return out
+}
+
+// IP is the node's interconnect address: Addr without its port.
+func (r NodeRecord) IP() (netip.Addr, bool) {
+	host, _, err := net.SplitHostPort(r.Addr)
+	if err != nil {
+		host = r.Addr
+	}
+	a, err := netip.ParseAddr(host)
+	return a, err == nil
+}
+
+// NodeIP is node's interconnect address in the table.
+func (st Status) NodeIP(node int) (netip.Addr, bool) {
+	for _, n := range st.Nodes {
+		if n.Node == node {
+			return n.IP()
+		}
+	}
+	return netip.Addr{}, false
 }

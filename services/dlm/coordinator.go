@@ -101,7 +101,7 @@ func (c *coordinator) learn(ctx context.Context, st clms.Status) error {
 		if err := json.Unmarshal(b, &ns); err != nil {
 			return fmt.Errorf("dlm coordinator: state of node %d: %w", n.Node, err)
 		}
-		addr, _ := nodeAddr(st, n.Node)
+		addr, _ := st.NodeIP(n.Node)
 		plocks = append(plocks, ns.Plocks...)
 		for _, sp := range ns.Spaces {
 			if sp.Epoch.Term == st.Term && sp.Epoch.Seq > maxSeq {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -781,7 +780,7 @@ func (s *Service) handleChange(ctx context.Context, from int, b []byte) ([]byte,
 	if !memberOf(st, from) {
 		return nil, fmt.Errorf("dlm: node %d is not a cluster member", from)
 	}
-	if want, ok := nodeAddr(st, from); ok && want.String() != r.Member.Addr {
+	if want, ok := st.NodeIP(from); ok && want.String() != r.Member.Addr {
 		return nil, fmt.Errorf("dlm: node %d says its address is %s, the membership has %s", from, r.Member.Addr, want)
 	}
 	switch r.Op {
@@ -789,21 +788,6 @@ func (s *Service) handleChange(ctx context.Context, from int, b []byte) ([]byte,
 		return nil, s.coord.change(ctx, st, r.Lockspace, r.Member, r.Op == "leave")
 	}
 	return nil, fmt.Errorf("dlm: change %q: want join or leave", r.Op)
-}
-
-// nodeAddr is node's interconnect address in the membership table.
-func nodeAddr(st clms.Status, node int) (netip.Addr, bool) {
-	for _, n := range st.Nodes {
-		if n.Node == node {
-			host, _, err := net.SplitHostPort(n.Addr)
-			if err != nil {
-				host = n.Addr
-			}
-			a, err := netip.ParseAddr(host)
-			return a, err == nil
-		}
-	}
-	return netip.Addr{}, false
 }
 
 // Locks gathers lockspace ls's locks from every member node (each

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,7 +250,7 @@ func (s *Service) reconcile(m Membership, st clms.Status) {
 		}
 		for _, w := range ws {
 			var a Assignment
-			if json.Unmarshal(w.Value, &a) == nil && w.Key[:len(assignPrefix)] == assignPrefix && a.Node != 0 && !a.Releasing {
+			if json.Unmarshal(w.Value, &a) == nil && strings.HasPrefix(w.Key, assignPrefix) && a.Node != 0 && !a.Releasing {
 				s.log.Info("ha: instance placed", "key", w.Key, "node", a.Node, "gen", a.Gen, "why", a.Why)
 			}
 		}
@@ -377,13 +378,10 @@ func (s *Service) probeStrays(ctx context.Context, v view) {
 	}
 }
 
+// splitKey splits "service/instance" (a service's name has no '/').
 func splitKey(key string) (string, string) {
-	for i := len(key) - 1; i >= 0; i-- {
-		if key[i] == '/' {
-			return key[:i], key[i+1:]
-		}
-	}
-	return key, ""
+	svc, inst, _ := strings.Cut(key, "/")
+	return svc, inst
 }
 
 // released tells the master this node stopped an instance.

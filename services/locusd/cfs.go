@@ -203,7 +203,7 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 			if t.State != clms.Down {
 				return
 			}
-			addr, ok := nodeAddr(m.Status(), t.Node)
+			addr, ok := m.Status().NodeIP(t.Node)
 			if !ok {
 				return
 			}

@@ -567,30 +567,11 @@ func startProc(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.
 // st that is not Down.
 func admittedAddr(st clms.Status, a netip.Addr) bool {
 	for _, n := range st.Nodes {
-		if na, ok := recordAddr(n); ok && na == a && n.State != clms.Down && n.State != clms.NeverUp {
+		if na, ok := n.IP(); ok && na == a && n.State != clms.Down && n.State != clms.NeverUp {
 			return true
 		}
 	}
 	return false
-}
-
-// nodeAddr is node's interconnect address in the membership table.
-func nodeAddr(st clms.Status, node int) (netip.Addr, bool) {
-	for _, n := range st.Nodes {
-		if n.Node == node {
-			return recordAddr(n)
-		}
-	}
-	return netip.Addr{}, false
-}
-
-func recordAddr(n clms.NodeStatus) (netip.Addr, bool) {
-	host, _, err := net.SplitHostPort(n.Addr)
-	if err != nil {
-		host = n.Addr
-	}
-	a, err := netip.ParseAddr(host)
-	return a, err == nil
 }
 
 // ReadNodeInfo reads init's node file and adds uptime and load.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sort"
@@ -425,7 +424,7 @@ func (s *Service) gather(ctx context.Context, st clms.Status) []VirtualService {
 		if n.State != clms.Up {
 			continue
 		}
-		addr, ok := nodeAddr(n)
+		addr, ok := n.IP()
 		if !ok {
 			continue
 		}
@@ -461,15 +460,6 @@ func (s *Service) gather(ctx context.Context, st clms.Status) []VirtualService {
 		out = append(out, v)
 	}
 	return out
-}
-
-func nodeAddr(n clms.NodeStatus) (netip.Addr, bool) {
-	host, _, err := net.SplitHostPort(n.Addr)
-	if err != nil {
-		host = n.Addr
-	}
-	a, err := netip.ParseAddr(host)
-	return a, err == nil
 }
 
 // Report is the cluster IP as this node sees it.
