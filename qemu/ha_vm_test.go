@@ -19,8 +19,10 @@ import (
 // haSpec is what the GFS2 VM test adds to its spec: busybox's httpd
 // serving /etc (each node's own hostname) as two HA services, web on
 // nodes 2 and 3 behind the cluster IP 10.87.0.100:8080, and solo, a
-// singleton on node 3 or 2, on port 8081. Node 1 is neither a real
-// server nor a director: a client of the cluster IP.
+// singleton on node 3 or 2, on port 8081; and echo, busybox's nc as a
+// line echo server on node 2 only, behind 10.87.0.100:8082 (the real
+// server of a held connection). Node 1 is neither a real server nor a
+// director: a client of the cluster IP.
 const haSpec = `services:
   - name: web
     level: 3
@@ -32,11 +34,17 @@ const haSpec = `services:
     nodes: [3, 2]
     command: [/usr/local/bin/busybox, httpd, -f, -p, "8081", -h, /etc]
     ha: {monitor: {interval: 1s, timeout: 1s, http: "http://127.0.0.1:8081/hostname"}}
+  - name: echo
+    level: 3
+    nodes: [2]
+    command: [/usr/local/bin/busybox, nc, -ll, -p, "8082", -e, /usr/local/bin/busybox, cat]
+    ha: {instances: all, monitor: {interval: 1s, timeout: 1s, tcp: "127.0.0.1:8082"}}
 cluster_ip:
   address: 10.87.0.100
   directors: [3, 2]
   ports:
     - {port: 8080, scheduler: rr, service: web}
+    - {port: 8082, scheduler: rr, service: echo}
 `
 
 const clusterIP = "10.87.0.100"
@@ -110,13 +118,18 @@ func waitClusterIP(t *testing.T, host func(...string) (string, error), director 
 		if err != nil || json.Unmarshal([]byte(out), &r) != nil {
 			continue
 		}
-		if (director == 0 && r.Director.Node != 0 || r.Director.Node == director) && len(r.Table) == 1 {
-			var got []string
-			for _, a := range r.Table[0].Servers {
-				got = append(got, a.String())
-			}
-			if slices.Equal(got, servers) {
-				return r
+		if (director == 0 && r.Director.Node != 0 || r.Director.Node == director) && !r.Director.Releasing {
+			for _, v := range r.Table {
+				if v.Port != 8080 {
+					continue
+				}
+				var got []string
+				for _, a := range v.Servers {
+					got = append(got, a.String())
+				}
+				if slices.Equal(got, servers) {
+					return r
+				}
 			}
 		}
 	}
@@ -125,10 +138,31 @@ func waitClusterIP(t *testing.T, host func(...string) (string, error), director 
 }
 
 // clientLoop asks the cluster IP from node 1 again and again until
-// stop is closed, and returns when each answer came and from whom.
+// stop is closed, and returns when each ask began and ended and who
+// answered.
 type probe struct {
-	at   time.Time
-	from string // "" for no answer
+	start, at time.Time
+	from      string // "" for no answer
+}
+
+// longestGap is the longest time around t without an answer: from the
+// end of an answered probe to the end of the next answered one, over
+// the answered probes that ended after t (and the last one before).
+func longestGap(ps []probe, t time.Time) (gap time.Duration, firstAfter time.Time) {
+	var last time.Time
+	for _, p := range ps {
+		if p.from == "" {
+			continue
+		}
+		if p.at.After(t) && !last.IsZero() {
+			gap = max(gap, p.at.Sub(last))
+		}
+		if p.start.After(t) && firstAfter.IsZero() {
+			firstAfter = p.at
+		}
+		last = p.at
+	}
+	return gap, firstAfter
 }
 
 func clientLoop(locus func(...string) (string, error), stop <-chan struct{}) (get func() []probe) {
@@ -143,12 +177,13 @@ func clientLoop(locus func(...string) (string, error), stop <-chan struct{}) (ge
 				return
 			default:
 			}
+			start := time.Now()
 			got, err := fetch(locus, "1", clusterIP, 8080)
 			if err != nil {
 				got = ""
 			}
 			mu.Lock()
-			probes = append(probes, probe{time.Now(), got})
+			probes = append(probes, probe{start, time.Now(), got})
 			mu.Unlock()
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -159,4 +194,78 @@ func clientLoop(locus func(...string) (string, error), stop <-chan struct{}) (ge
 		defer mu.Unlock()
 		return probes
 	}
+}
+
+// moveDirector moves the cluster IP to node to with locus clusterip
+// move while node 1 holds a TCP connection through it to the echo
+// server on node 2, and wants the connection to go on after the move:
+// when to is node 3, it reaches node 2 only by the connection node 2's
+// IPVS synchronised to node 3 while it directed (a new director with
+// no entry for it would answer its packets with a reset). It returns
+// the longest time the web port went unanswered across the move.
+func moveDirector(t *testing.T, locus, host func(...string) (string, error), to int) time.Duration {
+	t.Helper()
+	run := func(script string) (string, error) {
+		return locus("qemu", "exec", "1", "--", "/usr/local/bin/busybox", "sh", "-c", script)
+	}
+	// In the background on node 1 (its exec channel runs one command at
+	// a time): the client sends "one", waits for /tmp/moved, sends "two".
+	if out, err := run("rm -f /tmp/moved /tmp/held.out /tmp/held.rc; setsid /usr/local/bin/busybox sh -c '" +
+		"{ echo one; while [ ! -e /tmp/moved ]; do sleep 0.2; done; echo two; sleep 2; } | /usr/local/bin/busybox nc " + clusterIP + " 8082 > /tmp/held.out 2>&1; " +
+		"echo $? > /tmp/held.rc' < /dev/null > /dev/null 2>&1 &"); err != nil {
+		t.Fatalf("start the held connection on node 1: %v\n%s", err, out)
+	}
+	waitOut := func(file, want string) {
+		t.Helper()
+		var out string
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+			out, _ = run("cat " + file)
+			if strings.Contains(out, want) {
+				return
+			}
+		}
+		run("touch /tmp/moved")
+		t.Fatalf("the held connection through the cluster IP: %s never had %q: %q", file, want, out)
+	}
+	waitOut("/tmp/held.out", "one")
+	// The connection is in node to's IPVS table before it directs: the
+	// director's sync daemon sent it to the backups.
+	conn := fmt.Sprintf("%08X %04X", ipv4Hex(clusterIP), 8082)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		out, err := locus("qemu", "exec", fmt.Sprint(to), "--", "/usr/local/bin/busybox", "cat", "/proc/net/ip_vs_conn")
+		if err == nil && strings.Contains(out, conn) {
+			break
+		}
+		if time.Now().After(deadline) {
+			run("touch /tmp/moved")
+			t.Fatalf("node %d's IPVS has no synchronised connection to %s:8082 (%s): %v\n%s", to, clusterIP, conn, err, out)
+		}
+	}
+	stop := make(chan struct{})
+	probes := clientLoop(locus, stop)
+	time.Sleep(time.Second)
+	asked := time.Now()
+	if out, err := host("clusterip", "move", fmt.Sprint(to)); err != nil {
+		t.Fatalf("clusterip move %d: %v\n%s", to, err, out)
+	}
+	rep := waitClusterIP(t, host, to, []string{"10.87.0.2", "10.87.0.3"}, 30*time.Second)
+	t.Logf("cluster IP moved to node %d: recorded %v after the move was asked (%s)", to, rep.Director.Since.Sub(asked).Round(time.Millisecond), rep.Director.Why)
+	if _, err := run("touch /tmp/moved"); err != nil {
+		t.Fatal(err)
+	}
+	waitOut("/tmp/held.out", "two")
+	waitOut("/tmp/held.rc", "0")
+	time.Sleep(time.Second)
+	close(stop)
+	gap, _ := longestGap(probes(), asked)
+	t.Logf("the connection held from node 1 to node 2's echo server went on through the move; the web port's longest gap: %v", gap.Round(time.Millisecond))
+	return gap
+}
+
+// ipv4Hex is a dotted IPv4 address as one number (how /proc/net/ip_vs_conn
+// prints addresses).
+func ipv4Hex(a string) uint32 {
+	var b [4]uint32
+	fmt.Sscanf(a, "%d.%d.%d.%d", &b[0], &b[1], &b[2], &b[3])
+	return b[0]<<24 | b[1]<<16 | b[2]<<8 | b[3]
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/locus-ssi/locus/services/locusd"
 	"github.com/locus-ssi/locus/services/lvs"
 )
 
@@ -23,7 +24,7 @@ IPVS (direct routing). The membership's master picks the director and
 moves it when the director is fenced Down; the new one takes the address
 and announces it (gratuitous ARP) at once, and the connections IPVS
 synchronised to it go on.`,
-		Example: "  locus clusterip\n  locus clusterip --output json",
+		Example: "  locus clusterip\n  locus clusterip --output json\n  locus clusterip move 3",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -58,7 +59,38 @@ synchronised to it go on.`,
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(newClusterIPMoveCmd(e))
 	return cmd
+}
+
+func newClusterIPMoveCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "move NODE",
+		Short: "Move the cluster IP to another of its directors (maintenance of the director)",
+		Long: `The director gives the address up first (its IPVS sync daemon stops as
+master, so every backup holds the connections it synchronised); then NODE
+takes the address, becomes the sync master and announces it. NODE must be
+one of the spec's directors and Up. The command returns once the master
+recorded the move; locus clusterip shows it done.`,
+		Example: "  locus clusterip move 3",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := parseNode(args[0])
+			if err != nil || n == 0 {
+				return fmt.Errorf("clusterip move: %q: want a node number", args[0])
+			}
+			client, err := e.procClient()
+			if err != nil {
+				return err
+			}
+			var reply locusd.ClusterIPMove
+			if err := client.Post(cmd.Context(), "/v1/clusterip/move", locusd.ClusterIPMove{To: n}, &reply); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "cluster IP: move to node %d committed\n", n)
+			return nil
+		},
+	}
 }
 
 func dashIfEmpty(s string) string {

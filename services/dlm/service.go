@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/dlm/lockdev"
+	"github.com/locus-ssi/locus/services/events"
 	"github.com/locus-ssi/locus/services/ics"
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +47,9 @@ type Config struct {
 	// DevDir is where the DLM's devices are (/dev), for the /dev/misc
 	// names C clients look for; "" makes none.
 	DevDir string
+	// Events, if set, gets a LockspaceStarted event each time a
+	// lockspace starts on this node.
+	Events events.Publisher
 	Log    *slog.Logger
 }
 
@@ -701,6 +706,14 @@ func (s *Service) start(r startRequest) error {
 		s.log.Info("lockspace joined", "lockspace", sp.name, "epoch", r.Epoch, "members", nodes)
 	} else {
 		s.log.Info("lockspace started", "lockspace", sp.name, "epoch", r.Epoch, "members", nodes, "renewed", renew)
+	}
+	if s.cfg.Events != nil {
+		ms := make([]string, len(nodes))
+		for i, n := range nodes {
+			ms[i] = strconv.Itoa(n)
+		}
+		s.cfg.Events.Publish(events.Event{Source: events.SourceLocusd, Kind: events.LockspaceStarted, Name: sp.name,
+			Detail: r.Epoch.String(), Attrs: map[string]string{events.AttrMembers: strings.Join(ms, ",")}})
 	}
 	return nil
 }

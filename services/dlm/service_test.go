@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/events"
 )
 
 // fakeKernel records what the daemon writes, and checks the kernel's
@@ -45,6 +46,7 @@ type world struct {
 	svcs     map[int]*Service
 	events   map[int]chan Uevent
 	boots    map[int]string
+	feeds    map[int]*events.Feed // each node's event feed
 }
 
 func (k fakeKernel) Configure(string, int) error { return nil }
@@ -119,9 +121,30 @@ func (k fakeKernel) RemoveSpace(ls string) error {
 }
 func (k fakeKernel) AckWithdraw(string) error { return nil }
 
+// published waits until node n's feed has lockspace ls started with
+// members as its last event.
+func (w *world) published(n int, ls, members string) {
+	w.t.Helper()
+	w.mu.Lock()
+	feed := w.feeds[n]
+	w.mu.Unlock()
+	var evs []events.Event
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		evs = feed.Since(0)
+		if len(evs) > 0 {
+			e := evs[len(evs)-1]
+			if e.Kind == events.LockspaceStarted && e.Name == ls && e.Attrs[events.AttrMembers] == members {
+				return
+			}
+		}
+	}
+	w.t.Errorf("node %d's events: %+v, want %s started with members %s last", n, evs, ls, members)
+}
+
 func newWorld(t *testing.T, nodes ...int) *world {
 	w := &world{t: t, comms: map[int]map[int]int{}, removed: map[int][]int{}, spaces: map[int]map[string]*kspace{},
-		noQuorum: map[int]bool{}, leaving: map[int]bool{}, svcs: map[int]*Service{}, events: map[int]chan Uevent{}, boots: map[int]string{}}
+		noQuorum: map[int]bool{}, leaving: map[int]bool{}, svcs: map[int]*Service{}, events: map[int]chan Uevent{}, boots: map[int]string{},
+		feeds: map[int]*events.Feed{}}
 	w.status = clms.Status{Master: 1, Quorum: true, Term: 5}
 	for _, n := range nodes {
 		w.status.Nodes = append(w.status.Nodes, clms.NodeStatus{NodeRecord: clms.NodeRecord{Node: n, State: clms.Up, Addr: fmt.Sprintf("10.9.0.%d:7472", n)}})
@@ -136,7 +159,11 @@ func newWorld(t *testing.T, nodes ...int) *world {
 }
 
 func (w *world) start(ctx context.Context, wg *sync.WaitGroup, n int, boot string) {
-	s, err := New(Config{Node: n, Cluster: "test", Addr: netip.MustParseAddr(fmt.Sprintf("10.9.0.%d", n)),
+	feed := events.NewFeed(0)
+	w.mu.Lock()
+	w.feeds[n] = feed
+	w.mu.Unlock()
+	s, err := New(Config{Node: n, Cluster: "test", Addr: netip.MustParseAddr(fmt.Sprintf("10.9.0.%d", n)), Events: feed,
 		Kernel: fakeKernel{node: n, w: w}, Boot: boot, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Status: func() clms.Status {
 			w.mu.Lock()
@@ -280,6 +307,9 @@ func TestLockspaceRounds(t *testing.T) {
 		}
 	}
 	w.mu.Unlock()
+	// Each survivor tells its feed it runs without node 3.
+	w.published(1, "ls1", "1,2")
+	w.published(2, "ls1", "1,2")
 
 	// It comes back (a new boot) and joins again: a fresh comms entry.
 	ctx, cancel := context.WithCancel(context.Background())

@@ -43,12 +43,16 @@ const (
 	// RootUnmounted: the shared root's partition was unmounted at
 	// shutdown; Attrs[AttrClean] says whether it was left clean.
 	RootUnmounted Kind = "root.unmounted"
+	// LockspaceStarted: the kernel DLM's lockspace Name runs on this
+	// node at epoch Detail with the members Attrs[AttrMembers] (after a
+	// join, a recovery or a leave).
+	LockspaceStarted Kind = "lockspace.started"
 )
 
 // Kinds lists every kind, for validation and help.
 func Kinds() []Kind {
 	return []Kind{PhaseStarted, PhaseDone, PhaseFailed, RunLevelReached, StateChanged, TransitionApplied,
-		RoleTaken, RoleLost, ServiceStarted, ServiceStopped, Fenced, RootUnmounted}
+		RoleTaken, RoleLost, ServiceStarted, ServiceStopped, Fenced, RootUnmounted, LockspaceStarted}
 }
 
 // Role names.
@@ -74,6 +78,8 @@ const (
 	AttrTLS = "tls"
 	// AttrClean: "true" when a filesystem was left clean.
 	AttrClean = "clean"
+	// AttrMembers: a lockspace's member nodes, comma separated, ascending.
+	AttrMembers = "members"
 )
 
 // Sources of events.
@@ -141,7 +147,7 @@ func (e Event) String() string {
 	case e.Millis != 0:
 		s += fmt.Sprintf(" in %dms", e.Millis)
 	}
-	for _, k := range []string{AttrTLS, AttrClean} {
+	for _, k := range []string{AttrTLS, AttrClean, AttrMembers} {
 		if v, ok := e.Attrs[k]; ok {
 			s += " " + k + "=" + v
 		}

@@ -31,7 +31,7 @@ func startDLM(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.P
 		cluster = cfg.ICS.Spec.Cluster.Name
 	}
 	log := cfg.Log.With("svc", "dlm")
-	return dlm.Start(dlm.Config{Node: cfg.CLMS.Node, Cluster: cluster, Addr: addr, Log: log,
+	return dlm.Start(dlm.Config{Node: cfg.CLMS.Node, Cluster: cluster, Addr: addr, Log: log, Events: cfg.events,
 		Status: func() clms.Status {
 			if m := member.Load(); m != nil {
 				return m.Status()

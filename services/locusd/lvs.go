@@ -2,6 +2,8 @@ package locusd
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -47,8 +49,29 @@ func runLVS(ctx context.Context, s *lvs.Service, m *clms.Member, wg *sync.WaitGr
 	}()
 }
 
-// lvsRoutes serve GET /v1/clusterip: the director and its table.
+// ClusterIPMove is the body of POST /v1/clusterip/move.
+type ClusterIPMove struct {
+	To int `json:"to"`
+}
+
+// lvsRoutes serve GET /v1/clusterip (the director and its table) and
+// POST /v1/clusterip/move (another director, by an operator).
 func lvsRoutes(handle func(string, level, http.HandlerFunc), s *lvs.Service, log *slog.Logger) {
+	handle("POST /v1/clusterip/move", control, func(w http.ResponseWriter, r *http.Request) {
+		var body ClusterIPMove
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil || body.To <= 0 {
+			http.Error(w, fmt.Sprintf("locusd: cluster IP move: want {\"to\": NODE} (%v)", err), http.StatusBadRequest)
+			return
+		}
+		c, _ := r.Context().Value(callerKey{}).(Caller)
+		if err := s.Move(r.Context(), body.To, c.String()); err != nil {
+			log.Warn("cluster ip move", "to", body.To, "by", c.String(), "err", err)
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		log.Info("cluster ip move", "to", body.To, "by", c.String())
+		writeJSON(w, body)
+	})
 	handle("GET /v1/clusterip", look, func(w http.ResponseWriter, r *http.Request) {
 		rep, err := s.Report(r.Context())
 		if err != nil {

@@ -18,10 +18,13 @@ type Director struct {
 	Gen  uint64 `json:"gen"`
 	// Releasing: Node is asked to give the address up (it shuts down);
 	// the next director takes it once Node says it did, or is Down.
-	Releasing bool      `json:"releasing,omitempty"`
-	Prev      int       `json:"prev,omitempty"`
-	Since     time.Time `json:"since"`
-	Why       string    `json:"why,omitempty"`
+	Releasing bool `json:"releasing,omitempty"`
+	// Next: the node an operator moved the address to; it takes it
+	// once Node released it.
+	Next  int       `json:"next,omitempty"`
+	Prev  int       `json:"prev,omitempty"`
+	Since time.Time `json:"since"`
+	Why   string    `json:"why,omitempty"`
 }
 
 func readDirector(rs []clms.Record) (Director, uint64, bool) {
@@ -71,6 +74,9 @@ func planDirector(directors []int, cur Director, version uint64, have bool, st c
 		}
 	}
 	order := candidates(directors, st)
+	if cur.Next != 0 && state[cur.Next] == clms.Up && slices.Contains(order, cur.Next) {
+		return []clms.RecordWrite{put(Director{Node: cur.Next, Gen: cur.Gen + 1, Prev: cur.Prev, Since: now, Why: cur.Why}, version)}
+	}
 	start := 0
 	if i := slices.Index(order, cur.Prev); i >= 0 {
 		start = i + 1 // the next one after the last director
@@ -96,7 +102,40 @@ func planReleased(cur Director, version uint64, node int, gen uint64, now time.T
 	if cur.Node != node || cur.Gen != gen || !cur.Releasing {
 		return nil
 	}
-	return []clms.RecordWrite{put(Director{Gen: cur.Gen, Prev: node, Since: now, Why: cur.Why}, version)}
+	return []clms.RecordWrite{put(Director{Gen: cur.Gen, Prev: node, Next: cur.Next, Since: now, Why: cur.Why}, version)}
+}
+
+// planMove is the master's answer to an operator's move of the address
+// to node to: the director releases it (its sync daemon stops as
+// master, so the backups hold its connections), then to takes it.
+func planMove(directors []int, cur Director, version uint64, st clms.Status, to int, why string, now time.Time) ([]clms.RecordWrite, error) {
+	if !slices.Contains(candidates(directors, st), to) {
+		return nil, fmt.Errorf("lvs: node %d is not one of the cluster IP's directors %v", to, candidates(directors, st))
+	}
+	state := map[int]clms.State{}
+	for _, n := range st.Nodes {
+		state[n.Node] = n.State
+	}
+	if state[to] != clms.Up {
+		return nil, fmt.Errorf("lvs: node %d is not Up (%s): it cannot take the cluster IP", to, orNone(state[to]))
+	}
+	switch {
+	case cur.Releasing:
+		return nil, fmt.Errorf("lvs: node %d is giving the cluster IP up (%s); move it once that is done", cur.Node, cur.Why)
+	case cur.Node == to:
+		return nil, nil
+	case cur.Node == 0 || state[cur.Node] != clms.Up:
+		return []clms.RecordWrite{put(Director{Node: to, Gen: cur.Gen + 1, Prev: cur.Node, Since: now, Why: why}, version)}, nil
+	}
+	cur.Releasing, cur.Next, cur.Why = true, to, why
+	return []clms.RecordWrite{put(cur, version)}, nil
+}
+
+func orNone(s clms.State) string {
+	if s == "" {
+		return "not in the membership"
+	}
+	return string(s)
 }
 
 func put(d Director, expect uint64) clms.RecordWrite {

@@ -3,6 +3,7 @@ package lvs
 import (
 	"bytes"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,5 +109,55 @@ func TestDaemonMessage(t *testing.T) {
 	want, _ = hex.DecodeString("0c000380" + "08000100" + "01000000")
 	if !bytes.Equal(b, want) {
 		t.Errorf("DEL_DAEMON attributes\n got %x\nwant %x", b, want)
+	}
+}
+
+// TestDirectorMove: an operator's move releases the address first and
+// gives it to the node named, not to the next of the list; a node that
+// may not direct, or is not Up, is refused with a reason; a move to the
+// director is nothing.
+func TestDirectorMove(t *testing.T) {
+	var s store
+	up := map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up, 4: clms.ComingUp}
+	directors := []int{2, 3, 4}
+	step := func() {
+		s.apply(t, planDirector(directors, s.d, s.version, s.have, statusOf(up), time.Now()))
+	}
+	step()
+	if s.d.Node != 2 {
+		t.Fatalf("first director %+v, want node 2", s.d)
+	}
+	for _, bad := range []struct {
+		to   int
+		want string
+	}{{1, "not one of the cluster IP's directors"}, {4, "not Up (ComingUp)"}, {5, "not one of"}} {
+		if _, err := planMove(directors, s.d, s.version, statusOf(up), bad.to, "", time.Now()); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("move to node %d: %v, want %q", bad.to, err, bad.want)
+		}
+	}
+	if ws, err := planMove(directors, s.d, s.version, statusOf(up), 2, "", time.Now()); ws != nil || err != nil {
+		t.Errorf("move to the director itself: %v %v", ws, err)
+	}
+	up[4] = clms.Up
+	ws, err := planMove(directors, s.d, s.version, statusOf(up), 4, "moved to node 4 by root", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.apply(t, ws)
+	if s.d.Node != 2 || !s.d.Releasing || s.d.Next != 4 {
+		t.Fatalf("moving: %+v, want node 2 releasing for node 4", s.d)
+	}
+	if _, err := planMove(directors, s.d, s.version, statusOf(up), 3, "", time.Now()); err == nil {
+		t.Error("a second move while the first releases was taken")
+	}
+	step()
+	if s.d.Node != 2 {
+		t.Fatalf("node 4 took it before node 2 released: %+v", s.d)
+	}
+	gen := s.d.Gen
+	s.apply(t, planReleased(s.d, s.version, 2, gen, time.Now()))
+	step()
+	if s.d.Node != 4 || s.d.Gen != gen+1 || s.d.Prev != 2 || s.d.Why != "moved to node 4 by root" {
+		t.Fatalf("after node 2 released: %+v, want node 4 (next after 2 would be 3)", s.d)
 	}
 }

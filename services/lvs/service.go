@@ -49,6 +49,7 @@ const (
 	methodReal     = "lvs.realserver"
 	methodTable    = "lvs.table"
 	methodReleased = "lvs.released"
+	methodMove     = "lvs.move"
 )
 
 // Service is a node's part of the cluster IP.
@@ -127,15 +128,81 @@ func (s *Service) Register(n *ics.Node) {
 		if st := m.Status(); st.Master != s.cfg.Node || !st.Quorum {
 			return nil, fmt.Errorf("lvs: node %d is not the master", s.cfg.Node)
 		}
-		cur, v, _ := readDirector(m.Records(directorKey))
-		if ws := planReleased(cur, v, from, gen, time.Now()); ws != nil {
-			if err := m.WriteRecords(ws...); err != nil {
-				return nil, err
-			}
-			s.poke()
-		}
-		return nil, nil
+		return nil, s.applyReleased(m, from, gen)
 	})
+	n.Handle(methodMove, func(ctx context.Context, from int, b []byte) ([]byte, error) {
+		var r moveRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("lvs: move from node %d: %w", from, err)
+		}
+		return nil, s.move(r)
+	})
+}
+
+// applyReleased records, on the master, that node gave the address of
+// director generation gen up.
+func (s *Service) applyReleased(m Membership, node int, gen uint64) error {
+	cur, v, _ := readDirector(m.Records(directorKey))
+	if ws := planReleased(cur, v, node, gen, time.Now()); ws != nil {
+		if err := m.WriteRecords(ws...); err != nil {
+			return err
+		}
+		s.poke()
+	}
+	return nil
+}
+
+type moveRequest struct {
+	To int    `json:"to"`
+	By string `json:"by"`
+}
+
+// Move moves the cluster IP to node to (an operator's verb, by names
+// who asked): the director gives it up, then to takes it. It returns
+// once the master recorded the move; the report shows it done.
+func (s *Service) Move(ctx context.Context, to int, by string) error {
+	m := s.member()
+	if m == nil {
+		return errors.New("lvs: no membership on this node yet")
+	}
+	r := moveRequest{To: to, By: by}
+	st := m.Status()
+	if st.Master == s.cfg.Node {
+		return s.move(r)
+	}
+	if !st.Quorum || st.Master == 0 {
+		return errors.New("lvs: move the cluster IP: the cluster has no master now")
+	}
+	b, _ := json.Marshal(r)
+	_, err := s.cfg.Call(ctx, st.Master, methodMove, b)
+	return err
+}
+
+// move is the master's part of Move.
+func (s *Service) move(r moveRequest) error {
+	m := s.member()
+	if m == nil {
+		return errors.New("lvs: no membership")
+	}
+	st := m.Status()
+	if st.Master != s.cfg.Node || !st.Quorum {
+		return fmt.Errorf("lvs: node %d is not the master", s.cfg.Node)
+	}
+	cur, v, _ := readDirector(m.Records(directorKey))
+	why := fmt.Sprintf("moved to node %d", r.To)
+	if r.By != "" {
+		why += " by " + r.By
+	}
+	ws, err := planMove(s.cfg.Spec.Directors, cur, v, st, r.To, why, time.Now())
+	if err != nil || ws == nil {
+		return err
+	}
+	if err := m.WriteRecords(ws...); err != nil {
+		return fmt.Errorf("lvs: move the cluster IP: %w", err)
+	}
+	s.log.Info("lvs: cluster IP moving", "from", cur.Node, "to", r.To, "by", r.By)
+	s.poke()
+	return nil
 }
 
 // realPorts says which ports this node serves as a real server: its HA
@@ -371,12 +438,19 @@ func (s *Service) released(ctx context.Context, gen uint64) {
 	if !st.Quorum || st.Master == 0 {
 		return
 	}
+	if st.Master == s.cfg.Node {
+		if !st.Leaving {
+			// Moved away from the master: it records its own release
+			// (leaving, its next plan does).
+			if err := s.applyReleased(m, s.cfg.Node, gen); err != nil {
+				s.logOnce("lvs: record the cluster IP's release", err)
+			}
+		}
+		return
+	}
 	b, _ := json.Marshal(gen)
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if st.Master == s.cfg.Node {
-		return // the master's own release is in the next plan (it is leaving)
-	}
 	s.cfg.Call(cctx, st.Master, methodReleased, b)
 }
 

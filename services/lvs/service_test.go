@@ -148,3 +148,52 @@ func TestDirectorTakesAndGivesUp(t *testing.T) {
 		t.Error("the address stayed on lo after the daemon stopped")
 	}
 }
+
+// TestMoveFromTheMaster: the master directs; moved to node 2, it gives
+// the address up, records its own release and hands the record to
+// node 2.
+func TestMoveFromTheMaster(t *testing.T) {
+	k := &fakeKernel{addrs: map[string]bool{}}
+	m := &fakeMember{st: clms.Status{Self: 3, Master: 3, Quorum: true, Nodes: []clms.NodeStatus{
+		{NodeRecord: clms.NodeRecord{Node: 2, State: clms.Up, Addr: "10.0.0.2:7473"}},
+		{NodeRecord: clms.NodeRecord{Node: 3, State: clms.Up, Addr: "10.0.0.3:7473"}}}}}
+	s, err := New(Config{Node: 3, Spec: clusterspec.ClusterIP{Address: "10.0.0.100", Directors: []int{3, 2}, Ports: []clusterspec.ClusterPort{{Port: 80}}},
+		Kernel: k, Member: func() Membership { return m },
+		Call: func(context.Context, int, string, []byte) ([]byte, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	director := func() Director { d, _, _ := readDirector(m.Records(directorKey)); return d }
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: director %+v", what, director())
+			}
+		}
+	}
+	waitFor("node 3 directs", func() bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return director().Node == 3 && k.addrs["eth0"]
+	})
+	if err := s.Move(ctx, 1, "root"); err == nil {
+		t.Error("moved to node 1, not a director")
+	}
+	if err := s.Move(ctx, 2, "root"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("node 2 directs", func() bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		d := director()
+		return d.Node == 2 && !d.Releasing && !k.addrs["eth0"] && k.role == SyncBackup
+	})
+	if d := director(); d.Prev != 3 || d.Why != "moved to node 2 by root" {
+		t.Errorf("the record after the move: %+v", d)
+	}
+}
