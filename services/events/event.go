@@ -34,7 +34,9 @@ const (
 	RoleTaken Kind = "role.taken"
 	RoleLost  Kind = "role.lost"
 	// ServiceStarted and ServiceStopped: a service of this node (Name)
-	// started or stopped; Level is its run level for run-level services.
+	// started or stopped; Level is its run level for run-level services;
+	// an HA service's instance says which in Attrs (AttrInstance,
+	// AttrGen, AttrPID).
 	ServiceStarted Kind = "service.started"
 	ServiceStopped Kind = "service.stopped"
 	// Fenced: this node (the master) fenced node Subject; Error is set if
@@ -80,6 +82,11 @@ const (
 	AttrClean = "clean"
 	// AttrMembers: a lockspace's member nodes, comma separated, ascending.
 	AttrMembers = "members"
+	// AttrInstance, AttrGen and AttrPID: which instance of an HA service
+	// started or stopped, the generation of its placement, its process.
+	AttrInstance = "instance"
+	AttrGen      = "gen"
+	AttrPID      = "pid"
 )
 
 // Sources of events.
@@ -147,7 +154,7 @@ func (e Event) String() string {
 	case e.Millis != 0:
 		s += fmt.Sprintf(" in %dms", e.Millis)
 	}
-	for _, k := range []string{AttrTLS, AttrClean, AttrMembers} {
+	for _, k := range []string{AttrTLS, AttrClean, AttrMembers, AttrInstance, AttrGen, AttrPID} {
 		if v, ok := e.Attrs[k]; ok {
 			s += " " + k + "=" + v
 		}
