@@ -34,8 +34,10 @@ type HA struct {
 	// RestartDelay is the pause before a local restart (default 0).
 	RestartDelay string `yaml:"restart_delay" json:"restart_delay,omitempty"`
 	// StartTimeout and StopTimeout bound an agent's start and stop
-	// (default: the agent's meta-data hint, else 20s); a command is
-	// sent SIGTERM and, after StopTimeout, SIGKILL.
+	// (default: the agent's meta-data hint, else 20s). A command with a
+	// monitor has started once the monitor first passes, within
+	// StartTimeout (its first monitors are not failures); a command is
+	// stopped with SIGTERM and, after StopTimeout, SIGKILL.
 	StartTimeout string `yaml:"start_timeout" json:"start_timeout,omitempty"`
 	StopTimeout  string `yaml:"stop_timeout" json:"stop_timeout,omitempty"`
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/locus-ssi/locus/services/events"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,15 +68,37 @@ type runEnv struct {
 	command func(argv []string) (*exec.Cmd, error)
 	report  func(ctx context.Context, r failureRequest) failureReply
 	ocfRoot string
+	publish func(events.Event) // nil: no feed
 }
 
 func (in *instance) set(state, last string) {
 	in.mu.Lock()
-	defer in.mu.Unlock()
+	prev := in.st.State
 	in.st.State, in.st.Since = state, time.Now()
 	if last != "" {
 		in.st.Last = last
 	}
+	pid := in.st.PID
+	in.mu.Unlock()
+	if in.env.publish == nil || state == prev {
+		return
+	}
+	// The node's event feed has each instance's start and stop, so
+	// "never on two nodes at once" can be read from the feeds.
+	e := events.Event{Source: events.SourceLocusd, Name: in.d.Name,
+		Attrs: map[string]string{events.AttrInstance: in.id, events.AttrGen: strconv.FormatUint(in.gen, 10)}}
+	switch state {
+	case "running":
+		e.Kind = events.ServiceStarted
+		if pid > 0 {
+			e.Attrs[events.AttrPID] = strconv.Itoa(pid)
+		}
+	case "stopped":
+		e.Kind = events.ServiceStopped
+	default:
+		return
+	}
+	in.env.publish(e)
 }
 
 func (in *instance) status() InstanceStatus {
@@ -195,7 +218,42 @@ func (in *instance) start(ctx context.Context, probe bool) (*running, *failure) 
 	in.st.PID = cmd.Process.Pid
 	in.mu.Unlock()
 	in.logs.add("locus", fmt.Sprintf("started pid %d", cmd.Process.Pid))
+	if probe := in.probe(); probe != nil {
+		return r, in.ready(ctx, r, probe)
+	}
 	return r, nil
+}
+
+// ready waits for a started command's monitor to pass for the first
+// time, as Pacemaker runs the first monitor only after start returns:
+// a service is not failed for the time it takes to open its port. It
+// fails if the process exits first, or the monitor has not passed
+// within the start timeout.
+func (in *instance) ready(ctx context.Context, r *running, probe func(context.Context) *failure) *failure {
+	start := time.Now()
+	limit := in.timeout(in.d.StartTimeout)
+	every := min(100*time.Millisecond, in.d.MonitorInterval)
+	for {
+		f := probe(ctx)
+		if f == nil {
+			in.logs.add("locus", fmt.Sprintf("ready after %v", time.Since(start).Round(time.Millisecond)))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return &failure{OCFErrGeneric, Soft, "stopped while starting"} // the caller stops it
+		}
+		if time.Since(start) >= limit {
+			return &failure{OCFErrGeneric, Soft, fmt.Sprintf("not ready within the start timeout (%v): %s", limit, f.reason)}
+		}
+		select {
+		case <-ctx.Done():
+			return &failure{OCFErrGeneric, Soft, "stopped while starting"}
+		case err := <-r.exited:
+			r.gone = true
+			return &failure{OCFNotRunning, Soft, "exited while starting: " + exitText(err)}
+		case <-time.After(every):
+		}
+	}
 }
 
 func (in *instance) timeout(configured time.Duration) time.Duration {

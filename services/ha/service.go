@@ -15,6 +15,7 @@ import (
 
 	"github.com/locus-ssi/locus/images/clusterspec"
 	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/events"
 	"github.com/locus-ssi/locus/services/ics"
 )
 
@@ -47,7 +48,10 @@ type Config struct {
 	// QuorumGrace is how long this node runs its instances without
 	// quorum before it stops them (default 2s).
 	QuorumGrace time.Duration
-	Log         *slog.Logger
+	// Events, if set, gets a ServiceStarted and a ServiceStopped event
+	// for each instance this node runs.
+	Events events.Publisher
+	Log    *slog.Logger
 }
 
 // ICS methods.
@@ -104,6 +108,9 @@ func New(cfg Config) (*Service, error) {
 		s.byName[d.Name] = d
 	}
 	s.env = &runEnv{command: cfg.Command, report: s.report, ocfRoot: cfg.OCFRoot}
+	if cfg.Events != nil {
+		s.env.publish = cfg.Events.Publish
+	}
 	return s, nil
 }
 

@@ -38,7 +38,7 @@ func startHA(cfg Config, member *atomic.Pointer[clms.Member], icsNode *atomic.Po
 		}
 		return ""
 	}
-	return ha.New(ha.Config{Node: cfg.CLMS.Node, Services: spec.Services, AllNodes: all, Log: cfg.Log.With("svc", "ha"),
+	return ha.New(ha.Config{Node: cfg.CLMS.Node, Services: spec.Services, AllNodes: all, Log: cfg.Log.With("svc", "ha"), Events: cfg.events,
 		Member: func() ha.Membership {
 			if m := member.Load(); m != nil {
 				return m
