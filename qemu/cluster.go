@@ -376,6 +376,15 @@ func (c *Cluster) Kill(n int) error {
 	return nil
 }
 
+// SetLink cuts node n off the segment (up false) or joins it again.
+func (c *Cluster) SetLink(n int, up bool) error {
+	vm := c.VM(n)
+	if vm == nil {
+		return fmt.Errorf("qemu: node %d is not running", n)
+	}
+	return vm.SetLink(up)
+}
+
 // Status returns every configured node's status, by number.
 func (c *Cluster) Status() []NodeStatus {
 	var out []NodeStatus

@@ -127,6 +127,13 @@ func serveControl(ctx context.Context, c *Cluster, conn net.Conn, down func(), l
 		}
 		log.Info("node killed", "node", req.Node)
 		reply(response{OK: true})
+	case "link-up", "link-down":
+		if err := c.SetLink(req.Node, req.Op == "link-up"); err != nil {
+			reply(response{Error: err.Error()})
+			return
+		}
+		log.Info("node link set", "node", req.Node, "op", req.Op)
+		reply(response{OK: true})
 	case "down":
 		c.Stop()
 		reply(response{OK: true})

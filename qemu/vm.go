@@ -576,6 +576,18 @@ func (vm *VM) Kill() {
 	}
 }
 
+// SetLink sets the link of the VM's interconnect NIC up or down (QMP
+// set_link): down, the node neither sends nor receives on the segment
+// while it runs on, a network partition of that one node. Its
+// management NIC (the API's port forward) stays up, so the host still
+// sees it. A new QEMU (a power cycle) starts with the link up.
+func (vm *VM) SetLink(up bool) error {
+	if _, err := vm.QMP(fmt.Sprintf(`{"execute":"set_link","arguments":{"name":"n0","up":%t}}`, up)); err != nil {
+		return fmt.Errorf("qemu: node %d: set its link %s: %w", vm.cfg.Number, map[bool]string{true: "up", false: "down"}[up], err)
+	}
+	return nil
+}
+
 // Wait waits for QEMU to exit or ctx to end.
 func (vm *VM) Wait(ctx context.Context) error {
 	select {

@@ -71,7 +71,7 @@ QMP power control and an exec channel to each node's init.`,
 	}
 	q.add(cmd)
 	cmd.AddCommand(newQemuUpCmd(e, q), newQemuDownCmd(e, q), newQemuStatusCmd(e, q), newQemuConsoleCmd(e, q),
-		newQemuLogsCmd(e, q), newQemuEventsCmd(e, q), newQemuExecCmd(e, q), newQemuPowerCmd(e, q, "kill"), newQemuPowerCmd(e, q, "start"),
+		newQemuLogsCmd(e, q), newQemuEventsCmd(e, q), newQemuExecCmd(e, q), newQemuPowerCmd(e, q, "kill"), newQemuPowerCmd(e, q, "start"), newQemuLinkCmd(e, q),
 		newQemuSuperviseCmd(e, q))
 	return cmd
 }
@@ -473,6 +473,35 @@ func newQemuPowerCmd(e *env, q *qemuFlags, op string) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "node %d: %s\n", n, strings.TrimSuffix(op, "e")+"ed")
+			return nil
+		},
+	}
+}
+
+func newQemuLinkCmd(e *env, q *qemuFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "link NODE up|down",
+		Short: "Cut a node off the interconnect, or join it again (a network partition)",
+		Long: `link NODE down takes the carrier off the node's interconnect NIC (QMP
+set_link): the node runs on but neither sends nor receives on the segment,
+as when its switch port dies. The others see it fail and fence it; the node
+itself loses quorum. link NODE up joins it again. The management NIC, and
+with it the host's view of the node, is not touched; a power cycle (the
+fence's reboot) brings the link back up.`,
+		Example: "  locus qemu link 3 down\n  locus qemu link 3 up",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, dir, err := q.node(args[0])
+			if err != nil {
+				return err
+			}
+			if args[1] != "up" && args[1] != "down" {
+				return fmt.Errorf("qemu link: %q: want up or down", args[1])
+			}
+			if err := qemu.RemoteOp(cmd.Context(), dir, "link-"+args[1], n); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node %d: link %s\n", n, args[1])
 			return nil
 		},
 	}
