@@ -268,6 +268,11 @@ root:
 		t.Errorf("node 3, back, sees the end of /w3 as %q", got)
 	}
 
+	// Node 3, running the singleton, is cut off the segment: solo runs
+	// on node 2 only once node 3 is fenced Down, never on both.
+	checkPartitionedSingleton(t, locus, host, state)
+	waitSpace(t, locus, "root", 1, 2, 3)
+
 	// A clean shutdown leaves the lockspace on every node (a leave, not
 	// a failure) and the filesystem clean.
 	if out, err := host("shutdown", "--yes"); err != nil {

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locus-ssi/locus/qemu"
+	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/events"
 	"github.com/locus-ssi/locus/services/ha"
 	"github.com/locus-ssi/locus/services/locusd"
 	"github.com/locus-ssi/locus/services/lvs"
@@ -249,7 +252,7 @@ func moveDirector(t *testing.T, locus, host func(...string) (string, error), to 
 		t.Fatalf("clusterip move %d: %v\n%s", to, err, out)
 	}
 	rep := waitClusterIP(t, host, to, []string{"10.87.0.2", "10.87.0.3"}, 30*time.Second)
-	t.Logf("cluster IP moved to node %d: recorded %v after the move was asked (%s)", to, rep.Director.Since.Sub(asked).Round(time.Millisecond), rep.Director.Why)
+	t.Logf("cluster IP moved to node %d: seen %v after the move was asked (%s)", to, time.Since(asked).Round(time.Millisecond), rep.Director.Why)
 	if _, err := run("touch /tmp/moved"); err != nil {
 		t.Fatal(err)
 	}
@@ -268,4 +271,73 @@ func ipv4Hex(a string) uint32 {
 	var b [4]uint32
 	fmt.Sscanf(a, "%d.%d.%d.%d", &b[0], &b[1], &b[2], &b[3])
 	return b[0]<<24 | b[1]<<16 | b[2]<<8 | b[3]
+}
+
+// checkPartitionedSingleton moves solo to node 3, cuts node 3's link
+// (locus qemu link 3 down: it runs on, alone), and wants solo started on
+// node 2 only after node 2 applied node 3's Down, which the master
+// commits only once node 3 is fenced; node 3 comes back with the
+// fence's reboot.
+func checkPartitionedSingleton(t *testing.T, locus, host func(...string) (string, error), state string) {
+	t.Helper()
+	if in := serviceInstance(t, host, "solo", 0, time.Minute); in.Node != 3 {
+		if out, err := host("service", "move", "solo", "--to", "3"); err != nil {
+			t.Fatalf("service move solo --to 3: %v\n%s", err, out)
+		}
+	}
+	serviceInstance(t, host, "solo", 3, time.Minute)
+	mark := map[int]int{}
+	for _, n := range []int{2, 3} {
+		evs, _ := qemu.ReadEventLog(qemu.EventLog(state, n))
+		mark[n] = len(evs)
+	}
+	cut := time.Now()
+	if out, err := locus("qemu", "link", "3", "down"); err != nil {
+		t.Fatalf("qemu link 3 down: %v\n%s", err, out)
+	}
+	in := serviceInstance(t, host, "solo", 2, 2*time.Minute)
+	moved := time.Now()
+	locus("qemu", "link", "3", "up") // the fence's reboot has most likely brought it up already
+	fenced := fenceTime(t, state, 3, cut)
+	t.Logf("node 3 cut off: fenced %.1fs later, solo seen on node 2 %.1fs later (%s)", fenced.Sub(cut).Seconds(), moved.Sub(cut).Seconds(), in.Why)
+	evs, _ := qemu.ReadEventLog(qemu.EventLog(state, 2))
+	evs = evs[min(mark[2], len(evs)):]
+	down := slices.IndexFunc(evs, func(e events.Event) bool {
+		return e.Kind == events.TransitionApplied && e.Subject == 3 && e.State == string(clms.Down)
+	})
+	started := slices.IndexFunc(evs, func(e events.Event) bool { return e.Kind == events.ServiceStarted && e.Name == "solo" })
+	switch {
+	case started < 0:
+		t.Errorf("node 2's feed has no start of solo after node 3 was cut off")
+	case down < 0 || down > started:
+		t.Errorf("node 2 started solo (event %d) before it applied node 3's Down (event %d): on two nodes at once", started, down)
+	default:
+		t.Logf("node 2 applied node 3's Down, then started solo %v later", evs[started].At.Sub(evs[down].At).Round(time.Millisecond))
+	}
+	// Node 3 itself: it stopped solo when it lost quorum, or was fenced
+	// first; it never started it again while cut off.
+	evs3, _ := qemu.ReadEventLog(qemu.EventLog(state, 3))
+	evs3 = evs3[min(mark[3], len(evs3)):]
+	for i, e := range evs3 {
+		if e.Name != "solo" {
+			continue
+		}
+		switch e.Kind {
+		case events.ServiceStopped:
+			t.Logf("node 3 stopped solo itself, without quorum (%s after the cut, by its clock)", e.At.Sub(cut).Round(100*time.Millisecond))
+		case events.ServiceStarted:
+			if slices.ContainsFunc(evs3[:i], func(e events.Event) bool { return e.Kind == events.PhaseStarted }) {
+				continue // after the fence's reboot
+			}
+			t.Errorf("node 3 started solo while cut off: %v", e)
+		}
+	}
+	for deadline := time.Now().Add(4 * time.Minute); ; time.Sleep(2 * time.Second) {
+		if st, err := clusterStatus(host); err == nil && stateOf(st, 3) == clms.Up {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 3 not back Up within 4 min of its fence")
+		}
+	}
 }
