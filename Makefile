@@ -9,7 +9,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2 binutils systemd-boot-efi debootstrap procps gfs2-utils gcc libc6-dev libdlm-dev resource-agents
 
-.PHONY: deps bench-deps build image demo demo-gfs2 netboot-demo test test-unit test-vm bench bench-netboot bench-membership bench-cfs bench-proc bench-dlm clean
+.PHONY: deps bench-deps build image demo demo-gfs2 netboot-demo test test-unit test-vm bench bench-netboot bench-membership bench-cfs bench-proc bench-dlm bench-ha clean
 
 # deps installs the Debian packages the build and the tests need; it skips
 # what is already there.
@@ -58,7 +58,7 @@ test-vm: deps build
 
 # The peers the benchmarks compare against. Installed with services kept
 # from starting (policy-rc.d), since the benchmarks start them themselves.
-BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod corosync openssh-server openssh-client etcd-server
+BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod corosync openssh-server openssh-client etcd-server keepalived
 bench-deps: deps
 	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -68,7 +68,13 @@ bench-deps: deps
 		[ -n "$$made" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-bench: bench-netboot bench-membership bench-cfs bench-proc bench-dlm
+bench: bench-netboot bench-membership bench-cfs bench-proc bench-dlm bench-ha
+
+# The cluster IP's failover against Debian's keepalived (VRRP, defaults
+# and tuned), both on the same three QEMU nodes; HA restart times and
+# throughput through the cluster IP (about 10 minutes under TCG).
+bench-ha: bench-deps build
+	$(GO) run ./bench/ha -locus $(LOCUS) -results bench/RESULTS.md
 
 # The kernel DLM against an etcd concurrency.Mutex on a 3-member etcd
 # (Debian's etcd-server), both on the same three QEMU nodes (about 10
