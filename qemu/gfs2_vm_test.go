@@ -69,12 +69,13 @@ root:
 	firstDirector := waitClusterIP(t, host, 0, []string{"10.87.0.2", "10.87.0.3"}, time.Minute).Director.Node
 	t.Logf("cluster IP directed by node %d", firstDirector)
 	serviceInstance(t, host, "echo", 2, time.Minute)
+	out := newOutsider(t, state)
 	// An operator moves the director to node 2, then to node 3 (which
 	// is killed below), a connection held through each move.
 	if firstDirector == 3 {
-		moveDirector(t, locus, host, 2)
+		moveDirector(t, locus, host, out, 2)
 	}
-	if gap := moveDirector(t, locus, host, 3); gap > 2*time.Second {
+	if gap := moveDirector(t, locus, host, out, 3); gap > 2*time.Second {
 		t.Errorf("the cluster IP went unanswered %v while it moved from node 2 to node 3", gap)
 	}
 	seen := map[string]int{}
@@ -87,8 +88,18 @@ root:
 	if seen["node2"] == 0 || seen["node3"] == 0 {
 		t.Errorf("the cluster IP did not spread requests over nodes 2 and 3: %v", seen)
 	}
+	seen = map[string]int{}
+	for range 12 {
+		if got, err := out.get(clusterIP, 8080); err == nil {
+			seen[got]++
+		}
+	}
+	t.Logf("12 requests to the cluster IP from outside the cluster (10.87.0.200 on the segment): %v", seen)
+	if seen["node2"] == 0 || seen["node3"] == 0 {
+		t.Errorf("the cluster IP did not spread an outside client's requests over nodes 2 and 3: %v", seen)
+	}
 	stopClient := make(chan struct{})
-	probes := clientLoop(locus, stopClient)
+	probes := clientLoop(out, stopClient)
 
 	// Written on node 2, read on node 3 at once.
 	note := fmt.Sprintf("from node 2 at %d", time.Now().UnixNano())
@@ -247,7 +258,7 @@ root:
 		}
 	}
 	gap, firstAfter := longestGap(ps, killed)
-	t.Logf("a client on node 1 asking the cluster IP every 100ms: %d answers before node 3 (the director) was killed, %d after; the longest time without an answer %.1fs, kill to the first answer asked after it %.1fs (the membership's detection and fence under TCG, then the move)",
+	t.Logf("a client outside the cluster asking the cluster IP every 50ms: %d answers before node 3 (the director) was killed, %d after; the longest time without an answer %.1fs, kill to the first answer asked after it %.1fs (the membership's detection and fence under TCG, then the move)",
 		before, after, gap.Seconds(), firstAfter.Sub(killed).Seconds())
 	if after == 0 {
 		t.Error("the client got no answer from the cluster IP after the director's failure")

@@ -3,8 +3,14 @@
 package qemu_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +57,57 @@ cluster_ip:
 `
 
 const clusterIP = "10.87.0.100"
+
+// outsider is a client of the cluster that is none of its nodes: a
+// network namespace of the host's plugged into the VMs' segment (a tap
+// relayed onto it) at 10.87.0.200, asking with Go's net/http.
+type outsider struct {
+	ns   string
+	http *http.Client
+}
+
+func newOutsider(t *testing.T, state string) *outsider {
+	t.Helper()
+	ns := fmt.Sprintf("locus-cli-%d", os.Getpid())
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	tap, err := qemu.AttachSegment(qemu.SegmentFor(state), ns, "cli0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tap.Close() })
+	ip("-n", ns, "link", "set", "lo", "up")
+	ip("-n", ns, "link", "set", "cli0", "up")
+	ip("-n", ns, "addr", "add", "10.87.0.200/24", "dev", "cli0")
+	o := &outsider{ns: ns}
+	o.http = &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) { return o.dial(network, addr, time.Second) }}}
+	return o
+}
+
+func (o *outsider) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
+	return qemu.DialIn(o.ns, network, addr, timeout)
+}
+
+// get asks addr:port for /hostname and returns who answered.
+func (o *outsider) get(addr string, port int) (string, error) {
+	resp, err := o.http.Get(fmt.Sprintf("http://%s:%d/hostname", addr, port))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %v %s", resp.Status, err, b)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
 
 // serviceInstance waits until the host sees service running on node
 // (0: any) and returns its instance.
@@ -140,8 +197,8 @@ func waitClusterIP(t *testing.T, host func(...string) (string, error), director 
 	return lvs.Report{}
 }
 
-// clientLoop asks the cluster IP from node 1 again and again until
-// stop is closed, and returns when each ask began and ended and who
+// clientLoop asks the cluster IP from the outsider again and again
+// until stop is closed, and returns when each ask began and ended and who
 // answered.
 type probe struct {
 	start, at time.Time
@@ -168,7 +225,7 @@ func longestGap(ps []probe, t time.Time) (gap time.Duration, firstAfter time.Tim
 	return gap, firstAfter
 }
 
-func clientLoop(locus func(...string) (string, error), stop <-chan struct{}) (get func() []probe) {
+func clientLoop(o *outsider, stop <-chan struct{}) (get func() []probe) {
 	var mu sync.Mutex
 	var probes []probe
 	done := make(chan struct{})
@@ -181,14 +238,14 @@ func clientLoop(locus func(...string) (string, error), stop <-chan struct{}) (ge
 			default:
 			}
 			start := time.Now()
-			got, err := fetch(locus, "1", clusterIP, 8080)
+			got, err := o.get(clusterIP, 8080)
 			if err != nil {
 				got = ""
 			}
 			mu.Lock()
 			probes = append(probes, probe{start, time.Now(), got})
 			mu.Unlock()
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
 		}
 	}()
 	return func() []probe {
@@ -200,37 +257,32 @@ func clientLoop(locus func(...string) (string, error), stop <-chan struct{}) (ge
 }
 
 // moveDirector moves the cluster IP to node to with locus clusterip
-// move while node 1 holds a TCP connection through it to the echo
-// server on node 2, and wants the connection to go on after the move:
-// when to is node 3, it reaches node 2 only by the connection node 2's
-// IPVS synchronised to node 3 while it directed (a new director with
-// no entry for it would answer its packets with a reset). It returns
-// the longest time the web port went unanswered across the move.
-func moveDirector(t *testing.T, locus, host func(...string) (string, error), to int) time.Duration {
+// move while the outsider holds a TCP connection through it to the
+// echo server on node 2, and wants the connection to go on after the
+// move: when to is node 3, it reaches node 2 only by the connection
+// node 2's IPVS synchronised to node 3 while it directed (a new
+// director with no entry for it answers its packets with a reset). It
+// returns the longest time the web port went unanswered across the
+// move.
+func moveDirector(t *testing.T, locus, host func(...string) (string, error), o *outsider, to int) time.Duration {
 	t.Helper()
-	run := func(script string) (string, error) {
-		return locus("qemu", "exec", "1", "--", "/usr/local/bin/busybox", "sh", "-c", script)
+	c, err := o.dial("tcp", clusterIP+":8082", 5*time.Second)
+	if err != nil {
+		t.Fatalf("the outsider's connection to %s:8082: %v", clusterIP, err)
 	}
-	// In the background on node 1 (its exec channel runs one command at
-	// a time): the client sends "one", waits for /tmp/moved, sends "two".
-	if out, err := run("rm -f /tmp/moved /tmp/held.out /tmp/held.rc; setsid /usr/local/bin/busybox sh -c '" +
-		"{ echo one; while [ ! -e /tmp/moved ]; do sleep 0.2; done; echo two; sleep 2; } | /usr/local/bin/busybox nc " + clusterIP + " 8082 > /tmp/held.out 2>&1; " +
-		"echo $? > /tmp/held.rc' < /dev/null > /dev/null 2>&1 &"); err != nil {
-		t.Fatalf("start the held connection on node 1: %v\n%s", err, out)
-	}
-	waitOut := func(file, want string) {
+	defer c.Close()
+	echo := func(line string) {
 		t.Helper()
-		var out string
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
-			out, _ = run("cat " + file)
-			if strings.Contains(out, want) {
-				return
-			}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, line+"\n"); err != nil {
+			t.Fatalf("the held connection through the cluster IP: send %q: %v", line, err)
 		}
-		run("touch /tmp/moved")
-		t.Fatalf("the held connection through the cluster IP: %s never had %q: %q", file, want, out)
+		buf := make([]byte, len(line)+1)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != line+"\n" {
+			t.Fatalf("the held connection through the cluster IP: echo of %q: %q %v", line, buf, err)
+		}
 	}
-	waitOut("/tmp/held.out", "one")
+	echo("one")
 	// The connection is in node to's IPVS table before it directs: the
 	// director's sync daemon sent it to the backups.
 	conn := fmt.Sprintf("%08X %04X", ipv4Hex(clusterIP), 8082)
@@ -240,12 +292,11 @@ func moveDirector(t *testing.T, locus, host func(...string) (string, error), to 
 			break
 		}
 		if time.Now().After(deadline) {
-			run("touch /tmp/moved")
 			t.Fatalf("node %d's IPVS has no synchronised connection to %s:8082 (%s): %v\n%s", to, clusterIP, conn, err, out)
 		}
 	}
 	stop := make(chan struct{})
-	probes := clientLoop(locus, stop)
+	probes := clientLoop(o, stop)
 	time.Sleep(time.Second)
 	asked := time.Now()
 	if out, err := host("clusterip", "move", fmt.Sprint(to)); err != nil {
@@ -253,15 +304,11 @@ func moveDirector(t *testing.T, locus, host func(...string) (string, error), to 
 	}
 	rep := waitClusterIP(t, host, to, []string{"10.87.0.2", "10.87.0.3"}, 30*time.Second)
 	t.Logf("cluster IP moved to node %d: seen %v after the move was asked (%s)", to, time.Since(asked).Round(time.Millisecond), rep.Director.Why)
-	if _, err := run("touch /tmp/moved"); err != nil {
-		t.Fatal(err)
-	}
-	waitOut("/tmp/held.out", "two")
-	waitOut("/tmp/held.rc", "0")
+	echo("two")
 	time.Sleep(time.Second)
 	close(stop)
 	gap, _ := longestGap(probes(), asked)
-	t.Logf("the connection held from node 1 to node 2's echo server went on through the move; the web port's longest gap: %v", gap.Round(time.Millisecond))
+	t.Logf("the connection held from outside to node 2's echo server went on through the move; the web port's longest gap: %v", gap.Round(time.Millisecond))
 	return gap
 }
 
