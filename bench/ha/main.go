@@ -36,6 +36,7 @@ import (
 	"github.com/locus-ssi/locus/qemu"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/events"
+	"github.com/locus-ssi/locus/services/ha"
 	"github.com/locus-ssi/locus/services/locusd"
 	"github.com/locus-ssi/locus/services/lvs"
 )
@@ -384,6 +385,7 @@ type samples struct {
 	locusChosen                  []float64 // the Down to the new director's record
 	soloMoved                    []float64 // the Down to solo's start elsewhere
 	crash                        []float64
+	respawn, ready               []float64 // a restart's parts, from the supervisor's log
 	viaVIP, oneNode              []float64
 }
 
@@ -501,6 +503,38 @@ func (b *bench) crashRestarts(s *samples, n int) error {
 		s.crash = append(s.crash, r.RestartMS)
 		time.Sleep(2 * time.Second)
 	}
+	// How much of each restart was the service's own start: from its
+	// supervisor's log, "failed" to "started pid" (Locus: the stop, the
+	// master's count, the spawn) and "ready after" (the command opening
+	// its port).
+	out, err := b.host("service", "logs", "web", "--output", "json")
+	if err != nil {
+		return err
+	}
+	var logs locusd.ServiceLogsReply
+	if err := json.Unmarshal([]byte(out), &logs); err != nil {
+		return err
+	}
+	var failed time.Time
+	var lines []ha.LogLine
+	for _, l := range logs.Lines {
+		if l.Node == 3 && l.Stream == "locus" {
+			lines = append(lines, l)
+		}
+	}
+	for _, l := range lines[max(0, len(lines)-3*n):] {
+		switch {
+		case strings.HasPrefix(l.Text, "failed: killed by SIGKILL"):
+			failed = l.At
+		case strings.HasPrefix(l.Text, "started pid") && !failed.IsZero():
+			s.respawn = append(s.respawn, float64(l.At.Sub(failed).Microseconds())/1000)
+			failed = time.Time{}
+		case strings.HasPrefix(l.Text, "ready after "):
+			if d, err := time.ParseDuration(strings.TrimPrefix(l.Text, "ready after ")); err == nil {
+				s.ready = append(s.ready, float64(d.Microseconds())/1000)
+			}
+		}
+	}
 	return nil
 }
 
@@ -541,6 +575,8 @@ func report(o options, s samples, version string) string {
 	fmt.Fprintln(&b, "| what | median | samples |")
 	fmt.Fprintln(&b, "|---|---|---|")
 	fmt.Fprintf(&b, "| web's instance on node 3 killed (SIGKILL) to answering again (goal ≤ 1000 ms) | %.0f ms | %v |\n", med(s.crash), ints(s.crash))
+	fmt.Fprintf(&b, "| of which: the exit seen to the new process (stop, the master's count, spawn) | %s ms | %v |\n", fmtMed(s.respawn), ints(s.respawn))
+	fmt.Fprintf(&b, "| of which: the new process to its monitor passing (busybox sh, then httpd listening) | %s ms | %v |\n", fmtMed(s.ready), ints(s.ready))
 	fmt.Fprintf(&b, "| node 2's Down to the new director's record | %s ms | %v |\n", fmtMed(s.locusChosen), ints(s.locusChosen))
 	fmt.Fprintf(&b, "| node 2's Down to solo placed on node 3 | %s ms | %v |\n", fmtMed(s.soloMoved), ints(s.soloMoved))
 	ratio := med(s.viaVIP) / med(s.oneNode)
