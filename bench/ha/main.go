@@ -554,6 +554,7 @@ func (b *bench) rate(into *[]float64, addr string) error {
 func report(o options, s samples, version string) string {
 	med := benchresults.Median
 	var b strings.Builder
+	fmt.Fprintf(&b, "## HA services and the cluster IP: failover against keepalived (make bench-ha)\n\n")
 	fmt.Fprintf(&b, "%s. Three QEMU nodes (TCG, no KVM, one vCPU each; `locus qemu up -n 3`, a CFS root): web, busybox httpd, runs on nodes 2 and 3 as an HA service (instances: all) behind the cluster IP %s:%d (directors 2 and 3, IPVS direct routing, rr); Debian's %s runs on nodes 2 and 3 for a second address, %s, in front of the same servers (each node answers on it itself: VRRP alone, keepalived's usual setup for one service address). Each failover round puts both addresses on node 2 (keepalived's higher priority; `locus clusterip move 2`), asks both from node 1 in turn every 20 ms (a new connection each, 200 ms limit, the first address asked alternating), kills node 2's VM and takes, per address, the longest time between two answers around the kill (the last answer before it to the first after it, from node 3: the kill to the first answer, to within one ask). Keepalived ran with its defaults (VRRPv2, advert_int 1) in %d rounds and tuned (VRRPv3, advert_int 0.1) in %d. Ratio: keepalived / Locus, above 1: Locus is faster.\n\n",
 		benchresults.Machine(), locusVIP, port, version, kaVIP, (o.rounds+1)/2, o.rounds/2)
 	fmt.Fprintln(&b, "| what | Locus | keepalived | ratio |")
