@@ -32,8 +32,9 @@ image: deps build
 # demo: build everything, boot a 4-node cluster in QEMU (node 1 from the
 # install disk, 2-4 by PXE), show it working and surviving faults, then
 # stop it.
-demo: image
-	./scripts/demo.sh $(LOCUS) $(OUT)
+demo: deps build
+	$(LOCUS) image build --spec images/clusterspec/examples/demo.yaml --out $(OUT)-demo
+	./scripts/demo.sh $(LOCUS) $(OUT)-demo
 
 # demo-gfs2: the same journey on a GFS2 root every node mounts itself
 # (images/clusterspec/examples/gfs2.yaml): a write on one node read on another, a lock

@@ -2,8 +2,10 @@
 # make demo: the product's main job in QEMU. Node 1 boots the install disk
 # under UEFI and serves netboot and the shared root; nodes 2..N PXE-boot
 # from it and mount that root. Then show the nodes are one network of Up
-# nodes on one root, lose a node, lose the root's server (node 2, its
-# standby, takes over), and stop the cluster.
+# nodes on one root with one address in front of their web service
+# (images/clusterspec/examples/demo.yaml), lose a node (the director of
+# that address), lose the root's server (node 2, its standby, takes
+# over), and stop the cluster.
 set -euo pipefail
 LOCUS=${1:-bin/locus}
 OUT=${2:-out}
@@ -27,6 +29,28 @@ set -x
 "$LOCUS" config info
 "$LOCUS" node list
 "$LOCUS" cluster status
+# One address for the cluster: web runs on nodes 2-4 (an HA service),
+# the cluster IP 10.77.0.100 spreads it over them (IPVS); node 3 directs
+# it (an operator's move, if node 2 came Up first). Node 1 asks it six
+# times: every instance answers.
+set +x
+for _ in $(seq 120); do
+	[ "$("$LOCUS" clusterip --output json | grep -o '"10\.77\.0\.[234]"' | wc -l)" -ge 3 ] && break
+	sleep 1
+done
+set -x
+"$LOCUS" service ls
+"$LOCUS" clusterip move 3
+set +x
+for _ in $(seq 30); do
+	j=$("$LOCUS" clusterip --output json | tr -d ' \n')
+	case "$j" in *'"director":{"node":3,'*'"releasing":true'*) ;; *'"director":{"node":3,'*) break ;; esac
+	sleep 1
+done
+set -x
+"$LOCUS" clusterip
+ask='for i in 1 2 3 4 5 6; do printf "GET /hostname HTTP/1.0\r\n\r\n" | /usr/local/bin/busybox nc -w 2 10.77.0.100 8080 | tail -n 1; done'
+"$LOCUS" qemu "${flags[@]}" exec 1 -- sh -c "$ask"
 # Node 1's boot, as its init and daemon published it (its event feed).
 "$LOCUS" cluster events --kind phase.done,runlevel.reached,role.taken,service.started
 # One process space: run on another node, on all, on the least loaded;
@@ -58,6 +82,11 @@ set -x
 wait
 cat "$job"
 rm -f "$job"
+# Node 3 directed the cluster IP: node 2 took it at node 3's Down, and
+# node 3 left web's pool; the address goes on answering.
+"$LOCUS" clusterip
+"$LOCUS" service ls
+"$LOCUS" qemu "${flags[@]}" exec 1 -- sh -c "$ask"
 # One root: a file written on node 2 is read on node 4.
 "$LOCUS" qemu "${flags[@]}" exec 2 -- sh -c 'echo written-on-node-2 > /demo.txt'
 "$LOCUS" qemu "${flags[@]}" exec "$N" -- cat /demo.txt

@@ -42,8 +42,13 @@ synchronised to it go on.`,
 				return jsonOut(e, r)
 			}
 			director := "none"
-			if r.Director.Node != 0 {
-				director = fmt.Sprintf("node %d (since %s ago: %s)", r.Director.Node, age(r.Director.Since), r.Director.Why)
+			switch d := r.Director; {
+			case d.Node != 0 && d.Releasing:
+				director = fmt.Sprintf("node %d, giving it up (%s)", d.Node, d.Why)
+			case d.Node != 0:
+				director = fmt.Sprintf("node %d (since %s ago: %s)", d.Node, age(d.Since), d.Why)
+			case d.Next != 0:
+				director = fmt.Sprintf("none: node %d takes it next (%s)", d.Next, d.Why)
 			}
 			fmt.Fprintf(e.stdout, "cluster IP %s on %s, director %s\n", r.Address, r.Interface, director)
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
