@@ -461,6 +461,10 @@ func (s *Service) Running(service string) bool {
 	return false
 }
 
+// Local is the instances this node runs (or is stopping), by service
+// and instance.
+func (s *Service) Local() []InstanceStatus { return s.localStatus() }
+
 func (s *Service) localStatus() []InstanceStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -116,6 +117,20 @@ func TestAdmissionAndICS(t *testing.T) {
 	}
 
 	checkAPITrust(t, ctx, filepath.Join(dir, "ca"), adminTLS)
+
+	// Node 1's metrics through node 2's API (over ICS): node 1 labels
+	// its series and sees both nodes Up.
+	resp, err := node2.Open(ctx, "/v1/metrics?node=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`locus_node_state{member="1",node="1",state="Up"} 1`, `locus_node_state{member="2",node="1",state="Up"} 1`, `locus_events_total{kind="transition.applied",node="1"}`} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("node 1's metrics through node 2 lack %s:\n%s", want, text)
+		}
+	}
 
 	// The secret is spent, and others never worked.
 	for name, req := range map[string]ICSConfig{

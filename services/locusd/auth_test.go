@@ -99,13 +99,15 @@ func checkAPITrust(t *testing.T, ctx context.Context, caDir string, adminTLS *tl
 	netbootNodes := call{"GET", "/v1/netboot/nodes", nil}
 	runlevel := call{"POST", "/v1/runlevel", RunLevelRequest{Level: 3}}
 	shutdownBad := call{"POST", "/v1/shutdown", ShutdownRequest{Node: 99}} // no node 99: nothing is shut down
+	scrape := call{"GET", "/v1/metrics", nil}
+	scrapeBad := call{"GET", "/v1/metrics?node=x", nil}
 	want := map[string]map[call]string{
 		// The netboot registry answers 404 here: node 2 serves none.
-		"nobody":   {healthz: "200", clusterStatus: "401", view: "401", netbootNodes: "401", runlevel: "401", shutdownBad: "401"},
-		"admin":    {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "404", runlevel: "200", shutdownBad: "404"},
-		"operator": {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "404", runlevel: "200", shutdownBad: "404"},
-		"reader":   {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "404", runlevel: "403", shutdownBad: "403"},
-		"node 3":   {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "403", runlevel: "403", shutdownBad: "403"},
+		"nobody":   {healthz: "200", clusterStatus: "401", view: "401", netbootNodes: "401", runlevel: "401", shutdownBad: "401", scrape: "401", scrapeBad: "401"},
+		"admin":    {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "404", runlevel: "200", shutdownBad: "404", scrape: "200", scrapeBad: "400"},
+		"operator": {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "404", runlevel: "200", shutdownBad: "404", scrape: "200", scrapeBad: "400"},
+		"reader":   {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "404", runlevel: "403", shutdownBad: "403", scrape: "200", scrapeBad: "400"},
+		"node 3":   {healthz: "200", clusterStatus: "200", view: "200", netbootNodes: "403", runlevel: "403", shutdownBad: "403", scrape: "200", scrapeBad: "400"},
 	}
 	for who, calls := range want {
 		c := NewClient(api, callers[who])

@@ -261,6 +261,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			return err
 		}
 	}
+	met := newMetrics(cfg, feed, &memberRef, procs, has, cip, dlmd)
+	go met.Run(ctx)
+	metricsRoutes(handle, met, &memberRef, &icsNode, cfg.Log.With("svc", "metrics"))
 	if cfg.ICS != nil {
 		var ca *cas
 		var gossipKey []byte
@@ -319,6 +322,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			if dlmd != nil {
 				dlmd.Register(n)
 			}
+			n.Handle(methodMetrics, metricsCall(met))
 			if gossipKey != nil {
 				// Only to a caller with a certificate from the CA.
 				n.Handle(gossipKeyMethod, func(context.Context, int, []byte) ([]byte, error) { return gossipKey, nil })

@@ -546,6 +546,17 @@ type Report struct {
 	Here bool `json:"here"`
 }
 
+// Local says whether this node holds the address and, if so, the table
+// it programmed, without asking any other node.
+func (s *Service) Local() (director bool, table []VirtualService) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.director {
+		return false, nil
+	}
+	return true, slices.Clone(s.table)
+}
+
 // Report says who directs and, from the director, its table.
 func (s *Service) Report(ctx context.Context) (Report, error) {
 	m := s.member()
