@@ -69,12 +69,7 @@ type outsider struct {
 func newOutsider(t *testing.T, state string) *outsider {
 	t.Helper()
 	ns := fmt.Sprintf("locus-cli-%d", os.Getpid())
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
+	ip := ipCmd(t)
 	ip("netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	tap, err := qemu.AttachSegment(qemu.SegmentFor(state), ns, "cli0")

@@ -704,6 +704,16 @@ func checkUplinkRefuses(t *testing.T, api string) {
 	}
 }
 
+// ipCmd runs ip(8), failing the test if it fails.
+func ipCmd(t *testing.T) func(args ...string) {
+	return func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
 // attackFromTheSegment plugs a host into the cluster's segment (a tap in
 // a network namespace of its own, relayed onto the VMs' multicast
 // segment) at 10.77.0.66 and tries, with ordinary sockets, what an
@@ -714,12 +724,7 @@ func checkUplinkRefuses(t *testing.T, api string) {
 func attackFromTheSegment(t *testing.T, state string, locus func(...string) (string, error), up []qemu.NodeStatus) {
 	t.Helper()
 	ns := fmt.Sprintf("locus-atk-%d", os.Getpid())
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
+	ip := ipCmd(t)
 	spec, _, err := clusterspec.Load(filepath.Join(shared.imageDir, shared.manifest.Spec))
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -25,8 +24,8 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/internal/benchresults"
+	"github.com/locus-ssi/locus/internal/benchvm"
 	"github.com/locus-ssi/locus/internal/testutil"
-	"github.com/locus-ssi/locus/qemu"
 )
 
 // dir is where the agent and etcd go on the shared root.
@@ -56,39 +55,8 @@ func main() {
 
 // bench is a booted cluster and the means to run things on it.
 type bench struct {
-	o     options
-	state string
-	env   []string
-}
-
-// cli runs locus with the cluster's image and state directories.
-func (b *bench) cli(args ...string) (string, error) {
-	full := append([]string{args[0], "--image-dir", b.o.image, "--state-dir", b.state}, args[1:]...)
-	cmd := exec.Command(b.o.locus, full...)
-	cmd.Env = b.env
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("locus %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
-// on runs argv on node n through its exec channel, with stdin.
-func (b *bench) on(n int, timeout time.Duration, stdin []byte, argv ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	res, err := qemu.Exec(ctx, qemu.ExecPath(b.state, n), argv, stdin)
-	if err != nil {
-		return "", fmt.Errorf("node %d: %v: %w", n, argv, err)
-	}
-	if res.Exit != 0 {
-		return string(res.Stdout), fmt.Errorf("node %d: %v: exit %d: %s%s", n, argv, res.Exit, res.Stdout, res.Stderr)
-	}
-	return string(res.Stdout), nil
-}
-
-func (b *bench) sh(n int, timeout time.Duration, script string) (string, error) {
-	return b.on(n, timeout, nil, "/usr/local/bin/busybox", "sh", "-c", script)
+	o options
+	*benchvm.Cluster
 }
 
 func run(o options) error {
@@ -98,8 +66,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	b := &bench{o: o, state: state, env: append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(state, "xdg"),
-		"LOCUSCONFIG="+filepath.Join(state, "xdg", "locus-config"), "LOCUS_ENDPOINT=", "LOCUS_CONTEXT=")}
+	b := &bench{o: o, Cluster: benchvm.New(o.locus, filepath.Join(state, "image"), state)}
 	progress := func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.0fs] "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
 	}
@@ -118,20 +85,19 @@ func run(o options) error {
 	}
 	// The default cluster (a CFS root, node 2 its standby), with the
 	// gfs2 module for the volume beside it.
-	b.o.image = filepath.Join(state, "image")
 	specFile := filepath.Join(state, "locus.yaml")
 	if err := os.WriteFile(specFile, []byte("cluster: {name: locus}\nroot: {source: cfs, cfs: {standby: 2}}\nmodules: [gfs2]\n"), 0o644); err != nil {
 		return err
 	}
 	progress("building the image")
-	if out, err := exec.Command(o.locus, "image", "build", "--spec", specFile, "--out", b.o.image).CombinedOutput(); err != nil {
+	if out, err := exec.Command(o.locus, "image", "build", "--spec", specFile, "--out", b.Image).CombinedOutput(); err != nil {
 		return fmt.Errorf("image build: %w\n%s", err, out)
 	}
 	progress("booting 3 nodes")
-	if _, err := b.cli("qemu", "up", "-n", "3", "--timeout", "10m", "--api-port", "17497", "--shared-disk", data); err != nil {
+	if _, err := b.Qemu("up", "-n", "3", "--timeout", "10m", "--api-port", "17497", "--shared-disk", data); err != nil {
 		return err
 	}
-	defer b.cli("qemu", "down")
+	defer b.Qemu("down")
 
 	agent := filepath.Join(state, "agent")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agent, "./bench/dlm/agent")
@@ -146,11 +112,11 @@ func run(o options) error {
 	}
 	for _, f := range append(files, libs...) {
 		progress("copying %s to node 1's %s", f, dir)
-		if err := b.push(1, f); err != nil {
+		if err := b.Push(1, dir, f); err != nil {
 			return err
 		}
 	}
-	version, _ := b.sh(1, time.Minute, etcdCmd("--version")+" | head -1")
+	version, _ := b.Sh(1, time.Minute, etcdCmd("--version")+" | head -1")
 	version = strings.TrimPrefix(strings.TrimSpace(version), "etcd Version: ")
 
 	progress("starting a 3-member etcd")
@@ -160,7 +126,7 @@ func run(o options) error {
 	// Node 1 holds the remote resources in NL, so it masters them and
 	// nodes 2 and 3 reach it for every request; nodes 2 and 3 master
 	// their local resources (the first to ask a free resource masters it).
-	if _, err := b.sh(1, time.Minute, "setsid "+dir+"/agent dlm-hold -for 60m rtt-remote-2 rtt-remote-3 > /tmp/bench-hold.log 2>&1 &"); err != nil {
+	if _, err := b.Sh(1, time.Minute, "setsid "+dir+"/agent dlm-hold -for 60m rtt-remote-2 rtt-remote-3 > /tmp/bench-hold.log 2>&1 &"); err != nil {
 		return err
 	}
 	time.Sleep(time.Second)
@@ -204,17 +170,6 @@ func run(o options) error {
 	return nil
 }
 
-// push writes file into dir on node n's root.
-func (b *bench) push(n int, file string) error {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	return qemu.WriteFile(ctx, qemu.ExecPath(b.state, n), filepath.Join(dir, filepath.Base(file)), data)
-}
-
 // etcdCmd is Debian's etcd run through its own loader and libraries.
 func etcdCmd(args string) string {
 	return dir + "/ld-linux-x86-64.so.2 --library-path " + dir + " " + dir + "/etcd " + args
@@ -239,19 +194,19 @@ func (b *bench) startEtcd() error {
 		args := fmt.Sprintf("--name n%d --data-dir /tmp/etcd-bench --listen-peer-urls http://%s:2380 --initial-advertise-peer-urls http://%s:2380 "+
 			"--listen-client-urls http://%s:2379,http://127.0.0.1:2379 --advertise-client-urls http://%s:2379 --initial-cluster %s --initial-cluster-state new --log-level warn",
 			n, addr(n), addr(n), addr(n), addr(n), strings.Join(initial, ","))
-		if _, err := b.sh(n, time.Minute, "rm -rf /tmp/etcd-bench; setsid "+etcdCmd(args)+" > /tmp/etcd-bench.log 2>&1 &"); err != nil {
+		if _, err := b.Sh(n, time.Minute, "rm -rf /tmp/etcd-bench; setsid "+etcdCmd(args)+" > /tmp/etcd-bench.log 2>&1 &"); err != nil {
 			return err
 		}
 	}
 	deadline := time.Now().Add(3 * time.Minute)
 	for n := 1; n <= 3; n++ {
 		for {
-			_, err := b.on(n, time.Minute, nil, dir+"/agent", "etcd-rtt", "-endpoints", endpoints(), "-n", "10", "warmup")
+			_, err := b.On(n, time.Minute, nil, dir+"/agent", "etcd-rtt", "-endpoints", endpoints(), "-n", "10", "warmup")
 			if err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				log, _ := b.sh(n, time.Minute, "tail -20 /tmp/etcd-bench.log")
+				log, _ := b.Sh(n, time.Minute, "tail -20 /tmp/etcd-bench.log")
 				return fmt.Errorf("etcd on node %d does not lock: %w\n%s", n, err, log)
 			}
 			time.Sleep(2 * time.Second)
@@ -273,7 +228,7 @@ type result struct {
 }
 
 func (b *bench) agent(n int, args ...string) (result, error) {
-	out, err := b.on(n, 10*time.Minute, nil, append([]string{dir + "/agent"}, args...)...)
+	out, err := b.On(n, 10*time.Minute, nil, append([]string{dir + "/agent"}, args...)...)
 	var r result
 	if err == nil {
 		err = json.Unmarshal([]byte(out), &r)
@@ -366,11 +321,11 @@ func (b *bench) masters() (map[string]int, error) {
 	// The local resources are idle now: lock them once more, held a
 	// while, so that lock ls shows them.
 	for _, n := range []int{2, 3} {
-		go b.sh(n, time.Minute, fmt.Sprintf("locus lock rtt-local-%d -- sleep 20", n))
+		go b.Sh(n, time.Minute, fmt.Sprintf("locus lock rtt-local-%d -- sleep 20", n))
 	}
 	m := map[string]int{}
 	for deadline := time.Now().Add(30 * time.Second); len(m) < 4 && time.Now().Before(deadline); time.Sleep(time.Second) {
-		out, err := b.sh(1, time.Minute, "locus lock ls --output json")
+		out, err := b.Sh(1, time.Minute, "locus lock ls --output json")
 		if err != nil {
 			return nil, err
 		}
@@ -411,7 +366,7 @@ const (
 // disk that holds it).
 func (b *bench) mountGFS2() error {
 	for n := 1; n <= 3; n++ {
-		if _, err := b.sh(n, 2*time.Minute, "mkdir -p "+gfs2Dir+" "+cfsDir+"; for d in /dev/vda /dev/vdb; do mount -t gfs2 $d "+gfs2Dir+" 2>/tmp/gfs2-mount.err && exit 0; done; cat /tmp/gfs2-mount.err; exit 1"); err != nil {
+		if _, err := b.Sh(n, 2*time.Minute, "mkdir -p "+gfs2Dir+" "+cfsDir+"; for d in /dev/vda /dev/vdb; do mount -t gfs2 $d "+gfs2Dir+" 2>/tmp/gfs2-mount.err && exit 0; done; cat /tmp/gfs2-mount.err; exit 1"); err != nil {
 			return err
 		}
 	}
@@ -434,7 +389,7 @@ func (b *bench) fsRound(s *fsSamples, side, root string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, err := b.sh(n, 10*time.Minute, fmt.Sprintf("mkdir -p %s/node%d && locus fs bench -n 20 --output json %s/node%d", root, n, root, n))
+			out, err := b.Sh(n, 10*time.Minute, fmt.Sprintf("mkdir -p %s/node%d && locus fs bench -n 20 --output json %s/node%d", root, n, root, n))
 			var costs []struct {
 				Op     string        `json:"op"`
 				Median time.Duration `json:"median_ns"`

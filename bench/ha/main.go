@@ -21,7 +21,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/locus-ssi/locus/internal/benchresults"
+	"github.com/locus-ssi/locus/internal/benchvm"
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/qemu"
 	"github.com/locus-ssi/locus/services/clms"
@@ -95,9 +95,8 @@ func main() {
 }
 
 type bench struct {
-	o     options
-	state string
-	env   []string
+	o options
+	*benchvm.Cluster
 	start time.Time
 }
 
@@ -105,42 +104,9 @@ func (b *bench) progress(f string, a ...any) {
 	fmt.Fprintf(os.Stderr, "[%5.0fs] "+f+"\n", append([]any{time.Since(b.start).Seconds()}, a...)...)
 }
 
-// qemu runs locus qemu with the cluster's image and state.
-func (b *bench) qemu(args ...string) (string, error) {
-	return b.host(append([]string{"qemu", "--image-dir", b.o.image, "--state-dir", b.state}, args...)...)
-}
-
-// host runs locus on the host against the cluster's API.
-func (b *bench) host(args ...string) (string, error) {
-	cmd := exec.Command(b.o.locus, args...)
-	cmd.Env = b.env
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("locus %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
-func (b *bench) on(n int, timeout time.Duration, argv ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	res, err := qemu.Exec(ctx, qemu.ExecPath(b.state, n), argv, nil)
-	if err != nil {
-		return "", fmt.Errorf("node %d: %v: %w", n, argv, err)
-	}
-	if res.Exit != 0 {
-		return string(res.Stdout), fmt.Errorf("node %d: %v: exit %d: %s%s", n, argv, res.Exit, res.Stdout, res.Stderr)
-	}
-	return string(res.Stdout), nil
-}
-
-func (b *bench) sh(n int, timeout time.Duration, script string) (string, error) {
-	return b.on(n, timeout, "/usr/local/bin/busybox", "sh", "-c", script)
-}
-
 // agent runs the client agent on node n and decodes its answer.
 func (b *bench) agent(n int, timeout time.Duration, args ...string) (result, error) {
-	out, err := b.on(n, timeout, append([]string{dir + "/agent"}, args...)...)
+	out, err := b.On(n, timeout, nil, append([]string{dir + "/agent"}, args...)...)
 	var r result
 	if err == nil {
 		err = json.Unmarshal([]byte(out), &r)
@@ -190,22 +156,20 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	b := &bench{o: o, state: state, start: time.Now(), env: append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(state, "xdg"),
-		"LOCUSCONFIG="+filepath.Join(state, "xdg", "locus-config"), "LOCUS_ENDPOINT=", "LOCUS_CONTEXT=")}
-	b.o.image = filepath.Join(state, "image")
+	b := &bench{o: o, Cluster: benchvm.New(o.locus, filepath.Join(state, "image"), state), start: time.Now()}
 	specFile := filepath.Join(state, "locus.yaml")
 	if err := os.WriteFile(specFile, []byte(spec), 0o644); err != nil {
 		return err
 	}
 	b.progress("building the image")
-	if out, err := exec.Command(o.locus, "image", "build", "--spec", specFile, "--out", b.o.image).CombinedOutput(); err != nil {
+	if out, err := exec.Command(o.locus, "image", "build", "--spec", specFile, "--out", b.Image).CombinedOutput(); err != nil {
 		return fmt.Errorf("image build: %w\n%s", err, out)
 	}
 	b.progress("booting 3 nodes")
-	if _, err := b.qemu("up", "-n", "3", "--timeout", "10m", "--api-port", "17498"); err != nil {
+	if _, err := b.Qemu("up", "-n", "3", "--timeout", "10m", "--api-port", "17498"); err != nil {
 		return err
 	}
-	defer b.qemu("down")
+	defer b.Qemu("down")
 
 	agent := filepath.Join(state, "agent")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agent, "./bench/ha/agent")
@@ -223,11 +187,11 @@ func run(o options) error {
 	}
 	for _, f := range append([]string{agent, workFile, "/usr/sbin/keepalived"}, libs...) {
 		b.progress("copying %s to the shared root's %s", f, dir)
-		if err := b.push(f); err != nil {
+		if err := b.Push(1, dir, f); err != nil {
 			return err
 		}
 	}
-	version, _ := b.sh(2, time.Minute, kaCmd("--version")+" 2>&1 | head -1")
+	version, _ := b.Sh(2, time.Minute, kaCmd("--version")+" 2>&1 | head -1")
 	version = strings.TrimSpace(version)
 
 	var s samples
@@ -257,17 +221,6 @@ func run(o options) error {
 	return nil
 }
 
-// push writes file into dir on the shared root (through node 1).
-func (b *bench) push(file string) error {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	return qemu.WriteFile(ctx, qemu.ExecPath(b.state, 1), filepath.Join(dir, filepath.Base(file)), data)
-}
-
 // kaCmd is Debian's keepalived run through its own loader and libraries.
 func kaCmd(args string) string {
 	return dir + "/ld-linux-x86-64.so.2 --library-path " + dir + " " + dir + "/keepalived " + args
@@ -293,19 +246,19 @@ func (b *bench) startKeepalived(n int, tuned bool) error {
 	conf := strings.ReplaceAll(kaConf(n, tuned), "'", "")
 	script := "if [ -e /tmp/ka.pid ]; then kill $(cat /tmp/ka.pid) 2>/dev/null; sleep 1; fi; rm -f /tmp/ka*.pid; printf '%s' '" + conf + "' > /tmp/ka.conf; " +
 		"setsid " + kaCmd("-n -l -P -f /tmp/ka.conf -p /tmp/ka.pid -r /tmp/ka-vrrp.pid") + " < /dev/null > /tmp/ka.log 2>&1 &"
-	_, err := b.sh(n, time.Minute, script)
+	_, err := b.Sh(n, time.Minute, script)
 	return err
 }
 
 // holds says whether node n has addr on eth0.
 func (b *bench) holds(n int, addr string) bool {
-	out, err := b.sh(n, 30*time.Second, "ip -4 -o addr show dev eth0")
+	out, err := b.Sh(n, 30*time.Second, "ip -4 -o addr show dev eth0")
 	return err == nil && strings.Contains(out, " "+addr+"/")
 }
 
 func (b *bench) status() (clms.Status, error) {
 	var st clms.Status
-	out, err := b.host("cluster", "status", "--output", "json")
+	out, err := b.Host("cluster", "status", "--output", "json")
 	if err == nil {
 		err = json.Unmarshal([]byte(out), &st)
 	}
@@ -338,7 +291,7 @@ func (b *bench) waitUp(nodes ...int) error {
 
 func (b *bench) clusterIP() (lvs.Report, error) {
 	var r lvs.Report
-	out, err := b.host("clusterip", "--output", "json")
+	out, err := b.Host("clusterip", "--output", "json")
 	if err == nil {
 		err = json.Unmarshal([]byte(out), &r)
 	}
@@ -347,7 +300,7 @@ func (b *bench) clusterIP() (lvs.Report, error) {
 
 func (b *bench) services() (locusd.ServicesReply, error) {
 	var r locusd.ServicesReply
-	out, err := b.host("service", "ls", "--output", "json")
+	out, err := b.Host("service", "ls", "--output", "json")
 	if err == nil {
 		err = json.Unmarshal([]byte(out), &r)
 	}
@@ -402,7 +355,7 @@ func (b *bench) failoverRound(s *samples, tuned bool) error {
 		return err
 	}
 	if r, err := b.clusterIP(); err != nil || r.Director.Node != 2 {
-		if _, err := b.host("clusterip", "move", "2"); err != nil {
+		if _, err := b.Host("clusterip", "move", "2"); err != nil {
 			return err
 		}
 	}
@@ -413,11 +366,11 @@ func (b *bench) failoverRound(s *samples, tuned bool) error {
 		return err
 	}
 	if err := waitFor("solo running", 2*time.Minute, func() bool { _, _, _, ok := b.instance("solo", 0); return ok }); err != nil {
-		out, _ := b.host("service", "ls")
+		out, _ := b.Host("service", "ls")
 		return fmt.Errorf("%w\n%s", err, out)
 	}
 	if n, _, _, ok := b.instance("solo", 0); !ok || n != 2 {
-		if _, err := b.host("service", "move", "solo", "--to", "2"); err != nil {
+		if _, err := b.Host("service", "move", "solo", "--to", "2"); err != nil {
 			return err
 		}
 		if err := waitFor("solo on node 2", time.Minute, func() bool { n, _, _, ok := b.instance("solo", 2); return ok && n == 2 }); err != nil {
@@ -436,7 +389,7 @@ func (b *bench) failoverRound(s *samples, tuned bool) error {
 	}()
 	time.Sleep(8 * time.Second)
 	kill := float64(time.Since(agentStart).Microseconds()) / 1000
-	if _, err := b.qemu("kill", "2"); err != nil {
+	if _, err := b.Qemu("kill", "2"); err != nil {
 		return err
 	}
 	a := <-ch
@@ -465,7 +418,7 @@ func (b *bench) failoverRound(s *samples, tuned bool) error {
 	if err != nil {
 		return err
 	}
-	evs, _ := qemu.ReadEventLog(qemu.EventLog(b.state, st.Master))
+	evs, _ := qemu.ReadEventLog(qemu.EventLog(b.State, st.Master))
 	var down time.Time
 	for _, e := range evs {
 		if e.Kind == events.TransitionApplied && e.Subject == 2 && e.State == string(clms.Down) {
@@ -507,7 +460,7 @@ func (b *bench) crashRestarts(s *samples, n int) error {
 	// supervisor's log, "failed" to "started pid" (Locus: the stop, the
 	// master's count, the spawn) and "ready after" (the command opening
 	// its port).
-	out, err := b.host("service", "logs", "web", "--output", "json")
+	out, err := b.Host("service", "logs", "web", "--output", "json")
 	if err != nil {
 		return err
 	}
