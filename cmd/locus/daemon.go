@@ -22,6 +22,7 @@ import (
 	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/locusd"
+	"github.com/locus-ssi/locus/services/logring"
 	"github.com/locus-ssi/locus/services/proc"
 )
 
@@ -46,7 +47,9 @@ func newDaemonCmd(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cfg.Log = slog.New(slog.NewTextHandler(e.stderr, nil)).With("svc", "locusd")
+			// Kept in a ring too, for locus logs from any node.
+			cfg.LogRing = logring.New(0)
+			cfg.Log = slog.New(logring.NewHandler(slog.NewTextHandler(e.stderr, nil), cfg.LogRing)).With("svc", "locusd")
 			if mc.Node > 0 {
 				mc.Log, mc.Console = cfg.Log.With("svc", "clms"), e.stdout
 				if join != "" {

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/locus-ssi/locus/netboot"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/ics"
+	"github.com/locus-ssi/locus/services/logring"
 )
 
 // TestAdmissionAndICS runs an init node and a joining node in this
@@ -62,7 +65,9 @@ func TestAdmissionAndICS(t *testing.T) {
 		os.WriteFile(nodeFile, []byte(fmt.Sprintf(`{"node":%d,"hostname":"n%d","runlevel":3}`, n, n)), 0o644)
 		addr := fmt.Sprintf("127.0.80.%d", n)
 		ic.Node, ic.Addr, ic.Spec = n, addr, spec
-		cfg := Config{Listen: addr + ":7470", NodeFile: nodeFile, ICS: &ic,
+		ring := logring.New(0)
+		cfg := Config{Listen: addr + ":7470", NodeFile: nodeFile, ICS: &ic, LogRing: ring,
+			Log: slog.New(logring.NewHandler(slog.NewTextHandler(io.Discard, nil), ring)).With("svc", "locusd"),
 			CLMS: &clms.Config{Node: n, Addr: addr, RaftPort: clms.DefaultRaftPort, GossipPort: clms.DefaultGossipPort,
 				Bootstrap: n == 1, Join: []string{"127.0.80.1:7473"}}}
 		done := make(chan error, 1)
@@ -118,9 +123,42 @@ func TestAdmissionAndICS(t *testing.T) {
 
 	checkAPITrust(t, ctx, filepath.Join(dir, "ca"), adminTLS)
 
+	// Both nodes' logs through node 2's API, merged by time; filtered;
+	// a bad filter refused by name.
+	resp, err := node2.Open(ctx, "/v1/logs?grep="+url.QueryEscape("membership started"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []logring.Line
+	for dec := json.NewDecoder(resp.Body); ; {
+		var l logring.Line
+		if dec.Decode(&l) != nil {
+			break
+		}
+		lines = append(lines, l)
+	}
+	resp.Body.Close()
+	nodes := map[int]bool{}
+	for i, l := range lines {
+		nodes[l.Node] = true
+		if i > 0 && l.At.Before(lines[i-1].At) {
+			t.Errorf("log lines out of order: %+v before %+v", lines[i-1], l)
+		}
+		if !strings.Contains(l.Msg, "membership started") {
+			t.Errorf("grep let through %+v", l)
+		}
+	}
+	if !nodes[1] || !nodes[2] {
+		t.Errorf("node 2's /v1/logs has lines of nodes %v, want 1 and 2: %+v", nodes, lines)
+	}
+	var se *StatusError
+	if _, err := node2.Open(ctx, "/v1/logs?level=loud"); !errors.As(err, &se) || se.Code != 400 || !strings.Contains(se.Msg, `level "loud"`) {
+		t.Errorf("a bad level: %v", err)
+	}
+
 	// Node 1's metrics through node 2's API (over ICS): node 1 labels
 	// its series and sees both nodes Up.
-	resp, err := node2.Open(ctx, "/v1/metrics?node=1")
+	resp, err = node2.Open(ctx, "/v1/metrics?node=1")
 	if err != nil {
 		t.Fatal(err)
 	}

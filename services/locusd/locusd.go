@@ -38,6 +38,7 @@ import (
 	"github.com/locus-ssi/locus/services/dlm"
 	"github.com/locus-ssi/locus/services/ha"
 	"github.com/locus-ssi/locus/services/ics"
+	"github.com/locus-ssi/locus/services/logring"
 	"github.com/locus-ssi/locus/services/lvs"
 	"github.com/locus-ssi/locus/services/proc"
 )
@@ -65,6 +66,9 @@ type NodeInfo struct {
 type Config struct {
 	// Listen is the TCP address to serve on.
 	Listen string
+	// LogRing, if set, keeps the daemon's log (Log writes into it) for
+	// GET /v1/logs and the other nodes' locus logs.
+	LogRing *logring.Ring
 	// NodeFile is init's record of the node (JSON), read on each request.
 	NodeFile string
 	// ProcDir is /proc (a test may point elsewhere).
@@ -261,6 +265,14 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 			return err
 		}
 	}
+	if cfg.LogRing != nil {
+		self := 0
+		if cfg.CLMS != nil {
+			self = cfg.CLMS.Node
+		}
+		cfg.LogRing.SetNode(self)
+		logsRoutes(handle, streams, cfg.LogRing, self, &memberRef, &icsNode)
+	}
 	met := newMetrics(cfg, feed, &memberRef, procs, has, cip, dlmd)
 	go met.Run(ctx)
 	metricsRoutes(handle, met, &memberRef, &icsNode, cfg.Log.With("svc", "metrics"))
@@ -323,6 +335,9 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 				dlmd.Register(n)
 			}
 			n.Handle(methodMetrics, metricsCall(met))
+			if cfg.LogRing != nil {
+				n.Handle(methodLogs, logsCall(cfg.LogRing))
+			}
 			if gossipKey != nil {
 				// Only to a caller with a certificate from the CA.
 				n.Handle(gossipKeyMethod, func(context.Context, int, []byte) ([]byte, error) { return gossipKey, nil })
