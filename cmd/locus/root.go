@@ -57,7 +57,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 		{groupCluster, newClusterCmd(e)}, {groupCluster, newRunLevelCmd(e)}, {groupCluster, newShutdownCmd(e)}, {groupCluster, newProbeCmd(e)},
 		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)}, {groupCluster, newLockCmd(e)}, {groupCluster, newServiceCmd(e)}, {groupCluster, newClusterIPCmd(e)}, {groupCluster, newMetricsCmd(e)}, {groupCluster, newLogsCmd(e)},
 		{groupProc, newOnnodeCmd(e)}, {groupProc, newOnallCmd(e)}, {groupProc, newFastCmd(e)}, {groupProc, newFastnodeCmd(e)},
-		{groupProc, newPSCmd(e)}, {groupProc, newKillCmd(e)}, {groupProc, newKill3Cmd(e)}, {groupProc, newWhereCmd(e)}, {groupProc, newLoadsCmd(e)}, {groupProc, newSSICmd(e)},
+		{groupProc, newPSCmd(e)}, {groupProc, newKillCmd(e)}, {groupProc, newKill3Cmd(e)}, {groupProc, newWhereCmd(e)}, {groupProc, newLoadsCmd(e)}, {groupProc, newTopCmd(e)}, {groupProc, newSSICmd(e)},
 		{groupNode, newNodeCmd(e)}, {groupNode, newFSCmd(e)},
 		{groupQEMU, newQemuCmd(e)},
 	} {

@@ -16,7 +16,8 @@ import (
 
 // TestLogsFollowThroughANodeDown: locus logs -f, against node 1 of three
 // daemons on loopback, has every node's lines; when node 3 is killed it
-// says so once, and goes on with the others' lines.
+// says so once, and goes on with the others' lines. locus top, from the
+// same node, shows the three.
 func TestLogsFollowThroughANodeDown(t *testing.T) {
 	bin, err := testutil.LocusBinary(t.TempDir())
 	if err != nil {
@@ -72,6 +73,14 @@ func TestLogsFollowThroughANodeDown(t *testing.T) {
 	}
 	seen := map[int]bool{}
 	next("lines from every node", func(l logring.Line) bool { seen[l.Node] = true; return seen[1] && seen[2] && seen[3] })
+	// locus top, not on a terminal, prints a snapshot: the three nodes
+	// and their processes.
+	topCmd := exec.Command(bin, "top", "--width", "100")
+	topCmd.Env = cmd.Env
+	view, err := topCmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(view), "master node") || strings.Count(string(view), "  Up  ") < 3 || !strings.Contains(string(view), "COMMAND") {
+		t.Errorf("locus top: %v\n%s", err, view)
+	}
 	d.Kill(3)
 	killed := time.Now()
 	gone := next("a line saying node 3 is gone", func(l logring.Line) bool {

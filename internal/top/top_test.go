@@ -1,0 +1,109 @@
+package top
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/locus-ssi/locus/services/clms"
+	"github.com/locus-ssi/locus/services/proc"
+)
+
+func snap() Snapshot {
+	return Snapshot{At: time.Now(),
+		Status: clms.Status{Master: 1, Quorum: true, Term: 3, RunLevel: 3, Nodes: []clms.NodeStatus{
+			{NodeRecord: clms.NodeRecord{Node: 2, State: clms.Up}, Voter: true}, {NodeRecord: clms.NodeRecord{Node: 1, State: clms.Up}, Voter: true},
+			{NodeRecord: clms.NodeRecord{Node: 3, State: clms.Down}}}},
+		Loads: []proc.Load{{Node: 1, Mean: 0.25, RunQ: 1, NCPU: 2, MemTotal: 1000, MemFree: 250, Procs: 90}, {Node: 2, Mean: 1.5, NCPU: 1, MemTotal: 1000, MemFree: 900, Procs: 70}},
+		Procs: []proc.Process{
+			{CPID: proc.CPID(1, 10), Node: 1, PID: 10, User: "root", State: "S", CPU: 1, RSS: 9000, Args: []string{"/bin/locus", "daemon"}},
+			{CPID: proc.CPID(2, 20), Node: 2, PID: 20, User: "alice", State: "R", CPU: 90, RSS: 100, Args: []string{"burn"}},
+			{CPID: proc.CPID(2, 5), Node: 2, PID: 5, User: "root", State: "S", CPU: 0, RSS: 50, Comm: "kworker"},
+		}}
+}
+
+// TestRender: the nodes in order with their role and load, a Down node
+// without load, the processes busiest first; a narrow terminal gets the
+// columns that fit and no longer lines.
+func TestRender(t *testing.T) {
+	out := Render(snap(), View{}, 100, 0)
+	for _, want := range []string{"master node 1, term 3, run level 3", "1    Up           master 0.25", "2    Up           voter  1.50", "3    Down         member -",
+		"75%", "alice", "[kworker]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the view lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "burn") > strings.Index(out, "/bin/locus daemon") {
+		t.Errorf("not busiest first:\n%s", out)
+	}
+	for _, w := range []int{20, 1} {
+		for _, l := range strings.Split(Render(snap(), View{}, w, 0), "\n") {
+			if utf8.RuneCountInString(l) > w {
+				t.Errorf("at %d columns, a line of %d: %q", w, utf8.RuneCountInString(l), l)
+			}
+		}
+	}
+	if got := strings.Count(Render(snap(), View{}, 100, 9), "\n"); got > 9 {
+		t.Errorf("9 lines high: %d lines", got)
+	}
+}
+
+// TestKeys: s sorts by memory then cluster PID, n filters node by node
+// then all, down selects, k sends SIGTERM to the selected process, q
+// quits.
+func TestKeys(t *testing.T) {
+	var killed []string
+	src := Source{Fetch: func(context.Context) (Snapshot, error) { return snap(), nil },
+		Kill: func(_ context.Context, node, pid int, sig syscall.Signal) error {
+			killed = append(killed, sig.String()+" "+string(rune('0'+node))+"/"+string(rune('0'+pid%10)))
+			return nil
+		}}
+	var m tea.Model = NewModel(context.Background(), src)
+	m, _ = m.Update(snapMsg{s: snap()})
+	key := func(k string) tea.Cmd {
+		var cmd tea.Cmd
+		msg := tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)}
+		if k == "down" {
+			msg = tea.KeyMsg{Type: tea.KeyDown}
+		}
+		m, cmd = m.Update(msg)
+		return cmd
+	}
+	key("s")
+	if v := m.(Model).view; v.Sort != SortMem || v.Shown(snap())[0].PID != 10 {
+		t.Errorf("s: sort %q, first %+v", v.Sort, v.Shown(snap())[0])
+	}
+	key("n")
+	if v := m.(Model).view; v.Node != 1 || len(v.Shown(snap())) != 1 {
+		t.Errorf("n: node %d", v.Node)
+	}
+	key("n")
+	key("down")
+	if v := m.(Model).view; v.Node != 2 || v.Selected != 1 {
+		t.Errorf("n, down: node %d, row %d", v.Node, v.Selected)
+	}
+	cmd := key("k")
+	if cmd == nil {
+		t.Fatal("k: no signal sent")
+	}
+	m, _ = m.Update(cmd())
+	if len(killed) != 1 || killed[0] != "terminated 2/5" {
+		t.Errorf("k on node 2's second row by memory: %v", killed)
+	}
+	if !strings.Contains(m.View(), "sent to") {
+		t.Errorf("no word of the signal:\n%s", m.View())
+	}
+	key("n")
+	key("n")
+	if v := m.(Model).view; v.Node != 0 {
+		t.Errorf("n past the last node: node %d, want all", v.Node)
+	}
+	if cmd := key("q"); cmd == nil || cmd() != tea.Quit() {
+		t.Error("q does not quit")
+	}
+}
