@@ -51,6 +51,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 			cfg.LogRing = logring.New(0)
 			cfg.Log = slog.New(logring.NewHandler(slog.NewTextHandler(e.stderr, nil), cfg.LogRing)).With("svc", "locusd")
 			if mc.Node > 0 {
+				cfg.LogRing.SetNode(mc.Node)
 				mc.Log, mc.Console = cfg.Log.With("svc", "clms"), e.stdout
 				if join != "" {
 					mc.Join = strings.Split(join, ",")

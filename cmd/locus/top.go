@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"syscall"
+	"slices"
+	"strings"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/locus-ssi/locus/internal/top"
 	"github.com/locus-ssi/locus/services/locusd"
@@ -16,60 +16,72 @@ import (
 )
 
 func newTopCmd(e *env) *cobra.Command {
-	var count int
-	var width int
+	var count, width, node int
+	var sort string
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "The whole cluster in one terminal view: nodes, load, memory, the busiest processes by cluster PID",
-		Long: `Top refreshes every second: every node's state, role, load (the process
-service's load vector), CPUs, memory and process count, then every node's
-processes, busiest first, by cluster PID. Keys: s sorts (CPU, memory,
-cluster PID), n shows one node then the next (then all again), up and down
-select a process, k sends it SIGTERM and K SIGKILL (as you: the verbs'
-own rules), q quits. When stdout is not a terminal it prints --count
-snapshots (default 1) as plain lines, --width columns wide.`,
-		Example: "  locus top\n  locus top --count 3 --width 120 > top.txt",
+		Long: `Top redraws every second, until interrupted: every node's state, role, load
+(the process service's load vector), CPUs, memory and process count, then
+every node's processes (or --node N's), busiest first (--sort cpu, mem or
+cpid), by cluster PID, fitted to the terminal's size. When stdout is not a
+terminal it prints --count snapshots (default 1) as plain lines, --width
+columns wide. (Keys to sort, filter and signal from the view are not yet
+there: use locus kill with the CPID it shows.)`,
+		Example: "  locus top\n  locus top --node 2 --sort mem\n  locus top --count 3 --width 120 > top.txt",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !slices.Contains([]string{top.SortCPU, top.SortMem, top.SortPID}, sort) {
+				return fmt.Errorf("top: --sort %q: want cpu, mem or cpid", sort)
+			}
 			client, err := e.procClient()
 			if err != nil {
 				return err
 			}
-			src := top.Source{
-				Fetch: func(ctx context.Context) (top.Snapshot, error) { return snapshot(ctx, client) },
-				Kill: func(ctx context.Context, node, pid int, sig syscall.Signal) error {
-					var res []locusd.KillResult
-					err := client.Post(ctx, "/v1/proc/kill", locusd.KillRequest{Signal: int(sig), Targets: []locusd.KillTarget{{Node: node, PID: pid}}}, &res)
-					if err == nil && len(res) == 1 && res[0].Error != "" {
-						err = fmt.Errorf("%s", res[0].Error)
+			v := top.View{Sort: sort, Node: node, Selected: -1}
+			tty := isTerminal(e.stdout)
+			var last top.Snapshot
+			for i := 0; tty || i < max(count, 1); i++ {
+				if i > 0 {
+					select {
+					case <-cmd.Context().Done():
+						return nil
+					case <-time.After(time.Second):
 					}
-					return err
-				},
-			}
-			if !isTerminal(e.stdout) {
-				for i := 0; i < max(count, 1); i++ {
-					if i > 0 {
-						time.Sleep(time.Second)
-					}
-					s, err := src.Fetch(cmd.Context())
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+				s, err := snapshot(ctx, client)
+				cancel()
+				if !tty {
 					if err != nil {
 						return err
 					}
-					fmt.Fprint(e.stdout, top.Render(s, top.View{Selected: -1}, width, 0))
+					fmt.Fprint(e.stdout, top.Render(s, v, width, 0))
+					continue
 				}
-				return nil
+				w, h := 80, 24
+				if f, ok := e.stdout.(interface{ Fd() uintptr }); ok {
+					if tw, th, err := term.GetSize(int(f.Fd())); err == nil {
+						w, h = tw, th
+					}
+				}
+				if err == nil {
+					last = s
+				}
+				out := top.Render(last, v, w, h-2)
+				if err != nil {
+					out += "locus top: " + err.Error() + "\n"
+				}
+				// Home, the view, then clear what is left of the screen.
+				fmt.Fprint(e.stdout, "\x1b[H"+strings.ReplaceAll(out, "\n", "\x1b[K\n")+"\x1b[J")
 			}
-			in, _ := e.stdin.(*os.File)
-			p := tea.NewProgram(top.NewModel(cmd.Context(), src), tea.WithAltScreen(), tea.WithContext(cmd.Context()), tea.WithInput(in), tea.WithOutput(e.stdout))
-			_, err = p.Run()
-			if err != nil && cmd.Context().Err() != nil {
-				return nil
-			}
-			return err
+			return nil
 		},
 	}
 	cmd.Flags().IntVar(&count, "count", 1, "snapshots to print when stdout is not a terminal")
 	cmd.Flags().IntVar(&width, "width", 100, "columns when stdout is not a terminal")
+	cmd.Flags().IntVar(&node, "node", 0, "only this node's processes")
+	cmd.Flags().StringVar(&sort, "sort", top.SortCPU, "cpu, mem or cpid")
 	return cmd
 }
 

@@ -2,20 +2,15 @@
 // refreshed every second. The nodes (state, role, run level, load,
 // memory) and the busiest processes clusterwide, by cluster PID. Render
 // draws a snapshot at any width (a narrow terminal gets the columns
-// that fit); Model is the interactive view (charmbracelet/bubbletea):
-// keys sort, filter by node, move the selection and send a signal.
+// that fit).
 package top
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/proc"
@@ -38,13 +33,12 @@ const (
 	SortPID = "cpid"
 )
 
-var sorts = []string{SortCPU, SortMem, SortPID}
-
 // View is what the user chose to see.
 type View struct {
 	Sort string // SortCPU (default), SortMem, SortPID
 	Node int    // 0: every node
-	// Selected is the selected process's row, among those shown.
+	// Selected is the marked process's row, among those shown (-1:
+	// none).
 	Selected int
 }
 
@@ -197,7 +191,7 @@ func Render(s Snapshot, v View, width, height int) string {
 	if v.Node != 0 {
 		filter = fmt.Sprintf("node %d", v.Node)
 	}
-	lines = append(lines, "", cut(fmt.Sprintf("processes of %s by %s (s: sort, n: node, up/down, k: SIGTERM, K: SIGKILL, q: quit)", filter, orDefault(v.Sort, SortCPU)), width))
+	lines = append(lines, "", cut(fmt.Sprintf("processes of %s by %s", filter, orDefault(v.Sort, SortCPU)), width))
 	if len(s.Unreachable) > 0 {
 		lines = append(lines, cut("not answering: "+strings.Join(s.Unreachable, ", "), width))
 	}
@@ -236,128 +230,4 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
-}
-
-// Source is where the model gets its snapshots and sends its signals.
-type Source struct {
-	Fetch func(ctx context.Context) (Snapshot, error)
-	Kill  func(ctx context.Context, node, pid int, sig syscall.Signal) error
-	Every time.Duration // default 1s
-}
-
-// Model is the interactive view.
-type Model struct {
-	src           Source
-	view          View
-	snap          Snapshot
-	err           error
-	note          string
-	width, height int
-	ctx           context.Context
-}
-
-// NewModel is a view over src, its calls bounded by ctx.
-func NewModel(ctx context.Context, src Source) Model {
-	if src.Every == 0 {
-		src.Every = time.Second
-	}
-	return Model{src: src, ctx: ctx, width: 80}
-}
-
-type snapMsg struct {
-	s   Snapshot
-	err error
-}
-type tickMsg struct{}
-type noteMsg string
-
-func (m Model) fetch() tea.Cmd {
-	return func() tea.Msg {
-		ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
-		defer cancel()
-		s, err := m.src.Fetch(ctx)
-		return snapMsg{s, err}
-	}
-}
-
-// Init fetches the first snapshot.
-func (m Model) Init() tea.Cmd { return m.fetch() }
-
-// Update handles keys, sizes, snapshots and the refresh tick.
-func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
-	switch msg := msg.(type) {
-	case tea.WindowSizeMsg:
-		m.width, m.height = msg.Width, msg.Height
-	case snapMsg:
-		if msg.err != nil {
-			m.err = msg.err
-		} else {
-			m.snap, m.err = msg.s, nil
-			m.view.Selected = min(m.view.Selected, max(len(m.view.Shown(m.snap))-1, 0))
-		}
-		return m, tea.Tick(m.src.Every, func(time.Time) tea.Msg { return tickMsg{} })
-	case tickMsg:
-		return m, m.fetch()
-	case noteMsg:
-		m.note = string(msg)
-	case tea.KeyMsg:
-		switch msg.String() {
-		case "q", "ctrl+c", "esc":
-			return m, tea.Quit
-		case "s":
-			m.view.Sort = sorts[(slices.Index(sorts, orDefault(m.view.Sort, SortCPU))+1)%len(sorts)]
-		case "n":
-			m.view.Node = nextNode(m.snap.Status, m.view.Node)
-			m.view.Selected = 0
-		case "up":
-			m.view.Selected = max(m.view.Selected-1, 0)
-		case "down":
-			m.view.Selected = min(m.view.Selected+1, max(len(m.view.Shown(m.snap))-1, 0))
-		case "k", "K":
-			sig := syscall.SIGTERM
-			if msg.String() == "K" {
-				sig = syscall.SIGKILL
-			}
-			ps := m.view.Shown(m.snap)
-			if m.view.Selected < len(ps) {
-				p := ps[m.view.Selected]
-				return m, func() tea.Msg {
-					ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
-					defer cancel()
-					if err := m.src.Kill(ctx, p.Node, p.PID, sig); err != nil {
-						return noteMsg(fmt.Sprintf("%s to %d: %v", sig, p.CPID, err))
-					}
-					return noteMsg(fmt.Sprintf("%s sent to %d (node %d pid %d)", sig, p.CPID, p.Node, p.PID))
-				}
-			}
-		}
-	}
-	return m, nil
-}
-
-// nextNode is the node filter after cur: each node in turn, then all.
-func nextNode(st clms.Status, cur int) int {
-	var ns []int
-	for _, n := range st.Nodes {
-		ns = append(ns, n.Node)
-	}
-	slices.Sort(ns)
-	for _, n := range ns {
-		if n > cur {
-			return n
-		}
-	}
-	return 0
-}
-
-// View draws the model.
-func (m Model) View() string {
-	out := Render(m.snap, m.view, m.width, m.height-1)
-	switch {
-	case m.err != nil:
-		out += cut("error: "+m.err.Error(), m.width)
-	case m.note != "":
-		out += cut(m.note, m.width)
-	}
-	return out
 }

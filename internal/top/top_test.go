@@ -1,14 +1,10 @@
 package top
 
 import (
-	"context"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
-
-	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/proc"
@@ -53,57 +49,15 @@ func TestRender(t *testing.T) {
 	}
 }
 
-// TestKeys: s sorts by memory then cluster PID, n filters node by node
-// then all, down selects, k sends SIGTERM to the selected process, q
-// quits.
-func TestKeys(t *testing.T) {
-	var killed []string
-	src := Source{Fetch: func(context.Context) (Snapshot, error) { return snap(), nil },
-		Kill: func(_ context.Context, node, pid int, sig syscall.Signal) error {
-			killed = append(killed, sig.String()+" "+string(rune('0'+node))+"/"+string(rune('0'+pid%10)))
-			return nil
-		}}
-	var m tea.Model = NewModel(context.Background(), src)
-	m, _ = m.Update(snapMsg{s: snap()})
-	key := func(k string) tea.Cmd {
-		var cmd tea.Cmd
-		msg := tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)}
-		if k == "down" {
-			msg = tea.KeyMsg{Type: tea.KeyDown}
-		}
-		m, cmd = m.Update(msg)
-		return cmd
+// TestViewSortsAndFilters: by memory, then cluster PID; one node's.
+func TestViewSortsAndFilters(t *testing.T) {
+	if got := (View{Sort: SortMem}).Shown(snap()); got[0].PID != 10 || got[2].PID != 5 {
+		t.Errorf("by memory: %+v", got)
 	}
-	key("s")
-	if v := m.(Model).view; v.Sort != SortMem || v.Shown(snap())[0].PID != 10 {
-		t.Errorf("s: sort %q, first %+v", v.Sort, v.Shown(snap())[0])
+	if got := (View{Sort: SortPID}).Shown(snap()); got[0].Node != 1 {
+		t.Errorf("by cluster PID: %+v", got)
 	}
-	key("n")
-	if v := m.(Model).view; v.Node != 1 || len(v.Shown(snap())) != 1 {
-		t.Errorf("n: node %d", v.Node)
-	}
-	key("n")
-	key("down")
-	if v := m.(Model).view; v.Node != 2 || v.Selected != 1 {
-		t.Errorf("n, down: node %d, row %d", v.Node, v.Selected)
-	}
-	cmd := key("k")
-	if cmd == nil {
-		t.Fatal("k: no signal sent")
-	}
-	m, _ = m.Update(cmd())
-	if len(killed) != 1 || killed[0] != "terminated 2/5" {
-		t.Errorf("k on node 2's second row by memory: %v", killed)
-	}
-	if !strings.Contains(m.View(), "sent to") {
-		t.Errorf("no word of the signal:\n%s", m.View())
-	}
-	key("n")
-	key("n")
-	if v := m.(Model).view; v.Node != 0 {
-		t.Errorf("n past the last node: node %d, want all", v.Node)
-	}
-	if cmd := key("q"); cmd == nil || cmd() != tea.Quit() {
-		t.Error("q does not quit")
+	if got := (View{Node: 2}).Shown(snap()); len(got) != 2 || got[0].PID != 20 {
+		t.Errorf("node 2's: %+v", got)
 	}
 }
