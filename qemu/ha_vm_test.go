@@ -82,7 +82,9 @@ func newOutsider(t *testing.T, state string) *outsider {
 	ip("-n", ns, "addr", "add", "10.87.0.200/24", "dev", "cli0")
 	o := &outsider{ns: ns}
 	o.http = &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) { return o.dial(network, addr, time.Second) }}}
+		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
+			return o.dial(network, addr, time.Second)
+		}}}
 	return o
 }
 
