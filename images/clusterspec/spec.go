@@ -60,7 +60,8 @@ type Fencing struct {
 	// (node 1 and the standby: see FenceAction).
 	Action string `yaml:"action" json:"action,omitempty"`
 	// SelfFenceSeconds, if set, powers a node off once it has been
-	// without quorum that long (0: never).
+	// without quorum that long and its gossip no longer sees a majority
+	// of the voters (0: never).
 	SelfFenceSeconds int `yaml:"self_fence_seconds" json:"self_fence_seconds,omitempty"`
 }
 

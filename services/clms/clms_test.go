@@ -621,6 +621,48 @@ func TestPartition(t *testing.T) {
 	c.checkHistories()
 }
 
+// TestNoSelfFenceInElection: a node without a master that still gossips
+// with a majority of the voters is in an election, not cut off: it must
+// not fence itself however long the election takes (here Raft is cut
+// between every pair for four times SelfFenceAfter, gossip is not).
+func TestNoSelfFenceInElection(t *testing.T) {
+	c := newCluster(t)
+	c.faults = NewFaults()
+	c.selfFenceAfter = time.Second
+	c.start(1, true)
+	c.start(2, false)
+	c.start(3, false)
+	c.waitAll("three Up", 15*time.Second, states(Up, 1, 2, 3))
+	c.faults.PartitionRaft([]string{"127.0.78.1"}, []string{"127.0.78.2", "127.0.78.3"})
+	c.faults.PartitionRaft([]string{"127.0.78.2"}, []string{"127.0.78.3"})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if !c.members[1].Status().Quorum && !c.members[2].Status().Quorum && !c.members[3].Status().Quorum {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Raft cut between every pair, a node still claims quorum")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case n := <-c.selfFenced:
+		t.Fatalf("node %d fenced itself while it gossiped with every voter", n)
+	case <-time.After(4 * c.selfFenceAfter):
+	}
+	c.faults.Heal()
+	for deadline := time.Now().Add(20 * time.Second); !c.members[1].Status().Quorum || !c.members[2].Status().Quorum || !c.members[3].Status().Quorum; {
+		if time.Now().After(deadline) {
+			t.Fatal("healed, no quorum again")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case n := <-c.selfFenced:
+		t.Fatalf("node %d fenced itself", n)
+	default:
+	}
+}
+
 // TestTwoNode: corosync's two_node on Raft. Node 1 founds the cluster
 // and votes; node 2 follows. When node 1 dies, node 2 fences it and goes
 // on alone as master; node 1 comes back and joins under node 2 (it does

@@ -16,27 +16,41 @@ import (
 // A nil *Faults lets everything through.
 type Faults struct {
 	mu    sync.Mutex
-	cut   map[[2]string]bool
+	cut   map[[2]string]layer
 	conns map[*faultConn]struct{}
 }
 
+// layer is which traffic a cut drops: gossip, Raft, or both.
+type layer uint8
+
+const (
+	layerGossip layer = 1 << iota
+	layerRaft
+)
+
 // NewFaults makes a fault injector with nothing cut.
 func NewFaults() *Faults {
-	return &Faults{cut: map[[2]string]bool{}, conns: map[*faultConn]struct{}{}}
+	return &Faults{cut: map[[2]string]layer{}, conns: map[*faultConn]struct{}{}}
 }
 
 // Partition cuts every address in a from every address in b (IPs).
-func (f *Faults) Partition(a, b []string) {
+func (f *Faults) Partition(a, b []string) { f.partition(a, b, layerGossip|layerRaft) }
+
+// PartitionRaft cuts only Raft's connections between a and b; gossip
+// goes on (a node that can gossip with the others but not elect).
+func (f *Faults) PartitionRaft(a, b []string) { f.partition(a, b, layerRaft) }
+
+func (f *Faults) partition(a, b []string, l layer) {
 	f.mu.Lock()
 	for _, x := range a {
 		for _, y := range b {
-			f.cut[[2]string{x, y}] = true
-			f.cut[[2]string{y, x}] = true
+			f.cut[[2]string{x, y}] |= l
+			f.cut[[2]string{y, x}] |= l
 		}
 	}
 	var doomed []*faultConn
 	for c := range f.conns {
-		if f.cut[[2]string{c.local, c.remote}] {
+		if f.cut[[2]string{c.local, c.remote}]&c.layer != 0 {
 			doomed = append(doomed, c)
 		}
 	}
@@ -50,16 +64,16 @@ func (f *Faults) Partition(a, b []string) {
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cut = map[[2]string]bool{}
+	f.cut = map[[2]string]layer{}
 }
 
-func (f *Faults) blocked(a, b string) bool {
+func (f *Faults) blocked(a, b string, l layer) bool {
 	if f == nil {
 		return false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.cut[[2]string{a, b}]
+	return f.cut[[2]string{a, b}]&l != 0
 }
 
 func hostOf(addr string) string {
@@ -76,11 +90,12 @@ type faultConn struct {
 	net.Conn
 	f             *Faults
 	local, remote string
+	layer         layer
 	once          sync.Once
 }
 
-func (f *Faults) track(c net.Conn, local string) net.Conn {
-	fc := &faultConn{Conn: c, f: f, local: local, remote: hostOf(c.RemoteAddr().String())}
+func (f *Faults) track(c net.Conn, local string, l layer) net.Conn {
+	fc := &faultConn{Conn: c, f: f, local: local, remote: hostOf(c.RemoteAddr().String()), layer: l}
 	f.mu.Lock()
 	f.conns[fc] = struct{}{}
 	f.mu.Unlock()
@@ -113,7 +128,7 @@ func newGossipTransport(inner *memberlist.NetTransport, self string, f *Faults) 
 		for {
 			select {
 			case p := <-inner.PacketCh():
-				if t.f.blocked(t.self, hostOf(p.From.String())) {
+				if t.f.blocked(t.self, hostOf(p.From.String()), layerGossip) {
 					continue
 				}
 				select {
@@ -130,12 +145,12 @@ func newGossipTransport(inner *memberlist.NetTransport, self string, f *Faults) 
 		for {
 			select {
 			case c := <-inner.StreamCh():
-				if t.f.blocked(t.self, hostOf(c.RemoteAddr().String())) {
+				if t.f.blocked(t.self, hostOf(c.RemoteAddr().String()), layerGossip) {
 					c.Close()
 					continue
 				}
 				select {
-				case t.streams <- t.f.track(c, t.self):
+				case t.streams <- t.f.track(c, t.self, layerGossip):
 				case <-t.stop:
 					c.Close()
 					return
@@ -152,14 +167,14 @@ func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packet
 func (t *gossipTransport) StreamCh() <-chan net.Conn           { return t.streams }
 
 func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if t.f.blocked(t.self, hostOf(addr)) {
+	if t.f.blocked(t.self, hostOf(addr), layerGossip) {
 		return time.Now(), nil // dropped on the wire
 	}
 	return t.NodeAwareTransport.WriteTo(b, addr)
 }
 
 func (t *gossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if t.f.blocked(t.self, hostOf(a.Addr)) {
+	if t.f.blocked(t.self, hostOf(a.Addr), layerGossip) {
 		return time.Now(), nil
 	}
 	return t.NodeAwareTransport.WriteToAddress(b, a)
@@ -170,7 +185,7 @@ func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 }
 
 func (t *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	if t.f.blocked(t.self, hostOf(a.Addr)) {
+	if t.f.blocked(t.self, hostOf(a.Addr), layerGossip) {
 		time.Sleep(min(timeout, 100*time.Millisecond))
 		return nil, errCut
 	}
@@ -178,7 +193,7 @@ func (t *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 	if err != nil {
 		return nil, err
 	}
-	return t.f.track(c, t.self), nil
+	return t.f.track(c, t.self, layerGossip), nil
 }
 
 // Shutdown stops the inner transport, draining its channels meanwhile:
@@ -211,16 +226,16 @@ func (s *raftStream) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.f.blocked(s.self, hostOf(c.RemoteAddr().String())) {
+		if s.f.blocked(s.self, hostOf(c.RemoteAddr().String()), layerRaft) {
 			c.Close()
 			continue
 		}
-		return s.f.track(c, s.self), nil
+		return s.f.track(c, s.self, layerRaft), nil
 	}
 }
 
 func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	if s.f.blocked(s.self, hostOf(string(addr))) {
+	if s.f.blocked(s.self, hostOf(string(addr)), layerRaft) {
 		return nil, errCut
 	}
 	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(s.self)}}
@@ -228,5 +243,5 @@ func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.C
 	if err != nil {
 		return nil, err
 	}
-	return s.f.track(c, s.self), nil
+	return s.f.track(c, s.self, layerRaft), nil
 }

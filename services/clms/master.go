@@ -11,7 +11,13 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// watchQuorum self-fences a node that lost quorum for SelfFenceAfter.
+// watchQuorum self-fences a node that lost quorum for SelfFenceAfter and
+// is cut off from the majority. Without a master is not enough: on the
+// majority side, an election after the master's loss can take longer
+// than SelfFenceAfter under load, and a node that fenced itself then
+// would take down the side that goes on. A node whose gossip still sees
+// a majority of the voters waits for the election (or for its gossip to
+// lose them, which is also when the majority's gossip loses this node).
 func (m *Member) watchQuorum() {
 	defer m.wg.Done()
 	if m.cfg.SelfFenceAfter <= 0 || m.cfg.SelfFence == nil || m.cfg.TwoNode {
@@ -32,12 +38,34 @@ func (m *Member) watchQuorum() {
 			had, lostAt = true, time.Time{}
 		case had && lostAt.IsZero():
 			lostAt = time.Now()
-		case had && time.Since(lostAt) >= m.cfg.SelfFenceAfter:
+		case had && time.Since(lostAt) >= m.cfg.SelfFenceAfter && !m.seesVoterMajority():
 			m.cfg.Log.Error("no quorum: self-fencing", "for", time.Since(lostAt).Round(time.Millisecond))
 			m.cfg.SelfFence()
 			return
 		}
 	}
+}
+
+// seesVoterMajority reports whether this node's gossip has more than half
+// of the Raft voters alive, itself included.
+func (m *Member) seesVoterMajority() bool {
+	servers, err := m.raftConfig()
+	if err != nil || m.gossip == nil {
+		return false
+	}
+	alive := m.gossip.nodes()
+	voters, seen := 0, 0
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		n, err := strconv.Atoi(string(s.ID))
+		if err == nil && (n == m.cfg.Node || has(alive, n)) {
+			seen++
+		}
+	}
+	return voters > 0 && seen > voters/2
 }
 
 // masterLoop reconciles the membership table with gossip while this node

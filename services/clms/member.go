@@ -65,8 +65,9 @@ type Config struct {
 	// is committed; Down waits until it succeeds.
 	Fence func(ctx context.Context, node int) error
 	// SelfFenceAfter, if set, calls SelfFence once this node, having had
-	// quorum, has been without it that long: a node cut off from the
-	// majority takes itself out before the majority fences it.
+	// quorum, has been without it that long and no longer gossips with
+	// a majority of the voters: a node cut off from the majority takes
+	// itself out; one in an election waits for it.
 	SelfFenceAfter time.Duration
 	SelfFence      func()
 	// CertAddr, if set, is the interconnect address node N's certificate
