@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/locus-ssi/locus.Version=$(VERSION)"
 export PATH := /usr/local/go/bin:$(PATH)
 
-DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2 binutils systemd-boot-efi debootstrap procps gfs2-utils gcc libc6-dev libdlm-dev resource-agents
+DEB_PACKAGES := qemu-system-x86 qemu-utils ovmf ipxe-qemu ipxe e2fsprogs zstd cpio iproute2 binutils systemd-boot-efi debootstrap procps gfs2-utils gcc libc6-dev libdlm-dev resource-agents chromium-headless-shell
 
 .PHONY: deps bench-deps build image demo demo-gfs2 netboot-demo test test-unit test-vm bench bench-netboot bench-membership bench-cfs bench-proc bench-dlm bench-ha clean
 

@@ -24,6 +24,9 @@ type UpOptions struct {
 	// Out receives the live table; Live redraws it in place (a terminal).
 	Out  io.Writer
 	Live bool
+	// OnUp, if set, is called (from Up's loop) the first time each node
+	// is Up: the caller can reach node 1 before the others have booted.
+	OnUp func(node int)
 }
 
 // Up starts the cluster under a detached supervisor and waits until every
@@ -67,6 +70,7 @@ func Up(ctx context.Context, o UpOptions) ([]NodeStatus, error) {
 	deadline := time.Now().Add(o.Timeout)
 	start := time.Now()
 	lastDrawn := ""
+	wasUp := map[int]bool{}
 	for {
 		select {
 		case err := <-exited:
@@ -105,6 +109,10 @@ func Up(ctx context.Context, o UpOptions) ([]NodeStatus, error) {
 			switch s.Stage {
 			case StageUp:
 				up++
+				if o.OnUp != nil && !wasUp[s.Number] {
+					o.OnUp(s.Number)
+				}
+				wasUp[s.Number] = true
 			case StageFailed, StageStopped:
 				failed = append(failed, fmt.Sprintf("node %d %s after phase %q: %s", s.Number, s.Stage, s.Phase, s.Detail))
 			}

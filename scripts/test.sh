@@ -7,7 +7,10 @@ export LOCUS_BIN="$PWD/bin/locus"
 echo "== tree: no binaries or oversized files"
 ./scripts/check-tree.sh
 echo "== unit and loopback tests"
-go test -count=1 -timeout 15m ./...
+# Test artefacts (the dashboard's screenshot from headless Chromium) are
+# kept in out-test/_artifacts.
+mkdir -p out-test
+go test -count=1 -timeout 15m -artifacts -outputdir "$PWD/out-test" ./...
 echo "== VM tests (QEMU; TCG unless KVM works here)"
 # The packages that have VM tests (files built with the vm tag).
 mapfile -t pkgs < <(grep -rl --include='*_test.go' '^//go:build vm' . | xargs -n1 dirname | sort -u)

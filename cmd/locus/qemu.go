@@ -142,12 +142,36 @@ mkfs.gfs2 -p lock_dlm -t <cluster>:<name>; the nodes' DLM serves it).`,
 			}
 			fmt.Fprintf(progress, "booting %d node(s) of cluster %q (%s, state in %s)\n", n, cfg.Name, qemu.Accel(accel), dir)
 			start := time.Now()
-			st, err := qemu.Up(ctx, qemu.UpOptions{Config: cfg, Self: self, Timeout: timeout, Out: progress, Live: live})
+			// The context is saved as soon as node 1 is Up, while the
+			// others boot: locus dashboard (or cluster status) can
+			// watch them come Up.
+			type savedContext struct {
+				name string
+				err  error
+			}
+			var early chan savedContext // made when node 1 came Up
+			onUp := func(node int) {
+				if node == 1 && !direct {
+					early = make(chan savedContext, 1)
+					go func() {
+						name, err := saveContext(ctx, cfg)
+						early <- savedContext{name, err}
+					}()
+				}
+			}
+			st, err := qemu.Up(ctx, qemu.UpOptions{Config: cfg, Self: self, Timeout: timeout, Out: progress, Live: live, OnUp: onUp})
 			saved := ""
 			if !direct {
 				// Also when not every node came Up: the credential is
 				// what the operator looks into it with.
-				name, serr := saveContext(ctx, cfg)
+				var sc savedContext
+				if early != nil {
+					sc = <-early
+				}
+				if early == nil || sc.err != nil {
+					sc.name, sc.err = saveContext(ctx, cfg)
+				}
+				name, serr := sc.name, sc.err
 				switch {
 				case serr != nil && err == nil:
 					return serr

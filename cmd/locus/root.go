@@ -55,7 +55,7 @@ early in boot and climbs to the cluster's run level with the others.`,
 	}{
 		{groupBuild, newImageCmd(e)}, {groupBuild, newInstallCmd(e)}, {groupBuild, newNetbootCmd(e)},
 		{groupCluster, newClusterCmd(e)}, {groupCluster, newRunLevelCmd(e)}, {groupCluster, newShutdownCmd(e)}, {groupCluster, newProbeCmd(e)},
-		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)}, {groupCluster, newLockCmd(e)}, {groupCluster, newServiceCmd(e)}, {groupCluster, newClusterIPCmd(e)}, {groupCluster, newMetricsCmd(e)}, {groupCluster, newLogsCmd(e)},
+		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)}, {groupCluster, newLockCmd(e)}, {groupCluster, newServiceCmd(e)}, {groupCluster, newClusterIPCmd(e)}, {groupCluster, newMetricsCmd(e)}, {groupCluster, newLogsCmd(e)}, {groupCluster, newDashboardCmd(e)},
 		{groupProc, newOnnodeCmd(e)}, {groupProc, newOnallCmd(e)}, {groupProc, newFastCmd(e)}, {groupProc, newFastnodeCmd(e)},
 		{groupProc, newPSCmd(e)}, {groupProc, newKillCmd(e)}, {groupProc, newKill3Cmd(e)}, {groupProc, newWhereCmd(e)}, {groupProc, newLoadsCmd(e)}, {groupProc, newTopCmd(e)}, {groupProc, newSSICmd(e)},
 		{groupNode, newNodeCmd(e)}, {groupNode, newFSCmd(e)},
