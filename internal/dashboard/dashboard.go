@@ -59,15 +59,15 @@ type View struct {
 	At       time.Time `json:"at"`
 	Endpoint string    `json:"endpoint"`
 	// Error says why the cluster did not answer the last round.
-	Error     string               `json:"error,omitempty"`
-	Cluster   *locusd.ClusterView  `json:"cluster,omitempty"`
-	Loads     []proc.Load          `json:"loads,omitempty"`
-	Boot      []netboot.Contact    `json:"boot,omitempty"`
-	Services  []ha.ServiceReport   `json:"services,omitempty"`
-	ClusterIP *lvs.Report          `json:"clusterip,omitempty"`
-	Procs     []proc.Process       `json:"procs,omitempty"`
-	ProcCount int                  `json:"proc_count"`
-	Timeline  []Entry              `json:"timeline"`
+	Error     string              `json:"error,omitempty"`
+	Cluster   *locusd.ClusterView `json:"cluster,omitempty"`
+	Loads     []proc.Load         `json:"loads,omitempty"`
+	Boot      []netboot.Contact   `json:"boot,omitempty"`
+	Services  []ha.ServiceReport  `json:"services,omitempty"`
+	ClusterIP *lvs.Report         `json:"clusterip,omitempty"`
+	Procs     []proc.Process      `json:"procs,omitempty"`
+	ProcCount int                 `json:"proc_count"`
+	Timeline  []Entry             `json:"timeline"`
 	// Missing says which parts did not come the last round, and why
 	// (a cluster without netboot on this endpoint, say).
 	Missing map[string]string `json:"missing,omitempty"`
