@@ -2,6 +2,7 @@ package top
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -59,5 +60,53 @@ func TestViewSortsAndFilters(t *testing.T) {
 	}
 	if got := (View{Node: 2}).Shown(snap()); len(got) != 2 || got[0].PID != 20 {
 		t.Errorf("node 2's: %+v", got)
+	}
+}
+
+// TestKeys: what a raw terminal sends becomes keys; s cycles the sort,
+// n the node filter, the arrows move the selection within what is shown,
+// k and K name the selected process with SIGTERM and SIGKILL, q quits.
+func TestKeys(t *testing.T) {
+	if got := strings.Join(ParseKeys([]byte("s\x1b[B\x1b[Ank\x1bK\x03\x1bOB\r")), ","); got != "s,down,up,n,k,q,K,q,down" {
+		t.Errorf("ParseKeys: %s", got)
+	}
+	s := snap()
+	v := View{Selected: 0}
+	for _, want := range []string{SortMem, SortPID, SortCPU} {
+		v, _ = v.Key("s", s)
+		if v.Sort != want {
+			t.Errorf("s: sort %q, want %q", v.Sort, want)
+		}
+	}
+	for _, want := range []int{1, 2, 3, 0} {
+		v, _ = v.Key("n", s)
+		if v.Node != want {
+			t.Errorf("n: node %d, want %d", v.Node, want)
+		}
+	}
+	v, _ = v.Key(KeyDown, s)
+	v, _ = v.Key(KeyDown, s)
+	v, _ = v.Key(KeyDown, s)
+	if v.Selected != 2 {
+		t.Errorf("down past the last row: selected %d, want 2", v.Selected)
+	}
+	v, a := v.Key("K", s)
+	if a.Target == nil || a.Target.Comm != "kworker" || a.Signal != syscall.SIGKILL {
+		t.Errorf("K on the third row (least busy, kworker): %+v", a)
+	}
+	v, _ = v.Key(KeyUp, s)
+	v, _ = v.Key(KeyUp, s)
+	v, _ = v.Key(KeyUp, s)
+	if v, a = v.Key("k", s); v.Selected != 0 || a.Target == nil || a.Target.PID != 20 || a.Signal != syscall.SIGTERM {
+		t.Errorf("k on the top row (burn, pid 20): selected %d, %+v", v.Selected, a)
+	}
+	v, _ = v.Key("n", s)
+	v, _ = v.Key("n", s) // node 2: two processes
+	v.Selected = 5
+	if v = v.Fit(s); v.Selected != 1 {
+		t.Errorf("Fit: selected %d of node 2's two rows", v.Selected)
+	}
+	if _, a = v.Key(KeyQuit, s); !a.Quit {
+		t.Error("q does not quit")
 	}
 }

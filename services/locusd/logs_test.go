@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/locus-ssi/locus/internal/testutil"
 	"github.com/locus-ssi/locus/services/clms"
@@ -81,6 +84,7 @@ func TestLogsFollowThroughANodeDown(t *testing.T) {
 	if err != nil || !strings.Contains(string(view), "master node") || strings.Count(string(view), "  Up  ") < 3 || !strings.Contains(string(view), "COMMAND") {
 		t.Errorf("locus top: %v\n%s", err, view)
 	}
+	topKeys(t, bin, cmd.Env)
 	d.Kill(3)
 	killed := time.Now()
 	gone := next("a line saying node 3 is gone", func(l logring.Line) bool {
@@ -96,4 +100,82 @@ func TestLogsFollowThroughANodeDown(t *testing.T) {
 	next("node 2's line of the request, after node 3's loss", func(l logring.Line) bool {
 		return l.Node == 2 && strings.Contains(l.Msg+" "+l.Attrs, "/v1/runlevel")
 	})
+}
+
+// topKeys runs locus top on a terminal (a pty, 100x30): it draws the
+// three nodes; s sorts by memory, n shows node 1's processes only, a
+// resize to 20 columns is drawn, q quits with status 0 and gives the
+// terminal back (the alternate screen left).
+func topKeys(t *testing.T, bin string, env []string) {
+	t.Helper()
+	c := exec.Command(bin, "top")
+	c.Env = env
+	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 30, Cols: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	exited := make(chan error, 1)
+	var mu sync.Mutex
+	var screen strings.Builder
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			screen.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() { exited <- c.Wait() }()
+	t.Cleanup(func() {
+		if c.ProcessState == nil {
+			c.Process.Kill()
+			<-exited
+		}
+	})
+	waitFor := func(what, want string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			mu.Lock()
+			got := screen.String()
+			mu.Unlock()
+			if strings.Contains(got, want) {
+				mu.Lock()
+				screen.Reset()
+				mu.Unlock()
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("locus top on a terminal: no %s (%q) within 20s; last drawn:\n%s", what, want, got[max(0, len(got)-3000):])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("view of every node's processes", "processes of every node by cpu")
+	ptmx.Write([]byte("s"))
+	waitFor("sort by memory after s", "processes of every node by mem")
+	ptmx.Write([]byte("n"))
+	waitFor("node 1's processes after n", "processes of node 1 by mem")
+	ptmx.Write([]byte("\x1b[B"))
+	waitFor("a selected row after down", "\r\n>")
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 10, Cols: 20})
+	waitFor("the view at 20 columns", "processes of node 1")
+	ptmx.Write([]byte("q"))
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("locus top after q: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("locus top did not quit on q")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(screen.String(), "\x1b[?1049l") {
+		t.Error("locus top quit without leaving the alternate screen")
+	}
 }
