@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"io"
 	"log/slog"
 	"net"
@@ -254,6 +256,7 @@ func loopbackChild(t *testing.T) {
 	}
 
 	floodFromTheWire(t, ctx)
+	checkMetrics(t, len(big))
 }
 
 // floodFromTheWire sends 10,000 DISCOVERs with made-up MACs from the
@@ -315,6 +318,82 @@ func floodFromTheWire(t *testing.T, ctx context.Context) {
 		t.Errorf("the flood left %d made-up MACs in the registry, want at most %d", flooded, NewMACsPerMinute)
 	}
 	t.Logf("the registry took in %d of the %d made-up MACs", flooded, n)
+}
+
+// checkMetrics fetches the 1 MiB initramfs by HTTP, then reads the
+// operator API's metrics after the exchanges above: DHCP by type and
+// answer, the TFTP and HTTP bytes of the initramfs, refused transfers,
+// none left active, leases and the registry's stages.
+func checkMetrics(t *testing.T, initramfs int) {
+	t.Helper()
+	whole, err := http.Get("http://10.77.0.1:8080/initramfs.cpio.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := io.Copy(io.Discard, whole.Body); err != nil || n != int64(initramfs) {
+		t.Fatalf("the whole initramfs by HTTP: %d bytes, %v", n, err)
+	}
+	whole.Body.Close()
+	resp, err := http.Get("http://127.0.0.1:7471/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		f, ok := fams[name]
+		if !ok {
+			t.Errorf("metrics: no %s", name)
+			return 0
+		}
+		sum := 0.0
+	next:
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			}
+		}
+		return sum
+	}
+	if v := value("locus_netboot_dhcp_messages_total", map[string]string{"type": "discover", "reply": "offer"}); v < 1 {
+		t.Errorf("DISCOVERs answered with an OFFER: %v", v)
+	}
+	if v := value("locus_netboot_dhcp_messages_total", map[string]string{"type": "request", "reply": "ack"}); v < 1 {
+		t.Errorf("REQUESTs answered with an ACK: %v", v)
+	}
+	if v := value("locus_netboot_dhcp_messages_total", map[string]string{"type": "discover", "reply": "none"}); v < 1 {
+		t.Errorf("the flood's ignored DISCOVERs: %v", v)
+	}
+	if v := value("locus_netboot_tftp_sent_bytes_total", nil); v < float64(initramfs) {
+		t.Errorf("TFTP bytes sent %v, want at least the %d of the initramfs", v, initramfs)
+	}
+	if v := value("locus_netboot_tftp_transfers_total", map[string]string{"outcome": "refused"}); v < 1 {
+		t.Errorf("refused TFTP transfers (the escaping paths): %v", v)
+	}
+	if v := value("locus_netboot_http_sent_bytes_total", nil); v < float64(initramfs) {
+		t.Errorf("HTTP bytes sent %v, want at least the %d of the initramfs", v, initramfs)
+	}
+	if v := value("locus_netboot_tftp_active_transfers", nil) + value("locus_netboot_http_active_requests", nil); v != 0 {
+		t.Errorf("%v transfers still active after all ended", v)
+	}
+	if v := value("locus_netboot_leases", nil); v < 1 {
+		t.Errorf("leases: %v", v)
+	}
+	if v := value("locus_netboot_machines", nil); v < 1 {
+		t.Errorf("machines in the registry: %v", v)
+	}
 }
 
 // registry reads the service's registry from its operator API.

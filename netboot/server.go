@@ -63,6 +63,7 @@ type Service struct {
 	dhcp     *DHCP
 	root     *os.Root
 	httpBase string
+	metrics  *Metrics
 }
 
 // NewService prepares the service: finds the server address, opens the
@@ -122,7 +123,7 @@ func NewService(cfg Config) (*Service, error) {
 	reg.SetLogger(cfg.Log)
 	reg.Reserve(ip)
 	s := &Service{cfg: cfg, serverIP: ip, leases: leases, registry: reg, root: root,
-		httpBase: fmt.Sprintf("http://%s:%d", ip, cfg.HTTPPort)}
+		httpBase: fmt.Sprintf("http://%s:%d", ip, cfg.HTTPPort), metrics: newMetrics(leases, reg)}
 	var gw netip.Addr
 	if cfg.Spec.Interconnect.Gateway != "" {
 		gw, _ = netip.ParseAddr(cfg.Spec.Interconnect.Gateway)
@@ -228,10 +229,10 @@ func (s *Service) Serve(ctx context.Context) error {
 		stopAll()
 		return fmt.Errorf("netboot: http on port %d: %w", s.cfg.HTTPPort, err)
 	}
-	hsrv := &http.Server{Handler: HTTPHandler(HTTPConfig{
+	hsrv := &http.Server{Handler: s.metrics.countHTTP(HTTPHandler(HTTPConfig{
 		Spec: s.cfg.Spec, Root: s.root, HTTPBase: s.httpBase, Kernel: layout.KernelFile, Initramfs: s.initramfsName(),
 		Join: s.cfg.Join, Registry: s.registry, Leases: s.leases, CAFile: s.cfg.CAFile, Log: log,
-	}), ReadHeaderTimeout: 10 * time.Second}
+	})), ReadHeaderTimeout: 10 * time.Second}
 	closers = append(closers, func() { hsrv.Close() })
 	run("http", func() error {
 		if err := hsrv.Serve(hln); !errors.Is(err, http.ErrServerClosed) {
@@ -320,6 +321,11 @@ func (s *Service) handleDHCP(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHC
 	}
 	resp, kind, err := s.dhcp.Reply(req)
 	log := s.cfg.Log
+	reply := "none"
+	if err == nil {
+		reply = strings.ToLower(strings.TrimPrefix(resp.MessageType().String(), "DHCP"))
+	}
+	s.metrics.dhcp.WithLabelValues(strings.ToLower(strings.TrimPrefix(req.MessageType().String(), "DHCP")), reply).Inc()
 	if err != nil {
 		if errors.Is(err, ErrIgnore) {
 			log.Debug("dhcp: no answer", "mac", req.ClientHWAddr.String(), "type", req.MessageType(), "client", kind, "why", err)
@@ -390,11 +396,13 @@ func (s *Service) tftpRead(name string, rf io.ReaderFrom) error {
 	}
 	clean, err := CleanPath(name)
 	if err != nil {
+		s.metrics.tftpDone.WithLabelValues("refused").Inc()
 		s.cfg.Log.Warn("tftp refused", "file", name, "from", remote, "err", err)
 		return err
 	}
 	f, err := s.root.Open(clean)
 	if err != nil {
+		s.metrics.tftpDone.WithLabelValues("refused").Inc()
 		s.cfg.Log.Warn("tftp: not found", "file", clean, "from", remote)
 		return fmt.Errorf("netboot: tftp %q: not found", clean)
 	}
@@ -416,13 +424,18 @@ func (s *Service) tftpRead(name string, rf io.ReaderFrom) error {
 			}
 		}
 	}
+	s.metrics.tftpActive.Inc()
 	n, err := rf.ReadFrom(f)
+	s.metrics.tftpActive.Dec()
+	s.metrics.tftpBytes.Add(float64(n))
 	if err != nil {
 		// A client that asked only for the size (UEFI firmware does) ends
 		// the transfer early: normal, not worth a warning.
+		s.metrics.tftpDone.WithLabelValues("ended").Inc()
 		s.cfg.Log.Debug("tftp: transfer ended", "file", clean, "from", remote, "bytes", n, "err", err)
 		return nil
 	}
+	s.metrics.tftpDone.WithLabelValues("sent").Inc()
 	s.cfg.Log.Info("tftp: sent", "file", clean, "to", remote, "bytes", n)
 	return nil
 }
@@ -434,6 +447,7 @@ func (s *Service) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, s.registry.Contacts())
 	})
+	mux.Handle("GET /v1/metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, s.leases.All())
 	})

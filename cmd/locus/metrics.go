@@ -9,6 +9,7 @@ import (
 
 func newMetricsCmd(e *env) *cobra.Command {
 	var node string
+	var netboot bool
 	cmd := &cobra.Command{
 		Use:   "metrics",
 		Short: "A node's Prometheus metrics, as its daemon serves them to Prometheus",
@@ -17,12 +18,21 @@ func newMetricsCmd(e *env) *cobra.Command {
 Prometheus's text format: the membership as that node sees it, every Up
 node's load vector, its HA instances, lockspaces and cluster IP, and
 counters of its event feed (transitions, fencings, master changes,
-service starts and stops, lockspace recoveries). docs/metrics.md has a
-scrape configuration and the alerts that matter.`,
+service starts and stops, lockspace recoveries). --netboot prints the
+init node's netboot service's instead (DHCP exchanges, leases, TFTP and
+HTTP bytes and transfers, machines by boot stage; GET
+/v1/netboot/metrics). docs/metrics.md has a scrape configuration and the
+alerts that matter.`,
 		Example: "  locus metrics\n  locus metrics --node 3 | grep '^locus_node_state'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := "/v1/metrics"
+			if netboot {
+				if node != "" {
+					return fmt.Errorf("metrics: --netboot and --node: the netboot service runs on the init node, which the endpoint reaches")
+				}
+				path = "/v1/netboot/metrics"
+			}
 			if node != "" {
 				n, err := parseNode(node)
 				if err != nil || n == 0 {
@@ -44,5 +54,6 @@ scrape configuration and the alerts that matter.`,
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "the node whose metrics (default: the one answering)")
+	cmd.Flags().BoolVar(&netboot, "netboot", false, "the netboot service's metrics (DHCP, TFTP, HTTP, boot stages)")
 	return cmd
 }

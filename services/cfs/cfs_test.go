@@ -18,6 +18,7 @@ import (
 
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -607,5 +608,87 @@ func TestDropFrom(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(export, "after")); err == nil {
 		t.Errorf("a file was created by a dropped connection")
+	}
+}
+
+// TestMetrics: the server's requests by operation (a histogram), the
+// errors it answered, its clients while connected, and a relay's
+// upstream connections.
+func TestMetrics(t *testing.T) {
+	addr, _, s := serve(t, nil)
+	m := NewMetrics(1)
+	s.SetMetrics(m)
+	cl, root := attach(t, addr)
+	writeFile(t, root, "f", []byte("hello"))
+	if got := readFile(t, root, "f"); string(got) != "hello" {
+		t.Fatalf("read %q", got)
+	}
+	if _, _, err := root.Walk([]string{"missing"}); err == nil {
+		t.Fatal("walk to a missing file succeeded")
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	count := func(name, op string) float64 {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := 0.0
+		for _, f := range fams {
+			if f.GetName() != name {
+				continue
+			}
+			for _, mt := range f.Metric {
+				ok := op == ""
+				for _, l := range mt.Label {
+					ok = ok || (l.GetName() == "op" && l.GetValue() == op)
+				}
+				switch {
+				case !ok:
+				case mt.Histogram != nil:
+					sum += float64(mt.Histogram.GetSampleCount())
+				case mt.Counter != nil:
+					sum += mt.Counter.GetValue()
+				case mt.Gauge != nil:
+					sum += mt.Gauge.GetValue()
+				}
+			}
+		}
+		return sum
+	}
+	for _, op := range []string{"attach", "write", "read", "lopen", "walk"} {
+		if n := count("locus_cfs_op_seconds", op); n < 1 {
+			t.Errorf("no %s in the op histogram", op)
+		}
+	}
+	// The create: Tlcreate, or Tucreate (p9's, naming the uid).
+	if n := count("locus_cfs_op_seconds", "lcreate") + count("locus_cfs_op_seconds", "ucreate"); n != 1 {
+		t.Errorf("creates in the op histogram: %v, want 1", n)
+	}
+	if n := count("locus_cfs_op_errors_total", "walk"); n < 1 {
+		t.Errorf("the walk to a missing file is not counted as an error: %v", n)
+	}
+	if n := count("locus_cfs_op_errors_total", "write"); n != 0 {
+		t.Errorf("%v write errors, want none", n)
+	}
+	if n := count("locus_cfs_clients", ""); n != 1 {
+		t.Errorf("clients: %v, want 1", n)
+	}
+	root.Close()
+	cl.Close()
+	for deadline := time.Now().Add(5 * time.Second); count("locus_cfs_clients", "") != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("clients: %v after the client closed, want 0", count("locus_cfs_clients", ""))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := NewRelay(func(ctx context.Context) (net.Conn, error) { return net.Dial("tcp", addr) }, slog.New(slog.DiscardHandler))
+	defer r.Close()
+	m.WatchRelay(r)
+	if _, _, err := r.upstream(p9.NoUID); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("locus_cfs_relay_connections_total", ""); n != 1 {
+		t.Errorf("relay connections: %v, want 1", n)
 	}
 }

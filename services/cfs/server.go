@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,9 +32,16 @@ type Server struct {
 	// export: a local user on an admitted node cannot reach the root.
 	privPort bool
 
+	// metrics, if set (SetMetrics), counts the requests.
+	metrics atomic.Pointer[Metrics]
+
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 }
+
+// SetMetrics has m count the server's requests and clients (those
+// connected from then on).
+func (s *Server) SetMetrics(m *Metrics) { s.metrics.Store(m) }
 
 // RequirePrivilegedPort makes the server refuse connections whose source
 // port is 1024 or above: only root on an admitted node (the kernel client
@@ -48,13 +56,13 @@ func NewServer(export *Export, allow func(netip.Addr) bool, log *slog.Logger) *S
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{
-		export: export,
-		p9:     p9.NewServer(export, p9.WithServerLogger(slogPrintf{log})),
-		allow:  allow,
-		log:    log,
-		conns:  map[net.Conn]struct{}{},
-	}
+	s := &Server{export: export, allow: allow, log: log, conns: map[net.Conn]struct{}{}}
+	s.p9 = p9.NewServer(export, p9.WithServerLogger(slogPrintf{log}), p9.WithServerObserver(func(op string, d time.Duration, failed bool) {
+		if m := s.metrics.Load(); m != nil {
+			m.observe(op, d, failed)
+		}
+	}))
+	return s
 }
 
 // Serve accepts connections on ln until ctx ends, then closes ln and every
@@ -112,6 +120,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer wg.Done()
 			s.log.Info("cfs: client connected", "from", c.RemoteAddr().String())
+			if m := s.metrics.Load(); m != nil {
+				m.clients.Inc()
+				defer m.clients.Dec()
+			}
 			s.p9.Handle(guard(c), c)
 			s.mu.Lock()
 			delete(s.conns, c)

@@ -43,10 +43,18 @@ type cluster struct {
 	fenced     []int
 	secure     func(n int) (*TLS, []byte) // Raft TLS and gossip key for node n
 	selfFenced chan int
-	mu         sync.Mutex
-	members    map[int]*Member
-	console    map[int]*syncBuffer
-	dataDir    map[int]string
+	// downs gets what each master's FailureDown was told.
+	downs   chan failureDown
+	mu      sync.Mutex
+	members map[int]*Member
+	console map[int]*syncBuffer
+	dataDir map[int]string
+}
+
+type failureDown struct {
+	master, node int
+	d            time.Duration
+	fenced       bool
 }
 
 type syncBuffer struct {
@@ -167,7 +175,7 @@ func TestRejoinAfterCleanup(t *testing.T) {
 }
 
 func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, members: map[int]*Member{}, console: map[int]*syncBuffer{}, dataDir: map[int]string{}, selfFenced: make(chan int, 64)}
+	c := &cluster{t: t, members: map[int]*Member{}, console: map[int]*syncBuffer{}, dataDir: map[int]string{}, selfFenced: make(chan int, 64), downs: make(chan failureDown, 64)}
 	t.Cleanup(func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -192,7 +200,13 @@ func (c *cluster) start(n int, durable bool) *Member {
 	cfg := Config{Node: n, Addr: fmt.Sprintf("127.0.78.%d", n), RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort,
 		Bootstrap: len(join) == 0 || (c.twoNode && n == 1), TwoNode: c.twoNode, Join: join, Console: &syncBuffer{}, Faults: c.faults,
 		SelfFenceAfter: c.selfFenceAfter, SelfFence: func() { c.selfFenced <- n },
-		GateUp: c.gateUp, RunLevel: 3, WaitForAll: c.waitForAll}
+		GateUp: c.gateUp, RunLevel: 3, WaitForAll: c.waitForAll,
+		FailureDown: func(node int, d time.Duration, fenced bool) {
+			select {
+			case c.downs <- failureDown{n, node, d, fenced}:
+			default:
+			}
+		}}
 	if c.secure != nil {
 		cfg.TLS, cfg.GossipKey = c.secure(n)
 	}
@@ -341,6 +355,16 @@ func TestFiveNodesJoinFailAndRejoin(t *testing.T) {
 	c.waitAll("node 3 Down", 10*time.Second, want)
 	t.Logf("node 3 Down everywhere %v after it stopped", time.Since(start).Round(time.Millisecond))
 	c.checkHistories()
+	// The master measured the Down from gossip's loss of node 3.
+	select {
+	case fd := <-c.downs:
+		if fd.master != 1 || fd.node != 3 || fd.fenced || fd.d <= 0 || fd.d > time.Since(start) {
+			t.Errorf("FailureDown: %+v, want master 1 telling of node 3, unfenced, within the %v since the kill", fd, time.Since(start))
+		}
+		t.Logf("the master committed node 3's Down %v after gossip lost it", fd.d.Round(time.Millisecond))
+	default:
+		t.Error("the master did not tell FailureDown of node 3's Down")
+	}
 	for _, m := range c.running() {
 		if got := c.console[m.cfg.Node].String(); !bytes.Contains([]byte(got), []byte("node 3 Down")) {
 			t.Errorf("node %d's console lacks the Down line:\n%s", m.cfg.Node, got)

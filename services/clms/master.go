@@ -156,10 +156,14 @@ func (m *Member) reconcile() {
 			continue
 		case !ok:
 			reason = "failure detected"
+			if _, seen := m.lost[r.Node]; !seen {
+				m.lost[r.Node] = time.Now()
+			}
 		case r.Addr != "" && md.Boot != bootOf(r.Addr):
 			reason = "rebooted"
 		default:
 			m.forgetFence(r.Node) // alive and well: a suspicion cleared
+			delete(m.lost, r.Node)
 			continue
 		}
 		if r.Node == m.cfg.Node {
@@ -180,6 +184,10 @@ func (m *Member) reconcile() {
 			m.cfg.Log.Warn("commit Down", "node", r.Node, "err", err)
 			continue
 		}
+		if at, seen := m.lost[r.Node]; seen && m.cfg.FailureDown != nil {
+			m.cfg.FailureDown(r.Node, time.Since(at), m.cfg.Fence != nil)
+		}
+		delete(m.lost, r.Node)
 		m.forgetFence(r.Node)
 		m.removeServer(r.Node)
 		delete(known, r.Node)

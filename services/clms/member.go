@@ -70,6 +70,11 @@ type Config struct {
 	// itself out; one in an election waits for it.
 	SelfFenceAfter time.Duration
 	SelfFence      func()
+	// FailureDown, if set, is told on the master of each failed node it
+	// committed Down: how long after gossip lost the node (the failure
+	// detector's verdict) the Down was committed, fence included, and
+	// whether it was fenced first.
+	FailureDown func(node int, d time.Duration, fenced bool)
 	// CertAddr, if set, is the interconnect address node N's certificate
 	// names (the spec's). A gossip member counts as node N only if it
 	// gossips from that address and gives its Raft address there: a
@@ -130,6 +135,10 @@ type Member struct {
 	leaving    atomic.Bool   // this node is shutting down (gossiped)
 	waitLogged atomic.Bool   // wait_for_all: said once that it waits
 
+	// lost is, on the master, when gossip lost each failed node not yet
+	// Down (reconcile's own: only the master loop touches it).
+	lost map[int]time.Time
+
 	fenceMu sync.Mutex
 	fences  map[int]*fenceJob // the master's fencing under way, by node
 
@@ -167,7 +176,7 @@ func Start(cfg Config) (*Member, error) {
 	}
 	b := make([]byte, 8)
 	rand.Read(b)
-	m := &Member{cfg: cfg, bootID: hex.EncodeToString(b), events: make(kick, 1), stop: make(chan struct{}), queue: newQueue()}
+	m := &Member{cfg: cfg, bootID: hex.EncodeToString(b), events: make(kick, 1), stop: make(chan struct{}), queue: newQueue(), lost: map[int]time.Time{}}
 	m.fsm = newFSM(func(t Transition) {
 		fmt.Fprintf(cfg.Console, "locus-clms: transition %d: node %d %s\n", t.ID, t.Node, t.State)
 		m.queue.push(t)

@@ -125,6 +125,9 @@ func takeOver(ctx context.Context, cfg Config, m *clms.Member, t clms.Transition
 		unix.Unmount(cfg.CFSTakeoverDir, 0)
 		return
 	}
+	if cfg.cfsMetrics != nil {
+		cfg.cfsMetrics.TookOver()
+	}
 	if err := cfs.ClaimAddress(ctx, cfg.CFSIface, cfg.CFSService); err != nil {
 		log.Error("cfs: serving, but clients cannot reach the service address", "err", err)
 	}
@@ -193,6 +196,9 @@ func startCFS(ctx context.Context, cfg Config, dir string, m *clms.Member) (<-ch
 		return admittedAddr(m.Status(), a)
 	}
 	srv := cfs.NewServer(export, allow, cfg.Log.With("svc", "cfs"))
+	if cfg.cfsMetrics != nil {
+		srv.SetMetrics(cfg.cfsMetrics)
+	}
 	if m != nil {
 		// Only root on an admitted node: the kernel client mounts with
 		// privport, relays dial from a reserved port.
@@ -258,6 +264,9 @@ func startRelay(ctx context.Context, cfg Config) (*cfs.Relay, error) {
 		return c, nil
 	}, cfg.Log.With("svc", "cfs-relay"))
 	relay.SetPatience(cfg.CFSPatience)
+	if cfg.cfsMetrics != nil {
+		cfg.cfsMetrics.WatchRelay(relay)
+	}
 	// Init mounts the shared root over FUSE and hands the connection to
 	// the relay here (cfs.HandOff). The socket's directory is root's
 	// alone: only init (root) hands mounts over.

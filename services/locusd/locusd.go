@@ -34,6 +34,7 @@ import (
 	"github.com/locus-ssi/locus/internal/privsock"
 	"github.com/locus-ssi/locus/services/events"
 
+	"github.com/locus-ssi/locus/services/cfs"
 	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/dlm"
 	"github.com/locus-ssi/locus/services/ha"
@@ -106,6 +107,9 @@ type Config struct {
 	CFSLocal    netip.Addr
 	// CFSServer is the node that serves CFS at boot (node 1).
 	CFSServer int
+	// cfsMetrics counts this node's CFS server's requests, its relay's
+	// connections and takeovers (set by Run).
+	cfsMetrics *cfs.Metrics
 	// CFSTakeover, on the standby, is the GPT name of the shared root's
 	// partition on the disk it shares with CFSServer: when CFSServer is
 	// fenced and Down, this node mounts it on CFSTakeoverDir, serves it
@@ -153,6 +157,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	if cfg.ProcDir == "" {
 		cfg.ProcDir = "/proc"
 	}
+	cfg.cfsMetrics = cfs.NewMetrics(cfg.Node())
 	feed, err := openFeed(ctx, &cfg)
 	if err != nil {
 		return err
@@ -274,6 +279,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 		logsRoutes(handle, streams, cfg.LogRing, self, &memberRef, &icsNode)
 	}
 	met := newMetrics(cfg, feed, &memberRef, procs, has, cip, dlmd)
+	met.Registry().MustRegister(cfg.cfsMetrics)
 	go met.Run(ctx)
 	metricsRoutes(handle, met, &memberRef, &icsNode, cfg.Log.With("svc", "metrics"))
 	if cfg.ICS != nil {
@@ -412,6 +418,7 @@ func Run(ctx context.Context, cfg Config, ready chan<- net.Addr) error {
 	var member *clms.Member
 	if cfg.CLMS != nil {
 		publishMembership(&mc, cfg.events)
+		mc.FailureDown = met.ObserveDown
 		m, err := clms.Start(mc)
 		if err != nil {
 			closeAll()
@@ -626,7 +633,7 @@ func netbootProxy(admin string) http.Handler {
 			http.Error(w, "this node does not serve netboot", http.StatusNotFound)
 			return
 		}
-		if what != "nodes" && what != "leases" {
+		if what != "nodes" && what != "leases" && what != "metrics" {
 			http.NotFound(w, r)
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -53,6 +54,7 @@ type Metrics struct {
 	serviceStop  *prometheus.CounterVec
 	lsStarts     *prometheus.CounterVec
 	phaseMillis  *prometheus.GaugeVec
+	downLatency  *prometheus.HistogramVec
 }
 
 // New makes the registry: Go's and the process's own collectors, the
@@ -79,10 +81,19 @@ func New(src Sources) *Metrics {
 		Help: "Times a kernel DLM lockspace started on this node (a join, a recovery after a member's failure, a leave), by lockspace."}, []string{"lockspace"})
 	m.phaseMillis = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "locus_boot_phase_seconds", ConstLabels: node,
 		Help: "How long each of init's boot phases took on this node's last boot."}, []string{"phase"})
+	m.downLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "locus_membership_down_seconds", ConstLabels: node,
+		Help:    "On the master: for each failed node it took Down, the time from gossip's loss of the node (the failure detector's verdict) to the Down committed, its fence included when fenced=true.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"fenced"})
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.events, m.transitions, m.fences, m.masterTaken, m.serviceStart, m.serviceStop, m.lsStarts, m.phaseMillis,
+		m.events, m.transitions, m.fences, m.masterTaken, m.serviceStart, m.serviceStop, m.lsStarts, m.phaseMillis, m.downLatency,
 		&state{src: src})
 	return m
+}
+
+// ObserveDown records, on the master, how long a failed node's Down took
+// after gossip lost it (clms.Config.FailureDown).
+func (m *Metrics) ObserveDown(_ int, d time.Duration, fenced bool) {
+	m.downLatency.WithLabelValues(strconv.FormatBool(fenced)).Observe(d.Seconds())
 }
 
 // Registry is what GET /v1/metrics serves.

@@ -122,3 +122,49 @@ func TestEventCounters(t *testing.T) {
 		}
 	}
 }
+
+// TestObserveDown: the master's failure-to-Down times go into the
+// histogram by whether the node was fenced.
+func TestObserveDown(t *testing.T) {
+	m := New(sources(events.NewFeed(0)))
+	m.ObserveDown(3, 2*time.Second, true)
+	m.ObserveDown(4, 30*time.Millisecond, false)
+	m.ObserveDown(5, 40*time.Millisecond, false)
+	want := `
+# HELP locus_membership_down_seconds On the master: for each failed node it took Down, the time from gossip's loss of the node (the failure detector's verdict) to the Down committed, its fence included when fenced=true.
+# TYPE locus_membership_down_seconds histogram
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="0.01"} 0
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="0.025"} 0
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="0.05"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="0.1"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="0.25"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="0.5"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="1"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="2.5"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="5"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="10"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="30"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="60"} 2
+locus_membership_down_seconds_bucket{fenced="false",node="2",le="+Inf"} 2
+locus_membership_down_seconds_sum{fenced="false",node="2"} 0.07
+locus_membership_down_seconds_count{fenced="false",node="2"} 2
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="0.01"} 0
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="0.025"} 0
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="0.05"} 0
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="0.1"} 0
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="0.25"} 0
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="0.5"} 0
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="1"} 0
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="2.5"} 1
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="5"} 1
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="10"} 1
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="30"} 1
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="60"} 1
+locus_membership_down_seconds_bucket{fenced="true",node="2",le="+Inf"} 1
+locus_membership_down_seconds_sum{fenced="true",node="2"} 2
+locus_membership_down_seconds_count{fenced="true",node="2"} 1
+`
+	if err := testutil.CollectAndCompare(m.downLatency, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hugelgupf/p9/linux"
 	"github.com/u-root/uio/ulog"
@@ -49,6 +50,10 @@ type Server struct {
 
 	// log is a logger to log to, if specified.
 	log ulog.Logger
+
+	// observe, if set, is told of every request handled: its operation
+	// ("walk", "read", ...), how long it took, whether it failed.
+	observe func(op string, d time.Duration, failed bool)
 }
 
 // ServerOpt is an optional config for a new server.
@@ -58,6 +63,17 @@ type ServerOpt func(s *Server)
 func WithServerLogger(l ulog.Logger) ServerOpt {
 	return func(s *Server) {
 		s.log = l
+	}
+}
+
+// WithServerObserver has observe told of every request the server
+// handles: its operation (the T-message's name without the T: "walk",
+// "read", "lopen", ...), the time from its receipt to its answer's
+// send, and whether the answer was an error. It is called from the
+// request's goroutine; it must be quick and safe for concurrent use.
+func WithServerObserver(observe func(op string, d time.Duration, failed bool)) ServerOpt {
+	return func(s *Server) {
+		s.observe = observe
 	}
 }
 
@@ -530,6 +546,11 @@ func (cs *connState) handleRequest() bool {
 	}
 
 	// Handle the message.
+	var op string
+	var start time.Time
+	if cs.server.observe != nil {
+		op, start = strings.TrimPrefix(fmt.Sprintf("%T", m), "*p9.t"), time.Now()
+	}
 	r := cs.handle(m)
 
 	// Clear the tag before sending. That's because as soon as this
@@ -543,6 +564,10 @@ func (cs *connState) handleRequest() bool {
 	cs.sendMu.Unlock()
 	if err != nil {
 		cs.server.log.Printf("p9.send: %v", err)
+	}
+	if cs.server.observe != nil {
+		_, failed := r.(*rlerror)
+		cs.server.observe(op, time.Since(start), failed)
 	}
 
 	msgDotLRegistry.put(m)
