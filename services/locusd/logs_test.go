@@ -85,6 +85,17 @@ func TestLogsFollowThroughANodeDown(t *testing.T) {
 		t.Errorf("locus top: %v\n%s", err, view)
 	}
 	topKeys(t, bin, cmd.Env)
+	// A job run on node 2 counts in node 2's metrics, read from node 1.
+	run := exec.Command(bin, "onnode", "2", "--", "true")
+	run.Env = cmd.Env
+	if b, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("onnode 2 true: %v\n%s", err, b)
+	}
+	met := exec.Command(bin, "metrics", "--node", "2")
+	met.Env = cmd.Env
+	if b, err := met.Output(); err != nil || !strings.Contains(string(b), `locus_proc_launches_total{node="2"} 1`) {
+		t.Errorf("node 2's metrics after one job there: %v, no locus_proc_launches_total 1:\n%s", err, b)
+	}
 	d.Kill(3)
 	killed := time.Now()
 	gone := next("a line saying node 3 is gone", func(l logring.Line) bool {

@@ -42,6 +42,7 @@ func newMetrics(cfg Config, feed *events.Feed, member *atomic.Pointer[clms.Membe
 	}
 	if procs != nil {
 		src.Loads = procs.Loads
+		src.Launched = procs.Launched
 	}
 	if has != nil {
 		src.Instances = has.Local

@@ -33,6 +33,8 @@ type Sources struct {
 	Node       int
 	Status     func() clms.Status
 	Loads      func() []proc.Load
+	// Launched counts the jobs this node started (proc.Service).
+	Launched func() uint64
 	Instances  func() []ha.InstanceStatus
 	Lockspaces func() dlm.NodeState
 	ClusterIP  func() (director bool, table []lvs.VirtualService)
@@ -87,6 +89,10 @@ func New(src Sources) *Metrics {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.events, m.transitions, m.fences, m.masterTaken, m.serviceStart, m.serviceStop, m.lsStarts, m.phaseMillis, m.downLatency,
 		&state{src: src})
+	if src.Launched != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "locus_proc_launches_total", ConstLabels: node,
+			Help: "Jobs this node started for the cluster's process verbs (onnode, onall, fast, rexec)."}, func() float64 { return float64(src.Launched()) }))
+	}
 	return m
 }
 

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +64,9 @@ type Service struct {
 	runner *Runner
 	meter  *meter
 	table  *table
+	// launched counts the jobs started on this node (onnode, onall,
+	// fast, rexec, migrations' restarts).
+	launched atomic.Uint64
 }
 
 // New makes the service; Register puts its methods on ICS, Run keeps
@@ -92,9 +96,13 @@ func New(cfg Config) (*Service, error) {
 	}
 	m := newMeter(cfg.Node, cfg.LoadDir)
 	s := &Service{cfg: cfg, host: h, meter: m, table: newTable(m)}
-	s.runner = &Runner{Node: cfg.Node, ProcDir: cfg.ProcDir, Root: cfg.Root, Grace: cfg.Grace, Log: cfg.Log, Accepted: m.accept}
+	s.runner = &Runner{Node: cfg.Node, ProcDir: cfg.ProcDir, Root: cfg.Root, Grace: cfg.Grace, Log: cfg.Log,
+		Accepted: func() { s.launched.Add(1); m.accept() }}
 	return s, nil
 }
+
+// Launched is how many jobs this node started since the service did.
+func (s *Service) Launched() uint64 { return s.launched.Load() }
 
 // Node is this service's node.
 func (s *Service) Node() int { return s.cfg.Node }
