@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +39,7 @@ func nodeSpecPath() string {
 func newDaemonCmd(e *env) *cobra.Command {
 	var cfg locusd.Config
 	var mc clms.Config
-	var join, specPath, mac, caDir, admitter, identityFile, caPin string
+	var join, specPath, mac, caDir, admitter, identityFile, caPin, logFile string
 	cmd := &cobra.Command{
 		Use:     "daemon",
 		Short:   "Run the node daemon (init starts it on every node)",
@@ -50,6 +51,16 @@ func newDaemonCmd(e *env) *cobra.Command {
 			// Kept in a ring too, for locus logs from any node.
 			cfg.LogRing = logring.New(0)
 			cfg.Log = slog.New(logring.NewHandler(slog.NewTextHandler(e.stderr, nil), cfg.LogRing)).With("svc", "locusd")
+			if logFile != "" {
+				// On the state disk: the log outlives a reboot.
+				if err := os.MkdirAll(filepath.Dir(logFile), 0o700); err != nil {
+					return fmt.Errorf("daemon: --log-file: %w", err)
+				}
+				if err := cfg.LogRing.Persist(logFile, 0); err != nil {
+					return fmt.Errorf("daemon: --log-file: %w", err)
+				}
+				defer cfg.LogRing.Close()
+			}
 			if mc.Node > 0 {
 				cfg.LogRing.SetNode(mc.Node)
 				mc.Log, mc.Console = cfg.Log.With("svc", "clms"), e.stdout
@@ -83,6 +94,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 	f.StringVar(&identityFile, "identity", "", "this node's credential, given to it (certificate, key, CA, gossip key; see docs/trust.md) rather than redeemed at admission")
 	f.BoolVar(&cfg.InsecureClear, "insecure-clear", false, "TESTS ONLY: run membership without a credential (Raft in clear, gossip unsealed)")
 	f.StringVar(&caDir, "ca-dir", "", "keep the cluster CA here and admit nodes (the init node)")
+	f.StringVar(&logFile, "log-file", "", "also keep the log here, one JSON object a line (the state disk); the previous boot's is FILE.1")
 	f.StringVar(&caPin, "ca-pin", "", "the cluster CA (sha256:<hex> of its certificate) the admitter's chain must end at before the secret is sent")
 	f.StringVar(&admitter, "admitter", "", "the init node's daemon, where the bootstrap secret ($LOCUS_SECRET) buys a certificate (default: node 1 of the spec)")
 	f.BoolVar(&mc.GateUp, "gate-up", false, "stay ComingUp until init has reached the cluster's run level (init passes it)")

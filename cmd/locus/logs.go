@@ -12,7 +12,7 @@ import (
 )
 
 func newLogsCmd(e *env) *cobra.Command {
-	var follow bool
+	var follow, previous bool
 	var node, since, level, grep, output string
 	cmd := &cobra.Command{
 		Use:   "logs",
@@ -21,8 +21,10 @@ func newLogsCmd(e *env) *cobra.Command {
 membership's, and Raft's and memberlist's, which go there too), merged by
 time and labelled by node, from any node or the workstation. -f follows:
 the new lines of every node, each second; a node that stops answering gets
-a line saying so and the others go on.`,
-		Example: "  locus logs --since 10m --level warn\n  locus logs -f --grep 'lockspace|fence'\n  locus logs --node 3 --output json",
+a line saying so and the others go on. --previous reads the previous
+boot's log instead, from the disk of the nodes that have a state disk
+(the init node keeps its log at /var/lib/locus/log/locusd.log).`,
+		Example: "  locus logs --since 10m --level warn\n  locus logs --previous --node 1 --level error\n  locus logs -f --grep 'lockspace|fence'\n  locus logs --node 3 --output json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -43,6 +45,12 @@ a line saying so and the others go on.`,
 			}
 			if follow {
 				q.Set("follow", "true")
+			}
+			if previous {
+				if follow {
+					return fmt.Errorf("logs: --previous and -f: a previous boot's log is finished")
+				}
+				q.Set("boot", "previous")
 			}
 			client, err := e.procClient()
 			if err != nil {
@@ -73,6 +81,7 @@ a line saying so and the others go on.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "then the new lines, until interrupted")
+	cmd.Flags().BoolVar(&previous, "previous", false, "the previous boot's log, from the nodes' state disks")
 	cmd.Flags().StringVar(&node, "node", "", "only this node's")
 	cmd.Flags().StringVar(&since, "since", "", "only lines newer than this (10m, 1h)")
 	cmd.Flags().StringVar(&level, "level", "", "only this level and above (debug, info, warn, error)")

@@ -122,7 +122,8 @@ func (n *Node) membershipArgs() []string {
 		args = append(args, "--bootstrap")
 	}
 	if stateDev != "" {
-		args = append(args, "--data-dir", filepath.Join(stateMount, "clms"), "--ca-dir", layout.CADir)
+		args = append(args, "--data-dir", filepath.Join(stateMount, "clms"), "--ca-dir", layout.CADir,
+			"--log-file", filepath.Join(stateMount, "log", "locusd.log"))
 	}
 	if iface != "" {
 		if link, err := net.InterfaceByName(iface); err == nil {

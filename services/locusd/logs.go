@@ -25,6 +25,8 @@ type logsRequest struct {
 	Since string `json:"since,omitempty"`
 	Level string `json:"level,omitempty"`
 	Grep  string `json:"grep,omitempty"`
+	// Previous asks for the previous boot's lines, from the node's disk.
+	Previous bool `json:"previous,omitempty"`
 }
 
 type logsReply struct {
@@ -44,6 +46,13 @@ func logsCall(ring *logring.Ring) ics.Handler {
 		if err != nil {
 			return nil, err
 		}
+		if req.Previous {
+			lines, err := ring.Previous(f)
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(logsReply{Lines: lines})
+		}
 		lines, last := ring.After(req.After, f)
 		return json.Marshal(logsReply{Lines: lines, Last: last, Ring: ring.ID()})
 	}
@@ -53,7 +62,9 @@ func logsCall(ring *logring.Ring) ics.Handler {
 // merged by time, one JSON object per line, filtered by ?since=DUR,
 // ?level=L and ?grep=RE; with ?follow=true the new ones after, every
 // second, until the client goes away. A node that stops answering gets
-// a line saying so, and the stream goes on with the others.
+// a line saying so, and the stream goes on with the others. With
+// ?boot=previous, the lines of each node's previous boot instead, from
+// its disk (nodes with a state disk keep them; not with follow).
 func logsRoutes(handle func(string, level, http.HandlerFunc), streams streamLimit, ring *logring.Ring, self int, member *atomic.Pointer[clms.Member], icsNode *atomic.Pointer[ics.Node]) {
 	handle("GET /v1/logs", inspect, streams.wrap(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -72,6 +83,18 @@ func logsRoutes(handle func(string, level, http.HandlerFunc), streams streamLimi
 			only = n
 		}
 		follow, _ := strconv.ParseBool(q.Get("follow"))
+		switch b := q.Get("boot"); b {
+		case "", "current":
+		case "previous":
+			if follow {
+				http.Error(w, "locusd: logs: boot=previous is a finished log: not with follow", http.StatusBadRequest)
+				return
+			}
+			req.Previous = true
+		default:
+			http.Error(w, fmt.Sprintf("locusd: logs: boot=%q: want current or previous", b), http.StatusBadRequest)
+			return
+		}
 		nodes := func() []int {
 			if only != 0 {
 				return []int{only}
@@ -95,6 +118,10 @@ func logsRoutes(handle func(string, level, http.HandlerFunc), streams streamLimi
 		ask := func(ctx context.Context, n int, req logsRequest) (logsReply, error) {
 			if n == self {
 				f, _ := logring.ParseFilter(req.Since, req.Level, req.Grep, time.Now())
+				if req.Previous {
+					lines, err := ring.Previous(f)
+					return logsReply{Lines: lines}, err
+				}
 				lines, last := ring.After(req.After, f)
 				return logsReply{Lines: lines, Last: last, Ring: ring.ID()}, nil
 			}
@@ -148,6 +175,9 @@ func logsRoutes(handle func(string, level, http.HandlerFunc), streams streamLimi
 							lost[n] = true
 							batch = append(batch, logring.Line{At: time.Now(), Node: n, Level: "WARN",
 								Msg: fmt.Sprintf("locus logs: node %d does not answer (%v); going on with the others", n, err)})
+							if req.Previous {
+								batch[len(batch)-1].Msg = fmt.Sprintf("locus logs: node %d: %v", n, err)
+							}
 						}
 						return
 					}

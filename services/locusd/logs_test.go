@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,9 @@ func TestLogsFollowThroughANodeDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &testutil.Daemons{T: t, Bin: bin, Dir: t.TempDir(), Procs: map[int]*exec.Cmd{}, Net: "127.0.82"}
+	// Node 1 keeps its log on "its state disk" too.
+	logFile := filepath.Join(d.Dir, "node1-state", "log", "locusd.log")
+	d.Extra = map[int][]string{1: {"--log-file", logFile}}
 	t.Cleanup(func() {
 		for n := range d.Procs {
 			d.Kill(n)
@@ -111,6 +115,43 @@ func TestLogsFollowThroughANodeDown(t *testing.T) {
 	next("node 2's line of the request, after node 3's loss", func(l logring.Line) bool {
 		return l.Node == 2 && strings.Contains(l.Msg+" "+l.Attrs, "/v1/runlevel")
 	})
+
+	// Node 1 restarts: its previous boot's log, node 3's loss in it, is
+	// read from its disk.
+	d.Kill(1)
+	d.Start(1)
+	var prev []logring.Line
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		c := exec.Command(bin, "logs", "--previous", "--node", "1", "--output", "json")
+		c.Env = append(os.Environ(), "LOCUS_ENDPOINT="+d.Socket(1), "LOCUS_CONTEXT=", "HOME="+d.Dir)
+		out, err := c.Output()
+		if err == nil {
+			prev = nil
+			for _, ln := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				var l logring.Line
+				if json.Unmarshal([]byte(ln), &l) == nil {
+					prev = append(prev, l)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("locus logs --previous on the restarted node 1: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	found := false
+	for _, l := range prev {
+		found = found || (l.Node == 1 && (strings.Contains(l.Attrs, "node=3") || strings.Contains(l.Msg, "node 3")))
+	}
+	if !found || len(prev) < 10 {
+		t.Errorf("node 1's previous boot: %d lines, none about node 3", len(prev))
+	}
+	c := exec.Command(bin, "logs", "--previous", "--node", "2", "--output", "json")
+	c.Env = cmd.Env
+	if out, err := c.CombinedOutput(); err != nil || !strings.Contains(string(out), "this node keeps no log on disk") {
+		t.Errorf("locus logs --previous of node 2, which has no disk: %v\n%q", err, out)
+	}
 }
 
 // topKeys runs locus top on a terminal (a pty, 100x30): it draws the

@@ -51,6 +51,7 @@ type Ring struct {
 	last  uint64
 	wake  chan struct{} // closed and replaced at each new line
 	id    string        // this ring's, so a reader sees a new one (a reboot) as such
+	disk  *persist      // where lines are written too (Persist), or nil
 }
 
 // New makes a ring of size lines (DefaultSize if 0).
@@ -75,6 +76,10 @@ func (r *Ring) SetNode(n int) {
 func (r *Ring) add(l Line) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.addLocked(l)
+}
+
+func (r *Ring) addLocked(l Line) {
 	r.last++
 	l.Seq, l.Node = r.last, r.node
 	if len(r.lines) == r.size {
@@ -82,6 +87,9 @@ func (r *Ring) add(l Line) {
 		r.lines = r.lines[:len(r.lines)-1]
 	}
 	r.lines = append(r.lines, l)
+	if r.disk != nil {
+		r.disk.write(r, l)
+	}
 	close(r.wake)
 	r.wake = make(chan struct{})
 }
