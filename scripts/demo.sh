@@ -15,6 +15,7 @@ flags=(--image-dir "$OUT")
 [ -n "$STATE" ] && flags+=(--state-dir "$STATE")
 trap '"$LOCUS" qemu "${flags[@]}" down >/dev/null 2>&1 || true' EXIT
 "$LOCUS" qemu "${flags[@]}" down >/dev/null 2>&1 || true
+echo "(to watch it in a browser: run \`$LOCUS dashboard\` in another terminal and open the address it prints)"
 set -x
 "$LOCUS" qemu "${flags[@]}" up -n "$N"
 "$LOCUS" qemu "${flags[@]}" status

@@ -36,7 +36,9 @@ changes: a node that goes Down turns Down on the page without a reload.
 Open the address it prints: the token in it is asked once, then kept as a
 cookie; requests without it, or to another Host than loopback, are refused.
 The server only reads: nothing on the page controls the cluster. It runs
-until interrupted.`,
+until interrupted. Started before there is a cluster to talk to (beside
+make demo), it waits for one: locus qemu up saves its context as soon as
+node 1 is Up.`,
 		Example: "  locus dashboard\n  locus dashboard --listen 127.0.0.1:0 --output json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -50,9 +52,21 @@ until interrupted.`,
 			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 				return fmt.Errorf("dashboard: --listen %q: loopback only (it holds your credential); from another machine use ssh -L", listen)
 			}
+			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			// Started before the cluster (beside make demo, say), it
+			// waits for the context qemu up saves once node 1 is Up.
 			ep, err := resolveEndpoint(e.endpoint, e.context)
-			if err != nil {
-				return err
+			for waited := false; err != nil; ep, err = resolveEndpoint(e.endpoint, e.context) {
+				if !waited {
+					fmt.Fprintf(e.stderr, "dashboard: waiting for a cluster to talk to (%v)\n", err)
+					waited = true
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
 			}
 			defer ep.client.Close()
 			log := slog.New(slog.NewTextHandler(e.stderr, nil)).With("svc", "dashboard")
@@ -70,8 +84,6 @@ until interrupted.`,
 			} else {
 				fmt.Fprintf(e.stdout, "Locus dashboard of %s (%s): open %s\n", ep.API, ep.From, url)
 			}
-			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer cancel()
 			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 				BaseContext: func(net.Listener) context.Context { return ctx }}
 			var wg sync.WaitGroup
