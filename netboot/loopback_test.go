@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mdlayher/ndp"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -256,6 +258,7 @@ func loopbackChild(t *testing.T) {
 	}
 
 	floodFromTheWire(t, ctx)
+	solicitRouter(t)
 	checkMetrics(t, len(big))
 }
 
@@ -388,6 +391,9 @@ func checkMetrics(t *testing.T, initramfs int) {
 	if v := value("locus_netboot_tftp_active_transfers", nil) + value("locus_netboot_http_active_requests", nil); v != 0 {
 		t.Errorf("%v transfers still active after all ended", v)
 	}
+	if v := value("locus_netboot_router_solicitations_total", nil); v < 1 {
+		t.Errorf("router solicitations answered: %v", v)
+	}
 	if v := value("locus_netboot_leases", nil); v < 1 {
 		t.Errorf("leases: %v", v)
 	}
@@ -414,4 +420,68 @@ func jsonDecode(t *testing.T, r io.Reader, v any) {
 	if err := json.NewDecoder(r).Decode(v); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// solicitRouter sends a router solicitation from the client's side of
+// the link, as iPXE does, and wants the service's advertisement: no
+// prefix, no managed or other configuration, router lifetime 0.
+func solicitRouter(t *testing.T) {
+	t.Helper()
+	ifi, err := net.InterfaceByName("nb1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c *ndp.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, _, err = ndp.Listen(ifi, ndp.LinkLocal); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ndp on nb1: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	defer c.Close()
+	rs := &ndp.RouterSolicitation{Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}}}
+	// The service's own link-local address may still be tentative: the
+	// first solicitations go until its first advertisement comes (as
+	// iPXE's retransmissions would); then one more must be answered on
+	// its own.
+	answered := func(within time.Duration) (*ndp.RouterAdvertisement, time.Duration, bool) {
+		start := time.Now()
+		if err := c.WriteTo(rs, nil, netip.MustParseAddr("ff02::2")); err != nil {
+			t.Fatalf("router solicitation: %v", err)
+		}
+		c.SetReadDeadline(time.Now().Add(within))
+		for {
+			m, _, _, err := c.ReadFrom()
+			if err != nil {
+				return nil, 0, false
+			}
+			if ra, ok := m.(*ndp.RouterAdvertisement); ok {
+				return ra, time.Since(start), true
+			}
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, _, ok := answered(250 * time.Millisecond); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no router advertisement within 10s of solicitations")
+		}
+	}
+	ra, took, ok := answered(2 * time.Second)
+	if !ok {
+		t.Fatal("a router solicitation unanswered for 2s")
+	}
+	if ra.ManagedConfiguration || ra.OtherConfiguration || ra.RouterLifetime != 0 {
+		t.Errorf("advertisement %+v: want no managed/other configuration and lifetime 0", ra)
+	}
+	for _, o := range ra.Options {
+		if _, ok := o.(*ndp.PrefixInformation); ok {
+			t.Errorf("advertisement carries a prefix: %+v", o)
+		}
+	}
+	t.Logf("a router solicitation answered in %v", took.Round(time.Microsecond))
 }

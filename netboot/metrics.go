@@ -24,6 +24,7 @@ type Metrics struct {
 	httpBytes  prometheus.Counter
 	httpActive prometheus.Gauge
 	httpDone   *prometheus.CounterVec
+	solicits   prometheus.Counter
 }
 
 var (
@@ -42,7 +43,9 @@ func newMetrics(leases *Leases, reg *Registry) *Metrics {
 	m.httpBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "locus_netboot_http_sent_bytes_total", Help: "Bytes of HTTP bodies sent (kernel, initramfs, scripts)."})
 	m.httpActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: "locus_netboot_http_active_requests", Help: "HTTP requests under way."})
 	m.httpDone = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "locus_netboot_http_requests_total", Help: "HTTP requests by status code."}, []string{"code"})
-	m.reg.MustRegister(m.dhcp, m.tftpBytes, m.tftpActive, m.tftpDone, m.httpBytes, m.httpActive, m.httpDone,
+	m.solicits = prometheus.NewCounter(prometheus.CounterOpts{Name: "locus_netboot_router_solicitations_total",
+		Help: "IPv6 router solicitations answered (iPXE's: the advertisement ends its wait for IPv6)."})
+	m.reg.MustRegister(m.solicits, m.dhcp, m.tftpBytes, m.tftpActive, m.tftpDone, m.httpBytes, m.httpActive, m.httpDone,
 		collector{leases: leases, registry: reg}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

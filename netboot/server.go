@@ -255,6 +255,14 @@ func (s *Service) Serve(ctx context.Context) error {
 		return nil
 	})
 
+	run("router advertisements", func() error {
+		// Not fatal: DHCPv4 boots work without it, only slower.
+		if err := s.advertiseRouter(ctx); err != nil {
+			log.Warn("netboot: no router advertisements: iPXE will wait for them before it boots", "err", err)
+		}
+		return nil
+	})
+
 	run("registry", func() error {
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()

@@ -30,11 +30,11 @@ import (
 // Sources are where the metrics come from; a nil one is a subsystem
 // this node does not run, and its metrics are left out.
 type Sources struct {
-	Node       int
-	Status     func() clms.Status
-	Loads      func() []proc.Load
+	Node   int
+	Status func() clms.Status
+	Loads  func() []proc.Load
 	// Launched counts the jobs this node started (proc.Service).
-	Launched func() uint64
+	Launched   func() uint64
 	Instances  func() []ha.InstanceStatus
 	Lockspaces func() dlm.NodeState
 	ClusterIP  func() (director bool, table []lvs.VirtualService)
