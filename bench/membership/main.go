@@ -41,8 +41,26 @@ func run(args []string, stdout io.Writer) error {
 	nodes := fs.Int("nodes", 5, "cluster size")
 	results := fs.String("results", "", "bench/RESULTS.md to update (empty: print only)")
 	csKills := fs.Int("corosync-kills", 12, "node kills of Debian's corosync, in network namespaces (0: skip; each costs about 10 s)")
+	scale := fs.Int("scale", 256, "members of the scale run (0: skip it)")
+	scaleKills := fs.Int("scale-kills", 20, "non-voter kills in the scale run")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *scale > 0 {
+		r, err := runScale(stdout, *scale, *scaleKills)
+		if err != nil {
+			return err
+		}
+		report := formatScale(r)
+		fmt.Fprint(stdout, report)
+		if *results != "" {
+			if err := benchresults.WriteSection(*results, "membership-scale", report); err != nil {
+				return err
+			}
+		}
+	}
+	if *kills <= 0 {
+		return nil
 	}
 	// corosync side by side, if it runs here: its processes and network
 	// namespaces go at the end, also on an interrupt.
@@ -239,7 +257,7 @@ func (c *cluster) start(n int, bootstrap bool) error {
 	// Node N keeps its address and ports across restarts, as a machine
 	// that reboots does (a new port for the same node name would be an
 	// address conflict to gossip until the old one is declared dead).
-	m, err := clms.Start(clms.Config{Node: n, Addr: fmt.Sprintf("%s.%d", c.net, n), RaftPort: clms.DefaultRaftPort, GossipPort: clms.DefaultGossipPort,
+	m, err := clms.Start(clms.Config{Node: n, Addr: c.addr(n), RaftPort: clms.DefaultRaftPort, GossipPort: clms.DefaultGossipPort,
 		Bootstrap: bootstrap, Join: join, Profile: c.profile})
 	if err != nil {
 		return err
@@ -256,6 +274,15 @@ func (c *cluster) start(n int, bootstrap bool) error {
 	c.members[n] = m
 	c.mu.Unlock()
 	return nil
+}
+
+// addr is node n's loopback address: <net>.n, or with a two-octet net
+// (a cluster of more than 254), <net>.(n/200).(n%200+1).
+func (c *cluster) addr(n int) string {
+	if strings.Count(c.net, ".") == 1 {
+		return fmt.Sprintf("%s.%d.%d", c.net, n/200, n%200+1)
+	}
+	return fmt.Sprintf("%s.%d", c.net, n)
 }
 
 // waitUp waits until every member sees n nodes Up and one master.
@@ -278,7 +305,7 @@ func (c *cluster) waitUp(n int, timeout time.Duration) error {
 		if ok {
 			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(time.Duration(max(20, n)) * time.Millisecond)
 	}
 	return fmt.Errorf("%s cluster: %d nodes not Up within %s", c.profile, n, timeout)
 }
@@ -295,12 +322,24 @@ func (c *cluster) killOne(master bool) (time.Duration, error) {
 			victim = n
 		}
 	}
+	c.mu.Unlock()
+	if victim == 0 {
+		return 0, errors.New("no node to kill")
+	}
+	return c.kill(victim)
+}
+
+// kill stops node victim and returns the time until every survivor
+// applied its Down; then it starts the node again and waits for the
+// cluster to be whole.
+func (c *cluster) kill(victim int) (time.Duration, error) {
+	c.mu.Lock()
 	m := c.members[victim]
 	delete(c.members, victim)
 	survivors := len(c.members)
 	c.mu.Unlock()
-	if victim == 0 {
-		return 0, errors.New("no node to kill")
+	if m == nil {
+		return 0, fmt.Errorf("no node %d to kill", victim)
 	}
 	for len(c.downs) > 0 {
 		<-c.downs
