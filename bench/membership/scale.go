@@ -36,7 +36,7 @@ func runScale(stdout io.Writer, n, kills int) (scaleResult, error) {
 	r := scaleResult{n: n, profile: clms.ProfileSteady, killsWanted: kills}
 	rss0, heap0, g0 := memNow()
 	start := time.Now()
-	c := &cluster{profile: r.profile, net: "127.2", members: map[int]*clms.Member{}, downs: make(chan down, 4*n)}
+	c := &cluster{profile: r.profile, net: "127.2", members: map[int]*clms.Member{}, downs: make(chan down, 4*n), progress: stdout}
 	defer c.close()
 	for i := 1; i <= n; i++ {
 		if err := c.start(i, i == 1); err != nil {
