@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -36,6 +37,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/locus-ssi/locus/netboot"
 	"github.com/locus-ssi/locus/services/clms"
@@ -67,7 +71,10 @@ type View struct {
 	ClusterIP *lvs.Report         `json:"clusterip,omitempty"`
 	Procs     []proc.Process      `json:"procs,omitempty"`
 	ProcCount int                 `json:"proc_count"`
-	Timeline  []Entry             `json:"timeline"`
+	// Root is the shared root as each Up node's CFS metrics show it:
+	// the node that serves it and its clients, the nodes that relay.
+	Root     []RootNode `json:"root,omitempty"`
+	Timeline []Entry    `json:"timeline"`
 	// Missing says which parts did not come the last round, and why
 	// (a cluster without netboot on this endpoint, say).
 	Missing map[string]string `json:"missing,omitempty"`
@@ -75,6 +82,19 @@ type View struct {
 	roles    map[string]string // last seen: master, director, service placements
 	seen     map[uint64]bool   // transition ids in the timeline
 	slowLast time.Time         // when services, cluster IP and processes were last asked
+}
+
+// RootNode is one node's part in the shared root (CFS).
+type RootNode struct {
+	Node int `json:"node"`
+	// Clients is how many connections its CFS server has (0: it does
+	// not serve).
+	Clients int `json:"clients"`
+	// Ops is how many 9P requests its server answered.
+	Ops uint64 `json:"ops"`
+	// RelayConnections is how many upstream connections its relay made
+	// (0: it does not relay; more than 1: it failed over).
+	RelayConnections int `json:"relay_connections"`
 }
 
 // Entry is one line of the timeline: a membership transition, or a
@@ -274,6 +294,10 @@ func (s *Server) refresh(ctx context.Context) {
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
 		return
 	}
+	var root []RootNode
+	if _, bad := missing["cluster"]; slow && !bad {
+		root = s.rootOf(ctx, &cv)
+	}
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -318,6 +342,7 @@ func (s *Server) refresh(ctx context.Context) {
 				return fmt.Sprintf("cluster IP %s: director node %s (was node %s)", cip.Address, dashZero(d), dashZero(was))
 			})
 		}
+		v.Root = root
 		if _, bad := missing["procs"]; !bad {
 			p := ps.Processes
 			sort.SliceStable(p, func(i, j int) bool { return p[i].CPU > p[j].CPU })
@@ -342,6 +367,70 @@ func (s *Server) refresh(ctx context.Context) {
 	for ch := range s.subs {
 		send(ch, raw)
 	}
+}
+
+// rootOf asks every Up node for its metrics (through the endpoint, in
+// parallel) and reads its CFS part from them: its server's clients and
+// requests, its relay's connections. A node that does not answer is left
+// out.
+func (s *Server) rootOf(ctx context.Context, cv *locusd.ClusterView) []RootNode {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var out []RootNode
+	for _, n := range cv.Nodes {
+		if n.State != clms.Up {
+			continue
+		}
+		wg.Add(1)
+		go func(node int) {
+			defer wg.Done()
+			resp, err := s.src.Open(ctx, fmt.Sprintf("/v1/metrics?node=%d", node))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			r, err := ParseRoot(resp.Body)
+			if err != nil {
+				s.log.Debug("dashboard: node metrics", "node", node, "err", err)
+				return
+			}
+			r.Node = node
+			mu.Lock()
+			out = append(out, r)
+			mu.Unlock()
+		}(n.Node)
+	}
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out
+}
+
+// ParseRoot reads a node's CFS part from its metrics (Prometheus's text
+// format): locus_cfs_clients, the count of locus_cfs_op_seconds, and
+// locus_cfs_relay_connections_total.
+func ParseRoot(r io.Reader) (RootNode, error) {
+	var out RootNode
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(io.LimitReader(r, 4<<20))
+	if err != nil {
+		return out, fmt.Errorf("dashboard: metrics: %w", err)
+	}
+	if f := fams["locus_cfs_clients"]; f != nil {
+		for _, m := range f.Metric {
+			out.Clients += int(m.GetGauge().GetValue())
+		}
+	}
+	if f := fams["locus_cfs_op_seconds"]; f != nil {
+		for _, m := range f.Metric {
+			out.Ops += m.GetHistogram().GetSampleCount()
+		}
+	}
+	if f := fams["locus_cfs_relay_connections_total"]; f != nil {
+		for _, m := range f.Metric {
+			out.RelayConnections += int(m.GetCounter().GetValue())
+		}
+	}
+	return out, nil
 }
 
 // note adds a timeline entry when what holds role (master, director,

@@ -47,6 +47,17 @@ func (f *fakeCluster) Get(ctx context.Context, path string, v any) error {
 }
 
 func (f *fakeCluster) Open(ctx context.Context, path string) (*http.Response, error) {
+	if node, ok := strings.CutPrefix(path, "/v1/metrics?node="); ok {
+		text := "# TYPE locus_cfs_clients gauge\nlocus_cfs_clients{node=\"" + node + "\"} 0\n"
+		switch node {
+		case "1":
+			text = "# TYPE locus_cfs_clients gauge\nlocus_cfs_clients{node=\"1\"} 2\n" +
+				"# TYPE locus_cfs_op_seconds histogram\nlocus_cfs_op_seconds_bucket{node=\"1\",op=\"walk\",le=\"+Inf\"} 40\nlocus_cfs_op_seconds_sum{node=\"1\",op=\"walk\"} 0.1\nlocus_cfs_op_seconds_count{node=\"1\",op=\"walk\"} 40\n"
+		default:
+			text += "# TYPE locus_cfs_relay_connections_total counter\nlocus_cfs_relay_connections_total{node=\"" + node + "\"} 1\n"
+		}
+		return &http.Response{StatusCode: http.StatusOK, Body: io.NopCloser(strings.NewReader(text))}, nil
+	}
 	pr, pw := io.Pipe()
 	go func() {
 		enc := json.NewEncoder(pw)
@@ -153,7 +164,10 @@ func TestStreamPushesTransitionAtOnce(t *testing.T) {
 		t.Fatalf("Content-Type %q", ct)
 	}
 	ch := views(t, resp.Body)
-	v := waitView(t, ch, "three nodes Up", func(v View) bool { return nodeState(v, 3) == clms.Up })
+	v := waitView(t, ch, "three nodes Up and the shared root", func(v View) bool { return nodeState(v, 3) == clms.Up && len(v.Root) == 3 })
+	if r := v.Root; r[0].Node != 1 || r[0].Clients != 2 || r[0].Ops != 40 || r[1].RelayConnections != 1 || r[2].RelayConnections != 1 {
+		t.Errorf("shared root: %+v, want node 1 serving 2 clients (40 requests), nodes 2 and 3 relaying", r)
+	}
 	if v.Missing["boot"] == "" {
 		t.Errorf("a cluster without a netboot registry: missing says nothing: %+v", v.Missing)
 	}
@@ -306,4 +320,16 @@ func TestPageGoneLeavesNothing(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// FuzzParseRoot: whatever a node's metrics say, ParseRoot answers or
+// errs; it does not crash.
+func FuzzParseRoot(f *testing.F) {
+	f.Add("# TYPE locus_cfs_clients gauge\nlocus_cfs_clients{node=\"1\"} 3\n")
+	f.Add("locus_cfs_relay_connections_total 2\n")
+	f.Add("# TYPE locus_cfs_op_seconds histogram\nlocus_cfs_op_seconds_count 9\n")
+	f.Add("garbage{\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		ParseRoot(strings.NewReader(text))
+	})
 }

@@ -121,6 +121,22 @@ function drawServices(v) {
     (ports.length ? " · " + ports.join(" · ") : "");
 }
 
+function drawRoot(v) {
+  const nodes = v.root || [];
+  const servers = nodes.filter((r) => r.clients > 0);
+  const relays = nodes.filter((r) => r.relay_connections > 0);
+  const box = $("root");
+  if (!servers.length && !relays.length) {
+    box.textContent = "no CFS server seen";
+    return;
+  }
+  const parts = servers.map((r) => "served by node " + r.node + " to " + r.clients + " client" + (r.clients === 1 ? "" : "s") + " (" + r.ops + " requests)");
+  if (relays.length) {
+    parts.push("relayed by node" + (relays.length > 1 ? "s " : " ") + relays.map((r) => r.node + (r.relay_connections > 1 ? " (failed over " + (r.relay_connections - 1) + "x)" : "")).join(", "));
+  }
+  box.textContent = parts.join(" · ");
+}
+
 function drawProcs(v) {
   $("proc-count").textContent = v.proc_count ? "(busiest " + (v.procs || []).length + " of " + v.proc_count + ", clusterwide)" : "";
   fill($("procs").tBodies[0], (v.procs || []).map((p) => el("tr", {},
@@ -135,6 +151,7 @@ function draw(v) {
   drawBoot(v, now);
   drawTimeline(v);
   drawServices(v);
+  drawRoot(v);
   drawProcs(v);
   document.body.dataset.updated = v.at || "";
 }
