@@ -42,15 +42,7 @@ func TestBrowserSeesNodeDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &testutil.Daemons{T: t, Bin: bin, Dir: t.TempDir(), Procs: map[int]*exec.Cmd{}, Net: "127.0.84"}
-	t.Cleanup(func() {
-		for n := range d.Procs {
-			d.Kill(n)
-		}
-	})
-	for n := 1; n <= 3; n++ {
-		d.Start(n)
-	}
-	d.Wait("three daemons Up", map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up})
+	d.StartUp(t, 3)
 
 	dash := exec.Command(bin, "dashboard", "--listen", "127.0.0.1:0", "--output", "json")
 	dash.Env = append(os.Environ(), "LOCUS_ENDPOINT="+d.Socket(1), "LOCUS_CONTEXT=", "HOME="+d.Dir, "XDG_CONFIG_HOME="+d.Dir)

@@ -159,3 +159,20 @@ func (d *Daemons) Wait(what string, want map[int]clms.State) map[int]uint64 {
 	d.T.Fatalf("%s: %s", what, last)
 	return nil
 }
+
+// StartUp starts nodes 1..n, ends them all when the test does (also on
+// failure), and waits until every one sees all n Up.
+func (d *Daemons) StartUp(t interface{ Cleanup(func()) }, n int) {
+	d.T.Helper()
+	t.Cleanup(func() {
+		for m := range d.Procs {
+			d.Kill(m)
+		}
+	})
+	want := map[int]clms.State{}
+	for i := 1; i <= n; i++ {
+		d.Start(i)
+		want[i] = clms.Up
+	}
+	d.Wait(fmt.Sprintf("%d daemons Up", n), want)
+}

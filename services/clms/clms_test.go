@@ -659,27 +659,30 @@ func TestNoSelfFenceInElection(t *testing.T) {
 	c.waitAll("three Up", 15*time.Second, states(Up, 1, 2, 3))
 	c.faults.PartitionRaft([]string{"127.0.78.1"}, []string{"127.0.78.2", "127.0.78.3"})
 	c.faults.PartitionRaft([]string{"127.0.78.2"}, []string{"127.0.78.3"})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if !c.members[1].Status().Quorum && !c.members[2].Status().Quorum && !c.members[3].Status().Quorum {
-			break
+	quorum := func(want bool, within time.Duration, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(within); ; {
+			ok := true
+			for n := 1; n <= 3; n++ {
+				ok = ok && c.members[n].Status().Quorum == want
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("Raft cut between every pair, a node still claims quorum")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	quorum(false, 10*time.Second, "Raft cut between every pair, a node still claims quorum")
 	select {
 	case n := <-c.selfFenced:
 		t.Fatalf("node %d fenced itself while it gossiped with every voter", n)
 	case <-time.After(4 * c.selfFenceAfter):
 	}
 	c.faults.Heal()
-	for deadline := time.Now().Add(20 * time.Second); !c.members[1].Status().Quorum || !c.members[2].Status().Quorum || !c.members[3].Status().Quorum; {
-		if time.Now().After(deadline) {
-			t.Fatal("healed, no quorum again")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	quorum(true, 20*time.Second, "healed, no quorum again")
 	select {
 	case n := <-c.selfFenced:
 		t.Fatalf("node %d fenced itself", n)

@@ -14,7 +14,6 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/locus-ssi/locus/internal/testutil"
-	"github.com/locus-ssi/locus/services/clms"
 	"github.com/locus-ssi/locus/services/logring"
 )
 
@@ -31,15 +30,7 @@ func TestLogsFollowThroughANodeDown(t *testing.T) {
 	// Node 1 keeps its log on "its state disk" too.
 	logFile := filepath.Join(d.Dir, "node1-state", "log", "locusd.log")
 	d.Extra = map[int][]string{1: {"--log-file", logFile}}
-	t.Cleanup(func() {
-		for n := range d.Procs {
-			d.Kill(n)
-		}
-	})
-	for n := 1; n <= 3; n++ {
-		d.Start(n)
-	}
-	d.Wait("three daemons Up", map[int]clms.State{1: clms.Up, 2: clms.Up, 3: clms.Up})
+	d.StartUp(t, 3)
 	cmd := exec.Command(bin, "logs", "-f", "--output", "json")
 	cmd.Env = append(os.Environ(), "LOCUS_ENDPOINT="+d.Socket(1), "LOCUS_CONTEXT=", "HOME="+d.Dir)
 	out, err := cmd.StdoutPipe()
