@@ -79,9 +79,9 @@ type View struct {
 	// (a cluster without netboot on this endpoint, say).
 	Missing map[string]string `json:"missing,omitempty"`
 
-	roles    map[string]string // last seen: master, director, service placements
-	seen     map[uint64]bool   // transition ids in the timeline
-	slowLast time.Time         // when services, cluster IP and processes were last asked
+	roles    map[string]string    // last seen: master, director, service placements
+	seen     map[uint64]time.Time // transition ids in the timeline, with their times
+	slowLast time.Time            // when services, cluster IP and processes were last asked
 }
 
 // RootNode is one node's part in the shared root (CFS).
@@ -149,7 +149,7 @@ func New(src Source, endpoint string, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{src: src, endpoint: endpoint, log: log, token: hex.EncodeToString(b),
 		poke: make(chan struct{}, 1), subs: map[chan []byte]struct{}{}}
-	s.view = View{Endpoint: endpoint, Timeline: []Entry{}, roles: map[string]string{}, seen: map[uint64]bool{}}
+	s.view = View{Endpoint: endpoint, Timeline: []Entry{}, roles: map[string]string{}, seen: map[uint64]time.Time{}}
 	s.raw, _ = json.Marshal(s.view)
 	return s, nil
 }
@@ -228,10 +228,15 @@ func (s *Server) readTransitions(ctx context.Context) error {
 }
 
 func (v *View) addTransition(t clms.Transition) bool {
-	if v.seen[t.ID] {
-		return false
+	if at, ok := v.seen[t.ID]; ok {
+		if at.Equal(t.At) {
+			return false // the history again, after a reconnect
+		}
+		// The same id at another time: another cluster behind the
+		// endpoint (rebuilt, its ids from 1 again). Its timeline only.
+		v.seen, v.roles, v.Timeline = map[uint64]time.Time{}, map[string]string{}, []Entry{}
 	}
-	v.seen[t.ID] = true
+	v.seen[t.ID] = t.At
 	text := fmt.Sprintf("node %d %s", t.Node, t.State)
 	if t.Reason != "" {
 		text += " (" + t.Reason + ")"

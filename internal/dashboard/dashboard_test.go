@@ -213,6 +213,18 @@ func TestStreamPushesTransitionAtOnce(t *testing.T) {
 	if n != 1 {
 		t.Errorf("node 3's Down %d times in the timeline: %+v", n, v.Timeline)
 	}
+	// Another cluster behind the endpoint (its ids from 1 again): its
+	// transitions are not taken for ones already seen.
+	f.transitions <- clms.Transition{ID: 9, Node: 1, State: clms.ComingUp, At: sent.Add(time.Hour), Master: 1, Reason: "joined"}
+	v = waitView(t, ch, "the new cluster's transition 9", func(v View) bool {
+		return len(v.Timeline) > 0 && v.Timeline[len(v.Timeline)-1].State == "ComingUp" && v.Timeline[len(v.Timeline)-1].Node == 1
+	})
+	for _, e := range v.Timeline {
+		if e.Kind == EntryTransition && e.Node == 3 {
+			t.Errorf("the old cluster's transitions are still in the new one's timeline: %+v", v.Timeline)
+			break
+		}
+	}
 }
 
 // TestRefusesWithoutToken: the page, the view and the stream are served
