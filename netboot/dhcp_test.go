@@ -159,7 +159,11 @@ func TestDORAWithPoolAndPersistence(t *testing.T) {
 	if err == nil && nak.MessageType() != dhcpv4.MessageTypeNak {
 		t.Errorf("request for a taken address = %v, want NAK", nak.MessageType())
 	}
-	// The lease survives a restart.
+	// The lease survives a restart once synced (the server syncs every
+	// batch before its ACKs leave).
+	if err := leases.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	reopened, err := OpenLeases(leases.file, leases.first, leases.last, nil)
 	if err != nil {
 		t.Fatal(err)

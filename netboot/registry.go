@@ -64,6 +64,7 @@ type Registry struct {
 	// memory only: a restarted service invalidates them, and a node that
 	// booted with one must boot again).
 	secrets map[string][]secret
+	table   map[string]clusterspec.Node // the node table by MAC
 	// newMACs limits the MACs never seen before taken in (Admit).
 	newMACs     *rate.Limiter
 	floodLogged time.Time
@@ -225,8 +226,20 @@ func OpenRegistry(spec *clusterspec.Spec, file string, now func() time.Time) (*R
 	if now == nil {
 		now = time.Now
 	}
+	perMinute := spec.Netboot.NewMACsPerMinute
+	if perMinute <= 0 {
+		perMinute = NewMACsPerMinute
+	}
 	r := &Registry{spec: spec, file: file, now: now, contacts: map[string]*Contact{}, accepted: map[string]int{},
-		newMACs: rate.NewLimiter(rate.Every(time.Minute/NewMACsPerMinute), NewMACsPerMinute), log: slog.New(slog.DiscardHandler)}
+		table:   map[string]clusterspec.Node{},
+		newMACs: rate.NewLimiter(rate.Every(time.Minute/time.Duration(perMinute)), perMinute), log: slog.New(slog.DiscardHandler)}
+	// The node table by MAC: a packet's lookup is one map access, not a
+	// walk of every row (a 10,000-node table is asked on every packet).
+	for _, row := range spec.Nodes {
+		if m, err := net.ParseMAC(row.MAC); err == nil {
+			r.table[m.String()] = row
+		}
+	}
 	if file == "" {
 		return r, nil
 	}
@@ -250,6 +263,12 @@ func OpenRegistry(spec *clusterspec.Spec, file string, now func() time.Time) (*R
 	return r, nil
 }
 
+// tableRow is mac's row in the node table.
+func (r *Registry) tableRow(mac net.HardwareAddr) (clusterspec.Node, bool) {
+	row, ok := r.table[mac.String()]
+	return row, ok
+}
+
 // SetLogger gives the registry a logger for what it refuses.
 func (r *Registry) SetLogger(l *slog.Logger) {
 	r.mu.Lock()
@@ -257,12 +276,12 @@ func (r *Registry) SetLogger(l *slog.Logger) {
 	r.log = l
 }
 
-// NewMACsPerMinute bounds how many MACs the registry has never seen, and
-// that are not in the node table, it takes in a minute (a burst of as
-// many at once): a rack of new machines powered on together fits, a
-// flood of made-up MACs does not get to fill the registry, take node
-// numbers (admission: accept) or cost a disk write each. Beyond it such
-// a MAC gets no answer.
+// NewMACsPerMinute is the default of netboot.new_macs_per_minute: how
+// many MACs the registry has never seen, and that are not in the node
+// table, it takes in a minute (a burst of as many at once): a rack of new
+// machines powered on together fits, a flood of made-up MACs does not get
+// to fill the registry, take node numbers (admission: accept) or cost a
+// disk write each. Beyond it such a MAC gets no answer.
 const NewMACsPerMinute = 64
 
 // ErrTooManyNewMACs refuses a new MAC over NewMACsPerMinute.
@@ -273,7 +292,7 @@ func (r *Registry) Admit(mac net.HardwareAddr, kind ClientKind) (Admission, erro
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, seen := r.contacts[mac.String()]; !seen {
-		if _, known := r.spec.NodeByMAC(mac); !known && r.accepted[mac.String()] == 0 && !r.newMACs.AllowN(r.now(), 1) {
+		if _, known := r.tableRow(mac); !known && r.accepted[mac.String()] == 0 && !r.newMACs.AllowN(r.now(), 1) {
 			if r.now().Sub(r.floodLogged) > time.Minute {
 				r.floodLogged = r.now()
 				r.log.Warn("netboot: new MACs over the limit get no answer (a flood?)", "limit_per_minute", NewMACsPerMinute, "first_refused", mac.String())
@@ -288,7 +307,7 @@ func (r *Registry) Admit(mac net.HardwareAddr, kind ClientKind) (Admission, erro
 		// Firmware asking: the machine is (re)starting its boot.
 		c.Stage = StageDHCP
 	}
-	if row, ok := r.spec.NodeByMAC(mac); ok {
+	if row, ok := r.tableRow(mac); ok {
 		return r.admitted(c, row.Number, row.Hostname, "known")
 	}
 	if n, ok := r.accepted[mac.String()]; ok {
@@ -388,7 +407,7 @@ func (r *Registry) Save() error {
 func (r *Registry) Accept(mac net.HardwareAddr, number int) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if row, ok := r.spec.NodeByMAC(mac); ok {
+	if row, ok := r.tableRow(mac); ok {
 		return row.Number, fmt.Errorf("netboot: %s is node %d in the node table already", mac, row.Number)
 	}
 	if number == 0 {

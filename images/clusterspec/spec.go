@@ -136,6 +136,11 @@ type Netboot struct {
 	Pool string `yaml:"pool" json:"pool"`
 	// LeaseSeconds is the DHCP lease time.
 	LeaseSeconds int `yaml:"lease_seconds" json:"lease_seconds"`
+	// NewMACsPerMinute bounds the MACs outside the node table the netboot
+	// service takes in a minute, and in one burst (default 64): a rack of
+	// new machines powered on together fits, a flood of made-up MACs does
+	// not. A site that powers on more unlisted machines at once raises it.
+	NewMACsPerMinute int `yaml:"new_macs_per_minute" json:"new_macs_per_minute"`
 }
 
 // Admission policies for MACs not in the node table.
@@ -455,6 +460,9 @@ func (s *Spec) applyDefaults() {
 	if s.Membership.Profile == "" {
 		s.Membership.Profile = "auto"
 	}
+	if s.Netboot.NewMACsPerMinute == 0 {
+		s.Netboot.NewMACsPerMinute = 64
+	}
 	if s.Netboot.LeaseSeconds == 0 {
 		s.Netboot.LeaseSeconds = 3600
 	}
@@ -605,6 +613,9 @@ func (s *Spec) Validate() error {
 	case AdmitDeny, AdmitDiscover, AdmitAccept:
 	default:
 		bad("netboot.admission", "%q must be %q, %q or %q", s.Netboot.Admission, AdmitDeny, AdmitDiscover, AdmitAccept)
+	}
+	if s.Netboot.NewMACsPerMinute < 0 {
+		bad("netboot.new_macs_per_minute", "%d is negative", s.Netboot.NewMACsPerMinute)
 	}
 	if s.Netboot.LeaseSeconds < 60 {
 		bad("netboot.lease_seconds", "%d is too short (at least 60)", s.Netboot.LeaseSeconds)

@@ -45,7 +45,7 @@ func TestExampleShowsEveryKey(t *testing.T) {
 	ex := string(ExampleSpec())
 	for _, key := range []string{"cluster:", "name:", "interconnect:", "subnet:", "addressing:", "gateway:", "dns:",
 		"nodes:", "number:", "mac:", "hostname:", "addr:", "kernel:", "package:", "image:", "modules:", "cmdline:",
-		"runlevel:", "root:", "source:", "services:", "level:", "command:", "oneshot:", "ha:", "instances:", "placement:", "monitor:", "migration_threshold:", "failure_timeout:", "ocf:", "params:", "console:", "netboot:", "admission:", "pool:", "lease_seconds:"} {
+		"runlevel:", "root:", "source:", "services:", "level:", "command:", "oneshot:", "ha:", "instances:", "placement:", "monitor:", "migration_threshold:", "failure_timeout:", "ocf:", "params:", "console:", "netboot:", "admission:", "pool:", "lease_seconds:", "new_macs_per_minute:"} {
 		if !strings.Contains(ex, key) {
 			t.Errorf("example spec does not show key %q", key)
 		}
