@@ -21,7 +21,9 @@ func testPool(t testing.TB, file string, first, last string) *Leases {
 	return l
 }
 
-func mac(i int) net.HardwareAddr { return net.HardwareAddr{2, 0xaa, 0, byte(i >> 16), byte(i >> 8), byte(i)} }
+func mac(i int) net.HardwareAddr {
+	return net.HardwareAddr{2, 0xaa, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+}
 
 // A storm of new clients, each DISCOVERing before any REQUESTs: every
 // client is offered an address of its own, and every REQUEST is ACKed.
