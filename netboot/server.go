@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/locus-ssi/locus/images/clusterspec"
@@ -25,6 +26,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/pin/tftp/v3"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // Config configures the netboot service.
@@ -305,6 +307,35 @@ func (s *Service) initramfsName() string {
 	return layout.InitramfsFile + ".zst"
 }
 
+// dhcpReadBuffer is the DHCP socket's receive buffer: a storm's burst of
+// DISCOVERs waits there while a batch's leases are synced (the system's
+// default, about 200 KiB, overflowed at 256 clients in flight).
+const dhcpReadBuffer = 4 << 20
+
+// GrowReadBuffer sets conn's receive buffer to n bytes, past the system's
+// limit (net.core.rmem_max) when the process may (CAP_NET_ADMIN, which a
+// DHCP server on port 67 has), else as far as the limit allows.
+func GrowReadBuffer(conn net.PacketConn, n int) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+		if serr != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 // dhcpBatch is how many packets one pass of the DHCP loop takes at most.
 const dhcpBatch = 64
 
@@ -316,6 +347,9 @@ const dhcpBatch = 64
 // sends the replies, in one sendmmsg. A failed Sync sends no ACK: the
 // clients ask again, and the changes are written with the next batch.
 func (s *Service) serveDHCP(conn net.PacketConn) error {
+	if err := GrowReadBuffer(conn, dhcpReadBuffer); err != nil {
+		s.cfg.Log.Warn("dhcp: receive buffer left at the system's default: a boot storm may lose packets", "err", err)
+	}
 	pc := ipv4.NewPacketConn(conn)
 	in := make([]ipv4.Message, dhcpBatch)
 	for i := range in {

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,7 @@ func run(args []string) error {
 	fs.StringVar(&o.serverIP, "server-ip", "10.77.0.1", "server address on server-if")
 	fs.DurationVar(&o.duration, "duration", 4*time.Second, "how long each DHCP run lasts")
 	fs.StringVar(&o.serverNS, "server-ns", "", "network namespace the servers run in")
+	only := fs.String("only", "", "run only these measurements (storm, dhcp, tftp, http; comma-separated) and print them, leaving the results file as it is")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,16 +74,32 @@ func run(args []string) error {
 	if err := o.prepare(); err != nil {
 		return err
 	}
+	want := func(name string) bool { return *only == "" || strings.Contains(","+*only+",", ","+name+",") }
+	var storms []stormResult
+	if want("storm") {
+		if storms, err = o.benchStorm(); err != nil {
+			return err
+		}
+	}
 	var results []result
-	for _, b := range []func() (result, error){o.benchDHCP, o.benchTFTP, o.benchHTTP} {
-		r, err := b()
+	for _, b := range []struct {
+		name string
+		f    func() (result, error)
+	}{{"dhcp", o.benchDHCP}, {"tftp", o.benchTFTP}, {"http", o.benchHTTP}} {
+		if !want(b.name) {
+			continue
+		}
+		r, err := b.f()
 		if err != nil {
 			return err
 		}
 		fmt.Printf("%-40s locus %10.1f  %-10s %10.1f  %s  ratio %.2f %s\n", r.what, r.locus, r.peerName, r.peer, r.unit, r.ratio(), fmtRatios(r.ratios))
 		results = append(results, r)
 	}
-	return writeResults(o.results, results)
+	if *only != "" {
+		return nil
+	}
+	return writeResults(o.results, results, storms)
 }
 
 // prepare lays out the boot tree the servers share: iPXE, kernel and
@@ -106,7 +124,11 @@ func (o *opts) prepare() error {
 		return err
 	}
 	os.Chmod(o.work, 0o755)
-	spec := fmt.Sprintf("cluster: {name: bench}\ninterconnect: {subnet: 10.77.0.0/24}\nnetboot: {admission: discover, pool: 10.77.0.100-10.77.0.250}\n")
+	// A /16 with a pool of 65,000 addresses, both servers: a storm's
+	// every client is a machine never seen before. new_macs_per_minute
+	// is raised as a site expecting such a storm would (the default, 64,
+	// guards against floods of made-up MACs).
+	spec := "cluster: {name: bench}\ninterconnect: {subnet: 10.77.0.0/16}\nnetboot: {admission: discover, pool: 10.77.1.0-10.77.254.254, new_macs_per_minute: 10000000}\n"
 	return os.WriteFile(filepath.Join(o.work, "locus.yaml"), []byte(spec), 0o644)
 }
 
@@ -174,6 +196,91 @@ func (o *opts) startLocus() (*server, error) {
 		"--state-dir", filepath.Join(o.work, "locus-state-"+strconv.FormatInt(time.Now().UnixNano(), 36)))
 }
 
+// startDnsmasq starts dnsmasq as its users tune it for a big pool: no
+// ping before an offer (its default costs seconds per new client), a lease
+// limit above the pool (its default is 1,000), DHCP logging off; with a
+// fresh lease file.
+func (o *opts) startDnsmasq() (*server, error) {
+	leases := filepath.Join(o.work, "dnsmasq.leases")
+	os.Remove(leases)
+	return o.start("dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--interface="+o.serverIf, "--bind-interfaces",
+		"--dhcp-range=10.77.1.0,10.77.254.254,1h", "--dhcp-lease-max=70000", "--dhcp-leasefile="+leases,
+		"--dhcp-authoritative", "--no-ping", "--quiet-dhcp", "--conf-file=/dev/null", "--log-facility=-")
+}
+
+// stormLevel is one load of the storm benchmark: an offered rate of new
+// clients a second, or (rate 0) a number kept in flight.
+type stormLevel struct {
+	rate     float64
+	inflight int
+}
+
+func (l stormLevel) String() string {
+	if l.rate == 0 {
+		return fmt.Sprintf("saturation: %d clients in flight", l.inflight)
+	}
+	return fmt.Sprintf("%.0f new clients/s offered", l.rate)
+}
+
+var stormLevels = []stormLevel{{rate: 500}, {rate: 1000}, {rate: 2000}, {rate: 5000}, {rate: 10000}, {inflight: 256}}
+
+// stormRounds is how many rounds each storm level gets (fewer than the
+// other measurements: there are six levels).
+const stormRounds = 3
+
+// stormResult is both servers' medians at one level.
+type stormResult struct {
+	level              stormLevel
+	locus, peer        stormRun // the round with the median served rate
+	ratios             []float64
+	served, peerServed float64
+}
+
+// benchStorm offers each storm level to both servers, started afresh for
+// every trial, alternating which goes first.
+func (o *opts) benchStorm() ([]stormResult, error) {
+	var out []stormResult
+	base := uint32(0)
+	for _, lv := range stormLevels {
+		var ls, ps []stormRun
+		var rs []float64
+		for round := range stormRounds {
+			var l, p stormRun
+			one := func(what string, start func() (*server, error), into *stormRun) error {
+				_, err := o.trial(what, start, func() (float64, error) {
+					base += 1 << 20
+					r, err := storm(o.clientIf, base, lv.rate, lv.inflight, 2*time.Second)
+					*into = r
+					if err == nil && r.acked == 0 {
+						err = fmt.Errorf("no client got an ACK (of %d)", r.started)
+					}
+					return r.served(), err
+				}, nil)
+				return err
+			}
+			err := benchresults.Alternate(round,
+				func() error { return one("dhcp storm against locus", o.startLocus, &l) },
+				func() error { return one("dhcp storm against dnsmasq", o.startDnsmasq, &p) })
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", lv, err)
+			}
+			ls, ps, rs = append(ls, l), append(ps, p), append(rs, l.served()/p.served())
+			fmt.Printf("storm %-40s round %d: locus %8.0f/s (%.1f%% dropped, p99 %v)  dnsmasq %8.0f/s (%.1f%% dropped, p99 %v)\n",
+				lv, round, l.served(), l.dropped(), l.p99, p.served(), p.dropped(), p.p99)
+		}
+		r := stormResult{level: lv, ratios: rs, locus: medianRun(ls), peer: medianRun(ps)}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// medianRun is the run with the median served rate.
+func medianRun(rs []stormRun) stormRun {
+	s := append([]stormRun(nil), rs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].served() < s[j].served() })
+	return s[len(s)/2]
+}
+
 // benchDHCP counts full DISCOVER-OFFER-REQUEST-ACK exchanges per second
 // from 4 concurrent clients cycling through 100 MACs, against the same
 // pool on both servers.
@@ -218,12 +325,7 @@ func (o *opts) benchDHCP() (result, error) {
 			func() (float64, error) { return measure() }, nil)
 	}
 	peer := func() (float64, error) {
-		return o.trial("dhcp against dnsmasq", func() (*server, error) {
-			return o.start("dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--interface="+o.serverIf, "--bind-interfaces",
-				"--dhcp-range=10.77.0.100,10.77.0.250,1h", "--dhcp-leasefile="+filepath.Join(o.work, "dnsmasq.leases"),
-				"--dhcp-authoritative", "--no-ping", "--quiet-dhcp", "--conf-file=/dev/null", "--log-facility=-")
-		},
-			func() (float64, error) { return measure() }, nil)
+		return o.trial("dhcp against dnsmasq", o.startDnsmasq, func() (float64, error) { return measure() }, nil)
 	}
 	var err error
 	r.locus, r.peer, r.ratios, err = sideBySide(locus, peer)
@@ -387,6 +489,10 @@ func sideBySide(locus, peer func() (float64, error)) (float64, float64, []float6
 	return benchresults.Median(ls), benchresults.Median(ps), rs, nil
 }
 
+func fmtDur(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
+}
+
 func fmtRatios(v []float64) string {
 	var parts []string
 	for _, x := range v {
@@ -396,7 +502,7 @@ func fmtRatios(v []float64) string {
 }
 
 // writeResults replaces the netboot section of the results file.
-func writeResults(path string, rs []result) error {
+func writeResults(path string, rs []result, storms []stormResult) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "## Netboot (make bench-netboot)\n\n")
 	fmt.Fprintf(&b, "Run %s. Servers in one network namespace, the load generator in another, joined by a veth pair; in one run, %d rounds, each measuring Locus and the peer back to back (servers started afresh each time), Locus first in even rounds and the peer first in odd ones. The ratio is the %s; each round's own ratio is shown for the spread.\n\n",
@@ -408,6 +514,18 @@ func writeResults(path string, rs []result) error {
 		rows = append(rows, benchresults.Row{What: strings.SplitN(r.what, ":", 2)[0] + " vs " + r.peerName, Ratio: r.ratio()})
 	}
 	fmt.Fprintf(&b, "\n%s\n", benchresults.Reading("the peer", rows))
+	fmt.Fprintf(&b, "\n### DHCP boot storm\n\nEvery client a MAC never seen before (a rack powering on), a full DORA each, from one socket in the client namespace; offered rates are open loop (clients start on the clock, not after each other), saturation keeps 256 clients in flight. A client without its ACK 2 s after its DISCOVER is dropped (real clients retransmit after 4 s). Each server started afresh with an empty lease file for every trial, %d rounds, alternating which goes first; the table shows the round with the median served rate, the ratio is of served rates. Locus makes each batch's leases durable (fdatasync) before its ACKs leave; dnsmasq rewrites its lease file after each change.\n\n", stormRounds)
+	fmt.Fprintf(&b, "| load | Locus served/s | dnsmasq served/s | ratio | each round | Locus: dropped, p50, p99 | dnsmasq: dropped, p50, p99 |\n|---|---|---|---|---|---|---|\n")
+	var srows []benchresults.Row
+	for _, s := range storms {
+		ratio := s.locus.served() / s.peer.served()
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %s | %.1f %%, %s, %s | %.1f %%, %s, %s |\n", s.level,
+			s.locus.served(), s.peer.served(), ratio, fmtRatios(s.ratios),
+			s.locus.dropped(), fmtDur(s.locus.p50), fmtDur(s.locus.p99),
+			s.peer.dropped(), fmtDur(s.peer.p50), fmtDur(s.peer.p99))
+		srows = append(srows, benchresults.Row{What: s.level.String(), Ratio: ratio})
+	}
+	fmt.Fprintf(&b, "\n%s\n", benchresults.Reading("dnsmasq", srows))
 	for _, r := range rs {
 		if r.note != "" {
 			fmt.Fprintf(&b, "\n%s\n", r.note)
