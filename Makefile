@@ -59,7 +59,7 @@ test-vm: deps build
 
 # The peers the benchmarks compare against. Installed with services kept
 # from starting (policy-rc.d), since the benchmarks start them themselves.
-BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx diod corosync openssh-server openssh-client etcd-server keepalived
+BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx wrk diod corosync openssh-server openssh-client etcd-server keepalived
 bench-deps: deps
 	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -134,13 +134,12 @@ func (cfg HTTPConfig) macOf(remote string) (net.HardwareAddr, netip.Addr, bool) 
 		return nil, netip.Addr{}, false
 	}
 	a := ap.Addr().Unmap()
-	for _, le := range cfg.Leases.All() {
-		if le.Addr == a {
-			mac, err := net.ParseMAC(le.MAC)
-			return mac, a, err == nil
-		}
+	le, ok := cfg.Leases.ByAddr(a)
+	if !ok {
+		return nil, netip.Addr{}, false
 	}
-	return nil, netip.Addr{}, false
+	mac, err := net.ParseMAC(le.MAC)
+	return mac, a, err == nil
 }
 
 func serveScript(w http.ResponseWriter, r *http.Request, cfg HTTPConfig, boot, wait *template.Template, macPath string) {

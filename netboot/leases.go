@@ -214,6 +214,17 @@ func (l *Leases) Lookup(mac net.HardwareAddr) (Lease, bool) {
 	return *le, true
 }
 
+// ByAddr returns the live lease of address a.
+func (l *Leases) ByAddr(a netip.Addr) (Lease, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	le, ok := l.byMAC[l.byAddr[a]]
+	if !ok || !l.live(le) {
+		return Lease{}, false
+	}
+	return *le, true
+}
+
 // freeFor says whether a may go to mac: nobody else holds it, it is not
 // reserved for another client's offer, and it was not declined lately.
 func (l *Leases) freeFor(a netip.Addr, mac string) bool {
