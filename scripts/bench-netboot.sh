@@ -11,8 +11,8 @@ trap 'ip netns del "$srv" 2>/dev/null || true; ip netns del "$cli" 2>/dev/null |
 ip netns add "$srv"
 ip netns add "$cli"
 ip -n "$srv" link add nb0 type veth peer name nb1 netns "$cli"
-ip -n "$srv" addr add 10.77.0.1/24 dev nb0
-ip -n "$cli" addr add 10.77.0.2/24 dev nb1
+ip -n "$srv" addr add 10.77.0.1/16 dev nb0
+ip -n "$cli" addr add 10.77.0.2/16 dev nb1
 for ns in "$srv" "$cli"; do ip -n "$ns" link set lo up; done
 ip -n "$srv" link set nb0 up
 ip -n "$cli" link set nb1 up

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -43,8 +44,33 @@ func run(args []string, stdout io.Writer) error {
 	csKills := fs.Int("corosync-kills", 12, "node kills of Debian's corosync, in network namespaces (0: skip; each costs about 10 s)")
 	scale := fs.Int("scale", 64, "members of the scale run (0: skip it; 128 and more do not come Up in reasonable time on two cores: see bench/RESULTS.md)")
 	scaleKills := fs.Int("scale-kills", 20, "non-voter kills in the scale run")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile here (go tool pprof)")
+	profileFor := fs.Duration("cpuprofile-for", 0, "stop the CPU profile after this long (0: at the end of the run)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		if *profileFor > 0 {
+			go func() {
+				select {
+				case <-time.After(*profileFor):
+				case <-stop:
+				}
+				pprof.StopCPUProfile()
+			}()
+		} else {
+			defer pprof.StopCPUProfile()
+		}
 	}
 	if *scale > 0 {
 		r, err := runScale(stdout, *scale, *scaleKills)
