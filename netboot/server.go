@@ -358,6 +358,7 @@ func (s *Service) serveDHCP(conn net.PacketConn) error {
 	type reply struct {
 		req, resp *dhcpv4.DHCPv4
 		kind      ClientKind
+		renewal   bool // an ACK of the binding the client already held
 	}
 	var replies []reply
 	var out []ipv4.Message
@@ -376,11 +377,17 @@ func (s *Service) serveDHCP(conn net.PacketConn) error {
 				s.cfg.Log.Debug("dhcp: malformed packet", "from", m.Addr, "err", err)
 				continue
 			}
+			var held Lease
+			var had bool
+			if req.MessageType() == dhcpv4.MessageTypeRequest {
+				held, had = s.leases.Lookup(req.ClientHWAddr)
+			}
 			resp, kind, ok := s.handleDHCP(req)
 			if !ok {
 				continue
 			}
-			replies = append(replies, reply{req, resp, kind})
+			renewal := had && resp.MessageType() == dhcpv4.MessageTypeAck && exchangeAddr(req, resp) == held.Addr
+			replies = append(replies, reply{req, resp, kind, renewal})
 			out = append(out, ipv4.Message{Buffers: [][]byte{resp.ToBytes()}, Addr: replyAddr(m.Addr, req, resp)})
 		}
 		if err := s.leases.Sync(); err != nil {
@@ -401,8 +408,12 @@ func (s *Service) serveDHCP(conn net.PacketConn) error {
 			}
 			sent += k
 		}
+		// A new or changed binding is news for the operator; a renewal of
+		// the one the client held (each client, every half lease time) is
+		// logged at debug level (dnsmasq's --quiet-dhcp, which the
+		// benchmark gives it, logs neither).
 		for _, r := range replies {
-			if r.resp.MessageType() == dhcpv4.MessageTypeAck {
+			if r.resp.MessageType() == dhcpv4.MessageTypeAck && !r.renewal {
 				s.cfg.Log.Info("dhcp: ACK", "mac", r.req.ClientHWAddr.String(), "client", r.kind, "addr", r.resp.YourIPAddr, "boot", r.resp.BootFileName)
 			} else {
 				s.cfg.Log.Debug("dhcp: "+r.resp.MessageType().String(), "mac", r.req.ClientHWAddr.String(), "client", r.kind, "addr", r.resp.YourIPAddr, "boot", r.resp.BootFileName)

@@ -25,6 +25,7 @@ type scaleResult struct {
 	goroutines  int   // per member
 	profile     string
 	killsWanted int
+	wave        int // members started at once (each wave Up before the next); n: all at once
 }
 
 // runScale starts n members of one cluster in this process (each with
@@ -32,8 +33,13 @@ type scaleResult struct {
 // until every member sees all n Up, then kills non-voters one at a time
 // (sockets closed, no goodbye) and times each until every survivor has
 // applied its Down; the killed member starts again before the next.
-func runScale(stdout io.Writer, n, kills int) (scaleResult, error) {
-	r := scaleResult{n: n, profile: clms.ProfileSteady, killsWanted: kills}
+// Members start in waves of wave (0: all at once), each wave Up on
+// every member before the next starts.
+func runScale(stdout io.Writer, n, kills, wave int) (scaleResult, error) {
+	if wave <= 0 || wave > n {
+		wave = n
+	}
+	r := scaleResult{n: n, profile: clms.ProfileSteady, killsWanted: kills, wave: wave}
 	rss0, heap0, g0 := memNow()
 	start := time.Now()
 	c := &cluster{profile: r.profile, net: "127.2", members: map[int]*clms.Member{}, downs: make(chan down, 4*n), progress: stdout}
@@ -45,9 +51,14 @@ func runScale(stdout io.Writer, n, kills int) (scaleResult, error) {
 		if i%32 == 0 {
 			fmt.Fprintf(stdout, "scale: %d/%d members started (%.1fs)\n", i, n, time.Since(start).Seconds())
 		}
-	}
-	if err := c.waitUp(n, 10*time.Minute); err != nil {
-		return r, err
+		if i%wave == 0 || i == n {
+			if err := c.waitUp(i, 10*time.Minute); err != nil {
+				return r, err
+			}
+			if i < n {
+				fmt.Fprintf(stdout, "scale: %d members Up everywhere (%.1fs)\n", i, time.Since(start).Seconds())
+			}
+		}
 	}
 	r.joined = time.Since(start)
 	fmt.Fprintf(stdout, "scale: %d members Up everywhere in %v\n", n, r.joined.Round(time.Millisecond))
@@ -89,8 +100,12 @@ func memNow() (rss, heap int64, goroutines int) {
 func formatScale(r scaleResult) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "## Membership at scale (make bench-membership)\n\n")
-	fmt.Fprintf(&b, "Run %s. One cluster of %d members in one process, each with its own Raft and gossip sockets on its own loopback address, Locus's default timing (`steady`); %d voters (the rest follow Raft as non-voters). Killed: non-voters, one at a time (sockets closed, no goodbye; the port then refuses, as a dead daemon's kernel does); the time is until every one of the %d survivors has applied the Down; the member starts again before the next kill.\n\n",
-		benchresults.Machine(), r.n, r.voters, r.n-1)
+	how := "all started at once"
+	if r.wave < r.n {
+		how = fmt.Sprintf("started in waves of %d, each wave Up on every member before the next starts", r.wave)
+	}
+	fmt.Fprintf(&b, "Run %s. One cluster of %d members in one process (%s), each with its own Raft and gossip sockets on its own loopback address, Locus's default timing (`steady`); %d voters (the rest follow Raft as non-voters). Killed: non-voters, one at a time (sockets closed, no goodbye; the port then refuses, as a dead daemon's kernel does); the time is until every one of the %d survivors has applied the Down; the member starts again before the next kill.\n\n",
+		benchresults.Machine(), r.n, how, r.voters, r.n-1)
 	fmt.Fprintf(&b, "| what | measured |\n|---|---|\n")
 	fmt.Fprintf(&b, "| all %d members Up on every member, from the first start | %v |\n", r.n, r.joined.Round(100*time.Millisecond))
 	fmt.Fprintf(&b, "| killed member Down on all survivors, p50 | %v (n=%d) |\n", pct(r.detect, 50).Round(time.Millisecond), len(r.detect))

@@ -43,6 +43,7 @@ type result struct {
 	ratios   []float64
 	peerName string
 	note     string
+	clients  int // connections, for the HTTP rows
 }
 
 // ratio is the ratio of the medians (benchresults.RatioRule): rates, so
@@ -422,7 +423,7 @@ http {
 	var out []result
 	var rss float64
 	for _, clients := range []int{64, 256} {
-		r := result{what: fmt.Sprintf("HTTP: initramfs, %d connections (wrk)", clients), unit: "MB/s", peerName: "nginx"}
+		r := result{what: fmt.Sprintf("HTTP: initramfs, %d connections (wrk)", clients), unit: "MB/s", peerName: "nginx", clients: clients}
 		locus := func() (float64, error) {
 			return o.trial("http against locus", o.startLocus,
 				func() (float64, error) { return wrk("http://"+o.serverIP+":8080/initramfs.cpio.zst", clients) },
@@ -536,7 +537,11 @@ func writeResults(path string, rs []result, storms []stormResult, boot *bootStor
 	var rows []benchresults.Row
 	for _, r := range rs {
 		fmt.Fprintf(&b, "| %s | %.1f %s | %s: %.1f %s | %.2f | %s |\n", r.what, r.locus, r.unit, r.peerName, r.peer, r.unit, r.ratio(), fmtRatios(r.ratios))
-		rows = append(rows, benchresults.Row{What: strings.SplitN(r.what, ":", 2)[0] + " vs " + r.peerName, Ratio: r.ratio()})
+		name := strings.SplitN(r.what, ":", 2)[0]
+		if strings.Contains(r.what, " connections") {
+			name += fmt.Sprintf(" at %d connections", r.clients)
+		}
+		rows = append(rows, benchresults.Row{What: name + " vs " + r.peerName, Ratio: r.ratio()})
 	}
 	fmt.Fprintf(&b, "\n%s\n", benchresults.Reading("the peer", rows))
 	fmt.Fprintf(&b, "\n### DHCP boot storm\n\nEvery client a MAC never seen before (a rack powering on), a full DORA each, from one socket in the client namespace; offered rates are open loop (clients start on the clock, not after each other), saturation keeps 256 clients in flight. A client without its ACK 2 s after its DISCOVER is dropped (real clients retransmit after 4 s). Each server started afresh with an empty lease file for every trial, %d rounds, alternating which goes first; the table shows the round with the median served rate, the ratio is of served rates. Locus makes each batch's leases durable (fdatasync) before its ACKs leave; dnsmasq rewrites its lease file after each change.\n\n", stormRounds)

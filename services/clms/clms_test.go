@@ -174,6 +174,40 @@ func TestRejoinAfterCleanup(t *testing.T) {
 	c.checkHistories()
 }
 
+// TestDownHandledReportedNotGossiped: a survivor's handled mark for a
+// Down reaches the master in a direct report, not in a gossip broadcast
+// to every member (at scale those broadcasts were most of the cluster's
+// CPU), and the master lets the node rejoin on it.
+func TestDownHandledReportedNotGossiped(t *testing.T) {
+	c := newCluster(t)
+	m1 := c.start(1, false)
+	c.waitAll("node 1 Up", 20*time.Second, states(Up, 1))
+	c.start(2, false)
+	c.start(3, false)
+	c.waitAll("3 nodes Up", 20*time.Second, states(Up, 1, 2, 3))
+	c.kill(3)
+	c.waitAll("node 3 Down", 20*time.Second, map[int]State{1: Up, 2: Up, 3: Down})
+	var down uint64
+	for _, r := range m1.Status().Nodes {
+		if r.Node == 3 {
+			down = r.Transition
+		}
+	}
+	c.start(3, false)
+	c.waitAll("node 3 back Up", 20*time.Second, states(Up, 1, 2, 3))
+	md, ok := m1.gossip.nodes()[2]
+	if !ok {
+		t.Fatal("the master's gossip has no node 2")
+	}
+	if got := m1.marks.of(2, md.Boot); got < down {
+		t.Fatalf("node 2 reported handled %d to the master, want >= node 3's Down %d", got, down)
+	}
+	if md.Handled >= down {
+		t.Fatalf("node 2 gossiped its handled mark %d (>= the Down %d) to every member", md.Handled, down)
+	}
+	c.checkHistories()
+}
+
 func newCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, members: map[int]*Member{}, console: map[int]*syncBuffer{}, dataDir: map[int]string{}, selfFenced: make(chan int, 64), downs: make(chan failureDown, 64)}
 	t.Cleanup(func() {

@@ -43,7 +43,7 @@ func (m *Member) Live(t Transition) bool {
 
 func (m *Member) dispatch() {
 	defer m.wg.Done()
-	unpublished := false
+	unreported := false
 	for {
 		select {
 		case <-m.stop:
@@ -71,13 +71,13 @@ func (m *Member) dispatch() {
 		}
 		m.handled.Store(t.ID)
 		// The master waits for the handled mark of a Down before it lets
-		// the node back: gossip it once the queue is drained. (A node
-		// replaying a long history would otherwise wait for one gossip
-		// broadcast per Down in it.)
-		unpublished = unpublished || t.State == Down
-		if unpublished && m.queue.empty() {
-			m.publish()
-			unpublished = false
+		// the node back: report it once the queue is drained (handled.go).
+		// (A node replaying a long history would otherwise send one
+		// report per Down in it.)
+		unreported = unreported || t.State == Down
+		if unreported && m.queue.empty() {
+			m.reportHandled(true)
+			unreported = false
 		}
 	}
 }
@@ -95,9 +95,9 @@ func (m *Member) cleanedUp(r NodeRecord, alive map[int]meta, known map[int]NodeR
 		if k.State != Up && k.State != ComingUp && k.State != ShuttingDown {
 			continue
 		}
-		if md.Handled < r.Transition {
+		if h := m.handledOf(n, md); h < r.Transition {
 			if prev, _ := m.blocked.Swap(r.Node, r.Transition); prev != r.Transition {
-				m.cfg.Log.Info("rejoin waits for nodedown cleanup", "node", r.Node, "down", r.Transition, "on", n, "handled", md.Handled)
+				m.cfg.Log.Info("rejoin waits for nodedown cleanup", "node", r.Node, "down", r.Transition, "on", n, "handled", h)
 			}
 			return false
 		}

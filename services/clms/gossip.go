@@ -53,7 +53,7 @@ func (m *Member) startGossip(tm timing) error {
 			Gate: cfg.GateUp, Level: int(m.reached.Load()), Leaving: m.leaving.Load(), Handled: m.handled.Load(),
 			Cluster: m.rn() != nil && m.rn().Leader() != ""})
 		return b
-	}}
+	}, notify: m.notifyMsg}
 	mc.Logger = log.New(newLibLog(cfg.Log, "memberlist"), "", 0)
 	if len(cfg.GossipKey) > 0 {
 		mc.SecretKey = cfg.GossipKey
@@ -121,7 +121,10 @@ func (k kick) poke() {
 	}
 }
 
-type delegate struct{ meta func() []byte }
+type delegate struct {
+	meta   func() []byte
+	notify func([]byte)
+}
 
 func (d *delegate) NodeMeta(limit int) []byte {
 	b := d.meta()
@@ -131,7 +134,11 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-func (d *delegate) NotifyMsg([]byte) {}
+func (d *delegate) NotifyMsg(b []byte) {
+	if d.notify != nil {
+		d.notify(b)
+	}
+}
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 

@@ -128,7 +128,8 @@ type Member struct {
 	queue *queue
 
 	reached    atomic.Int32  // run level this node reached (gossiped)
-	handled    atomic.Uint64 // last transition whose handlers ran here (gossiped)
+	handled    atomic.Uint64 // last transition whose handlers ran here (reported, gossiped)
+	marks      handledMarks  // handled marks reported to this node as master, and this node's reports
 	joined     atomic.Uint64 // this boot's ComingUp transition, once dispatched
 	unsent     atomic.Bool   // the last state update may not have gone out
 	blocked    sync.Map      // node -> Down transition whose rejoin waits (logged once)
@@ -193,7 +194,8 @@ func Start(cfg Config) (*Member, error) {
 		m.Close()
 		return nil, err
 	}
-	m.wg.Add(5)
+	m.wg.Add(6)
+	go m.every(time.Second, func() { m.reportHandled(false) })
 	go m.dispatch()
 	go m.masterLoop()
 	go m.every(2*time.Second, m.reconnect)
