@@ -425,6 +425,14 @@ func nodeSet(nodes []int) string {
 	return "[" + strings.Join(parts, ",") + "]"
 }
 
+// isSelf reports whether p is this very command, run on a node (its
+// own command line has what --command looks for): left out, as pgrep
+// leaves itself out. Same PID and same arguments: on another node a
+// process with both is all but impossible.
+func isSelf(p proc.Process) bool {
+	return int(p.PID) == os.Getpid() && slices.Equal(p.Args, os.Args)
+}
+
 func newPSCmd(e *env) *cobra.Command {
 	var output, nodesFlag, userFlag, command, procDir string
 	var procps bool
@@ -467,7 +475,7 @@ on the node's clock.`,
 			}
 			reply.Processes = slices.DeleteFunc(reply.Processes, func(p proc.Process) bool {
 				return (userFlag != "" && p.User != userFlag && strconv.Itoa(int(p.UID)) != userFlag) ||
-					(command != "" && !strings.Contains(p.Command(), command))
+					(command != "" && (!strings.Contains(p.Command(), command) || isSelf(p)))
 			})
 			for _, u := range reply.Unreachable {
 				fmt.Fprintf(e.stderr, "locus: node %d: %s\n", u.Node, u.Error)
