@@ -38,6 +38,7 @@ type meta struct {
 func (m *Member) startGossip(tm timing) error {
 	cfg := m.cfg
 	mc := tm.gossip
+	m.deadAfter = deadAfter(mc)
 	mc.Name = ics.NodeName(cfg.Node)
 	// A node that comes back after a failure is the same node, perhaps on
 	// another port; its name is its number.

@@ -149,7 +149,7 @@ func (m *Member) reconcile() {
 			// master keeps its vote: it leaves last, and if it leaves
 			// alone the others still have their majority.
 			if r.Node != m.cfg.Node {
-				if err := m.rn().DemoteVoter(raft.ServerID(strconv.Itoa(r.Node)), 0, 2*time.Second).Error(); err != nil {
+				if err := m.await(m.rn().DemoteVoter(raft.ServerID(strconv.Itoa(r.Node)), 0, 2*time.Second)); err != nil {
 					m.cfg.Log.Warn("demote a leaving node", "node", r.Node, "err", err)
 				}
 			}
@@ -216,6 +216,9 @@ func (m *Member) reconcile() {
 			if r.State == Down && !m.cleanedUp(r, alive, known) {
 				continue
 			}
+			if r.State == Down && md.Boot == bootOf(r.Addr) && !m.sameBootMayRejoin(r, len(alive)) {
+				continue
+			}
 			if err := m.addServer(n, md.Raft); err != nil {
 				m.cfg.Log.Warn("add to raft", "node", n, "err", err)
 				continue
@@ -242,6 +245,7 @@ func (m *Member) reconcile() {
 			}
 		}
 	}
+	m.forgetDownsSeen(records)
 	m.balanceVoters()
 }
 
@@ -259,7 +263,7 @@ func (m *Member) SetRunLevel(level int) error {
 	}
 	b, _ := json.Marshal(command{Kind: kindRunLevel, Level: level, At: time.Now().UTC(), Master: m.cfg.Node})
 	f := m.rn().Apply(b, 2*time.Second)
-	if err := f.Error(); err != nil {
+	if err := m.await(f); err != nil {
 		return fmt.Errorf("clms: set run level %d: %w", level, err)
 	}
 	m.pushCommit()
@@ -284,7 +288,7 @@ func (m *Member) formed(alive map[int]meta) bool {
 		return false
 	}
 	b, _ := json.Marshal(command{Kind: kindFormed, At: time.Now().UTC(), Master: m.cfg.Node})
-	if err := m.rn().Apply(b, 5*time.Second).Error(); err != nil {
+	if err := m.await(m.rn().Apply(b, 5*time.Second)); err != nil {
 		m.cfg.Log.Warn("wait_for_all: commit", "err", err)
 		return false
 	}

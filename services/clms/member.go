@@ -139,6 +139,11 @@ type Member struct {
 	// lost is, on the master, when gossip lost each failed node not yet
 	// Down (reconcile's own: only the master loop touches it).
 	lost map[int]time.Time
+	// downSeen is, on the master, when it first saw each Down transition
+	// (reconcile's own), and deadAfter how long gossip may take to
+	// declare a silent member dead (ghost.go).
+	downSeen  map[uint64]time.Time
+	deadAfter func(members int) time.Duration
 
 	fenceMu sync.Mutex
 	fences  map[int]*fenceJob // the master's fencing under way, by node
@@ -177,7 +182,7 @@ func Start(cfg Config) (*Member, error) {
 	}
 	b := make([]byte, 8)
 	rand.Read(b)
-	m := &Member{cfg: cfg, bootID: hex.EncodeToString(b), events: make(kick, 1), stop: make(chan struct{}), queue: newQueue(), lost: map[int]time.Time{}}
+	m := &Member{cfg: cfg, bootID: hex.EncodeToString(b), events: make(kick, 1), stop: make(chan struct{}), queue: newQueue(), lost: map[int]time.Time{}, downSeen: map[uint64]time.Time{}}
 	m.fsm = newFSM(func(t Transition) {
 		fmt.Fprintf(cfg.Console, "locus-clms: transition %d: node %d %s\n", t.ID, t.Node, t.State)
 		m.queue.push(t)

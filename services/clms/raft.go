@@ -128,7 +128,7 @@ func (m *Member) commitJoin(node int, expect uint64, md meta) (Transition, error
 func (m *Member) apply(c command) (Transition, error) {
 	b, _ := json.Marshal(c)
 	f := m.rn().Apply(b, 2*time.Second)
-	if err := f.Error(); err != nil {
+	if err := m.await(f); err != nil {
 		return Transition{}, err
 	}
 	m.pushCommit()
@@ -163,7 +163,7 @@ func (m *Member) addServer(n int, addr string) error {
 			if s.Address == raft.ServerAddress(addr) {
 				return nil
 			}
-			if err := m.rn().RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
+			if err := m.await(m.rn().RemoveServer(id, 0, 2*time.Second)); err != nil {
 				return err
 			}
 			continue
@@ -173,15 +173,34 @@ func (m *Member) addServer(n int, addr string) error {
 		}
 	}
 	if voters < m.cfg.MaxVoters {
-		return m.rn().AddVoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
+		return m.await(m.rn().AddVoter(id, raft.ServerAddress(addr), 0, 2*time.Second))
 	}
-	return m.rn().AddNonvoter(id, raft.ServerAddress(addr), 0, 2*time.Second).Error()
+	return m.await(m.rn().AddNonvoter(id, raft.ServerAddress(addr), 0, 2*time.Second))
 }
 
 func (m *Member) removeServer(n int) {
 	id := raft.ServerID(strconv.Itoa(n))
-	if err := m.rn().RemoveServer(id, 0, 2*time.Second).Error(); err != nil {
+	if err := m.await(m.rn().RemoveServer(id, 0, 2*time.Second)); err != nil {
 		m.cfg.Log.Warn("remove from raft", "node", n, "err", err)
+	}
+}
+
+// await is f's error, or raft.ErrRaftShutdown once this member stops.
+// hashicorp/raft answers a change it took in as it shuts down never (its
+// configuration-change and apply futures have no shutdown channel; one
+// handed to the FSM goroutine as it exits is dropped), and a master loop
+// blocked on one kept Close waiting for ever (seen under load in
+// TestFiveNodesJoinFailAndRejoin: the master killed while it took a
+// failed node out of the configuration). The goroutine that waits on
+// such a future stays blocked; it holds only the future.
+func (m *Member) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-m.stop:
+		return raft.ErrRaftShutdown
 	}
 }
 
@@ -213,7 +232,7 @@ func (m *Member) balanceVoters() {
 			// A node on its way out (ShuttingDown) is not made a voter.
 			continue
 		}
-		if err := m.rn().AddVoter(s.ID, s.Address, 0, 2*time.Second).Error(); err == nil {
+		if err := m.await(m.rn().AddVoter(s.ID, s.Address, 0, 2*time.Second)); err == nil {
 			voters++
 		}
 	}

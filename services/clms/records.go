@@ -117,7 +117,7 @@ func (m *Member) WriteRecords(ws ...RecordWrite) error {
 		return fmt.Errorf("clms: record write: %w", err)
 	}
 	f := m.rn().Apply(b, 2*time.Second)
-	if err := f.Error(); err != nil {
+	if err := m.await(f); err != nil {
 		return fmt.Errorf("clms: write records %s: %w", ws[0].Key, err)
 	}
 	m.pushCommit()
