@@ -44,7 +44,7 @@ func run(args []string, stdout io.Writer) error {
 	nodes := fs.Int("nodes", 5, "cluster size")
 	results := fs.String("results", "", "bench/RESULTS.md to update (empty: print only)")
 	csKills := fs.Int("corosync-kills", 12, "node kills of Debian's corosync, in network namespaces (0: skip; each costs about 10 s)")
-	scale := fs.Int("scale", 192, "members of the scale run (0: skip it; more than about 200 saturate two cores: see bench/RESULTS.md)")
+	scale := fs.Int("scale", 128, "members of the scale run (0: skip it; 192 is at the edge of two cores, more saturate them: see bench/RESULTS.md)")
 	scaleKills := fs.Int("scale-kills", 20, "non-voter kills in the scale run")
 	scaleWave := fs.Int("scale-wave", 32, "members of the scale run started at once, each wave Up before the next (0: all at once)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile here (go tool pprof)")
