@@ -58,7 +58,11 @@ func run(args []string, stdout io.Writer) error {
 		mux.HandleFunc("/debug/pprof/", httppprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 		srv := &http.Server{Addr: *pprofAddr, Handler: mux}
-		go srv.ListenAndServe()
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fmt.Fprintln(stdout, "pprof:", err)
+			}
+		}()
 		defer srv.Close()
 	}
 	if *cpuProfile != "" {

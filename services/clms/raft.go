@@ -186,13 +186,15 @@ func (m *Member) removeServer(n int) {
 }
 
 // await is f's error, or raft.ErrRaftShutdown once this member stops.
-// hashicorp/raft answers a change it took in as it shuts down never (its
-// configuration-change and apply futures have no shutdown channel; one
-// handed to the FSM goroutine as it exits is dropped), and a master loop
-// blocked on one kept Close waiting for ever (seen under load in
-// TestFiveNodesJoinFailAndRejoin: the master killed while it took a
-// failed node out of the configuration). The goroutine that waits on
-// such a future stays blocked; it holds only the future.
+// A Raft change taken in just as Raft shuts down may never be answered:
+// under load, a goroutine dump showed the master loop blocked for 14
+// minutes on RemoveServer's future after Close had shut Raft down, and
+// Close waiting for that loop (TestFiveNodesJoinFailAndRejoin, the master
+// killed while it took a failed node out of the configuration). In
+// hashicorp/raft v1.8.0 only the snapshot and restore futures carry the
+// shutdown channel; where exactly this one was dropped was not traced.
+// The goroutine that waits on such a future stays blocked; it holds only
+// the future.
 func (m *Member) await(f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
