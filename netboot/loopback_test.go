@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/mdlayher/ndp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"io"
@@ -337,15 +338,28 @@ func checkMetrics(t *testing.T, initramfs int) {
 		t.Fatalf("the whole initramfs by HTTP: %d bytes, %v", n, err)
 	}
 	whole.Body.Close()
-	resp, err := http.Get("http://127.0.0.1:7471/v1/metrics")
-	if err != nil {
-		t.Fatal(err)
+	scrape := func() map[string]*dto.MetricFamily {
+		resp, err := http.Get("http://127.0.0.1:7471/v1/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			t.Fatalf("metrics: %v", err)
+		}
+		return fams
 	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
+	// The client has the last byte before the server's handler returns,
+	// and a request's bytes are counted when it returns: wait (a few
+	// seconds at most) until the server has no request under way.
+	fams := scrape()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); fams = scrape() {
+		if f, ok := fams["locus_netboot_http_active_requests"]; ok && len(f.Metric) == 1 && f.Metric[0].GetGauge().GetValue() == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	value := func(name string, labels map[string]string) float64 {
 		f, ok := fams[name]
