@@ -38,6 +38,14 @@ func (k ClientKind) String() string {
 	return [...]string{"dhcp", "bios-pxe", "efi-pxe", "efi-http", "ipxe"}[k]
 }
 
+// iPXE's own options: 175 encapsulates them (iPXE sends its feature
+// list there, and reads its settings from the server's), 176 within it
+// is no-pxedhcp.
+const (
+	ipxeEncap     = 175
+	ipxeNoPXEDHCP = 176
+)
+
 // Classify tells what kind of boot client sent req.
 func Classify(req *dhcpv4.DHCPv4) ClientKind {
 	uc := req.UserClass()
@@ -47,7 +55,7 @@ func Classify(req *dhcpv4.DHCPv4) ClientKind {
 		}
 	}
 	// iPXE also sends option 175 (its own encapsulated options).
-	if req.Options.Has(dhcpv4.OptionCode(dhcpv4.GenericOptionCode(175))) {
+	if req.Options.Has(dhcpv4.OptionCode(dhcpv4.GenericOptionCode(ipxeEncap))) {
 		return ClientIPXE
 	}
 	vc := req.ClassIdentifier()
@@ -249,6 +257,13 @@ func (d *DHCP) bootOptions(req, resp *dhcpv4.DHCPv4, kind ClientKind, mac net.Ha
 		return
 	case ClientIPXE:
 		file = fmt.Sprintf("%s/ipxe/%s.ipxe", d.cfg.HTTPBase, strings.ReplaceAll(mac.String(), ":", "-"))
+		if !d.cfg.Proxy {
+			// This offer is the whole answer: iPXE's no-pxedhcp flag
+			// (175.176) tells it not to wait for a ProxyDHCP offer,
+			// which it otherwise does for 2 s past the first offer,
+			// taking the next retransmit timer (about 3 s) to ask.
+			resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(ipxeEncap), []byte{ipxeNoPXEDHCP, 1, 1}))
+		}
 	case ClientEFIHTTP:
 		file = d.cfg.HTTPBase + "/" + EFIBootFile
 		resp.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))

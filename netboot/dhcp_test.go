@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -128,6 +129,54 @@ func TestBootFilePerClient(t *testing.T) {
 				t.Errorf("options: router %v mask %v hostname %q", resp.Router(), resp.SubnetMask(), resp.HostName())
 			}
 		})
+	}
+}
+
+// TestIPXEToldNotToWaitForProxyDHCP: a full server's answers to iPXE
+// carry iPXE's no-pxedhcp flag (175.176 = 1), so iPXE takes the offer at
+// once instead of waiting 2 s for a ProxyDHCP offer; a proxy's answers
+// do not (there another server gives the address, and iPXE must take
+// the proxy's boot file), nor do answers to other clients.
+func TestIPXEToldNotToWaitForProxyDHCP(t *testing.T) {
+	encap := dhcpv4.GenericOptionCode(ipxeEncap)
+	for _, tt := range []struct {
+		name  string
+		proxy bool
+		req   *dhcpv4.DHCPv4
+		want  []byte
+	}{
+		{"ipxe discover", false, ipxe(mac2, dhcpv4.MessageTypeDiscover), []byte{176, 1, 1}},
+		{"ipxe via proxy", true, ipxe(mac2, dhcpv4.MessageTypeDiscover), nil},
+		{"bios pxe", false, biosPXE(mac2, dhcpv4.MessageTypeDiscover), nil},
+		{"os client", false, plain(mac2, dhcpv4.MessageTypeDiscover), nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _, _ := newTestDHCP(t, testSpec, tt.proxy)
+			resp, _, err := d.Reply(tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Through the wire format, as iPXE reads it.
+			back, err := dhcpv4.FromBytes(resp.ToBytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := back.GetOneOption(encap); !bytes.Equal(got, tt.want) {
+				t.Errorf("option 175 = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// The ACK too: iPXE reads its settings from the ACK.
+	d, _, _ := newTestDHCP(t, testSpec, false)
+	req := ipxe(mac2, dhcpv4.MessageTypeRequest)
+	req.UpdateOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 77, 0, 2)))
+	req.UpdateOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 77, 0, 1)))
+	ack, _, err := d.Reply(req)
+	if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("request = %v %v, want an ACK", ack, err)
+	}
+	if got := ack.GetOneOption(encap); !bytes.Equal(got, []byte{176, 1, 1}) {
+		t.Errorf("ACK's option 175 = %v, want [176 1 1]", got)
 	}
 }
 

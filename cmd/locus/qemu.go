@@ -116,7 +116,10 @@ mkfs.gfs2 -p lock_dlm -t <cluster>:<name>; the nodes' DLM serves it).`,
 			if err != nil {
 				return err
 			}
-			t := qemu.Topology{ImageDir: q.imageDir, StateDir: dir, Nodes: n, Accel: accel, MemoryMB: memory, APIPort: apiPort, DataDisk: dataDisk}
+			// Probed once here (auto: a KVM probe takes about 2 s on a
+			// host whose /dev/kvm opens), then passed on as decided.
+			chosen := qemu.Accel(accel)
+			t := qemu.Topology{ImageDir: q.imageDir, StateDir: dir, Nodes: n, Accel: chosen, MemoryMB: memory, APIPort: apiPort, DataDisk: dataDisk}
 			var cfg qemu.ClusterConfig
 			if direct {
 				if dataDisk != "" {
@@ -140,7 +143,7 @@ mkfs.gfs2 -p lock_dlm -t <cluster>:<name>; the nodes' DLM serves it).`,
 			if live {
 				progress = e.stdout
 			}
-			fmt.Fprintf(progress, "booting %d node(s) of cluster %q (%s, state in %s)\n", n, cfg.Name, qemu.Accel(accel), dir)
+			fmt.Fprintf(progress, "booting %d node(s) of cluster %q (%s, state in %s)\n", n, cfg.Name, chosen, dir)
 			start := time.Now()
 			// The context is saved as soon as node 1 is Up, while the
 			// others boot: locus dashboard (or cluster status) can
@@ -150,16 +153,35 @@ mkfs.gfs2 -p lock_dlm -t <cluster>:<name>; the nodes' DLM serves it).`,
 				err  error
 			}
 			var early chan savedContext // made when node 1 came Up
+			upDone := make(chan struct{})
 			onUp := func(node int) {
 				if node == 1 && !direct {
 					early = make(chan savedContext, 1)
 					go func() {
-						name, err := saveContext(ctx, cfg)
-						early <- savedContext{name, err}
+						// Node 1 writes its first admin's credential once
+						// its membership has a master, which may be seconds
+						// after it is Up: asked again every second while
+						// the others boot, until it is there or they are.
+						for {
+							name, err := saveContext(ctx, cfg)
+							if err == nil {
+								early <- savedContext{name, nil}
+								return
+							}
+							select {
+							case <-upDone:
+							case <-ctx.Done():
+							case <-time.After(time.Second):
+								continue
+							}
+							early <- savedContext{name, err}
+							return
+						}
 					}()
 				}
 			}
 			st, err := qemu.Up(ctx, qemu.UpOptions{Config: cfg, Self: self, Timeout: timeout, Out: progress, Live: live, OnUp: onUp})
+			close(upDone)
 			saved := ""
 			if !direct {
 				// Also when not every node came Up: the credential is

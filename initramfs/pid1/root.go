@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -160,6 +161,7 @@ func mountFUSE(ctx context.Context, n *Node, dir string, wait time.Duration) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	said := time.Time{}
 	for attempt := 1; ; attempt++ {
 		err := handOff(ctx, dir)
 		if err == nil {
@@ -168,12 +170,21 @@ func mountFUSE(ctx context.Context, n *Node, dir string, wait time.Duration) err
 		if ctx.Err() != nil {
 			return fmt.Errorf("root: %w (tried %d times in %s)", err, attempt, wait)
 		}
-		if attempt == 1 || attempt%10 == 0 {
+		if time.Since(said) >= 10*time.Second {
 			n.log.Info("root: waiting for the relay to serve the shared root", "err", err)
+			said = time.Now()
+		}
+		// While locusd starts, its socket is looked for every 50 ms
+		// (it comes within a second of the join, and the boot waits
+		// on it); a relay that is there but failed the hand-off is
+		// tried again after a second.
+		again := time.Second
+		if errors.Is(err, fs.ErrNotExist) {
+			again = 50 * time.Millisecond
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(again):
 		}
 	}
 }
