@@ -25,6 +25,7 @@ deps:
 build:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o $(LOCUS) ./cmd/locus
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o $(dir $(LOCUS))onnode ./cmd/onnode
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -tags nodeonly -o $(dir $(LOCUS))locus-node ./cmd/locus
 
 image: deps build
 	$(LOCUS) image build --out $(OUT)

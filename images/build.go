@@ -115,6 +115,12 @@ func Build(ctx context.Context, o BuildOptions, mkInitramfs InitramfsFunc) (*lay
 	}
 	fmt.Fprintf(o.Progress, "kernel: %s (%s)\n", kf.Version, kf.Origin)
 
+	locus, why := NodeBinary(o.Locus)
+	if st, err := os.Stat(locus); err == nil {
+		fmt.Fprintf(o.Progress, "locus: %s, %.1f MB (%s)\n", locus, float64(st.Size())/1e6, why)
+	}
+	o.Locus = locus
+
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("images: output directory: %w", err)
 	}

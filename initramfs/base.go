@@ -48,10 +48,11 @@ func CoreCommands() []string {
 }
 
 // baseKey identifies a base archive: the Go toolchain, the module
-// requirements and the command list. Same key, same bytes.
+// requirements and the command list, and the format's version (v2: zstd
+// at its best level). Same key, same bytes.
 func baseKey(goVersion string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "locus-base v1\n%s\nlinux/amd64\n", goVersion)
+	fmt.Fprintf(h, "locus-base v2\n%s\nlinux/amd64\n", goVersion)
 	h.Write(locus.GoMod)
 	h.Write(locus.GoSum)
 	for _, c := range CoreCommands() {

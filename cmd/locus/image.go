@@ -1,3 +1,5 @@
+//go:build !nodeonly
+
 package main
 
 import (
@@ -25,14 +27,6 @@ func newImageCmd(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(newImageBuildCmd(e), newImageSpecCmd(e))
 	return cmd
-}
-
-// defaultSpec is locus.yaml in the working directory when there is one.
-func defaultSpec() string {
-	if _, err := os.Stat("locus.yaml"); err == nil {
-		return "locus.yaml"
-	}
-	return ""
 }
 
 func newImageBuildCmd(e *env) *cobra.Command {

@@ -1,3 +1,5 @@
+//go:build !nodeonly
+
 package main
 
 import (
@@ -250,11 +252,6 @@ func saveContext(ctx context.Context, cfg qemu.ClusterConfig) (string, error) {
 	return cfg.Name, nil
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
 func newQemuDownCmd(e *env, q *qemuFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:     "down",
@@ -462,11 +459,6 @@ func repeat(ctx context.Context, follow bool, step func() error) error {
 		}
 	}
 }
-
-// exitCodeError carries a remote command's exit code out of run.
-type exitCodeError struct{ code int }
-
-func (e exitCodeError) Error() string { return fmt.Sprintf("command exited with status %d", e.code) }
 
 func newQemuExecCmd(e *env, q *qemuFlags) *cobra.Command {
 	var timeout time.Duration

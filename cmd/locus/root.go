@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -42,25 +43,28 @@ early in boot and climbs to the cluster's run level with the others.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&e.endpoint, "endpoint", "", "node daemon to talk to, HOST[:PORT] (default: $LOCUS_ENDPOINT, else the context's first endpoint)")
 	root.PersistentFlags().StringVar(&e.context, "context", "", "context of the client configuration to use: its credential and endpoints (default: $LOCUS_CONTEXT, else the one in use; see locus config)")
-	root.AddGroup(
-		&cobra.Group{ID: groupBuild, Title: "Build and install:"},
-		&cobra.Group{ID: groupCluster, Title: "The cluster:"},
-		&cobra.Group{ID: groupProc, Title: "Processes, clusterwide:"},
-		&cobra.Group{ID: groupNode, Title: "Machines:"},
-		&cobra.Group{ID: groupQEMU, Title: "QEMU clusters on this machine:"},
-	)
-	for _, c := range []struct {
-		group string
-		cmd   *cobra.Command
-	}{
-		{groupBuild, newImageCmd(e)}, {groupBuild, newInstallCmd(e)}, {groupBuild, newNetbootCmd(e)},
+	cmds := append([]groupedCommand{
+		{groupBuild, newInstallCmd(e)}, {groupBuild, newNetbootCmd(e)},
 		{groupCluster, newClusterCmd(e)}, {groupCluster, newRunLevelCmd(e)}, {groupCluster, newShutdownCmd(e)}, {groupCluster, newProbeCmd(e)},
 		{groupCluster, newConfigCmd(e)}, {groupCluster, newAdminCmd(e)}, {groupCluster, newLockCmd(e)}, {groupCluster, newServiceCmd(e)}, {groupCluster, newClusterIPCmd(e)}, {groupCluster, newMetricsCmd(e)}, {groupCluster, newLogsCmd(e)}, {groupCluster, newDashboardCmd(e)},
 		{groupProc, newOnnodeCmd(e)}, {groupProc, newOnallCmd(e)}, {groupProc, newFastCmd(e)}, {groupProc, newFastnodeCmd(e)},
 		{groupProc, newPSCmd(e)}, {groupProc, newKillCmd(e)}, {groupProc, newKill3Cmd(e)}, {groupProc, newWhereCmd(e)}, {groupProc, newLoadsCmd(e)}, {groupProc, newTopCmd(e)}, {groupProc, newSSICmd(e)},
 		{groupNode, newNodeCmd(e)}, {groupNode, newFSCmd(e)},
-		{groupQEMU, newQemuCmd(e)},
+	}, hostCommands(e)...)
+	// The groups of locus --help, in this order, each shown only when it
+	// has a verb (the node build has no QEMU verbs).
+	for _, g := range []cobra.Group{
+		{ID: groupBuild, Title: "Build and install:"},
+		{ID: groupCluster, Title: "The cluster:"},
+		{ID: groupProc, Title: "Processes, clusterwide:"},
+		{ID: groupNode, Title: "Machines:"},
+		{ID: groupQEMU, Title: "QEMU clusters on this machine:"},
 	} {
+		if slices.ContainsFunc(cmds, func(c groupedCommand) bool { return c.group == g.ID }) {
+			root.AddGroup(&g)
+		}
+	}
+	for _, c := range cmds {
 		c.cmd.GroupID = c.group
 		root.AddCommand(c.cmd)
 	}
@@ -70,6 +74,12 @@ early in boot and climbs to the cluster's run level with the others.`,
 	daemon.Hidden, fence.Hidden = true, true
 	root.AddCommand(newVersionCmd(e), daemon, fence, newSSIEnterCmd(), newJobEnterCmd(e))
 	return root
+}
+
+// groupedCommand is a verb and its group in locus --help.
+type groupedCommand struct {
+	group string
+	cmd   *cobra.Command
 }
 
 // Command groups of locus --help.

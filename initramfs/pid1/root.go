@@ -48,6 +48,7 @@ func (n *Node) mountRoot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	mounted := time.Now()
 	if err := n.nodePrivate(dir); err != nil {
 		return fmt.Errorf("root: node-private mounts on %s: %w", dir, err)
 	}
@@ -55,7 +56,8 @@ func (n *Node) mountRoot(ctx context.Context) error {
 	n.root = dir
 	n.mu.Unlock()
 	n.writeNodeFile() // locusd starts the node's jobs there from now on
-	n.log.Info("shared root", "source", n.spec.Root.Source, "from", what, "took", time.Since(start).Round(time.Millisecond))
+	n.log.Info("shared root", "source", n.spec.Root.Source, "from", what, "took", time.Since(start).Round(time.Millisecond),
+		"mount", mounted.Sub(start).Round(time.Millisecond), "private", time.Since(mounted).Round(time.Millisecond))
 	go n.mountClusterProc(context.WithoutCancel(ctx), dir) // outlives the phase; ends once mounted, or given up
 	return nil
 }

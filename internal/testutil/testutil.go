@@ -16,16 +16,19 @@ import (
 )
 
 // LocusBinary returns $LOCUS_BIN when set (make test builds it, and the
-// lean onnode beside it), else builds a static locus and onnode into dir.
+// lean onnode and the node build beside it), else builds a static locus,
+// onnode and locus-node into dir.
 func LocusBinary(dir string) (string, error) {
 	if p := os.Getenv("LOCUS_BIN"); p != "" {
 		return p, nil
 	}
-	for _, c := range []string{"locus", "onnode"} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, c), "github.com/locus-ssi/locus/cmd/"+c)
+	for _, c := range []struct{ out, pkg, tags string }{
+		{"locus", "locus", ""}, {"onnode", "onnode", ""}, {images.NodeBinaryName, "locus", "nodeonly"},
+	} {
+		cmd := exec.Command("go", "build", "-trimpath", "-tags="+c.tags, "-o", filepath.Join(dir, c.out), "github.com/locus-ssi/locus/cmd/"+c.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("build %s: %v: %s", c, err, b)
+			return "", fmt.Errorf("build %s: %v: %s", c.out, err, b)
 		}
 	}
 	return filepath.Join(dir, "locus"), nil
